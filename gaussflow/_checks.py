@@ -1,0 +1,116 @@
+"""Input validation shared by every public entry point.
+
+Every check raises ``ValueError`` (or ``TypeError`` for a wrong kind of object) whose message
+names the argument and says how to fix it. Checks on values (finiteness, symmetry, definiteness)
+run only on concrete arrays; under ``jax.jit``/``vmap``/``grad`` only shapes are checked.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+
+#: Relative tolerance for symmetry and positive semi-definiteness of covariances:
+#: ``|S - S^T| <= SYM_TOL * max(1, max|S|)`` and ``lambda_min(S) >= -PSD_TOL * max(1, lambda_max)``.
+SYM_TOL = 1e-10
+PSD_TOL = 1e-10
+
+
+def is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def as_array(name: str, value, ndim: int | None = None, shape: tuple | None = None):
+    """Convert ``value`` to a float64 array (a JAX array if it is a tracer) and check its shape."""
+    if isinstance(value, jax.core.Tracer):
+        arr = value
+    else:
+        if isinstance(value, (str, bytes)) or value is None:
+            raise TypeError(f"{name} must be an array of numbers, got {type(value).__name__}")
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{name} must be an array of real numbers ({e})") from None
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {tuple(arr.shape)}")
+    if shape is not None:
+        for axis, (want, got) in enumerate(zip(shape, arr.shape)):
+            if want is not None and want != got:
+                raise ValueError(
+                    f"{name} has shape {tuple(arr.shape)} but axis {axis} must be {want} "
+                    f"(expected shape {tuple('*' if s is None else s for s in shape)})"
+                )
+    if is_concrete(arr):
+        if arr.size and not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} contains NaN or inf; pass finite values")
+    return arr
+
+
+def as_scalar(name: str, value, positive: bool = False, nonnegative: bool = False):
+    """A real scalar; ``positive=True`` requires ``> 0``."""
+    if isinstance(value, jax.core.Tracer):
+        return value
+    if isinstance(value, bool) or value is None or isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    if arr.ndim != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {arr.shape}")
+    v = float(arr)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if positive and not v > 0:
+        raise ValueError(f"{name} must be > 0, got {v}")
+    if nonnegative and not v >= 0:
+        raise ValueError(f"{name} must be >= 0, got {v}")
+    return arr
+
+
+def check_covariance(name: str, cov, d: int | None = None):
+    """Square, finite, symmetric and positive semi-definite (tolerances ``SYM_TOL``, ``PSD_TOL``).
+
+    Returns the symmetrised matrix ``(S + S^T) / 2``.
+    """
+    cov = as_array(name, cov, ndim=2)
+    if cov.shape[0] != cov.shape[1]:
+        raise ValueError(f"{name} must be square, got shape {tuple(cov.shape)}")
+    if d is not None and cov.shape[0] != d:
+        raise ValueError(f"{name} must be {d} x {d} to match the mean, got {tuple(cov.shape)}")
+    if not is_concrete(cov):
+        return (cov + cov.T) / 2
+    scale = max(1.0, float(np.max(np.abs(cov)))) if cov.size else 1.0
+    asym = float(np.max(np.abs(cov - cov.T))) if cov.size else 0.0
+    if asym > SYM_TOL * scale:
+        raise ValueError(
+            f"{name} is not symmetric (max |S - S^T| = {asym:.3g}); pass (S + S.T) / 2"
+        )
+    sym = (cov + cov.T) / 2
+    if cov.size:
+        w = np.linalg.eigvalsh(sym)
+        if w[0] < -PSD_TOL * max(1.0, float(w[-1])):
+            raise ValueError(
+                f"{name} is not positive semi-definite (smallest eigenvalue {w[0]:.3g}); "
+                "pass a covariance matrix, e.g. M @ M.T"
+            )
+    return sym
+
+
+def check_times(t0, t1, ts=None):
+    """``t1 > t0`` finite; ``ts`` (optional) one-dimensional, increasing, inside ``[t0, t1]``."""
+    t0 = float(as_scalar("t0", t0))
+    t1 = float(as_scalar("t1", t1))
+    if not t1 > t0:
+        raise ValueError(f"t1 must be greater than t0 (got t0={t0}, t1={t1})")
+    if ts is not None:
+        ts = np.asarray(as_array("ts", ts, ndim=1))
+        if ts.size == 0:
+            raise ValueError("ts must hold at least one time; pass e.g. np.linspace(t0, t1, 50)")
+        if np.any(np.diff(ts) <= 0):
+            raise ValueError("ts must be strictly increasing")
+        if ts[0] < t0 or ts[-1] > t1:
+            raise ValueError(f"ts must lie in [t0, t1] = [{t0}, {t1}], got [{ts[0]}, {ts[-1]}]")
+    return t0, t1, ts

@@ -1,0 +1,35 @@
+"""The symbols every derivation shares.
+
+Dimensions: ``d`` (token dimension), ``k`` (query/key dimension), ``k_v`` (value dimension).
+Vectors are ``(n, 1)`` column MatrixSymbols: the query token ``x``, the key token ``y``, the
+mean ``alpha``; ``Sigma`` is the ``(d, d)`` covariance. Weights follow DESIGN.md §1:
+score ``s(x, y) = beta <Q x, K y>``, value map ``y -> W_O V y``.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+from sympy import MatrixSymbol
+
+d, k, k_v = sp.symbols("d k k_v", integer=True, positive=True)
+
+x = MatrixSymbol("x", d, 1)
+y = MatrixSymbol("y", d, 1)
+alpha = MatrixSymbol("alpha", d, 1)
+Sigma = MatrixSymbol("Sigma", d, d)
+
+Q = MatrixSymbol("Q", k, d)
+K = MatrixSymbol("K", k, d)
+V = MatrixSymbol("V", k_v, d)
+W_O = MatrixSymbol("W_O", d, k_v)
+
+beta = sp.Symbol("beta", positive=True)
+c = sp.Symbol("c", positive=True)
+eps = sp.Symbol("epsilon", positive=True)
+bias = sp.Symbol("b", real=True)
+
+# Affine layer: velocity W x + b.
+W = MatrixSymbol("W", d, d)
+b = MatrixSymbol("b", d, 1)
+
+DIMENSIONS = (d, k, k_v)

@@ -1,0 +1,268 @@
+"""Integrate a field's Gaussian closure with diffrax.
+
+**State.** The covariance is integrated through its flow map: ``Sigma(t) = Phi(t) Sigma0 Phi(t)^T``
+with ``dPhi/dt = J(t) Phi``, ``Phi(0) = I``, where ``J`` is the closure matrix of the field
+(``d Sigma/dt = J Sigma + Sigma J^T``). So ``Sigma(t)`` is symmetric positive semi-definite by
+construction and keeps the rank of ``Sigma0`` exactly (as long as ``Phi`` is invertible); the
+mean is integrated directly.
+
+**Statuses.** ``gf.solve`` never raises on a numerical event; it returns the trajectory up to the
+stopping time ``t_stop`` with ``status``:
+
+- ``"completed"``: reached ``t1``; every saved value is finite.
+- ``"blowup"``: finite-time blow-up. Detected when ``f = tr Sigma / tr Sigma0`` exceeds
+  ``blowup_threshold`` (default ``1e8``) while ``tau = f / (df/dt)`` (the time left to the
+  singularity of a ``1/(T* - t)`` growth) is below ``1e-3 (t - t0)``; exponential growth never
+  satisfies the latter (there ``tau (t - t0)^{-1}`` stays near ``1 / log f``). ``blowup_time`` is
+  ``t_stop + tau``, accurate to ``O(1/f)`` relative.
+- ``"max_steps"``: the solver used ``max_steps`` steps; ``t_stop`` is the time reached.
+- ``"nonfinite"``: the state or its right-hand side became NaN/inf (or the step size collapsed).
+- ``"not_integrable"``: an approximate closure's integrals stopped existing (``_domain_ok``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field as dc_field
+from typing import Any
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._checks import as_scalar, check_times
+from .gaussian import Gaussian
+
+STATUSES = ("completed", "blowup", "max_steps", "nonfinite", "not_integrable")
+
+_SOLVERS = {
+    "tsit5": diffrax.Tsit5,
+    "dopri5": diffrax.Dopri5,
+    "dopri8": diffrax.Dopri8,
+    "heun": diffrax.Heun,
+    "bosh3": diffrax.Bosh3,
+    "kvaerno5": diffrax.Kvaerno5,
+}
+
+#: ``tau / (t - t0)`` below which a trace above the threshold counts as finite-time blow-up.
+BLOWUP_TAU_RATIO = 1e-3
+
+
+def _resolve_solver(solver):
+    if solver is None:
+        return diffrax.Tsit5()
+    if isinstance(solver, str):
+        key = solver.lower()
+        if key not in _SOLVERS:
+            raise ValueError(f"solver must be a diffrax solver or one of {sorted(_SOLVERS)}, "
+                             f"got {solver!r}")
+        return _SOLVERS[key]()
+    if isinstance(solver, diffrax.AbstractSolver):
+        return solver
+    raise TypeError(f"solver must be a diffrax solver or a name, got {type(solver).__name__}")
+
+
+def _cov_from_flow(Phi, cov0):
+    S = jnp.einsum("...ij,...jk,...lk->...il", Phi, cov0, Phi)
+    return (S + jnp.swapaxes(S, -1, -2)) / 2
+
+
+def _trace(S):
+    return jnp.trace(S, axis1=-2, axis2=-1).sum()
+
+
+def _growth(field, mean, S, scale):
+    """``f = tr Sigma / scale`` and ``df/dt = 2 tr(J Sigma) / scale`` (summed over blocks)."""
+    _, J = field._closure(mean, S)
+    f = _trace(S) / scale
+    fp = 2.0 * jnp.sum(J * jnp.swapaxes(S, -1, -2)) / scale
+    return f, fp
+
+
+@eqx.filter_jit
+def _integrate(field, mean0, cov0, t0, t1, ts, solver, rtol, atol, max_steps, threshold,
+               progress_meter, adjoint):
+    """Jitted core: returns a dict of arrays (shapes fixed by ``ts``)."""
+    scale = jnp.maximum(_trace(cov0), 1e-300)
+
+    def vf(t, y, args):
+        mean, Phi = y
+        S = _cov_from_flow(Phi, cov0)
+        dm, J = field._closure(mean, S)
+        return dm, J @ Phi
+
+    def rhs_finite(y):
+        dm, dPhi = vf(None, y, None)
+        return jnp.all(jnp.isfinite(dm)) & jnp.all(jnp.isfinite(dPhi))
+
+    def cond_nonfinite(t, y, args, **kw):
+        mean, Phi = y
+        ok = jnp.all(jnp.isfinite(mean)) & jnp.all(jnp.isfinite(Phi)) & rhs_finite(y)
+        return ~ok
+
+    def cond_blowup(t, y, args, **kw):
+        mean, Phi = y
+        S = _cov_from_flow(Phi, cov0)
+        f, fp = _growth(field, mean, S, scale)
+        tau = f / jnp.where(fp > 0, fp, 1.0)
+        return (f > threshold) & (fp > 0) & (tau < BLOWUP_TAU_RATIO * (t - t0))
+
+    def cond_domain(t, y, args, **kw):
+        mean, Phi = y
+        return ~field._domain_ok(mean, _cov_from_flow(Phi, cov0))
+
+    conds = {"nonfinite": cond_nonfinite, "blowup": cond_blowup, "not_integrable": cond_domain}
+    Phi0 = jnp.broadcast_to(jnp.eye(cov0.shape[-1]), cov0.shape)
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(vf), solver, t0, t1, None, (mean0, Phi0),
+        saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts), diffrax.SubSaveAt(t1=True)]),
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        event=diffrax.Event(conds),
+        max_steps=max_steps, throw=False, progress_meter=progress_meter, adjoint=adjoint,
+    )
+    (means, Phis), (mean_end, Phi_end) = sol.ys
+    covs = _cov_from_flow(Phis, cov0)
+    cov_end = _cov_from_flow(Phi_end[-1], cov0)
+    t_stop = sol.ts[1][-1]
+    f, fp = _growth(field, mean_end[-1], cov_end, scale)
+    tau = f / jnp.where(fp > 0, fp, jnp.inf)
+    mask = sol.event_mask if sol.event_mask is not None else {k: False for k in conds}
+    return {
+        "ts": sol.ts[0], "means": means, "covs": covs, "t_stop": t_stop, "tau": tau,
+        "mean_end": mean_end[-1], "cov_end": cov_end,
+        "result": sol.result._value, "num_steps": sol.stats["num_steps"],
+        "event_nonfinite": mask["nonfinite"], "event_blowup": mask["blowup"],
+        "event_domain": mask["not_integrable"],
+    }
+
+
+def _status(out) -> str:
+    if bool(out["event_nonfinite"]):
+        return "nonfinite"
+    if bool(out["event_blowup"]):
+        return "blowup"
+    if bool(out["event_domain"]):
+        return "not_integrable"
+    res = int(out["result"])
+    if res == diffrax.RESULTS.max_steps_reached._value:
+        return "max_steps"
+    if res not in (diffrax.RESULTS.successful._value, diffrax.RESULTS.event_occurred._value):
+        return "nonfinite"
+    return "completed"
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """A solved moment trajectory.
+
+    ``ts`` (n,), ``means`` (n, d), ``covs`` (n, d, d) as NumPy arrays: the requested save times
+    reached before ``t_stop``, followed by the state at ``t_stop`` when the solve stopped early.
+    ``status`` is one of :data:`STATUSES`; ``blowup_time`` the estimated blow-up time (``None``
+    unless ``status == "blowup"``); ``final`` the state at ``t_stop``.
+    """
+
+    ts: np.ndarray
+    means: np.ndarray
+    covs: np.ndarray
+    status: str
+    t_stop: float
+    blowup_time: float | None = None
+    num_steps: int = 0
+    field_name: str = ""
+    extra: dict = dc_field(default_factory=dict, repr=False)
+
+    @property
+    def final(self):
+        """The last state, a :class:`~gaussflow.Gaussian` (covariance symmetrised)."""
+        if self.means.ndim == 3 and "positional" in self.extra:
+            return self.extra["positional"](self.means[-1], self.covs[-1])
+        return Gaussian(self.means[-1], self.covs[-1])
+
+    def __repr__(self) -> str:
+        bt = "" if self.blowup_time is None else f", blowup_time={self.blowup_time:.8g}"
+        return (f"Trajectory({self.field_name or 'field'}, status={self.status!r}, "
+                f"t_stop={self.t_stop:.6g}{bt}, n_saved={len(self.ts)}, "
+                f"d={self.means.shape[-1]}, steps={self.num_steps})")
+
+    def _repr_html_(self) -> str:
+        rows = [("status", self.status), ("t_stop", f"{self.t_stop:.6g}"),
+                ("blowup_time", "—" if self.blowup_time is None else f"{self.blowup_time:.8g}"),
+                ("saved times", str(len(self.ts))), ("solver steps", str(self.num_steps)),
+                ("d", str(self.means.shape[-1]))]
+        body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+        return f"<table><caption>Trajectory of {self.field_name}</caption>{body}</table>"
+
+
+def _check_field_state(field, g0):
+    from .variants.base import Field
+
+    if not isinstance(field, Field):
+        raise TypeError(f"field must be a gaussflow field (e.g. gf.Softmax(Q, K, V)), got "
+                        f"{type(field).__name__}")
+    check = getattr(field, "_check_state", None)
+    check(g0, "g0")
+
+
+def solve(field, g0, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
+          max_steps=16384, blowup_threshold=1e8, progress=False, adjoint=None) -> Trajectory:
+    """Integrate the Gaussian closure of ``field`` from ``g0`` over ``[t0, t1]``.
+
+    Parameters
+    ----------
+    field : a gaussflow field (``gf.Softmax``, sums, ...).
+    g0 : the initial :class:`~gaussflow.Gaussian`.
+    t1 : final time (> t0). ts : save times (increasing, in ``[t0, t1]``); default 101 points.
+    rtol, atol : tolerances of diffrax's ``PIDController``. solver : a diffrax solver or a name
+        (``"tsit5"`` default, ``"dopri5"``, ``"dopri8"``, ``"kvaerno5"``, ...).
+    max_steps : step budget; exceeding it gives ``status == "max_steps"``.
+    blowup_threshold : growth factor of ``tr Sigma`` at which blow-up is tested (see module doc).
+    progress : show diffrax's tqdm progress meter. adjoint : a diffrax adjoint (default recursive
+        checkpointing; ``jax.grad`` flows through ``solve`` for completed runs).
+
+    Returns a :class:`Trajectory`; never raises on numerical events (see the module docstring).
+    """
+    _check_field_state(field, g0)
+    t0, t1, ts_arr = check_times(t0, t1, ts)
+    rtol = float(as_scalar("rtol", rtol, positive=True))
+    atol = float(as_scalar("atol", atol, positive=True))
+    thr = float(as_scalar("blowup_threshold", blowup_threshold, positive=True))
+    if thr <= 1:
+        raise ValueError("blowup_threshold must be > 1 (a growth factor of tr Sigma)")
+    if not isinstance(max_steps, (int, np.integer)) or isinstance(max_steps, bool) or max_steps < 1:
+        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+    solver = _resolve_solver(solver)
+    if ts_arr is None:
+        ts_arr = np.linspace(t0, t1, 101)
+    meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
+    adjoint = diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
+    out = _integrate(field, g0.mean, g0.cov, jnp.asarray(t0), jnp.asarray(t1),
+                     jnp.asarray(ts_arr), solver, rtol, atol, int(max_steps), thr, meter, adjoint)
+    return _trajectory(out, ts_arr, field, t0)
+
+
+def _trajectory(out, ts_arr, field, t0) -> Trajectory:
+    out = jax.tree_util.tree_map(np.asarray, out)
+    status = _status(out)
+    t_stop = float(out["t_stop"])
+    n = len(ts_arr)
+    ts, means, covs = out["ts"][:n], out["means"][:n], out["covs"][:n]
+    keep = (ts <= t_stop) & np.isfinite(ts)
+    keep &= np.all(np.isfinite(means.reshape(n, -1)), axis=1)
+    keep &= np.all(np.isfinite(covs.reshape(n, -1)), axis=1)
+    ts, means, covs = ts[keep], means[keep], covs[keep]
+    fm, fc = out["mean_end"], out["cov_end"]
+    final_ok = np.all(np.isfinite(fm)) and np.all(np.isfinite(fc))
+    if final_ok and (len(ts) == 0 or t_stop > ts[-1] * (1 + 1e-14) + 1e-300):
+        ts = np.append(ts, t_stop)
+        means = np.concatenate([means, fm[None]])
+        covs = np.concatenate([covs, fc[None]])
+    if status == "completed" and (not final_ok or len(ts) < n):
+        status = "nonfinite"
+    blowup_time = None
+    if status == "blowup":
+        blowup_time = float(t_stop + out["tau"])
+    return Trajectory(ts=ts, means=means, covs=covs, status=status, t_stop=t_stop,
+                      blowup_time=blowup_time, num_steps=int(out["num_steps"]),
+                      field_name=getattr(field, "name", type(field).__name__))

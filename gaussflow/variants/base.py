@@ -1,0 +1,145 @@
+"""The engine every variant sits on.
+
+A *field* is a velocity field ``Gamma[mu](x)`` depending on the token distribution ``mu``. Every
+field exposes, for ``mu = N(alpha, Sigma)``:
+
+- ``_velocity(mean, cov, x)``: ``Gamma(x)`` for one token ``x`` of shape ``(d,)``;
+- ``_closure(mean, cov)``: ``(d alpha/dt, J)`` where ``d Sigma/dt = J Sigma + Sigma J^T``
+  (``J`` is the Jacobian of an affine field, or ``E[grad Gamma(X)]`` for a moment closure);
+- ``_moment_rhs(mean, cov)``: ``(d alpha/dt, d Sigma/dt)``.
+
+These are pure JAX functions (traceable, differentiable, vmappable); fields are equinox Modules,
+hence pytrees. :class:`DerivedField` gets all three from the generated code of its class's
+:class:`~gaussflow.derive.Derivation`, derived once per process. The public methods
+``velocity``/``moment_rhs`` validate their inputs and run jitted versions.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._checks import as_array
+from ..gaussian import Gaussian
+
+
+class Field(eqx.Module):
+    """Abstract mean-field velocity field. Subclasses set ``name`` and ``exact``."""
+
+    name: ClassVar[str] = "field"
+    exact: ClassVar[bool] = True
+
+    # -- to implement ------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        raise NotImplementedError
+
+    def _velocity(self, mean, cov, x):
+        raise NotImplementedError
+
+    def _closure(self, mean, cov):
+        raise NotImplementedError
+
+    def _moment_rhs(self, mean, cov):
+        dm, J = self._closure(mean, cov)
+        JS = J @ cov
+        return dm, JS + JS.T
+
+    def _domain_ok(self, mean, cov):
+        """False where the closure's integrals stop existing (approximate closures override)."""
+        return jnp.asarray(True)
+
+    # -- public API --------------------------------------------------------------------------
+    def _check_state(self, g, argname="g"):
+        if not isinstance(g, Gaussian):
+            raise TypeError(f"{argname} must be a gf.Gaussian, got {type(g).__name__}; "
+                            "wrap it as gf.Gaussian(mean, cov)")
+        if g.dim != self.dim:
+            raise ValueError(f"{argname} has dimension {g.dim} but the field {self.name!r} acts "
+                             f"on dimension {self.dim}")
+
+    def velocity(self, g: Gaussian, x):
+        """``Gamma[N(g.mean, g.cov)](x)`` for tokens ``x`` of shape ``(..., d)``."""
+        self._check_state(g)
+        x = as_array("x", x)
+        if x.ndim == 0 or x.shape[-1] != self.dim:
+            raise ValueError(f"x must have shape (..., {self.dim}), got {tuple(x.shape)}")
+        flat = jnp.reshape(jnp.asarray(x), (-1, self.dim))
+        out = _jit_velocity(self, g.mean, g.cov, flat)
+        return jnp.reshape(out, x.shape)
+
+    def moment_rhs(self, g: Gaussian):
+        """``(d mean/dt, d cov/dt)`` of the Gaussian closure at ``g``."""
+        self._check_state(g)
+        return _jit_moment_rhs(self, g.mean, g.cov)
+
+    def __add__(self, other):
+        from .superposition import Sum
+
+        if not isinstance(other, Field):
+            return NotImplemented
+        return Sum.of(self, other)
+
+
+@eqx.filter_jit
+def _jit_velocity(field, mean, cov, xs):
+    return jax.vmap(lambda x: field._velocity(mean, cov, x))(xs)
+
+
+@eqx.filter_jit
+def _jit_moment_rhs(field, mean, cov):
+    return field._moment_rhs(mean, cov)
+
+
+class DerivedField(Field):
+    """A field whose closure is derived symbolically from its class's declaration.
+
+    Subclasses implement the classmethod ``_derive()`` (returning a
+    :class:`~gaussflow.derive.Derivation`) and ``_param_values()`` (the numeric value of each
+    derivation parameter, by symbol name).
+    """
+
+    @classmethod
+    def _derive(cls):
+        raise NotImplementedError
+
+    @classmethod
+    def derivation(cls):
+        """The class's :class:`~gaussflow.derive.Derivation` (derived once per process)."""
+        return _derivation_of(cls)
+
+    def _param_values(self) -> dict:
+        raise NotImplementedError
+
+    def _args(self):
+        vals = self._param_values()
+        return [vals[p.name] for p in self.derivation().params]
+
+    def _velocity(self, mean, cov, x):
+        f = self.derivation().functions["velocity"]
+        return f(x[:, None], mean[:, None], cov, *self._args())[:, 0]
+
+    def _closure(self, mean, cov):
+        f = self.derivation().functions["closure"]
+        dm, J = f(mean[:, None], cov, *self._args())
+        return dm[:, 0], J
+
+    def _moment_rhs(self, mean, cov):
+        f = self.derivation().functions["moment_rhs"]
+        dm, dS = f(mean[:, None], cov, *self._args())
+        return dm[:, 0], dS
+
+
+@functools.cache
+def _derivation_of(cls):
+    return cls._derive()
+
+
+def as_weight(name, value, shape=None):
+    """A weight matrix as a float64 JAX array, with its shape checked."""
+    arr = as_array(name, value, ndim=2, shape=shape)
+    return jnp.asarray(arr, dtype=jnp.float64)
