@@ -1,0 +1,150 @@
+"""The ``gaussflow`` command line.
+
+Errors in the input (``ValueError``/``TypeError`` raised by gaussflow's checks, bad files) print one
+line ``gaussflow: error: ...`` to stderr and exit with code 2; ``--debug`` shows the traceback.
+Each subcommand lives in a ``_cmd_NAME`` function registered in :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+
+
+class UsageError(ValueError):
+    """A user-facing error from the command line."""
+
+
+def _fmt(example: str) -> dict:
+    return {"epilog": "example:\n  " + example, "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
+# ---------------------------------------------------------------------------------------- run
+def _add_run(sub):
+    p = sub.add_parser("run", help="run the default study (softmax, d = 2) and write figures",
+                       description="Run the embedded default study: softmax attention in d = 2 on "
+                       "a grid of trace-one initial covariances, for collapsing and blowing-up "
+                       "weights. Writes figures and summary.json/summary.md.",
+                       **_fmt("gaussflow run --out results/"))
+    p.add_argument("--out", default="gaussflow-out", help="output folder (default ./gaussflow-out)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    p.add_argument("--quick", action="store_true", help="a smaller grid")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args):
+    from .study import run_study
+
+    summary = run_study(args.out, seed=args.seed, quick=args.quick)
+    if args.json:
+        print(json.dumps({k: v for k, v in summary.items()}, indent=2))
+        return 0
+    for name, case in summary["cases"].items():
+        st = ", ".join(f"{k}: {v}" for k, v in case["statuses"].items())
+        print(f"{name:10s} {len(case['runs'])} runs ({st})")
+    print(f"done in {summary['seconds']:.1f} s; files written to {os.path.abspath(args.out)}:")
+    for f in summary["files"]:
+        print(f"  {f}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------- derive
+def _add_derive(sub):
+    p = sub.add_parser("derive", help="print the derived ODEs of a variant",
+                       description="Derive a variant's Gaussian closure symbolically and print it "
+                       "(plain text, LaTeX or Markdown). --all --out DIR writes one Markdown file "
+                       "per variant.",
+                       **_fmt("gaussflow derive softmax --latex\n  gaussflow derive --all --out derivations/"))
+    p.add_argument("variant", nargs="?", help="variant name (softmax, ...)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--latex", action="store_true", help="print LaTeX")
+    g.add_argument("--markdown", action="store_true", help="print the Markdown derivation")
+    g.add_argument("--source", action="store_true", help="print the generated JAX source")
+    p.add_argument("--all", action="store_true", help="every variant (with --out: write files)")
+    p.add_argument("--out", help="folder for the Markdown files (with --all)")
+    p.set_defaults(func=_cmd_derive)
+
+
+def write_derivations(out_dir: str) -> list[str]:
+    """Write ``out_dir/NAME.md`` for every registered variant; returns the paths."""
+    from .derive import derive
+    from .variants import VARIANTS
+
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for name in sorted(VARIANTS):
+        path = os.path.join(out_dir, f"{name}.md")
+        with open(path, "w") as fh:
+            fh.write(derive(name).markdown())
+        paths.append(path)
+    return paths
+
+
+def _cmd_derive(args):
+    from .derive import derive
+    from .variants import VARIANTS
+
+    if args.all:
+        if args.out:
+            for p in write_derivations(args.out):
+                print(p)
+            return 0
+        names = sorted(VARIANTS)
+    else:
+        if not args.variant:
+            raise UsageError("derive needs a variant name (one of "
+                             f"{', '.join(sorted(VARIANTS))}) or --all")
+        names = [args.variant]
+    for name in names:
+        D = derive(name)
+        if args.latex:
+            print(D.latex())
+        elif args.markdown:
+            print(D.markdown())
+        elif args.source:
+            print(D.jax_source)
+        else:
+            print(D.text())
+    return 0
+
+
+COMMANDS = [_add_run, _add_derive]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gaussflow",
+        description=textwrap.dedent("""\
+            Mean-field dynamics of deep Transformers on Gaussian token distributions:
+            derive closures symbolically, integrate them, validate against particles."""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError, KeyError) as e:
+        if args.debug:
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"gaussflow: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

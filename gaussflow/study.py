@@ -1,0 +1,94 @@
+"""The default study run by ``gaussflow run``.
+
+Softmax self-attention in d = 2 (DESIGN.md §6 conventions, ``beta = 1/sqrt(d)``) from a grid of
+trace-one initial covariances ``Sigma0 = [[(1+u)/2, w/2], [w/2, (1-u)/2]]``, ``u^2 + w^2 < 1``,
+for two choices of weights:
+
+- *collapse*: ``K = -Q`` with ``Q`` uniform on [0, 1) (seeded), ``V = M M^T``: ``Sigma -> 0``;
+- *blow-up*: ``A + A^T`` positive definite, ``V = I``: finite-time blow-up at
+  ``T* = 1/lambda_max(beta Sigma0^{1/2} (A + A^T) Sigma0^{1/2})``.
+
+Writes figures and ``summary.json`` / ``summary.md`` into the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+
+from .gaussian import Gaussian
+from .solve import solve
+from .variants import Softmax
+
+
+def trace_one_grid(n_radii: int = 3, n_angles: int = 8):
+    """Trace-one 2x2 covariances on circles of radius < 1 in the ``(u, w)`` disk, plus the centre."""
+    pts = [(0.0, 0.0)]
+    for r in np.linspace(0.3, 0.9, n_radii):
+        for th in np.linspace(0, 2 * np.pi, n_angles, endpoint=False):
+            pts.append((r * np.cos(th), r * np.sin(th)))
+    return [np.array([[(1 + u) / 2, w / 2], [w / 2, (1 - u) / 2]]) for u, w in pts]
+
+
+def default_weights(seed: int = 0):
+    """The two weight choices of the study, as ``{name: (field, t1)}``."""
+    rng = np.random.default_rng(seed)
+    d = 2
+    beta = 1 / np.sqrt(d)
+    Q = rng.uniform(0, 1, size=(d, d))
+    M = rng.normal(size=(d, d))
+    collapse = Softmax(Q, -Q, M @ M.T, beta=beta)
+    Qb = np.array([[1.0, 0.3], [-0.2, 0.8]])
+    blowup = Softmax(Qb, np.eye(d), np.eye(d), beta=beta)  # A = Q, A + A^T > 0
+    return {"collapse": (collapse, 100.0), "blowup": (blowup, 10.0)}
+
+
+def run_study(out_dir: str = "gaussflow-out", seed: int = 0, quick: bool = False) -> dict:
+    """Run the default study; return the summary dict (also written to ``out_dir``)."""
+    from . import plots
+
+    os.makedirs(out_dir, exist_ok=True)
+    grid = trace_one_grid(2 if quick else 3, 6 if quick else 8)
+    summary = {"variant": "softmax", "d": 2, "seed": seed, "cases": {}}
+    files = []
+    t_start = time.perf_counter()
+    for name, (field, t1) in default_weights(seed).items():
+        trajs = []
+        rows = []
+        for S0 in grid:
+            g0 = Gaussian(np.zeros(2), S0)
+            tr = solve(field, g0, t1, ts=np.linspace(0, t1, 201))
+            trajs.append(tr)
+            rows.append({"cov0": S0.tolist(), "status": tr.status, "t_stop": tr.t_stop,
+                         "blowup_time": tr.blowup_time,
+                         "final_trace": float(np.trace(tr.covs[-1]))})
+        summary["cases"][name] = {
+            "A": np.asarray(field.A).tolist(), "beta": float(field.beta), "t1": t1,
+            "runs": rows,
+            "statuses": {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})},
+        }
+        fig = plots.unit_disk(trajs, title=f"softmax, {name}: normalised covariance")
+        files.append(plots.save(fig, os.path.join(out_dir, f"disk_{name}")))
+        fig = plots.eigenvalues(trajs, title=f"softmax, {name}: eigenvalues of Sigma(t)")
+        files.append(plots.save(fig, os.path.join(out_dir, f"eigenvalues_{name}")))
+    summary["seconds"] = time.perf_counter() - t_start
+    with open(os.path.join(out_dir, "summary.json"), "w") as fh:
+        json.dump(summary, fh, indent=2)
+    md = ["# gaussflow run: softmax, d = 2", ""]
+    for name, case in summary["cases"].items():
+        md.append(f"## {name} (t1 = {case['t1']})")
+        md.append("")
+        md.append("| # | status | t_stop | blow-up time | final tr Sigma |")
+        md.append("|---|---|---|---|---|")
+        for i, r in enumerate(case["runs"]):
+            bt = "—" if r["blowup_time"] is None else f"{r['blowup_time']:.6g}"
+            md.append(f"| {i} | {r['status']} | {r['t_stop']:.4g} | {bt} | {r['final_trace']:.3g} |")
+        md.append("")
+    with open(os.path.join(out_dir, "summary.md"), "w") as fh:
+        fh.write("\n".join(md))
+    files += [os.path.join(out_dir, "summary.json"), os.path.join(out_dir, "summary.md")]
+    summary["files"] = files
+    return summary
