@@ -16,6 +16,7 @@ class Softmax(DotProductAttention):
 
     name = "softmax"
     exact = True
+    normalisation = "softmax"
 
     @classmethod
     def log_kernel(cls):
