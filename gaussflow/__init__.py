@@ -12,7 +12,7 @@ jax.config.update("jax_enable_x64", True)
 
 from .gaussian import Gaussian  # noqa: E402
 from .derive import Derivation, derive  # noqa: E402
-from .variants import Field, Softmax, Sum  # noqa: E402
+from .variants import L2, Affine, Field, Layers, MultiHead, Sinkhorn, Softmax, Sum  # noqa: E402
 from .solve import Trajectory, solve  # noqa: E402
 
 __version__ = "0.1.0"
@@ -23,7 +23,12 @@ __all__ = [
     "derive",
     "Field",
     "Softmax",
+    "MultiHead",
+    "L2",
+    "Sinkhorn",
+    "Affine",
     "Sum",
+    "Layers",
     "Trajectory",
     "solve",
 ]

@@ -65,12 +65,27 @@ class SqrtPSD(MatrixExpr):
         return r"\left(%s\right)^{1/2}" % printer._print(self.arg)
 
 
+@jax.custom_jvp
 def _sqrtm_psd(X):
-    """Symmetric PSD square root via ``eigh`` (runs on GPU, unlike Schur-based ``sqrtm``)."""
-    Xs = (X + X.T) / 2
-    w, U = jnp.linalg.eigh(Xs)
-    w = jnp.clip(w, 0.0, None)
-    return (U * jnp.sqrt(w)) @ U.T
+    """Symmetric PSD square root via ``eigh`` (runs on GPU, unlike Schur-based ``sqrtm``).
+
+    Differentiated by its own rule (the Sylvester equation ``S dS + dS S = dX``, solved in the
+    eigenbasis: ``dS_ij = dX_ij / (s_i + s_j)``), which stays finite for repeated eigenvalues
+    where differentiating ``eigh`` itself gives NaN.
+    """
+    w, U = jnp.linalg.eigh((X + X.T) / 2)
+    return (U * jnp.sqrt(jnp.clip(w, 0.0, None))) @ U.T
+
+
+@_sqrtm_psd.defjvp
+def _sqrtm_psd_jvp(primals, tangents):
+    (X,), (dX,) = primals, tangents
+    w, U = jnp.linalg.eigh((X + X.T) / 2)
+    s = jnp.sqrt(jnp.clip(w, 0.0, None))
+    den = s[:, None] + s[None, :]
+    dXu = U.T @ ((dX + dX.T) / 2) @ U
+    dS = jnp.where(den > 0, dXu / jnp.where(den > 0, den, 1.0), 0.0)
+    return (U * s) @ U.T, U @ dS @ U.T
 
 
 RUNTIME = {"jnp": jnp, "jsp": jsp, "jax": jax, "_sqrtm_psd": _sqrtm_psd}

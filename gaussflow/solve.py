@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import as_scalar, check_times
+from ._checks import as_scalar, check_times, is_concrete
 from .gaussian import Gaussian
 
 STATUSES = ("completed", "blowup", "max_steps", "nonfinite", "not_integrable")
@@ -211,7 +211,8 @@ def solve(field, g0, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
 
     Parameters
     ----------
-    field : a gaussflow field (``gf.Softmax``, sums, ...).
+    field : a gaussflow field (``gf.Softmax``, sums, ...), or a ``gf.Layers`` schedule (integrated
+        layer by layer, no step across a switch; ``t1 - t0`` at most its total duration).
     g0 : the initial :class:`~gaussflow.Gaussian`.
     t1 : final time (> t0). ts : save times (increasing, in ``[t0, t1]``); default 101 points.
     rtol, atol : tolerances of diffrax's ``PIDController``. solver : a diffrax solver or a name
@@ -219,7 +220,9 @@ def solve(field, g0, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
     max_steps : step budget; exceeding it gives ``status == "max_steps"``.
     blowup_threshold : growth factor of ``tr Sigma`` at which blow-up is tested (see module doc).
     progress : show diffrax's tqdm progress meter. adjoint : a diffrax adjoint (default recursive
-        checkpointing; ``jax.grad`` flows through ``solve`` for completed runs).
+        checkpointing; ``jax.grad`` flows through ``solve`` for completed runs: under a JAX
+        transformation the trajectory holds traced arrays at every requested time and
+        ``status == "traced"``).
 
     Returns a :class:`Trajectory`; never raises on numerical events (see the module docstring).
     """
@@ -237,9 +240,56 @@ def solve(field, g0, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
         ts_arr = np.linspace(t0, t1, 101)
     meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
     adjoint = diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
+    run = (solver, rtol, atol, int(max_steps), thr, meter, adjoint)
+    if getattr(field, "time_dependent", False):  # gf.Layers: one integration per layer
+        return _solve_schedule(field, g0, t0, t1, ts_arr, run)
     out = _integrate(field, g0.mean, g0.cov, jnp.asarray(t0), jnp.asarray(t1),
-                     jnp.asarray(ts_arr), solver, rtol, atol, int(max_steps), thr, meter, adjoint)
+                     jnp.asarray(ts_arr), *run)
+    if not is_concrete(out["cov_end"]):  # under jax.grad / jit / vmap
+        return _traced_trajectory(out, field)
     return _trajectory(out, ts_arr, field, t0)
+
+
+def _traced_trajectory(out, field) -> Trajectory:
+    """Trajectory of traced arrays (inside ``jax.grad`` etc.): every requested time is kept and
+    ``status`` is ``"traced"`` (events cannot be read under tracing; check a concrete run)."""
+    return Trajectory(ts=out["ts"], means=out["means"], covs=out["covs"], status="traced",
+                      t_stop=out["t_stop"], num_steps=out["num_steps"],
+                      field_name=getattr(field, "name", type(field).__name__))
+
+
+def _solve_schedule(layers, g0, t0, t1, ts_arr, run) -> Trajectory:
+    """Integrate a ``gf.Layers`` schedule layer by layer: each layer starts from the state at its
+    switch time, so no step crosses a switch. Stops at the first layer that does not complete.
+    The blow-up threshold stays relative to ``tr Sigma0`` of ``g0``."""
+    ends = t0 + layers.switch_times
+    if t1 > ends[-1] * (1 + 1e-12) + 1e-12:
+        raise ValueError(f"t1 = {t1} is past the end of the schedule (t0 + {layers.total} = "
+                         f"{ends[-1]}); lengthen the last layer or pass a smaller t1")
+    solver, rtol, atol, max_steps, thr, meter, adjoint = run
+    scale0 = float(np.trace(np.asarray(g0.cov)))
+    mean, cov, a = g0.mean, g0.cov, t0
+    ts_all, means, covs, steps, tr = [], [], [], 0, None
+    for i, (f, b) in enumerate(zip(layers.fields, ends)):
+        last = b >= t1 or i == len(ends) - 1
+        b = min(float(b), t1)
+        lo = ts_arr >= a if i == 0 else ts_arr > a
+        seg = ts_arr[lo & (ts_arr <= b)]
+        added = len(seg) == 0 or seg[-1] < b
+        seg = np.append(seg, b) if added else seg
+        thr_i = thr * scale0 / max(float(np.trace(np.asarray(cov))), 1e-300)
+        out = _integrate(f, mean, cov, jnp.asarray(a), jnp.asarray(b), jnp.asarray(seg),
+                         solver, rtol, atol, max_steps, max(thr_i, 1.0 + 1e-12), meter, adjoint)
+        tr = _trajectory(out, seg, f, a)
+        steps += tr.num_steps
+        n = len(tr.ts) - (1 if added and not last and tr.status == "completed" else 0)
+        ts_all.append(tr.ts[:n]), means.append(tr.means[:n]), covs.append(tr.covs[:n])
+        if tr.status != "completed" or last:
+            break
+        mean, cov, a = jnp.asarray(tr.means[-1]), jnp.asarray(tr.covs[-1]), b
+    return Trajectory(ts=np.concatenate(ts_all), means=np.concatenate(means),
+                      covs=np.concatenate(covs), status=tr.status, t_stop=tr.t_stop,
+                      blowup_time=tr.blowup_time, num_steps=steps, field_name=layers.name)
 
 
 def _trajectory(out, ts_arr, field, t0) -> Trajectory:

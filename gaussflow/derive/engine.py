@@ -9,19 +9,23 @@ by :func:`derive_normalised_exp`:
 4. if ``Gamma`` is affine in ``x``, apply the affine closure rule (exact);
 5. generate JAX source for the velocity, the closure ``(d alpha/dt, J)`` and ``(d alpha/dt, d Sigma/dt)``.
 
-Other normalisations (Sinkhorn, none) plug their own rule in before step 3/4 and reuse
-:func:`finish_affine` / :func:`build`.
+Other normalisations plug their own rule in before step 3/4 and reuse :func:`finish_affine` /
+:func:`build`: :func:`derive_sinkhorn` (doubly stochastic kernels: Gaussian Schrödinger system +
+conditioning), :func:`derive_affine` (mean-field-free affine velocities) and
+:func:`sum_derivations` (superposition: the derivation of a sum is the sum of the derivations).
 """
 
 from __future__ import annotations
 
 import sympy as sp
-from sympy import Identity, ZeroMatrix
+from sympy import Identity, MatrixSymbol, ZeroMatrix
 
 from . import symbols as S
 from .calculus import (
     affine_closure,
     complete_the_square,
+    gaussian_conditioning,
+    gaussian_self_coupling,
     inverse_rhs,
     quadratic_coefficients,
     simplify_matrix,
@@ -70,9 +74,13 @@ def identity_value_closed_form(cov_rhs):
     )
 
 
-def finish_affine(name, velocity, steps, notes=(), runtime=None):
-    """Steps 4-5 for an affine velocity: the closure rule, closed forms, code generation."""
-    cl = affine_closure(velocity, S.x, S.alpha, S.Sigma)
+def finish_affine(name, velocity, steps, notes=(), runtime=None, symmetric=(), realise=None):
+    """Steps 4-5 for an affine velocity: the closure rule, closed forms, code generation.
+
+    ``symmetric``: placeholder symbols known to be symmetric; ``realise``: a map applied to the
+    final expressions before code generation (replacing placeholders, e.g. ``Sigma^{1/2}``).
+    """
+    cl = affine_closure(velocity, S.x, S.alpha, S.Sigma, symmetric)
     steps = list(steps) + [
         Step(
             "Affine closure",
@@ -83,9 +91,11 @@ def finish_affine(name, velocity, steps, notes=(), runtime=None):
              (r"\frac{d\Sigma}{dt}", cl.cov_rhs)),
         )
     ]
-    closed = identity_value_closed_form(cl.cov_rhs)
-    return build(name, True, velocity, cl.mean_rhs, cl.jacobian, cl.cov_rhs, steps, closed,
-                 notes, runtime)
+    exprs = [velocity, cl.mean_rhs, cl.jacobian, cl.cov_rhs]
+    if realise is not None:
+        exprs = [realise(e) for e in exprs]
+    closed = identity_value_closed_form(exprs[3]) if realise is None else ()
+    return build(name, True, *exprs, steps, closed, notes, runtime)
 
 
 def derive_normalised_exp(name, log_kernel, value=None, notes=()):
@@ -111,3 +121,98 @@ def derive_normalised_exp(name, log_kernel, value=None, notes=()):
 
 def zero_vector():
     return ZeroMatrix(S.d, 1)
+
+
+def derive_sinkhorn(name, log_kernel, value=None, notes=()):
+    """Derive the closure of attention with weights ``exp(log_kernel)`` made doubly stochastic.
+
+    The weights of key ``y`` seen from query ``x`` are ``pi(x, y) / mu(x)`` where ``pi`` is the
+    entropic self-coupling of ``mu`` (:func:`~.calculus.gaussian_self_coupling`); the velocity is
+    the conditional mean ``E_pi[value(Y) | X = x]`` (:func:`~.calculus.gaussian_conditioning`).
+    """
+    value = value_map() if value is None else value
+    sc = gaussian_self_coupling(log_kernel, S.x, S.y, S.Sigma)
+    R, M = sc.R, sc.M
+    sym = (S.Sigma, R, M)
+    # Conditioning on X = x in N((alpha, alpha), [[Sigma, C], [C^T, Sigma]]), with Sigma = R^2.
+    cond = gaussian_conditioning(S.x, S.alpha, S.alpha, R**2, sc.cross_cov, R**2, sym)
+    velocity = simplify_matrix(value * cond.mean, sym)
+    lhs, rhs = sc.equation
+    steps = [
+        Step("Kernel", "Attention weights of key $y$ seen from query $x$, before the Sinkhorn "
+             "scaling:", ((r"\log k(x, y)", log_kernel),)),
+        Step("Schrödinger system",
+             "Find $\\pi(x, y) = a(x)\\, b(y)\\, k(x, y)\\, \\mu(x) \\mu(y)$ with both marginals "
+             "$\\mu = \\mathcal N(\\alpha, \\Sigma)$. With quadratic potentials $\\log a, \\log b$ the "
+             "coupling is Gaussian, $\\mathcal N\\big((\\alpha, \\alpha), "
+             "\\left[\\begin{smallmatrix}\\Sigma & C\\\\ C^\\top & \\Sigma\\end{smallmatrix}\\right]\\big)$"
+             " with $C = \\operatorname{Cov}(X, Y)$. Terms of $\\log k$ in $x$ alone or $y$ alone are "
+             "absorbed by the potentials; the bilinear part $x^\\top G y$ must equal minus the "
+             "off-diagonal block of the joint precision. Block inversion gives a matrix equation "
+             "for $C$:",
+             (("G", sc.G), (sp.latex(lhs, mat_symbol_style="plain"), rhs))),
+        Step("Closed-form solution",
+             "Whiten with $R = \\Sigma^{1/2}$ (symmetric PSD root): $C = R D R$, "
+             "$D (I - D^\\top D)^{-1} = H$. In the singular basis of $H$ each singular value "
+             "solves $\\delta/(1 - \\delta^2) = s$, so $\\delta = 2s/(1 + \\sqrt{1 + 4 s^2})$; no "
+             "inverse of $G$ is needed (singular kernels included):",
+             (("R", sc.realise(R)), ("H", sc.H), ("M", sc.M_value), ("D", sc.D),
+              ("C", sc.cross_cov))),
+        Step("Gaussian conditioning",
+             "Seen from $x$ the keys have law $\\pi(y \\mid x)$; its mean is "
+             "$E[Y \\mid X = x] = \\alpha + C^\\top \\Sigma^{-1}(x - \\alpha)$, in which $\\Sigma^{-1}$ "
+             "cancels against $R$:",
+             ((r"E[Y \mid X = x]", cond.mean),)),
+        Step("Velocity", "$\\Gamma[\\mu](x) = W_O V\\, E[Y \\mid X = x]$:",
+             ((r"\Gamma(x)", velocity),)),
+    ]
+    return finish_affine(name, velocity, steps, notes, symmetric=(R, M), realise=sc.realise)
+
+
+def derive_affine(name, velocity, notes=()):
+    """Derive the closure of a velocity field that does not depend on ``mu`` (e.g. ``W x + b``)."""
+    steps = [Step("Velocity", "The field does not depend on the token distribution:",
+                  ((r"\Gamma(x)", velocity),))]
+    return finish_affine(name, velocity, steps, notes)
+
+
+def _subscripted(derivation, i):
+    """Map every weight symbol (and the dimensions k, k_v) of ``derivation`` to a copy indexed i."""
+    dims = {S.k: sp.Symbol(f"k_{i}", integer=True, positive=True),
+            S.k_v: sp.Symbol(f"k_{{v,{i}}}", integer=True, positive=True)}
+    mapping = {}
+    for p in derivation.params:
+        if isinstance(p, MatrixSymbol):
+            shape = tuple(sp.sympify(n).xreplace(dims) for n in p.shape)
+            mapping[p] = MatrixSymbol(f"{p.name}_{i}", *shape)
+        else:
+            mapping[p] = sp.Symbol(f"{p.name}_{i}", **p.assumptions0)
+    return mapping
+
+
+def sum_derivations(name, parts, notes=()):
+    """The derivation of a superposition ``Gamma_1 + ... + Gamma_n`` from the parts' derivations.
+
+    Velocities add; both the affine closure rule and the moment projection are linear in the field,
+    so ``d alpha/dt``, ``J`` and ``d Sigma/dt`` add. Part ``i``'s weights get the subscript ``i``
+    (``Q -> Q_1``, ``beta -> beta_1``, ...). Exact iff every part is exact.
+    """
+    parts = tuple(parts)
+    steps, terms, runtime = [], [], {}
+    for i, D in enumerate(parts, 1):
+        m = _subscripted(D, i)
+        e = [simplify_matrix(ex.xreplace(m), (S.Sigma,))
+             for ex in (D.velocity, D.mean_rhs, D.jacobian, D.cov_rhs)]
+        terms.append(e)
+        runtime.update(D.runtime)
+        steps.append(Step(f"Summand {i}: {D.name}",
+                          f"From `gaussflow derive {D.name}`, weights indexed by {i}:",
+                          ((rf"\Gamma_{i}(x)", e[0]), (rf"J_{i}", e[2]))))
+    velocity, mean_rhs, J, cov_rhs = (simplify_matrix(sp.MatAdd(*[t[j] for t in terms]), (S.Sigma,))
+                                      for j in range(4))
+    steps.append(Step("Superposition",
+                      "Velocities add, and the closure is linear in the field, so "
+                      "$\\dot\\alpha$, $J$ and $\\dot\\Sigma$ are the sums of the summands'.",
+                      ((r"\Gamma(x)", velocity), ("J", J))))
+    exact = all(D.exact for D in parts)
+    return build(name, exact, velocity, mean_rhs, J, cov_rhs, steps, (), notes, runtime)

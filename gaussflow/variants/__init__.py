@@ -1,12 +1,22 @@
 """Variant declarations: one module per attention variant, all on :mod:`.base`."""
 
 from .base import DerivedField, Field
+from .affine import Affine
+from .l2 import L2
+from .layers import Layers
+from .multihead import MultiHead
+from .sinkhorn import Sinkhorn
 from .softmax import Softmax
 from .superposition import Sum
 
 #: Variants by name, for ``gf.derive("name")`` and the CLI.
 VARIANTS = {
     "softmax": Softmax,
+    "multihead": MultiHead,
+    "l2": L2,
+    "sinkhorn": Sinkhorn,
+    "affine": Affine,
 }
 
-__all__ = ["Field", "DerivedField", "Softmax", "Sum", "VARIANTS"]
+__all__ = ["Field", "DerivedField", "Softmax", "MultiHead", "L2", "Sinkhorn", "Affine", "Sum",
+           "Layers", "VARIANTS"]

@@ -16,6 +16,7 @@ class Softmax(DotProductAttention):
 
     name = "softmax"
     exact = True
+    normalisation = "softmax"  # weights normalised over y ~ mu
     normalisation = "softmax"
 
     @classmethod

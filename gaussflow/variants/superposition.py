@@ -1,4 +1,8 @@
-"""Superposition of fields: ``f1 + f2`` is the field ``Gamma_1[mu] + Gamma_2[mu]``."""
+"""Superposition of fields: ``f1 + f2`` is the field ``Gamma_1[mu] + Gamma_2[mu]``.
+
+The derivation of a sum is the sum of the derivations (:func:`~gaussflow.derive.engine.sum_derivations`):
+each summand's weights get an index (``Q_1``, ``beta_1``, ...).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,38 @@ import functools
 import jax.numpy as jnp
 
 from .base import Field
+
+
+class SumDerivation:
+    """``f.derivation()`` on a sum: the sum of its parts' derivations (cached per kind of parts).
+
+    On the class (``Sum.derivation()``, ``MultiHead.derivation()``) it gives the class's example
+    (:meth:`Sum._example_parts`), so that ``gf.derive("multihead")`` works by name.
+    """
+
+    def __get__(self, obj, cls):
+        if obj is None:
+            return lambda: _sum_derivation(cls.name, *_with_notes(cls, cls._example_parts()))
+        return lambda: _sum_derivation(
+            obj.name, *_with_notes(type(obj), [_derivation_of_part(p) for p in obj.parts]))
+
+
+def _with_notes(cls, derivations):
+    derivations = tuple(derivations)
+    return derivations, cls._derivation_notes(len(derivations))
+
+
+def _derivation_of_part(p):
+    from ..derive import derive
+
+    return derive(p)
+
+
+@functools.cache
+def _sum_derivation(name, derivations, notes):
+    from ..derive.engine import sum_derivations
+
+    return sum_derivations(name, derivations, notes)
 
 
 class Sum(Field):
@@ -26,16 +62,30 @@ class Sum(Field):
         for i, p in enumerate(parts):
             if not isinstance(p, Field):
                 raise TypeError(f"parts[{i}] must be a gaussflow field, got {type(p).__name__}")
+            if getattr(p, "time_dependent", False):
+                raise TypeError(f"parts[{i}] is a time-dependent {type(p).__name__}; a sum needs "
+                                "fields constant in time (put the sum inside each layer instead)")
         dims = {p.dim for p in parts}
         if len(dims) != 1:
             raise ValueError(f"parts act on different dimensions {sorted(dims)}; all must match")
         self.parts = parts
 
     @classmethod
+    def _example_parts(cls):
+        raise TypeError("a Sum's derivation depends on its parts: call derivation() on a sum "
+                        "of fields, e.g. (f1 + f2).derivation() or gf.derive(f1 + f2)")
+
+    @classmethod
+    def _derivation_notes(cls, n_parts) -> tuple:
+        return ()
+
+    @classmethod
     def of(cls, a, b):
         pa = a.parts if isinstance(a, Sum) else (a,)
         pb = b.parts if isinstance(b, Sum) else (b,)
         return cls(pa + pb)
+
+    derivation = SumDerivation()
 
     @property
     def exact(self) -> bool:  # type: ignore[override]

@@ -1,0 +1,100 @@
+"""Multi-head softmax attention: the sum of H softmax heads, each normalised separately."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .._checks import as_array, as_scalar
+from .base import as_weight
+from .softmax import Softmax
+from .superposition import Sum
+
+
+class MultiHead(Sum):
+    """``Gamma[mu](x) = sum_h Gamma_h[mu](x)`` with each head ``h`` a :class:`Softmax` field
+    (own ``Q_h, K_h`` (k, d), ``V_h`` (k_v, d), ``W_O^h`` (d, k_v) and ``beta_h``).
+
+    Exact: the closure is the sum of the heads' closures (``d alpha/dt`` and ``J`` add). Build it
+    from heads, ``MultiHead([h1, h2])``, or from stacked Transformer weights with :meth:`split`.
+    ``gf.derive("multihead")`` shows a two-head example; ``gf.derive(field)`` the field's own H.
+    """
+
+    name = "multihead"
+    exact = True
+    normalisation = "softmax"  # per head
+
+    def __init__(self, heads):
+        if isinstance(heads, Softmax) or not isinstance(heads, (list, tuple)):
+            raise TypeError("heads must be a list of gf.Softmax fields, e.g. "
+                            "gf.MultiHead([gf.Softmax(Q1, K1, V1), gf.Softmax(Q2, K2, V2)])")
+        if len(heads) == 0:
+            raise ValueError("heads must hold at least one gf.Softmax head")
+        for i, h in enumerate(heads):
+            if not isinstance(h, Softmax):
+                raise TypeError(f"heads[{i}] must be a gf.Softmax field, got {type(h).__name__}")
+        dims = [h.dim for h in heads]
+        if len(set(dims)) != 1:
+            raise ValueError(f"heads act on different token dimensions {dims}; all must match")
+        super().__init__(heads)
+
+    @property
+    def heads(self) -> tuple:
+        return self.parts
+
+    @property
+    def n_heads(self) -> int:
+        return len(self.parts)
+
+    @classmethod
+    def _example_parts(cls):
+        return (Softmax.derivation(), Softmax.derivation())
+
+    @classmethod
+    def _derivation_notes(cls, n_parts) -> tuple:
+        return (f"Shown for H = {n_parts} heads, head h with weights indexed by h; an H-head "
+                "field is the sum of H softmax heads, each normalised separately "
+                "(`gf.derive(field)` gives a field's own H).",)
+
+    @classmethod
+    def split(cls, Q, K, V, W_O, n_heads, beta=None) -> "MultiHead":
+        """Split stacked weights the way Transformer layers store them.
+
+        ``Q, K`` of shape (H k, d) and ``V`` of shape (H k_v, d) are split by rows into H blocks;
+        ``W_O`` of shape (d, H k_v) by columns (``None``: identity, allowed when ``H k_v = d``).
+        ``beta``: one scale for every head, or a sequence of H; default ``1/sqrt(k)`` per head.
+        """
+        if isinstance(n_heads, bool) or not isinstance(n_heads, (int, np.integer)) or n_heads < 1:
+            raise ValueError(f"n_heads must be a positive integer, got {n_heads!r}")
+        H = int(n_heads)
+        Q = as_weight("Q", Q)
+        Hk, d = Q.shape
+        K = as_weight("K", K, shape=(Hk, d))
+        V = as_weight("V", V, shape=(None, d))
+        if Hk % H:
+            raise ValueError(f"Q and K have {Hk} rows, not divisible by n_heads={H}; stack H "
+                             "blocks of k rows each")
+        if V.shape[0] % H:
+            raise ValueError(f"V has {V.shape[0]} rows, not divisible by n_heads={H}; stack H "
+                             "blocks of k_v rows each")
+        k, kv = Hk // H, V.shape[0] // H
+        if W_O is None:
+            if H * kv != d:
+                raise ValueError(f"W_O is required when H k_v = {H * kv} differs from d = {d}; "
+                                 f"pass W_O of shape ({d}, {H * kv})")
+            W_O = np.eye(d)
+        W_O = as_weight("W_O", W_O, shape=(d, H * kv))
+        if beta is None:
+            betas = [1.0 / math.sqrt(k)] * H
+        elif np.ndim(beta) == 0:
+            betas = [as_scalar("beta", beta)] * H
+        else:
+            betas = np.asarray(as_array("beta", beta, ndim=1))
+            if betas.shape[0] != H:
+                raise ValueError(f"beta has {betas.shape[0]} entries but n_heads={H}; pass one "
+                                 "scale or one per head")
+            betas = list(betas)
+        heads = [Softmax(Q[h * k:(h + 1) * k], K[h * k:(h + 1) * k], V[h * kv:(h + 1) * kv],
+                         beta=betas[h], W_O=W_O[:, h * kv:(h + 1) * kv]) for h in range(H)]
+        return cls(heads)
