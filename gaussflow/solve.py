@@ -16,7 +16,8 @@ stopping time ``t_stop`` with ``status``:
   satisfies the latter (there ``tau (t - t0)^{-1}`` stays near ``1 / log f``). ``blowup_time`` is
   ``t_stop + tau``, accurate to ``O(1/f)`` relative.
 - ``"max_steps"``: the solver used ``max_steps`` steps; ``t_stop`` is the time reached.
-- ``"nonfinite"``: the state or its right-hand side became NaN/inf (or the step size collapsed).
+- ``"nonfinite"``: the state or its right-hand side became NaN/inf (also when the solver stalls at
+  the edge of a region where the right-hand side is NaN: every step across it is rejected).
 - ``"not_integrable"``: an approximate closure's integrals stopped existing (``_domain_ok``).
 """
 
@@ -128,13 +129,19 @@ def _integrate(field, mean0, cov0, t0, t1, ts, solver, rtol, atol, max_steps, th
     t_stop = sol.ts[1][-1]
     f, fp = _growth(field, mean_end[-1], cov_end, scale)
     tau = f / jnp.where(fp > 0, fp, jnp.inf)
+    # Probe just ahead of the last state: a field that turns NaN makes the adaptive solver crawl
+    # up to the edge (every step that crosses it is rejected) until max_steps.
+    y_end = (mean_end[-1], Phi_end[-1])
+    h = 1e-6 * (t1 - t0)
+    ahead = jax.tree_util.tree_map(lambda a, b: a + h * b, y_end, vf(t_stop, y_end, None))
+    finite_ahead = rhs_finite(ahead)
     mask = sol.event_mask if sol.event_mask is not None else {k: False for k in conds}
     return {
         "ts": sol.ts[0], "means": means, "covs": covs, "t_stop": t_stop, "tau": tau,
         "mean_end": mean_end[-1], "cov_end": cov_end,
         "result": sol.result._value, "num_steps": sol.stats["num_steps"],
         "event_nonfinite": mask["nonfinite"], "event_blowup": mask["blowup"],
-        "event_domain": mask["not_integrable"],
+        "event_domain": mask["not_integrable"], "finite_ahead": finite_ahead,
     }
 
 
@@ -147,7 +154,7 @@ def _status(out) -> str:
         return "not_integrable"
     res = int(out["result"])
     if res == diffrax.RESULTS.max_steps_reached._value:
-        return "max_steps"
+        return "max_steps" if bool(out["finite_ahead"]) else "nonfinite"
     if res not in (diffrax.RESULTS.successful._value, diffrax.RESULTS.event_occurred._value):
         return "nonfinite"
     return "completed"

@@ -77,14 +77,18 @@ def quadratic_coefficients(f: MatrixExpr, v, symmetric=()) -> Quadratic:
     if f.shape != (1, 1):
         raise ValueError(f"quadratic_coefficients needs a (1, 1) expression, got shape {f.shape}")
     zero = ZeroMatrix(*v.shape)
-    grad = f.diff(v)  # column (n, 1): h - P v
+    not_quadratic = ValueError(f"the expression is not quadratic in {v.name}: {f}")
+    try:
+        grad = f.diff(v)  # column (n, 1): h - P v
+        hess = grad.diff(v) if grad.has(v) else None
+    except (AttributeError, TypeError, NotImplementedError):
+        raise not_quadratic from None
     h = simplify_matrix(grad.subs(v, zero), symmetric)
-    if not grad.has(v):
+    if hess is None:
         P = ZeroMatrix(v.shape[0], v.shape[0])
     else:
-        hess = grad.diff(v)
         if not isinstance(hess, MatrixExpr) or hess.has(v):
-            raise ValueError("the log-kernel is not quadratic in the key token y")
+            raise not_quadratic
         hess = simplify_matrix(hess, symmetric)
         if hess == simplify_matrix(hess.T, symmetric):
             P = simplify_matrix(-hess, symmetric)
@@ -280,3 +284,168 @@ def gaussian_self_coupling(log_kernel: MatrixExpr, x, y, Sigma) -> SelfCoupling:
     C = simplify_matrix(R * D * R, sym)
     return SelfCoupling(G=G, C_symbol=Csym, equation=(lhs, G), H=H, R=R, M=M, M_value=M_value,
                         D=D, cross_cov=C, Sigma=Sigma)
+
+
+# ----------------------------------------------------------------------------------------------
+# Rules for the approximate (moment-projection) closures: Gaussian expectations of exp-quadratic
+# weights times affine maps, Stein's lemma, scalar chain rule, mixture moment matching.
+
+
+def gaussian_affine_product(F: MatrixExpr, G: MatrixExpr, v, mean, cov, symmetric=()) -> MatrixExpr:
+    """``E[F(V) G(V)^T]`` for affine ``F``, ``G`` and ``V ~ N(mean, cov)``.
+
+    ``F(V) = F(mean) + J_F (V - mean)`` (same for G), so the expectation is
+    ``F(mean) G(mean)^T + J_F cov J_G^T``. Raises :class:`NotAffineError` if F or G is not affine.
+    """
+    JF, JG = _jacobian_or_zero(F, v), _jacobian_or_zero(G, v)
+    if JF.has(v) or JG.has(v):
+        raise NotAffineError("gaussian_affine_product needs affine maps of the Gaussian variable")
+    return MatAdd(F.xreplace({v: mean}) * G.xreplace({v: mean}).T, JF * cov * JG.T)
+
+
+def _jacobian_or_zero(F, v):
+    if not F.has(v):
+        return ZeroMatrix(F.shape[0], v.shape[0])
+    return jacobian(F, v)
+
+
+@dataclass(frozen=True)
+class ExpQuadraticExpectation:
+    """``E[exp(ell(V)) F(V)]`` for ``V ~ N(alpha, Sigma)``, ``ell`` quadratic and ``F`` affine.
+
+    ``mass = E[exp(ell(V))] = exp(log_mass) / sqrt(det B)``; the tilted law
+    ``N(alpha, Sigma)(dv) exp(ell(v)) / mass`` is ``N(mean, cov)``; ``value = mass F(mean)``;
+    ``jacobian = E[grad_v(exp(ell) F)] = mass (J_F + E_tilt[F grad ell^T])``. The integrals exist
+    only while the tilted precision ``Sigma^{-1} B`` is positive definite, i.e. while
+    ``integrability = I + Sigma^{1/2} P Sigma^{1/2}`` (``P`` minus the Hessian of ``ell``) is.
+    """
+
+    log_mass: MatrixExpr  # (1, 1)
+    precision_factor: MatrixExpr  # B = I + Sigma P
+    mass: sp.Expr
+    mean: MatrixExpr
+    cov: MatrixExpr
+    value: MatrixExpr
+    jacobian: MatrixExpr
+    integrability: MatrixExpr
+    quadratic: Quadratic
+
+
+def expect_exp_quadratic_affine(log_weight: MatrixExpr, F: MatrixExpr, v, alpha, Sigma,
+                                scalar=None) -> ExpQuadraticExpectation:
+    """The rule "Gaussian expectation of exp-quadratic times affine", by completing the square.
+
+    Centre first (``v = alpha + z``, ``z ~ N(0, Sigma)``) and tilt ``N(0, Sigma)`` by
+    ``exp(ell(alpha + z))`` with :func:`complete_the_square`: at zero mean its normaliser is
+    ``log_mass = c0 + 1/2 h^T B^{-1} Sigma h`` with no ``Sigma^{-1}`` (so singular ``Sigma`` is
+    fine), and ``mass = exp(log_mass) (det B)^{-1/2}``. The tilted mean is ``alpha + B^{-1} Sigma h``
+    and the tilted covariance ``B^{-1} Sigma``. For affine ``F``, ``E[exp(ell) F] = mass F(mean)``;
+    ``grad(exp(ell) F) = exp(ell) (J_F + F grad ell^T)`` with ``grad ell`` affine, so its
+    expectation is ``mass (J_F + F(mean) g(mean)^T + J_F cov J_g^T)`` (:func:`gaussian_affine_product`).
+
+    ``scalar`` wraps a ``(1, 1)`` expression into a scalar (default: element ``[0, 0]``; the
+    derivations pass :class:`~gaussflow.derive.special.Scalar`, which codegen prints).
+    """
+    scalar = scalar or (lambda M: M[0, 0])
+    sym = (Sigma,)
+    n = v.shape[0]
+    z = MatrixSymbol("z_c", n, 1)
+    ell_z = simplify_matrix(log_weight.xreplace({v: alpha + z}), sym)
+    tilt = complete_the_square(ell_z, z, ZeroMatrix(n, 1), Sigma)
+    if tilt.log_norm.has(z) or tilt.mean.has(z):
+        raise ValueError("the log-weight is not quadratic in the Gaussian variable")
+    B = tilt.precision_factor
+    q = quadratic_coefficients(log_weight, v, sym)
+    if B == Identity(n):
+        mass = sp.exp(scalar(tilt.log_norm))
+    else:
+        mass = sp.exp(scalar(tilt.log_norm)) / sp.sqrt(sp.Determinant(B))
+    JF = _jacobian_or_zero(F, v)
+    if JF.has(v):
+        raise NotAffineError("expect_exp_quadratic_affine needs an affine F")
+    # Results are left unexpanded (shared sub-expressions are bound once by the code generator).
+    mean = MatAdd(alpha, tilt.mean) if tilt.mean != ZeroMatrix(n, 1) else alpha
+    grad_ell = simplify_matrix(log_weight.diff(v), sym)  # column h - P v
+    value = F.xreplace({v: mean})
+    jac = MatAdd(JF, gaussian_affine_product(F, grad_ell, v, mean, tilt.cov, sym))
+    R = SqrtPSD(Sigma)
+    integ = simplify_matrix(Identity(n) + R * q.P * R, sym)
+    return ExpQuadraticExpectation(log_mass=tilt.log_norm, precision_factor=B, mass=mass,
+                                   mean=mean, cov=tilt.cov, value=value, jacobian=jac,
+                                   integrability=integ, quadratic=q)
+
+
+@dataclass(frozen=True)
+class SteinProjection:
+    """``E[f(w^T Y + b) Y] = alpha E[f(Z)] + Sigma w E[f'(Z)]`` with ``Z ~ N(z_mean, z_var)``."""
+
+    z_mean: MatrixExpr  # (1, 1): w^T alpha + b
+    z_var: MatrixExpr  # (1, 1): w^T Sigma w
+    coef_f: MatrixExpr  # alpha
+    coef_fprime: MatrixExpr  # Sigma w
+
+
+def stein_linear_index(w: MatrixExpr, bias, alpha, Sigma) -> SteinProjection:
+    """Stein's lemma for a function of a linear index of ``Y ~ N(alpha, Sigma)``.
+
+    With ``Z = w^T Y + b`` and ``Y - alpha = Sigma w (Z - E Z) / (w^T Sigma w) + (independent
+    part)``, Gaussian integration by parts ``E[g(Z)(Z - E Z)] = Var(Z) E[g'(Z)]`` gives
+    ``E[f(Z) Y] = alpha E[f(Z)] + Sigma w E[f'(Z)]``: every expectation left is one-dimensional.
+    """
+    sym = (Sigma,)
+    return SteinProjection(z_mean=simplify_matrix(w.T * alpha + bias * sp.OneMatrix(1, 1), sym)
+                           if bias != 0 else simplify_matrix(w.T * alpha, sym),
+                           z_var=simplify_matrix(w.T * Sigma * w, sym),
+                           coef_f=alpha, coef_fprime=simplify_matrix(Sigma * w, sym))
+
+
+def scalar_gradient(expr, v, scalar_cls) -> MatrixExpr:
+    """Gradient (a column) in ``v`` of a scalar expression built from ``scalar_cls((1,1) exprs)``.
+
+    Chain rule: each ``scalar_cls(M_i)`` is replaced by a dummy ``u_i``, the scalar derivative
+    ``d expr / d u_i`` is taken by SymPy (through any function with an ``fdiff``), and the
+    gradients ``grad M_i`` (matrix calculus) are summed with those weights.
+    """
+    atoms = sorted(expr.atoms(scalar_cls), key=sp.default_sort_key)
+    dummies = [sp.Dummy(f"u{i}", real=True) for i in range(len(atoms))]
+    plain = expr.xreplace(dict(zip(atoms, dummies)))
+    terms = []
+    for a, u in zip(atoms, dummies):
+        coef = sp.diff(plain, u).xreplace(dict(zip(dummies, atoms)))
+        if coef == 0:
+            continue
+        terms.append(coef * simplify_matrix(a.args[0].diff(v)))
+    if not terms:
+        return ZeroMatrix(v.shape[0], 1)
+    return MatAdd(*terms)
+
+
+def jacobian_weighted(terms, v, scalar_cls) -> MatrixExpr:
+    """Jacobian of ``sum_i c_i(v) F_i(v)`` (scalars ``c_i``, columns ``F_i``): product rule
+    ``sum_i (F_i grad c_i^T + c_i dF_i/dv)``."""
+    out = []
+    for c, F in terms:
+        out.append(F * scalar_gradient(c, v, scalar_cls).T)
+        out.append(c * _jacobian_or_zero(F, v))
+    return MatAdd(*out)
+
+
+@dataclass(frozen=True)
+class MixtureMoments:
+    mean: MatrixExpr
+    cov: MatrixExpr
+
+
+def moment_match_mixture(weights, means, covs) -> MixtureMoments:
+    """The Gaussian with the mean and covariance of ``sum_i p_i N(m_i, S_i)`` (``sum p_i = 1``).
+
+    ``mean = sum_i p_i m_i``; ``cov = sum_i p_i (S_i + (m_i - mean)(m_i - mean)^T)`` (law of total
+    covariance). For two components this is ``p S_1 + (1 - p) S_2 + p (1 - p) D D^T``,
+    ``D = m_1 - m_2``, which is how :func:`simplify_matrix` leaves it after expansion.
+    """
+    if len(weights) != len(means) or len(means) != len(covs) or not means:
+        raise ValueError("weights, means and covs must have the same positive length")
+    mean = simplify_matrix(MatAdd(*[p * m for p, m in zip(weights, means)]))
+    dev = [m - mean for m in means]
+    cov = simplify_matrix(MatAdd(*[p * (S + D * D.T) for p, S, D in zip(weights, covs, dev)]))
+    return MixtureMoments(mean=mean, cov=cov)

@@ -1,0 +1,20 @@
+"""Shared test settings: float64 JAX, non-interactive matplotlib, small shared fixtures."""
+
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import gaussflow  # noqa: E402,F401  (turns on jax_enable_x64)
+
+
+def random_spd(rng, d, floor=0.1):
+    M = rng.normal(size=(d, d))
+    return M @ M.T / d + floor * np.eye(d)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)

@@ -1,0 +1,171 @@
+"""gf.solve for softmax: closed forms, blow-up times, invariants and statuses."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gaussflow as gf
+from gaussflow.variants.base import Field
+
+from conftest import random_spd
+
+
+def _sqrt_psd(S):
+    w, U = np.linalg.eigh(S)
+    return (U * np.sqrt(np.clip(w, 0, None))) @ U.T
+
+
+def _blowup_case(seed, d):
+    """Softmax with W_O V = I and A + A^T having a positive eigenvalue."""
+    rng = np.random.default_rng(seed)
+    k = max(1, d - 1)
+    Q = rng.normal(size=(k, d))
+    K = rng.normal(size=(k, d)) + 0.5 * Q  # bias towards A + A^T with positive directions
+    beta = 1 / np.sqrt(k)
+    S0 = random_spd(rng, d)
+    A = K.T @ Q
+    r = _sqrt_psd(S0)
+    lam = np.linalg.eigvalsh(beta * r @ (A + A.T) @ r).max()
+    assert lam > 0
+    return gf.Softmax(Q, K, np.eye(d), beta=beta), gf.Gaussian(rng.normal(size=d), S0), 1 / lam, A
+
+
+@pytest.mark.parametrize("d", [2, 3, 4, 5, 6])
+def test_blowup_time_matches_closed_form(d):
+    field, g0, T, _ = _blowup_case(100 + d, d)
+    traj = gf.solve(field, g0, 3 * T)
+    assert traj.status == "blowup"
+    assert abs(traj.blowup_time - T) <= 1e-6 * T
+    assert traj.t_stop <= T * (1 + 1e-6)
+    assert np.all(np.isfinite(traj.covs))
+
+
+def test_identity_value_closed_form_inverse_covariance():
+    """Sigma(t)^{-1} = Sigma0^{-1} - t beta (A + A^T) when W_O V = I, to 1e-8 (rtol 1e-10)."""
+    field, g0, T, A = _blowup_case(3, 3)
+    beta = float(field.beta)
+    ts = np.linspace(0, 0.9 * T, 12)
+    traj = gf.solve(field, g0, 0.9 * T, ts=ts, rtol=1e-10, atol=1e-12)
+    assert traj.status == "completed"
+    S0inv = np.linalg.inv(np.asarray(g0.cov))
+    for t, C in zip(traj.ts, traj.covs):
+        exact = np.linalg.inv(S0inv - t * beta * (A + A.T))
+        assert np.max(np.abs(C - exact)) <= 1e-8 * np.max(np.abs(exact))
+
+
+def test_covariance_symmetric_psd_and_rank_preserved():
+    rng = np.random.default_rng(4)
+    d = 4
+    Q = rng.normal(size=(2, d))
+    M = rng.normal(size=(d, d))
+    V = M @ M.T / d  # K = -Q, V = M M^T: the collapsing regime
+    B = rng.normal(size=(d, 2))
+    g0 = gf.Gaussian(rng.normal(size=d), B @ B.T)  # rank 2
+    traj = gf.solve(gf.Softmax(Q, -Q, V, beta=0.5), g0, 2.0)
+    assert traj.status == "completed"
+    for C in traj.covs:
+        assert np.array_equal(C, C.T)
+        w = np.linalg.eigvalsh(C)
+        assert w[0] >= -1e-12 * w[-1]
+        assert np.sum(w > 1e-9 * w[-1]) == 2
+
+
+def test_general_value_matches_design_covariance_ode():
+    """A solve with W_O V != I agrees with an independent NumPy RK integration of the DESIGN ODE."""
+    from scipy.integrate import solve_ivp
+
+    rng = np.random.default_rng(8)
+    d = 3
+    Q, K = rng.normal(size=(2, d, d)) * 0.2
+    V = rng.normal(size=(d, d)) * 0.5
+    beta = 0.5
+    A = K.T @ Q
+    S0 = random_spd(rng, d)
+    a0 = rng.normal(size=d)
+
+    def rhs(t, z):
+        a, S = z[:d], z[d:].reshape(d, d)
+        da = V @ (np.eye(d) + beta * S @ A) @ a
+        dS = beta * (V @ S @ A @ S + S @ A.T @ S @ V.T)
+        return np.concatenate([da, dS.ravel()])
+
+    ref = solve_ivp(rhs, (0, 1.0), np.concatenate([a0, S0.ravel()]), rtol=1e-12, atol=1e-14,
+                    method="DOP853")
+    traj = gf.solve(gf.Softmax(Q, K, V, beta=beta), gf.Gaussian(a0, S0), 1.0, rtol=1e-10,
+                    atol=1e-12)
+    assert traj.status == "completed"
+    zf = ref.y[:, -1]
+    assert np.allclose(traj.final.mean, zf[:d], rtol=1e-7, atol=1e-9)
+    assert np.allclose(traj.final.cov, zf[d:].reshape(d, d), rtol=1e-7, atol=1e-9)
+
+
+class _Scripted(Field):
+    """Test field: expansion J = I, with a NaN or a domain edge once tr Sigma passes 2 tr Sigma0."""
+
+    d: int
+    mode: str
+
+    name = "scripted"
+
+    @property
+    def dim(self):
+        return self.d
+
+    def _velocity(self, mean, cov, x):
+        return x
+
+    def _closure(self, mean, cov):
+        J = jnp.eye(self.d)
+        if self.mode == "nan":
+            J = jnp.where(jnp.trace(cov) > 2.0 * self.d, jnp.nan, 1.0) * J
+        return jnp.zeros_like(mean), J
+
+    def _domain_ok(self, mean, cov):
+        if self.mode == "domain":
+            return jnp.trace(cov) < 2.0 * self.d
+        return jnp.asarray(True)
+
+
+@pytest.mark.parametrize("mode,status", [("nan", "nonfinite"), ("domain", "not_integrable"),
+                                         ("ok", "completed")])
+def test_statuses_without_exceptions(mode, status):
+    g0 = gf.Gaussian.standard(2)
+    traj = gf.solve(_Scripted(2, mode), g0, 2.0)
+    assert traj.status == status
+    assert np.all(np.isfinite(traj.covs)) and np.all(np.isfinite(traj.means))
+    if status != "completed":
+        # tr Sigma(t) = 2 e^{2t} crosses 4 at t = log(2)/2
+        assert traj.t_stop == pytest.approx(np.log(2) / 2, rel=0.2)
+        assert traj.t_stop < 2.0
+    else:
+        assert np.allclose(traj.final.cov, np.exp(4.0) * np.eye(2), rtol=1e-7)
+
+
+def test_exponential_growth_is_not_blowup():
+    traj = gf.solve(_Scripted(2, "ok"), gf.Gaussian.standard(2), 12.0)
+    assert traj.status == "completed"  # tr grows like e^{2t} (2.6e10) but never in finite time
+    assert traj.blowup_time is None
+
+
+def test_max_steps_status():
+    field, g0, T, _ = _blowup_case(11, 3)
+    traj = gf.solve(field, g0, 0.99 * T, max_steps=3)
+    assert traj.status == "max_steps"
+    assert 0 < traj.t_stop < 0.99 * T
+    assert np.all(np.isfinite(traj.covs))
+
+
+def test_bad_solve_arguments():
+    field, g0, _, _ = _blowup_case(11, 3)
+    with pytest.raises(ValueError, match="t1 must be greater than t0"):
+        gf.solve(field, g0, 0.0)
+    with pytest.raises(ValueError, match="ts must be strictly increasing"):
+        gf.solve(field, g0, 1.0, ts=[0.0, 0.5, 0.2])
+    with pytest.raises(ValueError, match="dimension"):
+        gf.solve(field, gf.Gaussian.standard(2), 1.0)
+    with pytest.raises(TypeError, match="gf.Gaussian"):
+        gf.solve(field, np.eye(3), 1.0)
+    with pytest.raises(ValueError, match="rtol"):
+        gf.solve(field, g0, 1.0, rtol=-1)
+    with pytest.raises(ValueError, match="solver"):
+        gf.solve(field, g0, 1.0, solver="euler-ish")
