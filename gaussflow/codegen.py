@@ -204,7 +204,7 @@ class JaxMatrixPrinter:
             return f"({P(e.base)} ** {P(e.exp)})"
         if isinstance(e, sp.Function) and type(e) in _FUNCTIONS:
             return f"{_FUNCTIONS[type(e)]}(" + ", ".join(P(a) for a in e.args) + ")"
-        if isinstance(e, sp.Function) and hasattr(type(e), "_jax_name"):
+        if hasattr(type(e), "_jax_name"):  # sp.Function or MatrixExpr with a runtime rule
             return f"{type(e)._jax_name}(" + ", ".join(P(a) for a in e.args) + ")"
         raise NotImplementedError(f"codegen cannot print {type(e).__name__}: {e}")
 

@@ -1,0 +1,125 @@
+"""Symbolic functions that stand for a numerical rule (for the approximate closures).
+
+Each class has a ``_jax_name``: the code generator prints it as a call to that name, and the
+derivation's ``runtime`` dict (:data:`RUNTIME`) binds the name to the JAX implementation in
+:mod:`gaussflow.quadrature`. So the generated source stays readable and says which rule runs.
+
+- :class:`Scalar`: the entry of a ``(1, 1)`` matrix expression, as a scalar.
+- :class:`LogisticGauss`: ``E[sigma^(k)(mu + s xi)]``, ``xi ~ N(0, 1)``, by ``n``-point
+  Gauss–Hermite. Its derivatives are again of this form: ``d/dmu -> k + 1`` and, by Stein's lemma
+  ``E[f'(mu + s xi) xi] = s E[f''(mu + s xi)]``, ``d/ds -> s * (k + 2)``.
+- :class:`GaussianExpectation` / :class:`GaussianExpectationJacobian`: ``E[Gamma(X)]`` and
+  ``E[grad Gamma(X)]`` for ``X ~ N(alpha, Sigma)``, by a cubature rule (a parameter of the
+  field), applied to the generated per-point functions ``velocity`` / ``velocity_jacobian``.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+from sympy import MatrixExpr
+
+from .. import quadrature
+
+
+class Scalar(sp.Function):
+    """The entry of a ``(1, 1)`` matrix expression (printed ``_scalar(M)``)."""
+
+    nargs = 1
+    is_real = True
+    _jax_name = "_scalar"
+
+    def _latex(self, printer, exp=None):
+        inner = printer._print(self.args[0])
+        out = r"\left(%s\right)" % inner
+        return out if exp is None else r"%s^{%s}" % (out, exp)
+
+    def _sympystr(self, printer):
+        return "(" + printer._print(self.args[0]) + ")"
+
+
+class LogisticGauss(sp.Function):
+    """``E[sigma^(k)(mu + s xi)]`` with ``xi ~ N(0, 1)``, computed by ``n``-point Gauss–Hermite.
+
+    Arguments ``(k, mu, s, n)``; ``sigma(z) = 1 / (1 + exp(-z))``.
+    """
+
+    nargs = 4
+    is_real = True
+    _jax_name = "_logistic_gauss"
+
+    def fdiff(self, argindex=1):
+        k, mu, s, n = self.args
+        if argindex == 2:
+            return LogisticGauss(k + 1, mu, s, n)
+        if argindex == 3:  # Stein: d/ds E f(mu + s xi) = E[f'(.) xi] = s E[f''(.)]
+            return s * LogisticGauss(k + 2, mu, s, n)
+        raise sp.ArgumentIndexError(self, argindex)
+
+    def _latex(self, printer, exp=None):
+        k, mu, s, n = self.args
+        prime = {0: "", 1: "'", 2: "''", 3: "'''"}.get(int(k), f"^{{({k})}}")
+        out = (r"\mathbb{E}_{%s}\left[\sigma%s\left(%s + %s\,\xi\right)\right]"
+               % (printer._print(n), prime, printer._print(mu), printer._print(s)))
+        return out if exp is None else r"\left(%s\right)^{%s}" % (out, exp)
+
+
+class GaussianExpectation(MatrixExpr):
+    """``E[Gamma(X)]``, ``X ~ N(alpha, Sigma)``, by the field's cubature rule.
+
+    Arguments ``(integrand, rule, alpha, Sigma, *params)`` where ``integrand`` is the name (a
+    Symbol) of a generated function ``integrand(x, alpha, Sigma, *params)`` and ``rule`` the
+    parameter symbol holding the :class:`~gaussflow.quadrature.Cubature`. Printed
+    ``_gauss_expect(integrand, rule, alpha, Sigma, *params)``.
+    """
+
+    _jax_name = "_gauss_expect"
+    _label = r"\Gamma(X)"
+
+    def __new__(cls, integrand, rule, alpha, Sigma, *params):
+        return super().__new__(cls, integrand, rule, alpha, Sigma, *params)
+
+    @property
+    def shape(self):
+        return (self.args[2].shape[0], 1)
+
+    @property
+    def free_symbols(self):  # the integrand is a function name, not a parameter
+        return set().union(*(a.free_symbols for a in self.args[1:]))
+
+    def _latex(self, printer):
+        return (r"\mathbb{E}^{\mathrm{cub}}_{X \sim \mathcal N(%s, %s)}\left[%s\right]"
+                % (printer._print(self.args[2]), printer._print(self.args[3]), self._label))
+
+    def _sympystr(self, printer):
+        return f"E[{self._label} | {self.args[1]}]"
+
+
+class GaussianExpectationJacobian(GaussianExpectation):
+    """``E[grad Gamma(X)]`` (``d x d``): like :class:`GaussianExpectation` with integrand the Jacobian."""
+
+    _label = r"\nabla \Gamma(X)"
+
+    @property
+    def shape(self):
+        n = self.args[2].shape[0]
+        return (n, n)
+
+    def _eval_transpose(self):
+        return None
+
+
+def _gauss_expect(f, rule, alpha, Sigma, *params):
+    """Cubature ``sum_i w_i f(x_i, alpha, Sigma, *params)`` over ``x_i = alpha + Sigma^{1/2} u_i``."""
+    a = alpha[:, 0]
+    return rule.expect(lambda x: f(x[:, None], alpha, Sigma, *params), a, Sigma)
+
+
+#: Runtime bindings of the ``_jax_name`` of every class above (pass as a derivation's ``runtime``).
+RUNTIME = {
+    "_scalar": lambda M: M[0, 0],
+    "_logistic_gauss": quadrature.logistic_gauss,
+    "_gauss_expect": _gauss_expect,
+}
+
+__all__ = ["Scalar", "LogisticGauss", "GaussianExpectation", "GaussianExpectationJacobian",
+           "RUNTIME"]

@@ -1,0 +1,146 @@
+"""Numerical rules for Gaussian expectations that have no closed form.
+
+Two kinds, both for ``xi ~ N(0, I)``:
+
+- **1-D Gauss–Hermite** (:func:`gauss_hermite`): ``E[f(xi)] ~= sum_i w_i f(u_i)`` with the ``n``
+  nodes of the probabilists' Hermite polynomial; exact for polynomials of degree ``<= 2n - 1``.
+  :func:`logistic_gauss` uses it for ``E[sigma^(k)(mu + s xi)]`` (sigma the logistic function),
+  the one-dimensional expectations left by Stein's lemma in the sigmoid closure. The integrand is
+  analytic with poles at distance ``pi / s`` from the real axis, so the error falls like
+  ``exp(-c (pi / s) sqrt(n))``: at ``n = 96`` it is below ``1e-10`` for ``s <= 3`` (measured in
+  ``tests/test_approximate.py``); larger ``s`` needs larger ``n``.
+- **d-dimensional cubature** (:class:`Cubature`): nodes ``u_i`` and weights ``w_i`` (summing to 1)
+  with ``E[g(alpha + Sigma^{1/2} xi)] ~= sum_i w_i g(alpha + Sigma^{1/2} u_i)``:
+
+  * ``"gauss-hermite"``: tensor product of ``order``-point rules, ``order^d`` nodes, exact for
+    polynomials of degree ``<= 2 order - 1`` in each variable (small d);
+  * ``"degree5"``: the fully symmetric degree-5 rule with ``2 d^2 + 1`` nodes (centre, ``±sqrt(d+2) e_i``,
+    ``±sqrt((d+2)/2)(e_i ± e_j)``; Stroud's rule, the "fifth-degree unscented" rule), exact for all
+    polynomials of total degree ``<= 5``; some weights are negative when ``d > 4``;
+  * ``"qmc"``: ``n_points`` scrambled Sobol points (``scipy.stats.qmc``, seed ``seed``) pushed
+    through the normal quantile, equal weights; error ``O(n^{-1} log^d n)`` for smooth integrands.
+
+The rules are computed in NumPy at trace time (they are static data, cached) and applied in JAX.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+CUBATURE_KINDS = ("gauss-hermite", "degree5", "qmc")
+
+
+@functools.cache
+def gauss_hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights (summing to 1) of the ``n``-point rule for ``E[f(xi)]``, ``xi ~ N(0, 1)``."""
+    u, w = np.polynomial.hermite_e.hermegauss(int(n))
+    return u, w / w.sum()
+
+
+def logistic_derivative(k: int, z):
+    """``sigma^(k)(z)`` for ``k = 0..3`` (``sigma(z) = 1 / (1 + exp(-z))``), in terms of ``sigma``."""
+    s = jax.nn.sigmoid(z)
+    if k == 0:
+        return s
+    p = s * (1.0 - s)
+    if k == 1:
+        return p
+    if k == 2:
+        return p * (1.0 - 2.0 * s)
+    if k == 3:
+        return p * (1.0 - 6.0 * p)
+    raise ValueError(f"k must be 0, 1, 2 or 3, got {k}")
+
+
+def logistic_gauss(k, mu, s, n):
+    """``E[sigma^(k)(mu + s xi)]``, ``xi ~ N(0, 1)``, by ``n``-point Gauss–Hermite (k, n static)."""
+    u, w = gauss_hermite(int(n))
+    z = jnp.asarray(mu)[..., None] + jnp.asarray(s)[..., None] * jnp.asarray(u)
+    return jnp.sum(logistic_derivative(int(k), z) * jnp.asarray(w), axis=-1)
+
+
+@dataclass(frozen=True)
+class Cubature:
+    """A cubature rule for ``E[g(X)]``, ``X ~ N(alpha, Sigma)`` (see the module docstring).
+
+    ``kind``: ``"gauss-hermite"`` (``order`` points per axis), ``"degree5"`` or ``"qmc"``
+    (``n_points`` scrambled Sobol points, ``seed``). Hashable: it is static data of a field.
+    """
+
+    kind: str = "gauss-hermite"
+    order: int = 5
+    n_points: int = 1024
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.kind not in CUBATURE_KINDS:
+            raise ValueError(f"cubature must be one of {CUBATURE_KINDS}, got {self.kind!r}")
+        for name in ("order", "n_points"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"cubature_{name} must be a positive integer, got {v!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+
+    def n_nodes(self, d: int) -> int:
+        if self.kind == "gauss-hermite":
+            return self.order ** d
+        if self.kind == "degree5":
+            return 2 * d * d + 1
+        return self.n_points
+
+    def rule(self, d: int) -> tuple[np.ndarray, np.ndarray]:
+        """Standard-normal nodes ``(n, d)`` and weights ``(n,)`` summing to 1."""
+        return _rule(self, int(d))
+
+    def expect(self, g, alpha, Sigma):
+        """``sum_i w_i g(alpha + Sigma^{1/2} u_i)`` for ``g`` mapping ``(d,)`` to any array."""
+        from .codegen import _sqrtm_psd
+
+        u, w = self.rule(alpha.shape[0])
+        X = alpha[None, :] + jnp.asarray(u) @ _sqrtm_psd(Sigma)
+        vals = jax.vmap(g)(X)
+        return jnp.tensordot(jnp.asarray(w), vals, axes=1)
+
+
+@functools.cache
+def _rule(cub: Cubature, d: int):
+    if cub.kind == "gauss-hermite":
+        if cub.order ** d > 2_000_000:
+            raise ValueError(f"cubature_order={cub.order} in d={d} needs {cub.order ** d} nodes; "
+                             "use cubature='degree5' or 'qmc' for this dimension")
+        u1, w1 = gauss_hermite(cub.order)
+        u = np.array(list(itertools.product(u1, repeat=d)), dtype=np.float64).reshape(-1, d)
+        w = np.prod(np.array(list(itertools.product(w1, repeat=d))).reshape(-1, d), axis=1)
+        return u, w / w.sum()
+    if cub.kind == "degree5":
+        r1, r2 = math.sqrt(d + 2.0), math.sqrt((d + 2.0) / 2.0)
+        nodes, weights = [np.zeros(d)], [2.0 / (d + 2.0)]
+        for i in range(d):
+            for sgn in (1.0, -1.0):
+                e = np.zeros(d)
+                e[i] = sgn * r1
+                nodes.append(e)
+                weights.append((4.0 - d) / (2.0 * (d + 2.0) ** 2))
+        for i, j in itertools.combinations(range(d), 2):
+            for si, sj in itertools.product((1.0, -1.0), repeat=2):
+                e = np.zeros(d)
+                e[i], e[j] = si * r2, sj * r2
+                nodes.append(e)
+                weights.append(1.0 / (d + 2.0) ** 2)
+        return np.array(nodes), np.array(weights)
+    import warnings
+
+    from scipy.stats import norm, qmc
+
+    with warnings.catch_warnings():  # scipy warns when n_points is not a power of two
+        warnings.simplefilter("ignore", UserWarning)
+        pts = qmc.Sobol(d, scramble=True, seed=int(cub.seed)).random(int(cub.n_points))
+    return norm.ppf(pts), np.full(int(cub.n_points), 1.0 / cub.n_points)
