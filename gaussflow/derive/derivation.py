@@ -24,7 +24,7 @@ class Step:
 def _latex(expr) -> str:
     if isinstance(expr, str):
         return expr
-    return sp.latex(expr, mat_symbol_style="plain")
+    return sp.latex(expr, mat_symbol_style="plain").replace("+ -", "- ")
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,0 +1,64 @@
+"""The command line: the default study, derivations, errors (exit code 2, one line)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gaussflow.cli import main
+from gaussflow.derive import derive
+from gaussflow.variants import VARIANTS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_run_writes_figures_and_summary(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert str(out) in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cases"]["blowup"]["statuses"] == {"blowup": len(summary["cases"]["blowup"]["runs"])}
+    assert summary["cases"]["collapse"]["statuses"] == {"completed": len(summary["cases"]["collapse"]["runs"])}
+    for run in summary["cases"]["blowup"]["runs"]:
+        assert run["blowup_time"] > 0
+    for name in ["disk_collapse", "disk_blowup", "eigenvalues_collapse", "eigenvalues_blowup"]:
+        assert (out / f"{name}.png").stat().st_size > 1000
+        assert (out / f"{name}.pdf").exists()
+    assert "blowup" in (out / "summary.md").read_text()
+
+
+def test_derive_prints_odes(capsys):
+    assert main(["derive", "softmax"]) == 0
+    text = capsys.readouterr().out
+    assert "d Sigma/dt" in text and "beta*W_O*V*Sigma*K.T*Q" in text
+    assert main(["derive", "softmax", "--latex"]) == 0
+    assert r"\begin{aligned}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_derivation_files_are_current(name):
+    """derivations/NAME.md must equal what `gaussflow derive --all --out derivations/` writes."""
+    path = os.path.join(ROOT, "derivations", f"{name}.md")
+    assert os.path.exists(path), f"missing {path}: run `gaussflow derive --all --out derivations/`"
+    with open(path) as fh:
+        on_disk = fh.read()
+    assert on_disk == derive(name).markdown(), (
+        f"{path} is stale: run `gaussflow derive --all --out derivations/`")
+
+
+def test_usage_errors_exit_2_with_one_line(capsys):
+    assert main(["derive", "nonsense"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("gaussflow: error: unknown variant")
+    assert main(["derive"]) == 2
+
+
+def test_cli_process_exit_code():
+    proc = subprocess.run([sys.executable, "-m", "gaussflow.cli", "derive", "bogus"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("gaussflow: error:")
