@@ -10,15 +10,19 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from .gaussian import Gaussian  # noqa: E402
+from .gaussian import Gaussian, PositionalGaussians  # noqa: E402
 from .derive import Derivation, derive  # noqa: E402
 from .variants import L2, Affine, Field, Layers, MultiHead, Sinkhorn, Softmax, Sum  # noqa: E402
+from .variants import Masked, Sigmoid, Unnormalized  # noqa: E402
 from .solve import Trajectory, solve  # noqa: E402
+from . import particles  # noqa: E402
+from .validate import ValidationReport, validate  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Gaussian",
+    "PositionalGaussians",
     "Derivation",
     "derive",
     "Field",
@@ -29,6 +33,12 @@ __all__ = [
     "Affine",
     "Sum",
     "Layers",
+    "Sigmoid",
+    "Unnormalized",
+    "Masked",
     "Trajectory",
     "solve",
+    "particles",
+    "validate",
+    "ValidationReport",
 ]

@@ -51,3 +51,64 @@ class Gaussian(eqx.Module):
             return r"\begin{pmatrix}" + r" \\ ".join(rows) + r"\end{pmatrix}"
 
         return rf"$\mathcal N\left({mat(np.asarray(self.mean)[:, None])}, {mat(self.cov)}\right)$"
+
+
+class PositionalGaussians(eqx.Module):
+    """One Gaussian per position block: the state of a causal (masked) closure.
+
+    Tokens carry a position ``s in [0, 1]`` split into ``B`` equal blocks
+    ``[b/B, (b+1)/B)``; block ``b`` holds ``N(means[b], covs[b])`` and every block carries the
+    same mass ``1/B``. ``means`` has shape ``(B, d)``, ``covs`` ``(B, d, d)``; each covariance is
+    validated like :class:`Gaussian`'s (finite, symmetric, positive semi-definite; stored
+    symmetrised). Invalid input raises ``ValueError`` naming the argument (e.g. ``covs[2]``).
+    """
+
+    means: jax.Array
+    covs: jax.Array
+    positional = True
+
+    def __init__(self, means, covs):
+        means = as_array("means", means, ndim=2)
+        B, d = means.shape
+        if B == 0 or d == 0:
+            raise ValueError(f"means must have shape (n_blocks, d) with n_blocks, d >= 1, "
+                             f"got {tuple(means.shape)}")
+        covs = as_array("covs", covs, ndim=3)
+        if covs.shape != (B, d, d):
+            raise ValueError(f"covs must have shape (n_blocks, d, d) = ({B}, {d}, {d}) to match "
+                             f"means, got {tuple(covs.shape)}")
+        covs = np.stack([check_covariance(f"covs[{b}]", covs[b], d=d) for b in range(B)]) \
+            if not isinstance(covs, jax.core.Tracer) else (covs + jnp.swapaxes(covs, -1, -2)) / 2
+        self.means = jnp.asarray(means, dtype=jnp.float64)
+        self.covs = jnp.asarray(covs, dtype=jnp.float64)
+
+    @classmethod
+    def repeat(cls, g: Gaussian, n_blocks: int) -> "PositionalGaussians":
+        """Every block carries ``g`` (the state where the masked closure is exact)."""
+        if not isinstance(g, Gaussian):
+            raise TypeError(f"g must be a gf.Gaussian, got {type(g).__name__}")
+        if isinstance(n_blocks, bool) or not isinstance(n_blocks, (int, np.integer)) or n_blocks < 1:
+            raise ValueError(f"n_blocks must be a positive integer, got {n_blocks!r}")
+        B = int(n_blocks)
+        return cls(np.repeat(np.asarray(g.mean)[None], B, 0), np.repeat(np.asarray(g.cov)[None], B, 0))
+
+    @property
+    def n_blocks(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[-1]
+
+    def block(self, b: int) -> Gaussian:
+        """The Gaussian of block ``b``."""
+        return Gaussian(self.means[b], self.covs[b])
+
+    def mixture(self) -> Gaussian:
+        """The moment-matched Gaussian of the whole sequence (equal block masses)."""
+        m = jnp.mean(self.means, axis=0)
+        dev = self.means - m
+        return Gaussian(m, jnp.mean(self.covs, axis=0) + dev.T @ dev / self.n_blocks)
+
+    def __repr__(self) -> str:
+        return f"PositionalGaussians(n_blocks={self.n_blocks}, d={self.dim})"

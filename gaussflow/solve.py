@@ -247,14 +247,20 @@ def solve(field, g0, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
         ts_arr = np.linspace(t0, t1, 101)
     meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
     adjoint = diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
-    run = (solver, rtol, atol, int(max_steps), thr, meter, adjoint)
+    # thr as an array: a traced argument, so per-layer thresholds share one compilation
+    run = (solver, rtol, atol, int(max_steps), jnp.asarray(thr), meter, adjoint)
     if getattr(field, "time_dependent", False):  # gf.Layers: one integration per layer
         return _solve_schedule(field, g0, t0, t1, ts_arr, run)
-    out = _integrate(field, g0.mean, g0.cov, jnp.asarray(t0), jnp.asarray(t1),
+    positional = getattr(g0, "positional", False)  # gf.PositionalGaussians: (B, d), (B, d, d)
+    mean0, cov0 = (g0.means, g0.covs) if positional else (g0.mean, g0.cov)
+    out = _integrate(field, mean0, cov0, jnp.asarray(t0), jnp.asarray(t1),
                      jnp.asarray(ts_arr), *run)
     if not is_concrete(out["cov_end"]):  # under jax.grad / jit / vmap
         return _traced_trajectory(out, field)
-    return _trajectory(out, ts_arr, field, t0)
+    tr = _trajectory(out, ts_arr, field, t0)
+    if positional:
+        tr.extra["positional"] = type(g0)
+    return tr
 
 
 def _traced_trajectory(out, field) -> Trajectory:
@@ -274,7 +280,7 @@ def _solve_schedule(layers, g0, t0, t1, ts_arr, run) -> Trajectory:
         raise ValueError(f"t1 = {t1} is past the end of the schedule (t0 + {layers.total} = "
                          f"{ends[-1]}); lengthen the last layer or pass a smaller t1")
     solver, rtol, atol, max_steps, thr, meter, adjoint = run
-    scale0 = float(np.trace(np.asarray(g0.cov)))
+    scale0, thr = float(np.trace(np.asarray(g0.cov))), float(thr)
     mean, cov, a = g0.mean, g0.cov, t0
     ts_all, means, covs, steps, tr = [], [], [], 0, None
     for i, (f, b) in enumerate(zip(layers.fields, ends)):
@@ -286,11 +292,14 @@ def _solve_schedule(layers, g0, t0, t1, ts_arr, run) -> Trajectory:
         seg = np.append(seg, b) if added else seg
         thr_i = thr * scale0 / max(float(np.trace(np.asarray(cov))), 1e-300)
         out = _integrate(f, mean, cov, jnp.asarray(a), jnp.asarray(b), jnp.asarray(seg),
-                         solver, rtol, atol, max_steps, max(thr_i, 1.0 + 1e-12), meter, adjoint)
+                         solver, rtol, atol, max_steps, jnp.asarray(max(thr_i, 1.0 + 1e-12)), meter,
+                         adjoint)
         tr = _trajectory(out, seg, f, a)
         steps += tr.num_steps
         n = len(tr.ts) - (1 if added and not last and tr.status == "completed" else 0)
-        ts_all.append(tr.ts[:n]), means.append(tr.means[:n]), covs.append(tr.covs[:n])
+        ts_all.append(tr.ts[:n])
+        means.append(tr.means[:n])
+        covs.append(tr.covs[:n])
         if tr.status != "completed" or last:
             break
         mean, cov, a = jnp.asarray(tr.means[-1]), jnp.asarray(tr.covs[-1]), b

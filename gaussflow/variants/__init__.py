@@ -6,8 +6,11 @@ from .l2 import L2
 from .layers import Layers
 from .multihead import MultiHead
 from .sinkhorn import Sinkhorn
+from .masked import Masked
+from .sigmoid import Sigmoid
 from .softmax import Softmax
 from .superposition import Sum
+from .unnormalized import Unnormalized
 
 #: Variants by name, for ``gf.derive("name")`` and the CLI.
 VARIANTS = {
@@ -16,7 +19,10 @@ VARIANTS = {
     "l2": L2,
     "sinkhorn": Sinkhorn,
     "affine": Affine,
+    "sigmoid": Sigmoid,
+    "unnormalized": Unnormalized,
+    "masked": Masked,
 }
 
 __all__ = ["Field", "DerivedField", "Softmax", "MultiHead", "L2", "Sinkhorn", "Affine", "Sum",
-           "Layers", "VARIANTS"]
+           "Layers", "Sigmoid", "Unnormalized", "Masked", "VARIANTS"]

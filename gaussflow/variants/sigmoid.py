@@ -49,6 +49,10 @@ from .attention import DotProductAttention
 N_GH = sp.Symbol("n_GH", integer=True, positive=True)
 CUBATURE = sp.Symbol("cubature")
 
+#: Default points per axis of the tensor Gauss-Hermite rule, by dimension (``cubature="auto"``
+#: uses it for d <= 3 and 4096 scrambled Sobol points above).
+AUTO_ORDER = {1: 16, 2: 10, 3: 6}
+
 
 def _positive_int(name, v):
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -61,9 +65,10 @@ class Sigmoid(DotProductAttention):
 
     Parameters: ``Q, K`` (k, d), ``V`` (k_v, d), ``beta`` (score scale, default 1), ``bias``
     (finite; ``-log n`` mimics n tokens, see the module docstring), ``W_O`` (d, k_v), ``gh_order``
-    (Gauss–Hermite points of the 1-D expectations), ``cubature`` (``"gauss-hermite"``,
-    ``"degree5"`` or ``"qmc"``), ``cubature_order`` (points per axis of the tensor rule),
-    ``cubature_points`` and ``seed`` (QMC).
+    (Gauss–Hermite points of the 1-D expectations, default 96), ``cubature`` (``"auto"``: tensor
+    Gauss–Hermite with :data:`AUTO_ORDER` points per axis for d <= 3, else ``"qmc"``;
+    ``"gauss-hermite"``, ``"degree5"`` or ``"qmc"``), ``cubature_order`` (points per axis of the
+    tensor rule), ``cubature_points`` and ``seed`` (QMC, default 4096 points).
     """
 
     bias: jax.Array
@@ -76,14 +81,18 @@ class Sigmoid(DotProductAttention):
     weight = "sigmoid"
 
     def __init__(self, Q, K, V, beta=1.0, bias=0.0, W_O=None, *, gh_order=96,
-                 cubature="gauss-hermite", cubature_order=5, cubature_points=1024, seed=0):
+                 cubature="auto", cubature_order=None, cubature_points=4096, seed=0):
         super().__init__(Q, K, V, beta=beta, W_O=W_O)
         self.bias = jax.numpy.asarray(as_scalar("bias", bias), dtype=jax.numpy.float64)
         self.gh_order = _positive_int("gh_order", gh_order)
         if not isinstance(cubature, str):
-            raise TypeError(f"cubature must be a string, one of 'gauss-hermite', 'degree5', 'qmc'; "
+            raise TypeError("cubature must be one of 'auto', 'gauss-hermite', 'degree5', 'qmc'; "
                             f"got {type(cubature).__name__}")
-        self.cubature = Cubature(cubature, _positive_int("cubature_order", cubature_order),
+        d = self.dim
+        if cubature == "auto":
+            cubature = "gauss-hermite" if d <= 3 else "qmc"
+        order = AUTO_ORDER.get(d, 4) if cubature_order is None else cubature_order
+        self.cubature = Cubature(cubature, _positive_int("cubature_order", order),
                                  _positive_int("cubature_points", cubature_points),
                                  int(as_scalar("seed", seed)))
 

@@ -25,8 +25,12 @@ from ..codegen import generate_function
 from .attention import DotProductAttention
 
 #: ``_domain_ok`` is False once the smallest eigenvalue of the integrability matrix
-#: ``I - beta^2 Sigma^{1/2} A^T Sigma A Sigma^{1/2}`` falls below this margin.
+#: ``I - beta^2 Sigma^{1/2} A^T Sigma A Sigma^{1/2}`` falls below this margin ...
 INTEGRABILITY_MARGIN = 1e-6
+#: ... or once the closure's rate ``max |J_ij|`` exceeds this (time scale below ``1e-8``). Near the
+#: boundary the integrals grow like ``exp(c / margin) margin^{-k}`` (c > 0 when alpha is not 0):
+#: the trajectory then is within solver resolution of the divergence time.
+RATE_MAX = 1e8
 
 
 class Unnormalized(DotProductAttention):
@@ -53,7 +57,16 @@ class Unnormalized(DotProductAttention):
         return derive_unnormalised_exp(cls.name, cls.log_kernel())
 
     def _domain_ok(self, mean, cov):
-        return self._margin(mean, cov) > INTEGRABILITY_MARGIN
+        ok = self._margin(mean, cov) > INTEGRABILITY_MARGIN
+        _, J = super()._closure(mean, cov)
+        return ok & (jnp.max(jnp.abs(jnp.where(ok, J, jnp.inf))) < RATE_MAX)
+
+    def log_mass(self, g):
+        """``log E[exp(s(X, Y))]`` for ``X, Y`` iid ``~ N(g.mean, g.cov)`` (inf outside the domain)."""
+        self._check_state(g)
+        if self._margin(g.mean, g.cov) <= 0:
+            return float("inf")
+        return float(self.derivation().functions["log_mass"](g.mean[:, None], g.cov, *self._args()))
 
     def _margin(self, mean, cov):
         M = self.derivation().functions["integrability"](mean[:, None], cov, *self._args())
@@ -125,15 +138,23 @@ def derive_unnormalised_exp(name, log_kernel, value=None):
         "Approximation: Gaussian moment projection (the Gaussian family is not invariant).",
         "The integrals diverge once Sigma^{-1} - beta^2 A^T Sigma A (A = K^T Q) loses positive "
         "definiteness; gf.solve stops there with status 'not_integrable' (margin "
-        f"{INTEGRABILITY_MARGIN:g} on the smallest eigenvalue of the integrability matrix).",
+        f"{INTEGRABILITY_MARGIN:g} on the smallest eigenvalue of the integrability matrix, or "
+        f"closure rate max|J_ij| > {RATE_MAX:g}: near the boundary the integrals grow like "
+        "exp(c / margin) margin^-k, so the trajectory is then within solver resolution of the "
+        "divergence time).",
     )
     D = build(name, False, velocity, mean_rhs, J, cov_rhs, steps, (), notes, RUNTIME)
     from ..derive.derivation import signature
 
     _, mom_args = signature(D.params)
+    import sympy as sp
+
+    log_mass = Scalar(outer.log_mass) - sp.log(sp.Determinant(outer.precision_factor)) / 2
     extra = generate_function("integrability", mom_args, [outer.integrability],
                               doc="I + Sigma^{1/2} P Sigma^{1/2}: positive definite iff the "
                                   "closure's integrals exist.")
+    extra += "\n" + generate_function("log_mass", mom_args, [log_mass],
+                                      doc="log E[Z(X)] = log E[exp(s(X, Y))], X, Y iid.")
     import dataclasses
 
     return dataclasses.replace(D, jax_source=D.jax_source + "\n" + extra)
