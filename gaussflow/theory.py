@@ -360,7 +360,7 @@ def stationary_lines(field):
         raise ValueError(f"field: hypothesis 'softmax or L2 attention' fails ({type(field).__name__})")
     if field.dim != 2:
         raise ValueError(f"stationary_lines needs d = 2, got d = {field.dim}")
-    A = np.asarray(field.A)
+    A = np.asarray(field.K).T @ np.asarray(field.Q)
     Sym = (A + A.T) / 2
     w, U = np.linalg.eigh(Sym)
     scale = float(np.max(np.abs(w)))

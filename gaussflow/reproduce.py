@@ -1,0 +1,291 @@
+"""Reproductions of the reference experiments (DESIGN.md §6) and a clustering figure.
+
+``gaussflow reproduce [--out DIR] [--quick]`` runs :func:`reproduce`, which calls
+
+- :func:`regimes` — the six 2-D regimes for each listed variant: every trace-one initial
+  covariance of a grid is solved, classified with :func:`gaussflow.theory.classify`, and drawn on
+  the unit disk ``(a - b, 2c)/tr`` and in the PSD cone ``(a - b, 2c, a + b)``. Paths are coloured
+  by their classified regime (:data:`gaussflow.plots.REGIME_COLORS`); red dashes mark the limits
+  the theory predicts (the kernel of ``A + A^T`` for "line", the stationary lines
+  ``u^T A u = 0`` for "two lines"/"either", the blow-up directions for softmax).
+- :func:`rank_histograms` — d = 3, 4, 5, ``Q`` standard normal ``floor(d/2) x d``, ``K = -Q``,
+  ``V = I`` or ``V = M^T M``, softmax and L2: the rank of the limit covariance, from the exact
+  limit (:func:`gaussflow.theory.limit_rank`) for softmax with ``V = I`` and from a converged
+  solve + :func:`~gaussflow.theory.classify` otherwise. Every run is counted: runs that do not
+  converge are reported under their regime (``collapse`` = rank 0, ``undetermined``, ...).
+- :func:`clustering` — a random multi-layer softmax schedule in d = 8 (``gf.Layers``); the
+  normalised spectrum against depth from the closure and from particles, on the same axes.
+
+Scales (the reference code's): softmax ``beta = 1/sqrt(d)``; L2 ``c = 1/sqrt(d)``; multi-head
+(H = 2) ``beta = 1/sqrt(d/H)``; Sinkhorn ``beta = 1, eps = 1``. Seeds are fixed (``seed``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections import Counter
+
+import numpy as np
+
+from . import theory
+from .gaussian import Gaussian
+from .solve import solve
+from .study import trace_one_grid
+from .variants import L2, Layers, MultiHead, Sinkhorn, Softmax
+
+#: Number of saved times of every solve (one shape, so one compilation per field type).
+N_SAVE = 101
+
+_I2 = np.eye(2)
+
+
+def _pad(q, rows=2):
+    """Pad a (k, d) weight with zero rows to ``rows`` (same A, same compiled shapes)."""
+    q = np.atleast_2d(np.asarray(q, float))
+    return np.vstack([q, np.zeros((rows - q.shape[0], q.shape[1]))])
+
+
+def _variants(Q, K, V, which, d=2):
+    """The listed variants with the reference scales, built from one set of weights."""
+    beta = 1 / math.sqrt(d)
+    make = {
+        "softmax": lambda: Softmax(Q, K, V, beta=beta),
+        "l2": lambda: L2(Q, K, V, c=beta),
+        "multihead": lambda: MultiHead.split(Q, K, V, None, 2, beta=1 / math.sqrt(d / 2)),
+        "sinkhorn": lambda: Sinkhorn(Q, K, V, eps=1.0, beta=1.0),
+    }
+    return {name: make[name]() for name in which}
+
+
+def regime_cases(seed: int = 1):
+    """The six 2-D regimes of DESIGN.md §6: list of dicts with ``name``, ``title``, ``weights``,
+    ``fields`` ({variant: field}), ``t1`` ({variant: horizon}), ``expected`` ({variant: kinds})."""
+    rng = np.random.default_rng(seed)
+    Qc = rng.uniform(0, 1, size=(2, 2))
+    M = rng.normal(size=(2, 2))
+    q = _pad([[0.6, 0.8]])
+    P = np.array([[0.0, 1.0], [1.0, 0.0]])
+    Qb = np.array([[1.0, 0.3], [-0.2, 0.8]])
+    Qi = np.array([[1.0, 0.0], [0.0, -1.0]])
+    V_two = np.random.default_rng(0).normal(size=(2, 2))
+    V_either = np.random.default_rng(3).normal(size=(2, 2))
+    all4 = ("softmax", "l2", "multihead", "sinkhorn")
+    cases = [
+        dict(name="collapse", title="collapse: Q ~ U[0,1), K = -Q, V = M M^T",
+             fields=_variants(Qc, -Qc, M @ M.T, all4), t1=1000.0,
+             expected={v: {"collapse"} for v in all4}),
+        dict(name="line", title="line: Q = q, K = -q, V = I",
+             fields=_variants(q, -q, _I2, ("softmax", "l2")), t1=1000.0,
+             expected={v: {"converge"} for v in ("softmax", "l2")}, rank=1),
+        dict(name="plane", title="plane: H = 2 heads, Q = [e2; e1], K = -Q, V = I",
+             fields=_variants(P, -P, _I2, ("multihead",)), t1=1000.0,
+             expected={"multihead": {"converge", "stationary"}}, rank=2),
+        dict(name="two_lines", title="two lines: A = diag(1, -1), V random",
+             fields=_variants(Qi, _I2, V_two, ("softmax", "l2")), t1=300.0,
+             expected={v: {"converge"} for v in ("softmax", "l2")}, rank=1),
+        dict(name="blowup", title="blow-up: A + A^T > 0, V = I",
+             fields=_variants(Qb, _I2, _I2, all4),
+             t1={"softmax": 20.0, "l2": 20.0, "multihead": 20.0, "sinkhorn": 8.0},
+             expected={"softmax": {"blowup"}, "multihead": {"blowup"}, "l2": {"growth"},
+                       "sinkhorn": {"growth"}}),
+        dict(name="either", title="either: A = diag(1, -1), V random",
+             fields=_variants(Qi, _I2, V_either, ("softmax", "l2")),
+             t1={"softmax": 100.0, "l2": 8.0},
+             expected={"softmax": {"converge", "blowup"}, "l2": {"converge", "growth"}}),
+    ]
+    for c in cases:
+        if not isinstance(c["t1"], dict):
+            c["t1"] = {v: c["t1"] for v in c["fields"]}
+    return cases
+
+
+def predicted_directions(case, variant, field, g0s):
+    """Unit vectors of the rank-one limits the theory gives for this case (may be empty)."""
+    name = case["name"]
+    if name == "line":
+        q = np.asarray(field.Q)[0]
+        return [np.array([-q[1], q[0]]) / np.linalg.norm(q)]
+    if name in ("two_lines", "either"):
+        return list(theory.stationary_lines(field))
+    if name == "blowup" and variant == "softmax":
+        return [theory.blowup_direction(field, g) for g in g0s]
+    return []
+
+
+def _solve_grid(field, g0s, t1):
+    ts = np.linspace(0.0, t1, N_SAVE)
+    trajs = [solve(field, g, t1, ts=ts) for g in g0s]
+    return trajs, [theory.classify(tr) for tr in trajs]
+
+
+def regimes(out_dir, quick=False, seed=1, log=print):
+    """Run the six 2-D regimes; write one figure per regime; return the summary dict."""
+    import matplotlib.pyplot as plt
+
+    from . import plots
+
+    grid = trace_one_grid(2, 4) if quick else trace_one_grid(3, 8)
+    g0s = [Gaussian(np.zeros(2), S) for S in grid]
+    summary, files = {}, []
+    for case in regime_cases(seed):
+        fields = case["fields"]
+        n = len(fields)
+        fig = plt.figure(figsize=(3.9 * n + 0.6, 7.6))
+        res = {}
+        for j, (vname, field) in enumerate(fields.items()):
+            t1 = case["t1"][vname]
+            trajs, regs = _solve_grid(field, g0s, t1)
+            kinds = [r.kind for r in regs]
+            counts = Counter(f"{r.kind}" + ("" if r.rank is None else f" (rank {r.rank})")
+                             for r in regs)
+            expected = case["expected"][vname]
+            ok = all(k in expected for k in kinds)
+            if "rank" in case:
+                ok = ok and all(r.rank == case["rank"] for r in regs if r.kind == "converge")
+            dirs = predicted_directions(case, vname, field, g0s)
+            extra = {}
+            if case["name"] == "blowup" and vname == "softmax":
+                pred = np.array([theory.blowup_time(field, g) for g in g0s])
+                got = np.array([r.blowup_time for r in regs], float)
+                extra["blowup_time_max_rel_err"] = float(np.nanmax(np.abs(got / pred - 1)))
+            res[vname] = {"t1": t1, "counts": dict(counts), "as_expected": bool(ok),
+                          "expected": sorted(expected), **extra}
+            log(f"  {case['name']:10s} {vname:10s} t1={t1:<6g} "
+                + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+                + ("" if ok else "  [NOT AS EXPECTED]"))
+            ax1 = fig.add_subplot(2, n, j + 1)
+            plots.regime_disk(trajs, kinds, ax=ax1, limit_dirs=dirs, title=f"{vname}",
+                              diameters=case["name"] != "blowup")
+            ax2 = fig.add_subplot(2, n, n + j + 1, projection="3d")
+            plots.psd_cone(trajs, kinds, ax=ax2, limit_dirs=dirs, title=f"{vname}: PSD cone")
+        fig.suptitle(case["title"], fontsize=11)
+        fig.tight_layout()
+        files.append(plots.save(fig, os.path.join(out_dir, f"regime_{case['name']}")))
+        summary[case["name"]] = res
+    return summary, files
+
+
+def rank_histograms(out_dir, quick=False, seed=0, dims=(3, 4, 5), n_draws=None, t1=1e4,
+                    log=print):
+    """Rank histograms of the limit covariance; returns (summary, files).
+
+    For each d, variant (softmax, L2) and value choice (``V = I``, ``V = M^T M``) draw ``n_draws``
+    (default 100; quick: 8) weights. Softmax with ``V = I``: exact rank ``dim ker(A + A^T)``;
+    otherwise: classify a solve to ``t1``. Counts are by rank (converged runs and collapses,
+    rank 0) plus any other regime by name (nothing is dropped).
+    """
+    from . import plots
+    import matplotlib.pyplot as plt
+
+    n_draws = (8 if quick else 100) if n_draws is None else int(n_draws)
+    summary, files = {}, []
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    for iv, vchoice in enumerate(("I", "MtM")):
+        for jv, variant in enumerate(("softmax", "l2")):
+            counts = {}
+            key = f"{variant}, V = {'I' if vchoice == 'I' else 'M^T M'}"
+            summary[key] = {}
+            for d in dims:
+                rng = np.random.default_rng([seed, d, iv])
+                c = Counter()
+                sources = Counter()
+                for _ in range(n_draws):
+                    Q = rng.normal(size=(d // 2, d))
+                    M = rng.normal(size=(d, d))
+                    V = np.eye(d) if vchoice == "I" else M.T @ M
+                    f = _variants(Q, -Q, V, (variant,), d=d)[variant]
+                    g0 = Gaussian(np.zeros(d), np.eye(d))
+                    if variant == "softmax" and vchoice == "I":
+                        c[theory.limit_rank(f)] += 1
+                        sources["exact"] += 1
+                        continue
+                    tr = solve(f, g0, t1, ts=np.linspace(0, t1, N_SAVE))
+                    r = theory.classify(tr)
+                    sources["solve"] += 1
+                    if r.kind in ("converge", "stationary", "collapse"):
+                        c[r.rank] += 1
+                    else:
+                        c[r.kind] += 1
+                counts[f"d = {d}"] = dict(c)
+                summary[key][d] = {"counts": {str(k): v for k, v in c.items()},
+                                   "source": dict(sources), "ceil_d_2": math.ceil(d / 2)}
+                log(f"  ranks {key:18s} d={d}: "
+                    + ", ".join(f"{k}: {v}" for k, v in sorted(c.items(), key=lambda kv: str(kv[0])))
+                    + f"  ({', '.join(f'{s} {n}' for s, n in sources.items())})")
+            plots.rank_histogram(counts, ax=axes[iv, jv],
+                                 title=f"{key} ({n_draws} draws per d)")
+    fig.suptitle("rank of the limit covariance, K = -Q, Q standard normal (floor(d/2) x d)")
+    fig.tight_layout()
+    files.append(plots.save(fig, os.path.join(out_dir, "rank_histograms")))
+    return summary, files
+
+
+def clustering_schedule(d=8, n_layers=6, seed=0, duration=4.0):
+    """A random softmax layer schedule: layer l has ``Q_l`` standard normal (2 x d), ``K_l = -Q_l``,
+    ``V_l = I + 0.1 G_l`` (G_l standard normal), ``beta = 1/sqrt(d)``, duration ``duration``."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    for _ in range(n_layers):
+        Q = rng.normal(size=(2, d))
+        V = np.eye(d) + 0.1 * rng.normal(size=(d, d))
+        layers.append((Softmax(Q, -Q, V, beta=1 / math.sqrt(d)), duration))
+    return Layers(layers)
+
+
+def clustering(out_dir, quick=False, seed=0, log=print):
+    """Normalised spectrum against depth, closure vs particles, for :func:`clustering_schedule`."""
+    from . import particles, plots
+
+    d = 8
+    n_layers = 3 if quick else 8
+    n_particles = 256 if quick else 2048
+    sched = clustering_schedule(d=d, n_layers=n_layers, seed=seed)
+    T = sched.total
+    g0 = Gaussian(np.zeros(d), np.eye(d))
+    tr = solve(sched, g0, T, ts=np.linspace(0, T, N_SAVE))
+    x0 = particles.sample(g0, n_particles, seed=seed)
+    tp = np.linspace(0, T, 4 * n_layers + 1)
+    pt = particles.simulate(sched, x0, tp)
+    _, Sp = pt.moments()
+    spec = theory.normalised_spectrum(tr.covs)
+    spec_p = theory.normalised_spectrum(Sp)
+    # closure vs particles at the particle times, relative to the particles' spectrum
+    Sc = np.array([tr.covs[int(np.argmin(np.abs(tr.ts - t)))] for t in pt.ts])
+    err = float(np.max(np.abs(theory.normalised_spectrum(Sc) - spec_p)))
+    fig = plots.spectrum_depth(tr.ts, spec, particles=(pt.ts, spec_p), switch_times=sched.switch_times[:-1],
+                               title=f"random {n_layers}-layer softmax schedule, d = {d}, "
+                                     f"N = {n_particles} particles")
+    path = plots.save(fig, os.path.join(out_dir, "clustering_spectrum"))
+    er = theory.effective_rank(tr.covs)
+    log(f"  clustering d={d}: closure status {tr.status}, particles {pt.status}; effective rank "
+        f"{er[0]:.2f} -> {er[-1]:.2f}; max |spectrum closure - particles| = {err:.3g}")
+    return {"d": d, "layers": n_layers, "particles": n_particles, "status": tr.status,
+            "particle_status": pt.status, "effective_rank_start": float(er[0]),
+            "effective_rank_end": float(er[-1]), "max_spectrum_gap": err}, [path]
+
+
+def reproduce(out_dir="gaussflow-reproduce", quick=False, log=print, parts=("regimes", "ranks",
+                                                                             "clustering")):
+    """Run the reproductions into ``out_dir``; write ``summary.json``; return the summary."""
+    os.makedirs(out_dir, exist_ok=True)
+    t_start = time.perf_counter()
+    summary = {"quick": bool(quick), "files": [], "seconds": {}}
+    steps = {"regimes": regimes, "ranks": rank_histograms, "clustering": clustering}
+    for name in parts:
+        if name not in steps:
+            raise ValueError(f"parts: unknown part {name!r}; choose from {sorted(steps)}")
+        t = time.perf_counter()
+        log(f"{name}:")
+        res, files = steps[name](out_dir, quick=quick, log=log)
+        summary[name] = res
+        summary["files"] += files
+        summary["seconds"][name] = round(time.perf_counter() - t, 2)
+    summary["seconds"]["total"] = round(time.perf_counter() - t_start, 2)
+    path = os.path.join(out_dir, "summary.json")
+    with open(path, "w") as fh:
+        json.dump(summary, fh, indent=2, default=str)
+    summary["files"].append(path)
+    return summary
