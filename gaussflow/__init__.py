@@ -15,6 +15,7 @@ from .derive import Derivation, derive  # noqa: E402
 from .variants import L2, Affine, Field, Layers, MultiHead, Sinkhorn, Softmax, Sum  # noqa: E402
 from .variants import Masked, Sigmoid, Unnormalized  # noqa: E402
 from .solve import Trajectory, solve  # noqa: E402
+from .sweep import SweepResult, sweep  # noqa: E402
 from . import particles  # noqa: E402
 from .validate import ValidationReport, validate  # noqa: E402
 
@@ -38,6 +39,8 @@ __all__ = [
     "Masked",
     "Trajectory",
     "solve",
+    "SweepResult",
+    "sweep",
     "particles",
     "validate",
     "ValidationReport",

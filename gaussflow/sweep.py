@@ -1,0 +1,391 @@
+"""Integrate many Gaussian closures at once: ``gf.sweep``.
+
+A sweep runs the same jitted core as :func:`gaussflow.solve` (``solve._integrate``: flow-map
+state ``Sigma = Phi Sigma0 Phi^T``, diffrax events for blow-up / non-finite / not-integrable
+stops) under ``jax.vmap`` over a batch of fields and/or initial states, so every member gets
+its own adaptive step sizes and its own stopping time and status: a member that blows up
+early stops there (its events fire) while the others carry on, and it cannot change their
+values. Conventions (``beta``, ``A = K^T Q``, ...) are those of the fields themselves.
+
+**Batching.** ``fields`` is one field (shared by every member), a sequence of fields of the
+same class and shapes (stacked), or a *batched field*: a field whose array leaves carry a
+leading batch axis, e.g. ``jax.vmap(lambda Q: gf.Softmax(Q, -Q, V))(Qs)``. ``g0s`` is one
+:class:`~gaussflow.Gaussian`, a sequence of them, or a batched Gaussian
+(``jax.vmap(gf.Gaussian)(means, covs)``).
+
+**Memory and devices.** Members run in chunks of ``chunk_size`` (the last chunk is padded, so
+one compilation serves every chunk); each chunk is split over all ``jax.devices()`` with
+``jax.shard_map`` on a one-dimensional mesh (every device integrates its own slice with its
+own while-loop, so a slow slice does not hold the others' steps). Results are copied to the
+host after each chunk.
+
+**Compilation.** One compilation per (field class and static data, shapes, chunk size, solver
+options, devices), kept for the life of the process (:func:`cache_info`); compile and run times
+are reported separately on the result. Enable JAX's persistent compilation cache (the
+``gaussflow`` CLI does) to reuse compilations across processes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field as dc_field
+from typing import Sequence
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._checks import PSD_TOL, SYM_TOL, as_array, as_scalar, check_times
+from .gaussian import Gaussian
+from .solve import _integrate, _resolve_solver, _status, _trajectory
+
+_AXIS = "batch"
+#: Lowerings of the batched core so far (one per compilation; see :func:`cache_info`).
+_TRACES = 0
+_COMPILED: dict = {}
+
+
+# ------------------------------------------------------------------------------ batched core
+def _core(dyn, t0, t1, ts, *, static, field_batched, state_batched, mesh):
+    """``dyn = (field arrays, means0, covs0)``; vmapped (and shard_mapped) ``solve._integrate``."""
+    global _TRACES
+    _TRACES += 1
+    field_static, solver, rtol, atol, max_steps, thr, adjoint = static
+    meter = diffrax.NoProgressMeter()
+
+    def local(dyn, t0, t1, ts):
+        field_dyn, means0, covs0 = dyn
+        field = eqx.combine(field_dyn, field_static)
+
+        def one(f, m, c):
+            return _integrate(f, m, c, t0, t1, ts, solver, rtol, atol, max_steps, thr, meter,
+                              adjoint)
+
+        axes = (0 if field_batched else None, 0 if state_batched else None,
+                0 if state_batched else None)
+        return eqx.filter_vmap(one, in_axes=axes)(field, means0, covs0)
+
+    if mesh is None:
+        return local(dyn, t0, t1, ts)
+    P = jax.sharding.PartitionSpec
+    field_dyn, means0, covs0 = dyn
+    fspec = jax.tree_util.tree_map(lambda _: P(_AXIS) if field_batched else P(), field_dyn)
+    sspec = P(_AXIS) if state_batched else P()
+    return jax.shard_map(local, mesh=mesh, in_specs=((fspec, sspec, sspec), P(), P(), P()),
+                         out_specs=P(_AXIS), check_vma=False)(dyn, t0, t1, ts)
+
+
+_core_jit = jax.jit(_core, static_argnames=("static", "field_batched", "state_batched", "mesh"))
+
+
+def _compiled(dyn, t0, t1, ts, static, field_batched, state_batched, mesh):
+    """The compiled core for these shapes/options: ``(executable, seconds spent compiling)``."""
+    leaves, treedef = jax.tree_util.tree_flatten(dyn)
+    key = (static, field_batched, state_batched, mesh, treedef, ts.shape,
+           tuple((x.shape, str(x.dtype)) for x in leaves))
+    hit = _COMPILED.get(key)
+    if hit is not None:
+        return hit, 0.0
+    start = time.perf_counter()
+    exe = _core_jit.lower(dyn, t0, t1, ts, static=static, field_batched=field_batched,
+                          state_batched=state_batched, mesh=mesh).compile()
+    _COMPILED[key] = exe
+    return exe, time.perf_counter() - start
+
+
+def cache_info() -> dict:
+    """``{"compilations": n, "traces": n}``: executables kept by :func:`sweep`, and how many
+    times its core has been traced in this process (equal unless the cache was cleared)."""
+    return {"compilations": len(_COMPILED), "traces": _TRACES}
+
+
+def clear_cache() -> None:
+    """Forget the compiled sweeps (the next call compiles again)."""
+    _COMPILED.clear()
+
+
+# ----------------------------------------------------------------------------------- result
+@dataclass(frozen=True)
+class SweepResult:
+    """Batched trajectories of a :func:`sweep` over ``B`` members.
+
+    ``ts`` (n,) the requested save times; ``means`` (B, n, d), ``covs`` (B, n, d, d): the saved
+    states, NaN where ``mask`` (B, n) is False (save times at or after a member's stop, or
+    non-finite values). ``final_means`` (B, d), ``final_covs`` (B, d, d): the state at ``t_stop``
+    (B,). ``status`` (B,) strings as in :data:`gaussflow.solve.STATUSES`; ``blowup_time`` (B,)
+    NaN unless the member blew up; ``num_steps`` (B,). ``member(i)`` is the
+    :class:`~gaussflow.Trajectory` that ``gf.solve`` returns for member ``i``.
+    ``compile_seconds`` / ``run_seconds``: time spent compiling (0 when every chunk shape was
+    already compiled) and integrating (including host transfers).
+    """
+
+    ts: np.ndarray
+    means: np.ndarray
+    covs: np.ndarray
+    mask: np.ndarray
+    final_means: np.ndarray
+    final_covs: np.ndarray
+    status: np.ndarray
+    t_stop: np.ndarray
+    blowup_time: np.ndarray
+    num_steps: np.ndarray
+    compile_seconds: float
+    run_seconds: float
+    n_devices: int
+    chunk_size: int
+    field_name: str = ""
+    t0: float = 0.0
+    raw: dict = dc_field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.status)
+
+    def member(self, i: int):
+        """Member ``i`` as a :class:`~gaussflow.Trajectory` (the same as ``gf.solve`` gives)."""
+        out = {k: v[i] for k, v in self.raw.items()}
+        class _Named:  # _trajectory only reads the field's name
+            name = self.field_name
+        return _trajectory(out, self.ts, _Named, self.t0)
+
+    def counts(self) -> dict:
+        """``{status: number of members}``."""
+        names, n = np.unique(self.status, return_counts=True)
+        return {str(k): int(v) for k, v in zip(names, n)}
+
+    def __repr__(self) -> str:
+        st = ", ".join(f"{k}: {v}" for k, v in self.counts().items())
+        return (f"SweepResult({self.field_name}, B={len(self)}, d={self.final_means.shape[-1]}, "
+                f"{st}; compile {self.compile_seconds:.3g} s, run {self.run_seconds:.3g} s, "
+                f"devices={self.n_devices})")
+
+
+# -------------------------------------------------------------------------------- arguments
+def _stack(items):
+    return jax.tree_util.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *items)
+
+
+def _batch_fields(fields, d):
+    """``(field, batched, B, name)``; a sequence is stacked along a new leading axis."""
+    from .variants.base import Field
+
+    if isinstance(fields, (list, tuple)):
+        if not fields:
+            raise ValueError("fields is an empty sequence; pass at least one field")
+        for i, f in enumerate(fields):
+            if not isinstance(f, Field):
+                raise TypeError(f"fields[{i}] must be a gaussflow field, got {type(f).__name__}")
+        first = fields[0]
+        s0 = eqx.partition(first, eqx.is_array)[1]
+        for i, f in enumerate(fields[1:], 1):
+            if type(f) is not type(first) or eqx.partition(f, eqx.is_array)[1] != s0 or \
+                    jax.tree_util.tree_structure(f) != jax.tree_util.tree_structure(first):
+                raise ValueError(f"fields[{i}] ({type(f).__name__}) does not match fields[0] "
+                                 f"({type(first).__name__}): a sweep needs fields of one class "
+                                 "with the same static data; sweep each kind separately")
+            shapes = [np.shape(x) for x in jax.tree_util.tree_leaves(f)]
+            if shapes != [np.shape(x) for x in jax.tree_util.tree_leaves(first)]:
+                raise ValueError(f"fields[{i}] has weights of other shapes than fields[0]; "
+                                 "sweep fields of one shape together")
+        arrays = [eqx.partition(f, eqx.is_array)[0] for f in fields]
+        if first.dim != d:
+            raise ValueError(f"the fields act on dimension {first.dim} but the states have "
+                             f"dimension {d}")
+        stacked = eqx.combine(_stack(arrays), s0)
+        return stacked, True, len(fields), first.name
+    if not isinstance(fields, Field):
+        raise TypeError(f"fields must be a gaussflow field, a sequence of fields or a batched "
+                        f"field, got {type(fields).__name__}")
+    if getattr(fields, "time_dependent", False):
+        raise ValueError("gf.sweep does not take gf.Layers schedules; call gf.solve per member")
+    if _check_closure_shapes(fields, d, batched=False):
+        return fields, False, None, fields.name
+    sizes = {np.shape(x)[0] if np.ndim(x) else None
+             for x in jax.tree_util.tree_leaves(eqx.filter(fields, eqx.is_array))}
+    if len(sizes) != 1 or None in sizes or not _check_closure_shapes(fields, d, batched=True):
+        raise ValueError(f"fields acts neither on dimension d = {d} (the states' dimension) nor "
+                         "as a batched field (every array leaf with one leading batch axis, e.g. "
+                         "jax.vmap(lambda Q: gf.Softmax(Q, -Q, V))(Qs))")
+    return fields, True, sizes.pop(), fields.name
+
+
+def _check_closure_shapes(field, d, batched) -> bool:
+    """Whether ``field._closure`` maps a ``(d,)`` mean and ``(d, d)`` cov to ``(d,), (d, d)``
+    (per member when ``batched``)."""
+    m = jax.ShapeDtypeStruct((d,), jnp.float64)
+    c = jax.ShapeDtypeStruct((d, d), jnp.float64)
+
+    def clo(f):
+        return f._closure(jnp.zeros(d), jnp.eye(d))
+
+    try:
+        if batched:
+            out = jax.eval_shape(lambda f: eqx.filter_vmap(clo)(f), field)
+            out = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape[1:], s.dtype), out)
+        else:
+            out = jax.eval_shape(clo, field)
+    except Exception:  # noqa: BLE001 - wrong shapes surface as assorted errors
+        return False
+    dm, J = out
+    return dm.shape == m.shape and J.shape == c.shape
+
+
+def _batch_states(g0s):
+    """``(means (B, d) or (d,), covs, batched, B, d)``."""
+    if isinstance(g0s, Gaussian):
+        mean, cov = np.asarray(g0s.mean), np.asarray(g0s.cov)
+        if mean.ndim == 1:
+            return mean, cov, False, None, mean.shape[0]
+        if mean.ndim != 2 or cov.shape != mean.shape + mean.shape[-1:]:
+            raise ValueError(f"a batched g0s needs mean (B, d) and cov (B, d, d), got "
+                             f"{mean.shape} and {cov.shape}")
+        _check_batched_covs(cov)
+        return mean, (cov + np.swapaxes(cov, -1, -2)) / 2, True, mean.shape[0], mean.shape[1]
+    if isinstance(g0s, (list, tuple)):
+        if not g0s:
+            raise ValueError("g0s is an empty sequence; pass at least one gf.Gaussian")
+        for i, g in enumerate(g0s):
+            if not isinstance(g, Gaussian) or np.ndim(g.mean) != 1:
+                raise TypeError(f"g0s[{i}] must be a gf.Gaussian, got {type(g).__name__}")
+            if g.dim != g0s[0].dim:
+                raise ValueError(f"g0s[{i}] has dimension {g.dim}, g0s[0] has {g0s[0].dim}; "
+                                 "a sweep needs states of one dimension")
+        means = np.stack([np.asarray(g.mean) for g in g0s])
+        covs = np.stack([np.asarray(g.cov) for g in g0s])
+        return means, covs, True, len(g0s), means.shape[1]
+    raise TypeError(f"g0s must be a gf.Gaussian (possibly batched) or a sequence of them, got "
+                    f"{type(g0s).__name__}")
+
+
+def _check_batched_covs(covs):
+    as_array("g0s.cov", covs, ndim=3)
+    scale = np.maximum(1.0, np.abs(covs).max(axis=(1, 2)))
+    asym = np.abs(covs - np.swapaxes(covs, 1, 2)).max(axis=(1, 2))
+    bad = np.nonzero(asym > SYM_TOL * scale)[0]
+    if bad.size:
+        raise ValueError(f"g0s.cov[{bad[0]}] is not symmetric; pass (S + S^T) / 2")
+    w = np.linalg.eigvalsh((covs + np.swapaxes(covs, 1, 2)) / 2)
+    bad = np.nonzero(w[:, 0] < -PSD_TOL * np.maximum(1.0, w[:, -1]))[0]
+    if bad.size:
+        raise ValueError(f"g0s.cov[{bad[0]}] is not positive semi-definite (smallest eigenvalue "
+                         f"{w[bad[0], 0]:.3g}); pass covariance matrices")
+
+
+def _take(tree, idx):
+    return jax.tree_util.tree_map(lambda x: np.asarray(x)[idx], tree)
+
+
+# ------------------------------------------------------------------------------------ sweep
+def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
+          max_steps=16384, blowup_threshold=1e8, chunk_size=1024, devices=None,
+          progress=False) -> SweepResult:
+    """Integrate the Gaussian closures of a batch of fields and/or initial states.
+
+    Parameters
+    ----------
+    fields : one field (shared), a sequence of fields of one class and shape, or a batched
+        field (array leaves with a leading batch axis).
+    g0s : one :class:`~gaussflow.Gaussian` (shared), a sequence of them, or a batched Gaussian.
+        At least one of ``fields``/``g0s`` is batched; batch sizes must agree.
+    t1, ts, t0, rtol, atol, solver, max_steps, blowup_threshold : as in :func:`gaussflow.solve`
+        (the same for every member).
+    chunk_size : members integrated together (bounds memory; rounded up to a multiple of the
+        number of devices). devices : the devices to shard over (default all ``jax.devices()``).
+    progress : a tqdm bar over chunks (nothing is printed otherwise).
+
+    Returns a :class:`SweepResult`; member ``i`` equals ``gf.solve(fields[i], g0s[i], ...)``.
+    Never raises on numerical events (per-member statuses).
+    """
+    means0, covs0, state_batched, B_state, d = _batch_states(g0s)
+    field, field_batched, B_field, name = _batch_fields(fields, d)
+    if not (field_batched or state_batched):
+        raise ValueError("nothing to sweep: pass a sequence or batch of fields or of initial "
+                         "states (for one flow use gf.solve)")
+    if field_batched and state_batched and B_field != B_state:
+        raise ValueError(f"fields has {B_field} members but g0s has {B_state}; pass batches of "
+                         "one size (or a single field / single state to share)")
+    B = B_field if field_batched else B_state
+    t0, t1, ts_arr = check_times(t0, t1, ts)
+    rtol = float(as_scalar("rtol", rtol, positive=True))
+    atol = float(as_scalar("atol", atol, positive=True))
+    thr = float(as_scalar("blowup_threshold", blowup_threshold, positive=True))
+    if thr <= 1:
+        raise ValueError("blowup_threshold must be > 1 (a growth factor of tr Sigma)")
+    for nm, v in (("max_steps", max_steps), ("chunk_size", chunk_size)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{nm} must be a positive integer, got {v!r}")
+    solver = _resolve_solver(solver)
+    if ts_arr is None:
+        ts_arr = np.linspace(t0, t1, 101)
+    devices = list(jax.devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("devices is empty; pass None to use every device")
+    ndev = len(devices)
+    mesh = jax.sharding.Mesh(np.array(devices), (_AXIS,)) if ndev > 1 else None
+    chunk = -(-min(int(chunk_size), B) // ndev) * ndev
+
+    field_dyn, field_static = eqx.partition(field, eqx.is_array)
+    static = (field_static, solver, rtol, atol, int(max_steps), thr,
+              diffrax.RecursiveCheckpointAdjoint())
+    targs = (jnp.asarray(t0), jnp.asarray(t1), jnp.asarray(ts_arr))
+    if mesh is not None:
+        rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        targs = tuple(jax.device_put(a, rep) for a in targs)
+
+    def place(x, batched):
+        if mesh is None:
+            return jnp.asarray(x)
+        spec = jax.sharding.PartitionSpec(_AXIS) if batched else jax.sharding.PartitionSpec()
+        return jax.device_put(x, jax.sharding.NamedSharding(mesh, spec))
+
+    starts = range(0, B, chunk)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=f"sweep {name}", unit="chunk")
+    outs, compile_s, run_s = [], 0.0, 0.0
+    for s in starts:
+        idx = np.minimum(np.arange(s, s + chunk), B - 1)  # pad with the last member
+        fd = _take(field_dyn, idx) if field_batched else field_dyn
+        m0, c0 = (means0[idx], covs0[idx]) if state_batched else (means0, covs0)
+        dyn = (jax.tree_util.tree_map(lambda x: place(x, field_batched), fd),
+               place(m0, state_batched), place(c0, state_batched))
+        exe, dt = _compiled(dyn, *targs, static, field_batched, state_batched, mesh)
+        compile_s += dt
+        start = time.perf_counter()
+        out = jax.device_get(exe(dyn, *targs))
+        run_s += time.perf_counter() - start
+        n = min(chunk, B - s)
+        outs.append({k: np.asarray(v)[:n] for k, v in out.items()})
+    raw = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+    return _result(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk)
+
+
+def _result(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk) -> SweepResult:
+    """Per-member statuses and masks, with the rules of ``solve._trajectory``."""
+    B, n = raw["t_stop"].shape[0], len(ts_arr)
+    scalars = ("event_nonfinite", "event_blowup", "event_domain", "result", "finite_ahead")
+    status = np.array([_status({k: raw[k][i] for k in scalars}) for i in range(B)], dtype=object)
+    t_stop = raw["t_stop"].astype(float)
+    saved_t = raw["ts"][:, :n]
+    means, covs = raw["means"][:, :n], raw["covs"][:, :n]
+    mask = (saved_t <= t_stop[:, None]) & np.isfinite(saved_t)
+    mask &= np.all(np.isfinite(means.reshape(B, n, -1)), axis=2)
+    mask &= np.all(np.isfinite(covs.reshape(B, n, -1)), axis=2)
+    fm, fc = raw["mean_end"], raw["cov_end"]
+    final_ok = np.all(np.isfinite(fm.reshape(B, -1)), 1) & np.all(np.isfinite(fc.reshape(B, -1)), 1)
+    # A completed member must have every requested save time and a finite end state.
+    bad = (status == "completed") & (~final_ok | ~mask.all(axis=1))
+    status[bad] = "nonfinite"
+    blow = status == "blowup"
+    blowup_time = np.where(blow, t_stop + raw["tau"], np.nan)
+    means = np.where(mask[:, :, None], means, np.nan)
+    covs = np.where(mask[:, :, None, None], covs, np.nan)
+    return SweepResult(ts=np.asarray(ts_arr), means=means, covs=covs, mask=mask,
+                       final_means=np.where(final_ok[:, None], fm, np.nan),
+                       final_covs=np.where(final_ok[:, None, None], fc, np.nan),
+                       status=status.astype(str), t_stop=t_stop, blowup_time=blowup_time,
+                       num_steps=raw["num_steps"].astype(int), compile_seconds=compile_s,
+                       run_seconds=run_s, n_devices=ndev, chunk_size=chunk, field_name=name,
+                       t0=t0, raw=raw)

@@ -1,0 +1,136 @@
+"""gf.sweep: batched integration equals per-flow gf.solve; sharding; one compilation per shape."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+import gaussflow as gf
+from gaussflow.sweep import cache_info
+
+D, B, T1 = 3, 6, 4.0
+TS = np.linspace(0.0, T1, 9)
+
+
+def _problem(seed=0):
+    """Members alternate: K = -Q (A + A^T <= 0, collapse) and K = Q (A + A^T > 0, blow-up)."""
+    rng = np.random.default_rng(seed)
+    fields, states = [], []
+    for i in range(B):
+        Q = rng.normal(size=(D, D))
+        fields.append(gf.Softmax(Q, -Q if i % 2 == 0 else Q, np.eye(D), beta=1 / np.sqrt(D)))
+        M = rng.normal(size=(D, D))
+        states.append(gf.Gaussian(rng.normal(size=D), M @ M.T / D + 0.1 * np.eye(D)))
+    return fields, states
+
+
+@pytest.fixture(scope="module")
+def swept():
+    fields, states = _problem()
+    res = gf.sweep(fields, states, T1, TS, chunk_size=4)  # 2 chunks, the last one padded
+    return fields, states, res
+
+
+def test_sweep_equals_solve(swept):
+    fields, states, res = swept
+    assert sorted(res.counts()) == ["blowup", "completed"]  # the mix this test is about
+    for i in range(B):
+        ref = gf.solve(fields[i], states[i], T1, TS)
+        got = res.member(i)
+        assert got.status == ref.status == res.status[i]
+        scale = np.abs(ref.covs).max()
+        if ref.status == "completed":
+            assert np.array_equal(got.ts, ref.ts)
+            assert np.abs(got.covs - ref.covs).max() <= 1e-10 * scale
+            assert np.abs(got.means - ref.means).max() <= 1e-10 * max(1, np.abs(ref.means).max())
+            assert res.mask[i].all()
+            np.testing.assert_array_equal(res.covs[i], got.covs)
+        else:
+            # Saved states before the stop agree to 1e-10; the end state sits within
+            # tau ~ 1e-3 t of the singularity, where rounding differences between batched and
+            # single matmuls move the last accepted step: compare the blow-up time there.
+            n = int(res.mask[i].sum())
+            assert n == len(ref.ts) - 1
+            assert np.abs(got.covs[:n] - ref.covs[:n]).max() <= 1e-10 * np.abs(ref.covs[:n]).max()
+            assert abs(got.blowup_time - ref.blowup_time) <= 1e-10 * ref.blowup_time
+            assert res.blowup_time[i] == got.blowup_time
+            assert abs(res.t_stop[i] - ref.t_stop) <= 1e-8 * ref.t_stop
+            assert np.isnan(res.covs[i, n:]).all()
+    assert np.isnan(res.blowup_time[res.status == "completed"]).all()
+
+
+def test_vmapped_constructors_reuse_the_compilation(swept):
+    fields, states, res = swept
+    Qs = np.stack([f.Q for f in fields])
+    Ks = np.stack([f.K for f in fields])
+    batched = jax.vmap(lambda Q, K: gf.Softmax(Q, K, np.eye(D), beta=1 / np.sqrt(D)))(Qs, Ks)
+    g0s = jax.vmap(gf.Gaussian)(np.stack([g.mean for g in states]),
+                                np.stack([g.cov for g in states]))
+    before = cache_info()
+    again = gf.sweep(batched, g0s, T1, TS, chunk_size=4)
+    assert cache_info() == before  # no new trace, no new compilation
+    assert again.compile_seconds == 0.0
+    np.testing.assert_array_equal(again.status, res.status)
+    np.testing.assert_allclose(again.final_covs, res.final_covs, rtol=0, atol=0)
+    # New values, same shapes: still no compilation.
+    other = gf.sweep(_problem(seed=1)[0], states, T1, TS, chunk_size=4)
+    assert cache_info() == before and other.compile_seconds == 0.0
+
+
+def test_sweep_input_errors(swept):
+    fields, states, _ = swept
+    with pytest.raises(ValueError, match="6 members but g0s has 2"):
+        gf.sweep(fields, states[:2], T1)
+    with pytest.raises(ValueError, match="nothing to sweep"):
+        gf.sweep(fields[0], states[0], T1)
+    with pytest.raises(ValueError, match="chunk_size"):
+        gf.sweep(fields, states, T1, chunk_size=0)
+    with pytest.raises(ValueError, match="fields\\[1\\]"):
+        gf.sweep([fields[0], gf.L2(np.eye(D), np.eye(D), np.eye(D))], states[:2], T1)
+    with pytest.raises(TypeError, match="g0s"):
+        gf.sweep(fields, "not a state", T1)
+    with pytest.raises(ValueError, match="dimension"):
+        gf.sweep(fields, [gf.Gaussian.standard(D + 1)] * B, T1)
+
+
+_SHARDED = textwrap.dedent("""
+    import os, sys, json
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    import jax, numpy as np
+    sys.path.insert(0, os.path.dirname(sys.argv[1]))
+    import gaussflow as gf
+    from test_sweep import _problem, T1, TS
+    assert len(jax.devices()) == 4
+    fields, states = _problem()
+    res = gf.sweep(fields, states, T1, TS, chunk_size=4)
+    np.savez(sys.argv[2], covs=res.covs, means=res.means, final_covs=res.final_covs,
+             blowup_time=res.blowup_time,
+             status=res.status.astype(str), num_steps=res.num_steps, n_devices=res.n_devices)
+""")
+
+
+def test_sharded_equals_unsharded(swept, tmp_path):
+    """The batch axis split over 4 (forced host) devices gives the unsharded results."""
+    _, _, res = swept
+    script = tmp_path / "sharded.py"
+    script.write_text(_SHARDED)
+    out = tmp_path / "sharded.npz"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, str(script), __file__, str(out)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = np.load(out)
+    assert int(got["n_devices"]) == 4
+    np.testing.assert_array_equal(got["status"], res.status)
+    done = res.status == "completed"
+    # Blow-up members: see test_sweep_equals_solve (the last steps depend on rounding).
+    np.testing.assert_array_equal(got["num_steps"][done], res.num_steps[done])
+    scale = np.nanmax(np.abs(res.covs))
+    assert np.nanmax(np.abs(got["covs"] - res.covs)) <= 1e-12 * scale
+    assert np.array_equal(np.isnan(got["covs"]), np.isnan(res.covs))
+    assert np.abs(got["final_covs"][done] - res.final_covs[done]).max() <= 1e-12 * scale
+    np.testing.assert_allclose(got["blowup_time"], res.blowup_time, rtol=1e-10)
