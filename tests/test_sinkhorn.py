@@ -1,0 +1,160 @@
+"""Sinkhorn attention: the closed-form Schrödinger solution, particle Sinkhorn, the softmax limit,
+singular kernels."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.scipy.special import logsumexp
+
+import gaussflow as gf
+from gaussflow.codegen import compile_source, generate_function
+from gaussflow.derive import symbols as S
+from gaussflow.derive.calculus import gaussian_self_coupling
+from gaussflow.variants.base import _jit_velocity
+
+
+def _spd(rng, d, floor=0.2):
+    M = rng.normal(size=(d, d))
+    return M @ M.T / d + floor * np.eye(d)
+
+
+@pytest.fixture(scope="module")
+def coupling_fn():
+    """The rule's cross-covariance C = Cov(X, Y) as a compiled function of (Sigma, Q, K, beta, eps)."""
+    sc = gaussian_self_coupling(gf.Sinkhorn.log_kernel(), S.x, S.y, S.Sigma)
+    src = generate_function("coupling", (S.Sigma, S.Q, S.K, S.beta, S.eps),
+                            [sc.realise(sc.cross_cov)])
+    return jax.jit(compile_source(src)["coupling"])
+
+
+CASES = [(2, 2, 1), (3, 3, 2), (5, 2, 3), (3, 1, 4), (5, 5, 5)]  # (d, k, seed); k < d: singular A
+
+
+@pytest.mark.parametrize("d,k,seed", CASES)
+def test_closed_form_solves_the_schrodinger_system(coupling_fn, d, k, seed):
+    """Joint covariance [[Sigma, C], [C^T, Sigma]] is positive definite and the off-diagonal block
+    of its inverse is -G, G = (beta/eps) Q^T K (the log-kernel's bilinear part x^T G y)."""
+    rng = np.random.default_rng(seed)
+    Q, K = rng.normal(size=(k, d)), rng.normal(size=(k, d))
+    Sigma, beta, eps = _spd(rng, d), 0.9, 0.6
+    C = np.asarray(coupling_fn(Sigma, Q, K, beta, eps))
+    G = beta / eps * Q.T @ K
+    Jt = np.block([[Sigma, C], [C.T, Sigma]])
+    assert np.linalg.eigvalsh(Jt)[0] > 0
+    P = np.linalg.inv(Jt)
+    np.testing.assert_allclose(P[:d, d:], -G, rtol=0, atol=1e-10 * max(1, np.abs(G).max()))
+    # The matrix equation of the derivation.
+    lhs = np.linalg.solve(Sigma, C) @ np.linalg.inv(Sigma - C.T @ np.linalg.solve(Sigma, C))
+    np.testing.assert_allclose(lhs, G, rtol=0, atol=1e-10 * max(1, np.abs(G).max()))
+    # The field's closure uses the same C: with W_O V = I, J = C^T Sigma^{-1}.
+    f = gf.Sinkhorn(Q, K, np.eye(d), eps=eps, beta=beta)
+    _, J = f._closure(jnp.zeros(d), jnp.asarray(Sigma))
+    np.testing.assert_allclose(np.asarray(J) @ Sigma, C.T, rtol=0, atol=1e-12 * np.abs(C).max())
+
+
+@jax.jit
+def _particle_sinkhorn_velocity(Y, Xq, Q, K, VO, scale):
+    """Log-domain Sinkhorn self-coupling of the uniform cloud Y for the kernel exp(scale <Qx, Ky>),
+    iterated until the potential f changes by < 1e-12; the velocity at new query points uses the
+    key potential g: weights softmax_j(g_j + scale <Q x, K y_j>)."""
+    Sc = scale * (Y @ Q.T) @ (Y @ K.T).T  # query i, key j
+
+    def body(c):
+        f, g, it, _ = c
+        f_new = -logsumexp(Sc + g[None, :], axis=1)
+        g = -logsumexp(Sc + f_new[:, None], axis=0)
+        return f_new, g, it + 1, jnp.max(jnp.abs(f_new - f))
+
+    n = Y.shape[0]
+    f, g, it, err = jax.lax.while_loop(lambda c: (c[3] > 1e-12) & (c[2] < 5000), body,
+                                       (jnp.zeros(n), jnp.zeros(n), 0, jnp.inf))
+    w = jax.nn.softmax(scale * (Xq @ Q.T) @ (Y @ K.T).T + g[None, :], axis=1)
+    return w @ (Y @ VO.T), err
+
+
+@pytest.mark.parametrize("eps", [1.0, 0.5])
+def test_velocity_matches_particle_sinkhorn(eps):
+    """Particle Sinkhorn on B = 8 independent clouds of 1000 samples; each is compared with the
+    closure at the cloud's empirical moments (DESIGN.md §5); the mean difference must lie within
+    5 standard errors (spread across clouds), and the test must be able to tell Sinkhorn from
+    softmax (their velocities differ by more than 5 standard errors)."""
+    rng = np.random.default_rng(3)
+    d = 2
+    Q, K = rng.normal(size=(d, d)) / np.sqrt(d), rng.normal(size=(d, d)) / np.sqrt(d)
+    V = rng.normal(size=(d, d))
+    Sigma, alpha = _spd(rng, d, 0.3) / 1.0, rng.normal(size=d)
+    g = gf.Gaussian(alpha, Sigma)
+    Xq = alpha + rng.normal(size=(3, d)) @ np.linalg.cholesky(Sigma).T
+    f = gf.Sinkhorn(Q, K, V, eps=eps)
+    diffs = []
+    for b in range(8):
+        Y = rng.multivariate_normal(alpha, Sigma, size=1000)
+        v, err = _particle_sinkhorn_velocity(Y, Xq, Q, K, V, 1.0 / eps)
+        assert float(err) <= 1e-12  # converged scalings
+        emp = gf.Gaussian(Y.mean(0), np.cov(Y.T, bias=True))
+        diffs.append(np.asarray(v) - np.asarray(_jit_velocity(f, emp.mean, emp.cov, Xq)))
+    diffs = np.array(diffs)
+    mean, se = diffs.mean(0), diffs.std(0, ddof=1) / np.sqrt(len(diffs))
+    assert np.all(np.abs(mean) <= 5 * se), mean / se
+    soft = np.asarray(gf.Softmax(Q, K, V, beta=1.0 / eps).velocity(g, Xq))
+    gap = np.linalg.norm(soft - np.asarray(f.velocity(g, Xq)), axis=1)
+    assert np.all(gap > 5 * np.linalg.norm(se, axis=1))
+
+
+def test_small_beta_over_eps_approaches_softmax_at_the_predicted_rate():
+    """J_sinkhorn - J_softmax(beta/eps) = -r^3 W_O V R H^T H H^T R^{-1} + 2 r^5 W_O V R H^T (H H^T)^2
+    R^{-1} + O(r^7), r = beta/eps, R = Sigma^{1/2}, H = R A^T R (from delta(s) = 2s/(1 + sqrt(1 + 4s^2))
+    = s - s^3 + 2 s^5 - ...); velocities agree at alpha = 0 to O(r^3)."""
+    rng = np.random.default_rng(11)
+    d = 3
+    Q, K, V = rng.normal(size=(2, d)), rng.normal(size=(2, d)), rng.normal(size=(d, d))
+    Sigma = _spd(rng, d)
+    w, U = np.linalg.eigh(Sigma)
+    R, Ri = (U * np.sqrt(w)) @ U.T, (U / np.sqrt(w)) @ U.T
+    A = K.T @ Q
+    H = R @ A.T @ R
+    lead = -V @ R @ H.T @ H @ H.T @ Ri
+    lead5 = 2 * V @ R @ H.T @ H @ H.T @ H @ H.T @ Ri
+    g = gf.Gaussian(np.zeros(d), Sigma)
+    errs = []
+    for r in (0.02, 0.01):
+        sk = gf.Sinkhorn(Q, K, V, eps=1.0, beta=r)
+        sm = gf.Softmax(Q, K, V, beta=r)
+        Jk = np.asarray(sk._closure(g.mean, g.cov)[1])
+        Js = np.asarray(sm._closure(g.mean, g.cov)[1])
+        errs.append(np.linalg.norm((Jk - Js) / r**3 - lead) / np.linalg.norm(lead))
+        x = rng.normal(size=d)
+        dv = np.asarray(sk.velocity(g, x) - sm.velocity(g, x))
+        assert np.linalg.norm(dv) <= 2 * r**3 * np.linalg.norm(lead) * np.linalg.norm(x)
+        # beta and eps enter only through beta/eps.
+        np.testing.assert_allclose(gf.Sinkhorn(Q, K, V, eps=2.0, beta=2 * r).moment_rhs(g)[1],
+                                   sk.moment_rhs(g)[1], rtol=1e-12, atol=1e-15)
+        errs[-1] = (errs[-1], np.linalg.norm((Jk - Js) / r**3 - lead - r**2 * lead5)
+                    / np.linalg.norm(r**2 * lead5))
+    (e1, n1), (e2, n2) = errs
+    assert 3.5 < e1 / e2 < 4.5  # the deviation from the r^3 term is O(r^2)
+    assert n1 < 0.05 and n2 < n1 / 3  # and is the predicted r^5 term, up to O(r^2) relative
+
+
+def test_singular_kernels_and_singular_covariance():
+    """A of rank one, A = 0 and a rank-deficient Sigma: finite, no pseudo-inverse needed."""
+    rng = np.random.default_rng(2)
+    d = 3
+    q = rng.normal(size=(1, d))
+    V = rng.normal(size=(d, d))
+    g = gf.Gaussian(rng.normal(size=d), _spd(rng, d))
+    x = rng.normal(size=(4, d))
+    f = gf.Sinkhorn(q, -q, V, eps=0.5)  # A = -q^T q, rank one
+    assert np.all(np.isfinite(np.asarray(f.velocity(g, x))))
+    zero = gf.Sinkhorn(q, np.zeros((1, d)), V)  # A = 0: independent coupling
+    np.testing.assert_allclose(zero.velocity(g, x), np.tile(V @ g.mean, (4, 1)), atol=1e-14)
+    np.testing.assert_allclose(zero.moment_rhs(g)[1], np.zeros((d, d)), atol=1e-14)
+    u = rng.normal(size=(d, 2))
+    Ssing = u @ u.T  # rank two
+    gs = gf.Gaussian(g.mean, Ssing)
+    gr = gf.Gaussian(g.mean, Ssing + 1e-10 * np.eye(d))
+    for field in (f, gf.Sinkhorn(rng.normal(size=(2, d)), rng.normal(size=(2, d)), V)):
+        a, b = field.moment_rhs(gs), field.moment_rhs(gr)
+        assert np.all(np.isfinite(a[1]))
+        np.testing.assert_allclose(a[1], b[1], rtol=0, atol=1e-4 * np.abs(a[1]).max())
