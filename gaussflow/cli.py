@@ -112,7 +112,36 @@ def _cmd_derive(args):
     return 0
 
 
-COMMANDS = [_add_run, _add_derive]
+# ---------------------------------------------------------------------------------- reproduce
+def _add_reproduce(sub):
+    p = sub.add_parser("reproduce", help="reproduce the reference figures (regimes, rank histograms, "
+                       "clustering)",
+                       description="Reproduce DESIGN.md section 6: the six 2-D regimes for softmax, "
+                       "L2, multi-head and Sinkhorn (unit disk and PSD cone), the rank histograms "
+                       "(d = 3, 4, 5) and a d = 8 clustering figure (closure vs particles). Writes "
+                       "PNG/PDF figures and summary.json.",
+                       **_fmt("gaussflow reproduce --quick --out figures/"))
+    p.add_argument("--out", default="gaussflow-reproduce", help="output folder "
+                   "(default ./gaussflow-reproduce)")
+    p.add_argument("--quick", action="store_true", help="small grids and fewer draws (< 2 min)")
+    p.add_argument("--only", choices=["regimes", "ranks", "clustering"], action="append",
+                   help="run only this part (repeatable)")
+    p.set_defaults(func=_cmd_reproduce)
+
+
+def _cmd_reproduce(args):
+    from .reproduce import reproduce
+
+    parts = tuple(args.only) if args.only else ("regimes", "ranks", "clustering")
+    summary = reproduce(args.out, quick=args.quick, parts=parts)
+    print(f"done in {summary['seconds']['total']:.1f} s; files written to "
+          f"{os.path.abspath(args.out)}:")
+    for f in summary["files"]:
+        print(f"  {f}")
+    return 0
+
+
+COMMANDS = [_add_run, _add_derive, _add_reproduce]
 
 
 def build_parser() -> argparse.ArgumentParser:
