@@ -87,3 +87,153 @@ def save(fig, path_stem):
     fig.savefig(f"{path_stem}.pdf")
     plt.close(fig)
     return png
+
+
+# ------------------------------------------------------------------ theory figures (gf.theory)
+#: Colour of each regime of :func:`gaussflow.theory.classify` in the reproduction figures.
+REGIME_COLORS = {"collapse": "tab:green", "converge": "tab:blue", "stationary": "0.45",
+                 "blowup": "tab:red", "growth": "tab:orange", "undetermined": "black"}
+
+
+def cone_coordinates(covs):
+    """2x2 covariances ``[[a, c], [c, b]]`` as ``(a - b, 2c, a + b)``: the PSD cone is
+    ``sqrt(x^2 + y^2) <= z`` and rank-one matrices lie on its boundary."""
+    covs = np.asarray(covs)
+    a, b, c = covs[..., 0, 0], covs[..., 1, 1], covs[..., 0, 1]
+    return a - b, 2 * c, a + b
+
+
+def _regime_legend(ax, kinds, extra=(), **kw):
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=REGIME_COLORS.get(k, "k"), lw=1.5, label=k) for k in kinds]
+    handles += list(extra)
+    if handles:
+        ax.legend(handles=handles, **kw)
+
+
+def regime_disk(trajectories, kinds, ax=None, limit_dirs=(), title=None, diameters=True):
+    """Normalised d = 2 covariance paths on the unit disk, each coloured by its regime
+    (:data:`REGIME_COLORS`; start: dot, end: cross); ``limit_dirs``: unit vectors u whose rank-one
+    limits ``u u^T`` the theory predicts (red stars on the circle, dashed diameters)."""
+    from matplotlib.lines import Line2D
+
+    fig, ax = _axes(ax, figsize=(5, 5))
+    th = np.linspace(0, 2 * np.pi, 400)
+    ax.plot(np.cos(th), np.sin(th), color="0.6", lw=1)
+    for tr, k in zip(trajectories, kinds):
+        u, w = disk_coordinates(tr.covs)
+        col = REGIME_COLORS.get(k, "k")
+        ax.plot(u, w, color=col, lw=0.9, alpha=0.85)
+        ax.plot(u[0], w[0], "o", color=col, ms=2.5)
+        ax.plot(u[-1], w[-1], "x", color=col, ms=4)
+    extra = [Line2D([], [], color="0.6", lw=1, label="rank one")]
+    for i, d in enumerate(limit_dirs):
+        t2 = 2 * np.arctan2(d[1], d[0])
+        if diameters:
+            ax.plot([-np.cos(t2), np.cos(t2)], [-np.sin(t2), np.sin(t2)], "--", color="crimson",
+                    lw=0.8)
+        ax.plot(np.cos(t2), np.sin(t2), "*", color="crimson", ms=11 if diameters else 7)
+    if len(limit_dirs):
+        extra.append(Line2D([], [], color="crimson", ls="--", marker="*", label="predicted limit"))
+    ax.set_aspect("equal")
+    ax.set_xlim(-1.15, 1.15)
+    ax.set_ylim(-1.15, 1.15)
+    ax.set_xlabel(r"$(a - b)/\mathrm{tr}\,\Sigma$")
+    ax.set_ylabel(r"$2c/\mathrm{tr}\,\Sigma$")
+    if title:
+        ax.set_title(title, fontsize=9)
+    _regime_legend(ax, sorted(set(kinds)), extra, loc="lower left", fontsize=6, framealpha=0.8)
+    return fig
+
+
+def psd_cone(trajectories, kinds, ax=None, limit_dirs=(), title=None, zmax=None):
+    """d = 2 covariance paths in the PSD cone ``(a - b, 2c, a + b)`` (3-D axes), coloured by regime;
+    ``limit_dirs``: predicted rank-one limits ``s u u^T`` drawn as rays on the cone's boundary.
+    Paths are clipped at height ``zmax`` (default: 1.5 x the largest starting trace)."""
+    from matplotlib.lines import Line2D
+
+    if ax is None:
+        fig = plt.figure(figsize=(5.5, 5))
+        ax = fig.add_subplot(projection="3d")
+    fig = ax.figure
+    z0 = max([float(np.trace(np.asarray(tr.covs[0]))) for tr in trajectories] + [1e-12])
+    zmax = 1.5 * z0 if zmax is None else zmax
+    th = np.linspace(0, 2 * np.pi, 60)
+    for z in (zmax / 2, zmax):
+        ax.plot(z * np.cos(th), z * np.sin(th), z, color="0.75", lw=0.6)
+    for t in th[::10]:
+        ax.plot([0, zmax * np.cos(t)], [0, zmax * np.sin(t)], [0, zmax], color="0.85", lw=0.5)
+    for tr, k in zip(trajectories, kinds):
+        x, y, z = cone_coordinates(tr.covs)
+        keep = np.isfinite(z) & (z <= zmax)
+        col = REGIME_COLORS.get(k, "k")
+        ax.plot(x[keep], y[keep], z[keep], color=col, lw=0.9, alpha=0.85)
+        ax.scatter([x[0]], [y[0]], [z[0]], color=col, s=4)
+    for d in limit_dirs:
+        t2 = 2 * np.arctan2(d[1], d[0])
+        ax.plot([0, zmax * np.cos(t2)], [0, zmax * np.sin(t2)], [0, zmax], "--", color="crimson", lw=1.2)
+    ax.set_xlabel(r"$a - b$", fontsize=8)
+    ax.set_ylabel(r"$2c$", fontsize=8)
+    ax.set_zlabel(r"$a + b$", fontsize=8)
+    ax.tick_params(labelsize=6)
+    if title:
+        ax.set_title(title, fontsize=9)
+    extra = [Line2D([], [], color="crimson", ls="--", label="predicted limit")] if len(limit_dirs) else []
+    _regime_legend(ax, sorted(set(kinds)), extra, loc="upper left", fontsize=6, framealpha=0.8)
+    return fig
+
+
+def rank_histogram(counts, ax=None, title=None):
+    """Grouped bars: ``counts[label][r]`` = number of runs whose limit has rank r (one group of
+    bars per rank, one colour per label). Labels such as ``"d = 3"``; non-integer keys (e.g.
+    ``"undetermined"``) are drawn after the ranks."""
+    fig, ax = _axes(ax, figsize=(5, 3.5))
+    keys = sorted({k for c in counts.values() for k in c}, key=lambda k: (isinstance(k, str), k))
+    labels = list(counts)
+    width = 0.8 / max(len(labels), 1)
+    x = np.arange(len(keys))
+    for i, lab in enumerate(labels):
+        vals = [counts[lab].get(k, 0) for k in keys]
+        ax.bar(x + (i - (len(labels) - 1) / 2) * width, vals, width, label=lab)
+    ax.set_xticks(x)
+    ax.set_xticklabels([str(k) for k in keys], fontsize=8)
+    ax.set_xlabel("rank of the limit covariance")
+    ax.set_ylabel("number of runs")
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def spectrum_depth(ts, spectra, ax=None, particles=None, title=None, switch_times=()):
+    """Normalised spectrum ``eig(Sigma)/tr Sigma`` against depth (log scale): lines from the
+    closure (``spectra`` (n_t, d)), markers from particles (``particles=(ts_p, spectra_p)``),
+    one colour per eigenvalue index; dotted verticals at the layer switches."""
+    from matplotlib.lines import Line2D
+
+    fig, ax = _axes(ax, figsize=(6.5, 4))
+    spectra = np.asarray(spectra)
+    cmap = plt.get_cmap("viridis")
+    d = spectra.shape[-1]
+    for j in range(d):
+        col = cmap(j / max(d - 1, 1))
+        ax.plot(ts, np.clip(spectra[:, j], 1e-300, None), color=col, lw=1.2)
+        if particles is not None:
+            tp, sp = particles
+            ax.plot(tp, np.clip(np.asarray(sp)[:, j], 1e-300, None), "o", color=col, ms=3,
+                    mfc="none")
+    for s in switch_times:
+        ax.axvline(s, color="0.8", lw=0.6, ls=":")
+    ax.set_yscale("log")
+    ax.set_xlabel("depth t")
+    ax.set_ylabel(r"eigenvalues of $\Sigma/\mathrm{tr}\,\Sigma$")
+    handles = [Line2D([], [], color="k", lw=1.2, label="Gaussian closure")]
+    if particles is not None:
+        handles.append(Line2D([], [], color="k", marker="o", mfc="none", ls="", label="particles"))
+    ax.legend(handles=handles, fontsize=7, loc="lower left")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
