@@ -141,7 +141,63 @@ def _cmd_reproduce(args):
     return 0
 
 
-COMMANDS = [_add_run, _add_derive, _add_reproduce]
+# -------------------------------------------------------------------------------------- bench
+def _add_bench(sub):
+    p = sub.add_parser("bench", help="run the benchmarks (gaussflow vs baselines, same process)",
+                       description="Run the benchmarks of the benchmarks/ package of a gaussflow "
+                       "checkout; each prints its ratio against a baseline measured in the same "
+                       "process. Names: rank_sweep, rhs_codegen, many_flows, particle_step, "
+                       "closure_vs_particles, cli_cold (default all).",
+                       **_fmt("gaussflow bench --quick rhs_codegen particle_step"))
+    p.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default all)")
+    p.add_argument("--quick", action="store_true", help="small sizes (seconds)")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _benchmarks_package():
+    """Import ``benchmarks`` from the checkout this package sits in (it is not installed)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.isfile(os.path.join(root, "benchmarks", "__init__.py")):
+        raise UsageError("the benchmarks are not installed with the package: run `gaussflow "
+                         "bench` from a source checkout (pip install -e .)")
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    import benchmarks
+
+    return benchmarks
+
+
+def _cmd_bench(args):
+    bm = _benchmarks_package()
+    bad = [n for n in args.names if n not in bm.NAMES]
+    if bad:
+        raise UsageError(f"unknown benchmark(s) {', '.join(bad)}; choose from "
+                         f"{', '.join(bm.NAMES)}")
+    results = bm.run(args.names or None, quick=args.quick)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=2, default=float)
+    return 0
+
+
+def enable_compilation_cache(path=None):
+    """Switch on JAX's persistent compilation cache at ``path`` (default ``$GAUSSFLOW_CACHE_DIR``
+    or ``~/.cache/gaussflow/jax``); ``path = ""`` or ``"off"`` leaves it off. Returns the folder."""
+    import jax
+
+    if path is None:
+        path = os.environ.get("GAUSSFLOW_CACHE_DIR",
+                              os.path.join(os.path.expanduser("~"), ".cache", "gaussflow", "jax"))
+    if path in ("", "off"):
+        return None
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    return path
+
+
+COMMANDS = [_add_run, _add_derive, _add_reproduce, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--cache-dir", default=None, metavar="DIR",
+                        help="JAX persistent compilation cache (default $GAUSSFLOW_CACHE_DIR or "
+                        "~/.cache/gaussflow/jax; 'off' disables it)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
@@ -166,6 +225,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
+        enable_compilation_cache(args.cache_dir)
         return int(args.func(args) or 0)
     except (ValueError, TypeError, FileNotFoundError, KeyError) as e:
         if args.debug:
