@@ -9,8 +9,9 @@ from test_exact_variants import SOLVE, TS, _spd, sum_of_variants
 
 
 def test_grad_of_final_covariance_matches_finite_differences():
-    """One solve of softmax + L2 + Sinkhorn + affine; the derivative along a random direction of
-    each weight (Q, K, V of every attention summand; W, b) is checked separately, relative 1e-5."""
+    """One solve of softmax + L2 + Sinkhorn + affine; the derivative along a random direction in
+    each summand's weights ((Q, K, V) of each attention field; (W, b)) is checked separately,
+    relative 1e-5."""
     d = 2
     rng = np.random.default_rng(60)
     g = gf.Gaussian(rng.normal(size=d), _spd(rng, d))
@@ -37,11 +38,12 @@ def test_grad_of_final_covariance_matches_finite_differences():
     loss(p0)
     assert statuses[-1] == "completed"
     h = 1e-5
-    for name in p0:
-        D = {k: np.zeros_like(v) for k, v in p0.items()}
-        D[name] = rng.normal(size=p0[name].shape)
+    groups = {"softmax": ("sQ", "sK", "sV"), "l2": ("lQ", "lK", "lV"),
+              "sinkhorn": ("kQ", "kK", "kV"), "affine": ("W", "b")}
+    for name, keys in groups.items():  # a random direction in the weights of one summand
+        D = {k: (rng.normal(size=v.shape) if k in keys else np.zeros_like(v)) for k, v in p0.items()}
         plus = {k: p0[k] + h * D[k] for k in p0}
         minus = {k: p0[k] - h * D[k] for k in p0}
         fd = (float(loss(plus)) - float(loss(minus))) / (2 * h)
-        ad = float(np.sum(np.asarray(grads[name]) * D[name]))
+        ad = float(sum(np.sum(np.asarray(grads[k]) * D[k]) for k in keys))
         assert abs(ad - fd) <= 1e-5 * abs(fd), (name, ad, fd)
