@@ -13,10 +13,11 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="8 draws per d instead of 100")
     p.add_argument("--draws", type=int, default=None, help="draws per d (overrides --quick)")
+    p.add_argument("--dims", type=int, nargs="+", default=[3, 4, 5], help="dimensions (default 3 4 5)")
     p.add_argument("--out", default="figures", help="output folder (default ./figures)")
     a = p.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
-    _, files = rank_histograms(a.out, quick=a.quick, n_draws=a.draws)
+    _, files = rank_histograms(a.out, quick=a.quick, n_draws=a.draws, dims=tuple(a.dims))
     print("\n".join(files))
     return files
 

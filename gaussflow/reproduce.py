@@ -245,8 +245,10 @@ def clustering(out_dir, quick=False, seed=0, log=print):
     sched = clustering_schedule(d=d, n_layers=n_layers, seed=seed)
     T = sched.total
     g0 = Gaussian(np.zeros(d), np.eye(d))
-    tr = solve(sched, g0, T, ts=np.linspace(0, T, N_SAVE))
     x0 = particles.sample(g0, n_particles, seed=seed)
+    m0, S0 = particles.empirical_moments(np.asarray(x0))
+    # DESIGN §5: the closure starts from the particles' empirical moments
+    tr = solve(sched, Gaussian(np.asarray(m0), np.asarray(S0)), T, ts=np.linspace(0, T, N_SAVE))
     tp = np.linspace(0, T, 4 * n_layers + 1)
     pt = particles.simulate(sched, x0, tp)
     _, Sp = pt.moments()

@@ -437,14 +437,17 @@ def affine_attention(field, g0=None, t_max=1e4):
         P0 = (P0 + P0.T) / 2
 
     def lam_min(t):
-        E = scipy.linalg.expm(-W * t)
-        P = P_star + E.T @ (P0 - P_star) @ E
+        with np.errstate(over="ignore", invalid="ignore"):
+            E = scipy.linalg.expm(-W * t)
+            P = P_star + E.T @ (P0 - P_star) @ E
+        if not np.all(np.isfinite(P)):
+            return math.nan  # overflow: P left the representable range (no root decided here)
         return float(np.linalg.eigvalsh((P + P.T) / 2)[0])
 
     def first_root():
         ts = np.concatenate([[0.0], np.geomspace(1e-6, t_max, 2000)])
         vals = np.array([lam_min(t) for t in ts])
-        bad = np.nonzero(vals <= 0)[0]
+        bad = np.nonzero(vals <= 0)[0]  # NaN (overflow) never counts as a root
         if len(bad) == 0:
             return None
         i = bad[0]

@@ -224,7 +224,7 @@ def test_classify_robust_to_rtol():
         f = cases[name]["fields"]["softmax"]
         t1 = cases[name]["t1"]["softmax"]
         got = []
-        for rtol in (1e-7, 1e-8, 1e-9):
+        for rtol in (1e-8, 1e-7):  # 1e-8 shares the compiled solve; 1e-7 is one more
             r = T.classify(_solve(f, g, t1, rtol=rtol, atol=rtol * 1e-2))
             got.append((r.kind, r.rank))
         assert len(set(got)) == 1, (name, got)
