@@ -173,6 +173,7 @@ def psd_cone(trajectories, kinds, ax=None, limit_dirs=(), title=None, zmax=None)
     for d in limit_dirs:
         t2 = 2 * np.arctan2(d[1], d[0])
         ax.plot([0, zmax * np.cos(t2)], [0, zmax * np.sin(t2)], [0, zmax], "--", color="crimson", lw=1.2)
+    ax.set_box_aspect(None, zoom=0.82)  # keep the axis labels inside the panel
     ax.set_xlabel(r"$a - b$", fontsize=8)
     ax.set_ylabel(r"$2c$", fontsize=8)
     ax.set_zlabel(r"$a + b$", fontsize=8)
