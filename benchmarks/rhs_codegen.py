@@ -38,11 +38,12 @@ def hand_moment_rhs(m, S, Q, K, V, W, beta):
 
 
 def loop(rhs_flow, n_iter):
-    """Jitted ``n_iter`` updates ``y <- y + h rhs(y)`` (h small: values stay bounded)."""
+    """Jitted ``n_iter`` updates ``y <- y + h rhs(field, S0, y)`` (h small: values stay bounded).
+    The field and ``S0`` are arguments, not constants, so XLA cannot fold weight products."""
     @jax.jit
-    def go(m, X):
+    def go(fld, S0, m, X):
         def body(_, y):
-            dm, dX = rhs_flow(*y)
+            dm, dX = rhs_flow(fld, S0, *y)
             return y[0] + 1e-6 * dm, y[1] + 1e-6 * dX
         return jax.lax.fori_loop(0, n_iter, body, (m, X))
     return go
@@ -55,22 +56,21 @@ def run(quick=False):
         rng = np.random.default_rng(d)
         Q, K, V = (rng.normal(size=(d, d)) / np.sqrt(d) for _ in range(3))
         f = gf.Softmax(Q, K, V, beta=1 / np.sqrt(d))
-        W = f.W_O
         S0 = jnp.asarray(np.eye(d))
         m0 = jnp.asarray(rng.normal(size=d))
         n_iter = max(20, int((200 if quick else 2000) * (4 / d) ** 2))
         pairs = {
             "solve vf (mean, Phi)": (
-                lambda m, P: _flow(f._closure, m, P, S0),
-                lambda m, P: _flow(lambda a, S: hand_closure(a, S, f.Q, f.K, f.V, W, f.beta),
-                                   m, P, S0)),
+                lambda g, S0, m, P: _flow(g._closure, m, P, S0),
+                lambda g, S0, m, P: _flow(
+                    lambda a, S: hand_closure(a, S, g.Q, g.K, g.V, g.W_O, g.beta), m, P, S0)),
             "moment_rhs (mean, Sigma)": (
-                lambda m, S: f._moment_rhs(m, S),
-                lambda m, S: hand_moment_rhs(m, S, f.Q, f.K, f.V, W, f.beta)),
+                lambda g, S0, m, S: g._moment_rhs(m, S),
+                lambda g, S0, m, S: hand_moment_rhs(m, S, g.Q, g.K, g.V, g.W_O, g.beta)),
         }
         for label, (gen, hand) in pairs.items():
             g_loop, h_loop = loop(gen, n_iter), loop(hand, n_iter)
-            args = (m0, S0)
+            args = (f, S0, m0, S0)
             g_out, h_out = g_loop(*args), h_loop(*args)  # compile
             err = max(float(jnp.abs(a - b).max()) for a, b in zip(g_out, h_out))
             block = jax.block_until_ready
