@@ -89,6 +89,72 @@ def save(fig, path_stem):
     return png
 
 
+def validation_errors(report, ax=None):
+    """Closure-vs-particle error against the number of particles (log-log), for a
+    :class:`~gaussflow.validate.ValidationReport`: every seed (dots), the root mean square over
+    seeds (line) and the ``N^{-1/2}`` Monte Carlo reference through the smallest ``N`` (dashed)."""
+    fig, ax = _axes(ax, figsize=(5.5, 4))
+    ns = np.asarray(report.n_particles, float)
+    for q, col in (("mean", "C0"), ("cov", "C3")):
+        st = report.stats(q)
+        E = np.asarray(st.errors, float)
+        for j in range(E.shape[1]):
+            ax.plot(ns, E[:, j], "o", color=col, ms=3, alpha=0.5)
+        lab = f"{q} (slope {st.slope:+.2f})" if not st.at_floor else f"{q} (at solver accuracy)"
+        ax.plot(ns, st.rms, "-", color=col, lw=1.5, label=lab)
+        ref = st.rms[0] * np.sqrt(ns[0] / ns)
+        ax.plot(ns, ref, "--", color=col, lw=1, alpha=0.7)
+    ax.plot([], [], "--", color="0.4", lw=1, label=r"$N^{-1/2}$ reference")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("number of particles N")
+    ax.set_ylabel("relative error (max over time)")
+    ax.set_title(f"{report.field_name}: closure vs particles ({report.verdict})", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def ellipses(particles_at_times, gaussians, ax=None, times=None, n_std=(1.0, 2.0),
+             max_points=2000):
+    """Particles (d = 2) overlaid with covariance ellipses of Gaussians at the same times.
+
+    ``particles_at_times``: clouds ``(n_t, N, 2)`` (e.g. ``simulate(...).xs[idx]``);
+    ``gaussians``: ``n_t`` :class:`~gaussflow.Gaussian` (e.g. from a closure trajectory); the
+    ellipses are ``{x : (x - mean)^T cov^{-1} (x - mean) = k^2}`` for ``k`` in ``n_std``.
+    """
+    clouds = np.asarray(particles_at_times, float)
+    if clouds.ndim != 3 or clouds.shape[-1] != 2:
+        raise ValueError(f"particles_at_times must have shape (n_t, N, 2), got {clouds.shape}")
+    if len(gaussians) != len(clouds):
+        raise ValueError(f"gaussians must hold one Gaussian per time ({len(clouds)}), got "
+                         f"{len(gaussians)}")
+    fig, ax = _axes(ax, figsize=(5.5, 5))
+    cmap = plt.get_cmap("viridis")
+    th = np.linspace(0, 2 * np.pi, 200)
+    circle = np.stack([np.cos(th), np.sin(th)])
+    n_t = len(clouds)
+    for i, (X, g) in enumerate(zip(clouds, gaussians)):
+        col = cmap(i / max(n_t - 1, 1))
+        step = max(1, len(X) // max_points)
+        lab = None if times is None else f"t = {times[i]:.3g}"
+        ax.plot(X[::step, 0], X[::step, 1], ".", color=col, ms=2, alpha=0.35, label=lab)
+        w, U = np.linalg.eigh(np.asarray(g.cov))
+        root = U * np.sqrt(np.clip(w, 0, None))
+        for k in n_std:
+            pts = np.asarray(g.mean)[:, None] + k * root @ circle
+            ax.plot(pts[0], pts[1], "-", color=col, lw=1.2)
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    ax.set_title("particles and closure ellipses (" + ", ".join(f"{k:g}" for k in n_std) + " sd)",
+                 fontsize=10)
+    if times is not None:
+        ax.legend(fontsize=7, markerscale=4)
+    fig.tight_layout()
+    return fig
+
+
 # ------------------------------------------------------------------ theory figures (gf.theory)
 #: Colour of each regime of :func:`gaussflow.theory.classify` in the reproduction figures.
 REGIME_COLORS = {"collapse": "tab:green", "converge": "tab:blue", "stationary": "0.45",

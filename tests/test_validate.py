@@ -1,0 +1,149 @@
+"""Closure vs particles: exact closures are consistent (error ~ N^{-1/2}), a wrong closure is not."""
+
+import importlib
+import json
+
+import numpy as np
+import pytest
+
+import gaussflow as gf
+from gaussflow.validate import example
+
+V = importlib.import_module("gaussflow.validate")  # the module (gf.validate is the function)
+
+D = 3
+T1 = 0.5
+NS = (32, 128, 512)
+SEEDS = tuple(range(6))
+BAND = (-0.75, -0.25)
+
+_REPORTS = {}
+
+
+def _report(name):
+    """One validation per variant per test session (compiled once, shared by the tests)."""
+    if name not in _REPORTS:
+        field, g0, _ = example(name, d=D, seed=0)
+        kw = {}
+        if name == "sinkhorn":
+            # beta/eps = 1/2: fewer Sinkhorn iterations per evaluation (each is two N^2 passes)
+            field = gf.Sinkhorn(field.Q, field.K, field.V, eps=2.0)
+            kw = {"particle_options": {"sinkhorn_tol": 1e-9}}
+        _REPORTS[name] = (field, g0, gf.validate(field, g0, T1, n_particles=NS, seeds=SEEDS,
+                                                 rtol=1e-7, atol=1e-9, **kw))
+    return _REPORTS[name]
+
+
+@pytest.mark.parametrize("name", ["softmax", "multihead", "l2", "sinkhorn"])
+def test_exact_closures_are_consistent(name):
+    _, _, rep = _report(name)
+    assert rep.exact and rep.verdict == "consistent", str(rep)
+    assert rep.consistent is True
+    tested = 0
+    for q in ("mean", "cov"):
+        st = rep.stats(q)
+        if st.at_floor:
+            continue
+        tested += 1
+        assert BAND[0] <= st.slope <= BAND[1], str(rep)
+        assert st.band_ratio <= 2.0
+    assert tested >= 1
+
+
+def test_sinkhorn_mean_at_solver_accuracy():
+    """Sinkhorn's particle mean obeys d m/dt = W_O V m exactly (column marginals), like the closure."""
+    _, _, rep = _report("sinkhorn")
+    assert rep.mean.at_floor and max(map(max, rep.mean.errors)) < 1e-6
+    assert not rep.cov.at_floor
+    assert rep.info["sinkhorn_converged"] and rep.info["sinkhorn_iterations_max"] > 1
+
+
+def test_affine_closure_agrees_to_solver_accuracy():
+    field, g0, _ = example("affine", d=D, seed=0)
+    rep = gf.validate(field, g0, T1, n_particles=(8, 16), seeds=(0, 1))
+    assert rep.verdict == "consistent"
+    assert rep.mean.at_floor and rep.cov.at_floor
+    assert max(map(max, rep.cov.errors)) < 1e-7
+
+
+class FlippedSoftmax(gf.Field):
+    """Softmax particles, but the covariance ODE's sign flipped: a deliberately wrong closure."""
+
+    inner: gf.Softmax
+    name = "softmax-flipped"
+
+    @property
+    def dim(self):
+        return self.inner.dim
+
+    def _velocity(self, mean, cov, x):
+        return self.inner._velocity(mean, cov, x)
+
+    def _closure(self, mean, cov):
+        dm, J = self.inner._closure(mean, cov)
+        return dm, -J  # d Sigma/dt = -(J Sigma + Sigma J^T)
+
+    def _particle_velocity(self, X, ctx, positions=None, log_a=None):
+        from gaussflow.particles import particle_velocity
+
+        return particle_velocity(self.inner, X, positions, ctx, log_a)
+
+
+def test_wrong_closure_is_inconsistent():
+    soft, g0, good = _report("softmax")
+    wrong = FlippedSoftmax(soft)
+    # particle_field=soft: the softmax particle runs above are reused, only the closure differs
+    rep = gf.validate(wrong, g0, T1, n_particles=NS, seeds=SEEDS, rtol=1e-7, atol=1e-9,
+                      particle_field=soft)
+    assert rep.verdict == "inconsistent", str(rep)
+    assert rep.consistent is False
+    assert rep.cov.slope > BAND[1]
+    assert rep.cov.rms[-1] > 5 * good.cov.rms[-1]
+
+
+def test_report_outputs(tmp_path):
+    _, _, rep = _report("softmax")
+    text = str(rep)
+    assert "verdict: consistent" in text and "slope" in text and "512" in text
+    data = json.loads(rep.to_json())
+    assert data["verdict"] == "consistent" and data["n_particles"] == list(NS)
+    assert len(data["cov"]["errors"]) == len(NS) and len(data["cov"]["errors"][0]) == len(SEEDS)
+    png = rep.plot(tmp_path / "val")
+    assert png.endswith(".png") and (tmp_path / "val.png").stat().st_size > 1000
+
+
+# --------------------------------------------------------------- statistics (synthetic data)
+def _synthetic(c, b, seed=0, ns=(256, 1024, 4096), seeds=5):
+    rng = np.random.default_rng(seed)
+    ns = np.asarray(ns, float)
+    return ns, np.sqrt(b**2 + (c**2 / ns)[:, None] * rng.chisquare(6, size=(len(ns), seeds)) / 6)
+
+
+def test_statistics_on_synthetic_errors():
+    ns, E = _synthetic(0.5, 0.0)
+    st = V._quantity(ns, E, True, BAND, 2.0, 1e-6)
+    assert st.ok and BAND[0] <= st.slope <= BAND[1] and st.bias < 0.005
+    ns, E = _synthetic(0.5, 0.02)  # a bias of 2%: plateau
+    st = V._quantity(ns, E, True, BAND, 2.0, 1e-6)
+    assert not st.ok and st.slope > BAND[1]
+    assert abs(st.bias - 0.02) < 0.004 and abs(st.mc_constant - 0.5) < 0.15
+    st = V._quantity(ns, E, False, BAND, 2.0, 1e-6)  # approximate: reports, no pass/fail
+    assert st.ok is None
+    st = V._quantity(ns, np.full((3, 2), 1e-9), True, BAND, 2.0, 1e-6)
+    assert st.at_floor and st.ok
+
+
+def test_validate_bad_input():
+    soft, g0, _ = example("softmax", d=2)
+    with pytest.raises(ValueError, match="at least two distinct sizes"):
+        gf.validate(soft, g0, 1.0, n_particles=(64,))
+    with pytest.raises(ValueError, match="must exceed d"):
+        gf.validate(soft, g0, 1.0, n_particles=(2, 64))
+    with pytest.raises(ValueError, match="seeds must be distinct"):
+        gf.validate(soft, g0, 1.0, seeds=(1, 1))
+    with pytest.raises(ValueError, match="dimension"):
+        gf.validate(soft, gf.Gaussian.standard(3), 1.0)
+    with pytest.raises(ValueError, match="t1 must be > 0"):
+        gf.validate(soft, g0, -1.0)
+    with pytest.raises(ValueError, match="no example for variant"):
+        example("nope")
