@@ -13,7 +13,7 @@ velocity (a time rescaling by ``n``). Ramapuram et al. set ``b = -log n``; then
 ``Z = w^T Y + b ~ N(w^T alpha + b, w^T Sigma w)``; Stein's lemma gives
 ``Gamma(x) = W_O V (alpha E[sigma(Z)] + Sigma w E[sigma'(Z)])``, whose one-dimensional expectations
 are computed by Gauss–Hermite quadrature of order ``gh_order`` (error below ``1e-10`` for
-``sd(Z) <= 3`` at the default 96). The moment projection ``d alpha/dt = E[Gamma(X)]``,
+``sd(Z) <= 3`` at the default 192; ``3e-10`` at ``sd(Z) = 4``). The moment projection ``d alpha/dt = E[Gamma(X)]``,
 ``d Sigma/dt = J Sigma + Sigma J^T``, ``J = E[grad Gamma(X)]`` (``grad Gamma`` derived by the chain
 rule and Stein's lemma) takes a d-dimensional expectation over ``X ~ N(alpha, Sigma)`` by the
 cubature rule ``cubature`` (:class:`~gaussflow.quadrature.Cubature`: ``"gauss-hermite"`` tensor rule
@@ -65,7 +65,7 @@ class Sigmoid(DotProductAttention):
 
     Parameters: ``Q, K`` (k, d), ``V`` (k_v, d), ``beta`` (score scale, default 1), ``bias``
     (finite; ``-log n`` mimics n tokens, see the module docstring), ``W_O`` (d, k_v), ``gh_order``
-    (Gauss–Hermite points of the 1-D expectations, default 96), ``cubature`` (``"auto"``: tensor
+    (Gauss–Hermite points of the 1-D expectations, default 192), ``cubature`` (``"auto"``: tensor
     Gauss–Hermite with :data:`AUTO_ORDER` points per axis for d <= 3, else ``"qmc"``;
     ``"gauss-hermite"``, ``"degree5"`` or ``"qmc"``), ``cubature_order`` (points per axis of the
     tensor rule), ``cubature_points`` and ``seed`` (QMC, default 4096 points).
@@ -80,7 +80,7 @@ class Sigmoid(DotProductAttention):
     normalisation = "none"
     weight = "sigmoid"
 
-    def __init__(self, Q, K, V, beta=1.0, bias=0.0, W_O=None, *, gh_order=96,
+    def __init__(self, Q, K, V, beta=1.0, bias=0.0, W_O=None, *, gh_order=192,
                  cubature="auto", cubature_order=None, cubature_points=4096, seed=0):
         super().__init__(Q, K, V, beta=beta, W_O=W_O)
         self.bias = jax.numpy.asarray(as_scalar("bias", bias), dtype=jax.numpy.float64)
@@ -165,7 +165,7 @@ def derive_sigmoid(name):
     notes = (
         "Approximation: Gaussian moment projection (the Gaussian family is not invariant).",
         "Numerical rules: 1-D Gauss-Hermite with n_GH points for E[sigma^(k)(Z)] (error < 1e-10 "
-        "for sd(Z) <= 3 at n_GH = 96); d-dimensional cubature for the outer expectations "
+        "for sd(Z) <= 3 at n_GH = 192, 3e-10 at sd(Z) = 4); d-dimensional cubature for the outer expectations "
         "(tensor Gauss-Hermite, degree-5 symmetric rule or scrambled Sobol QMC).",
         "Bias: a layer over n tokens is n times this field; with b = -log n, "
         "n sigma(s - log n) -> e^s as n grows (the unnormalised field).",
