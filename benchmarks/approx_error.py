@@ -63,6 +63,7 @@ def run_validate(field, g0, t1, ns, seeds, ts):
     rep = gf.validate(field, g0, t1, n_particles=ns, seeds=seeds, ts=ts)
     res = {q: per_time(ns, rep.curves, q) for q in ("mean", "cov")}
     res["closure"] = (tr.status, tr.t_stop)
+    res["statuses"] = rep.statuses
     return res, rep
 
 
@@ -106,6 +107,9 @@ def table(title, results, times):
                     cells.append(f"{status} at t = {t_stop:.3g}")
                     continue
                 row = min(res[q], key=lambda r: abs(r[0] - t))
+                if abs(row[0] - t) > 1e-9:  # a particle or closure run stopped before t
+                    cells.append("run stopped")
+                    continue
                 flag = "" if row[2] < row[1] else "*"
                 cells.append(f"{row[1]:.1e} ({row[2]:.0e}){flag}")
             lines.append(f"| {name} | {beta:g} | {q} | " + " | ".join(cells) + " |")
