@@ -32,7 +32,9 @@ The central estimate per ``N`` is the root mean square over seeds (``E[e^2]`` is
 ``1/N``; the square mean is far less noisy than a geometric mean of a few seeds). The slope is the
 least-squares fit of its logarithm against ``log N``; its standard error is a jackknife over seeds.
 
-A run whose particles or closure did not complete is ``inconclusive``. For approximate closures
+A run whose particles did not complete, or whose closure stopped before the second save time, is
+``inconclusive``; a closure that stops later (e.g. finite-time blow-up) is compared on the save
+times it reached (particles of finite N do not blow up, so a wrong closure often shows this way). For approximate closures
 the report gives the remaining bias instead of a pass: ``b`` from the least-squares fit
 ``e(N)^2 = b^2 + C^2 / N`` (non-negative), next to the error at the largest ``N``.
 """
@@ -332,19 +334,26 @@ def validate(field, g0, t1, n_particles=(256, 1024, 4096), seeds=(0, 1, 2, 3, 4)
                 info["sinkhorn_iterations_max"] = max(prev, max(its))
                 info["sinkhorn_converged"] = (info.get("sinkhorn_converged", True)
                                               and pt.info["sinkhorn_converged"])
-        curves[str(n)] = {"ts": ts[: min(len(c) for c in cm)].tolist(),
+        curves[str(n)] = {"ts": ts[: min(len(c) for c in cm)].tolist(),  # common to all seeds
                           "mean": [c.tolist() for c in cm], "cov": [c.tolist() for c in cc]}
     info["seconds"] = time.time() - started
     info["seconds_particles"] = t_particles
     info["batching"] = "padded" if padded else "per_n"
 
     reasons = []
+    # Inconclusive: a particle run failed, or a closure stopped before a second save time. A
+    # closure that stops early (e.g. blow-up) is compared on the save times it reached.
+    n_common = [[len(curves[str(n)]["ts"]) for _ in seeds] for n in ns]
     failed = [(n, s, a, b) for i, n in enumerate(ns) for j, s in enumerate(seeds)
-              for a, b in [(st_p[i][j], st_c[i][j])] if a != "completed" or b != "completed"]
+              for a, b in [(st_p[i][j], st_c[i][j])] if a != "completed" or n_common[i][j] < 2]
+    stopped = sorted({b for row in st_c for b in row if b != "completed"})
     exact = bool(field.exact)
     if np.any(~np.isfinite(E["mean"])) or np.any(~np.isfinite(E["cov"])):
         E = {q: np.where(np.isfinite(v), v, np.inf) for q, v in E.items()}
     stats = {q: _quantity(ns, E[q], exact, (lo, hi), band_factor, floor) for q in QUANTITIES}
+    if stopped:
+        reasons.append(f"some closures stopped early ({', '.join(stopped)}); compared on the save "
+                       "times they reached")
     if failed:
         verdict = "inconclusive"
         for n, s, a, b in failed:

@@ -24,13 +24,13 @@ def _report(name):
     """One validation per variant per test session (compiled once, shared by the tests)."""
     if name not in _REPORTS:
         field, g0, _ = example(name, d=D, seed=0)
-        kw = {}
+        kw = {"n_particles": NS, "seeds": SEEDS}
         if name == "sinkhorn":
-            # beta/eps = 1/2: fewer Sinkhorn iterations per evaluation (each is two N^2 passes)
+            # beta/eps = 1/2: fewer Sinkhorn iterations per evaluation (each is two N^2 passes).
             field = gf.Sinkhorn(field.Q, field.K, field.V, eps=2.0)
-            kw = {"particle_options": {"sinkhorn_tol": 1e-9}}
-        _REPORTS[name] = (field, g0, gf.validate(field, g0, T1, n_particles=NS, seeds=SEEDS,
-                                                 rtol=1e-7, atol=1e-9, **kw))
+            kw = {"n_particles": NS, "seeds": (0, 1, 2, 3),
+                  "particle_options": {"sinkhorn_tol": 1e-9}}
+        _REPORTS[name] = (field, g0, gf.validate(field, g0, T1, rtol=1e-7, atol=1e-9, **kw))
     return _REPORTS[name]
 
 
@@ -45,7 +45,14 @@ def test_exact_closures_are_consistent(name):
         if st.at_floor:
             continue
         tested += 1
-        assert BAND[0] <= st.slope <= BAND[1], str(rep)
+        if name == "sinkhorn":
+            # Measured: the Sinkhorn covariance error falls like 1/N, not N^{-1/2} (slope -0.79
+            # over N = 32..512 with 6 seeds, -0.96 over 64..1024 with 4 seeds): the O(N^{-1/2})
+            # fluctuation of the empirical coupling is below the O(1/N) finite-N term at these N.
+            # Faster than Monte Carlo is no sign of a wrong closure; a bias would flatten it.
+            assert st.slope <= BAND[1], str(rep)
+        else:
+            assert BAND[0] <= st.slope <= BAND[1], str(rep)
         assert st.band_ratio <= 2.0
     assert tested >= 1
 
@@ -97,7 +104,7 @@ def test_wrong_closure_is_inconsistent():
                       particle_field=soft)
     assert rep.verdict == "inconsistent", str(rep)
     assert rep.consistent is False
-    assert rep.cov.slope > BAND[1]
+    assert rep.cov.slope > BAND[1] and rep.cov.band_ratio > 2.0
     assert rep.cov.rms[-1] > 5 * good.cov.rms[-1]
 
 
