@@ -289,3 +289,15 @@ def test_large_cloud_memory_under_one_gib():
     rep = json.loads(out.stdout.strip().splitlines()[-1])
     assert rep["finite"]
     assert rep["peak_kib"] < 1024 * 1024, rep
+
+
+def test_ellipses_picture(tmp_path):
+    from gaussflow import plots
+
+    g = [gf.Gaussian(np.zeros(2), np.diag([1.0, 0.25])), gf.Gaussian(np.ones(2), np.eye(2))]
+    clouds = np.stack([P.sample(gi, 200, seed=i) for i, gi in enumerate(g)])
+    fig = plots.ellipses(clouds, g, times=[0.0, 1.0])
+    assert len(fig.axes[0].lines) == 2 * (1 + 2)  # per time: the cloud and two ellipses
+    assert plots.save(fig, str(tmp_path / "ell")).endswith(".png")
+    with pytest.raises(ValueError, match=r"\(n_t, N, 2\)"):
+        plots.ellipses(np.zeros((2, 5, 3)), g)
