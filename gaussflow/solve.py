@@ -94,54 +94,50 @@ def _integrate(field, mean0, cov0, t0, t1, ts, solver, rtol, atol, max_steps, th
         dm, J = field._closure(mean, S)
         return dm, J @ Phi
 
-    def rhs_finite(y):
-        dm, dPhi = vf(None, y, None)
-        return jnp.all(jnp.isfinite(dm)) & jnp.all(jnp.isfinite(dPhi))
-
-    def cond_nonfinite(t, y, args, **kw):
-        mean, Phi = y
-        ok = jnp.all(jnp.isfinite(mean)) & jnp.all(jnp.isfinite(Phi)) & rhs_finite(y)
-        return ~ok
-
-    def cond_blowup(t, y, args, **kw):
+    def flags(t, y):
+        """(nonfinite, blowup, outside domain, tau) at state y: one closure evaluation."""
         mean, Phi = y
         S = _cov_from_flow(Phi, cov0)
-        f, fp = _growth(field, mean, S, scale)
-        tau = f / jnp.where(fp > 0, fp, 1.0)
-        return (f > threshold) & (fp > 0) & (tau < BLOWUP_TAU_RATIO * (t - t0))
+        dm, J = field._closure(mean, S)
+        finite = (jnp.all(jnp.isfinite(mean)) & jnp.all(jnp.isfinite(Phi))
+                  & jnp.all(jnp.isfinite(dm)) & jnp.all(jnp.isfinite(J)))
+        f = _trace(S) / scale
+        fp = 2.0 * jnp.sum(J * jnp.swapaxes(S, -1, -2)) / scale
+        tau = f / jnp.where(fp > 0, fp, jnp.inf)
+        blowup = (f > threshold) & (fp > 0) & (tau < BLOWUP_TAU_RATIO * (t - t0))
+        outside = ~field._domain_ok(mean, S)
+        return ~finite, blowup, outside, tau
 
-    def cond_domain(t, y, args, **kw):
-        mean, Phi = y
-        return ~field._domain_ok(mean, _cov_from_flow(Phi, cov0))
+    def cond(t, y, args, **kw):
+        nonfinite, blowup, outside, _ = flags(t, y)
+        return nonfinite | blowup | outside
 
-    conds = {"nonfinite": cond_nonfinite, "blowup": cond_blowup, "not_integrable": cond_domain}
     Phi0 = jnp.broadcast_to(jnp.eye(cov0.shape[-1]), cov0.shape)
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(vf), solver, t0, t1, None, (mean0, Phi0),
         saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts), diffrax.SubSaveAt(t1=True)]),
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-        event=diffrax.Event(conds),
+        event=diffrax.Event(cond),
         max_steps=max_steps, throw=False, progress_meter=progress_meter, adjoint=adjoint,
     )
     (means, Phis), (mean_end, Phi_end) = sol.ys
     covs = _cov_from_flow(Phis, cov0)
     cov_end = _cov_from_flow(Phi_end[-1], cov0)
     t_stop = sol.ts[1][-1]
-    f, fp = _growth(field, mean_end[-1], cov_end, scale)
-    tau = f / jnp.where(fp > 0, fp, jnp.inf)
+    y_end = (mean_end[-1], Phi_end[-1])
+    nonfinite, blowup, outside, tau = flags(t_stop, y_end)
     # Probe just ahead of the last state: a field that turns NaN makes the adaptive solver crawl
     # up to the edge (every step that crosses it is rejected) until max_steps.
-    y_end = (mean_end[-1], Phi_end[-1])
     h = 1e-6 * (t1 - t0)
     ahead = jax.tree_util.tree_map(lambda a, b: a + h * b, y_end, vf(t_stop, y_end, None))
-    finite_ahead = rhs_finite(ahead)
-    mask = sol.event_mask if sol.event_mask is not None else {k: False for k in conds}
+    nonfinite_ahead = flags(t_stop + h, ahead)[0]
+    event = sol.result == diffrax.RESULTS.event_occurred
     return {
         "ts": sol.ts[0], "means": means, "covs": covs, "t_stop": t_stop, "tau": tau,
         "mean_end": mean_end[-1], "cov_end": cov_end,
         "result": sol.result._value, "num_steps": sol.stats["num_steps"],
-        "event_nonfinite": mask["nonfinite"], "event_blowup": mask["blowup"],
-        "event_domain": mask["not_integrable"], "finite_ahead": finite_ahead,
+        "event_nonfinite": event & nonfinite, "event_blowup": event & ~nonfinite & blowup,
+        "event_domain": event & ~nonfinite & ~blowup & outside, "finite_ahead": ~nonfinite_ahead,
     }
 
 
