@@ -18,6 +18,7 @@ from .solve import Trajectory, solve  # noqa: E402
 from .sweep import SweepResult, sweep  # noqa: E402
 from . import particles  # noqa: E402
 from .validate import ValidationReport, validate  # noqa: E402
+from .weights import load_attention  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -44,4 +45,5 @@ __all__ = [
     "particles",
     "validate",
     "ValidationReport",
+    "load_attention",
 ]
