@@ -46,7 +46,9 @@ def bias_fit(ns, E):
 
 def per_time(ns, curves, q):
     """Per saved time: (t, bias b, MC noise C / sqrt(N_max))."""
-    ts = curves[str(ns[-1])]["ts"]
+    # times reached by every run (a particle or closure run may stop early)
+    n_t = min(len(c) for n in ns for c in curves[str(n)][q])
+    ts = curves[str(ns[-1])]["ts"][:n_t] if n_t else []
     rows = []
     for k, t in enumerate(ts):
         E = [[c[k] for c in curves[str(n)][q]] for n in ns]
@@ -143,6 +145,7 @@ def main(argv=None):
             res[name] = (4 * beta, run_validate(f, g0, t1, ns, seeds, ts)[0])
         out["sigmoid"] = res
         texts.append(table("Sigmoid (bias = -1)", res, times))
+        print(texts[-1], flush=True)
     if a.only in (None, "unnormalized"):
         res = {}
         for name, beta in REGIMES.items():
@@ -150,6 +153,7 @@ def main(argv=None):
             res[name] = (beta, run_validate(f, g0, t1, ns, seeds, ts)[0])
         out["unnormalized"] = res
         texts.append(table("Unnormalised", res, times))
+        print(texts[-1], flush=True)
     if a.only in (None, "masked"):
         B = 4
         means = np.stack([g0.mean + 0.3 * b * np.array([1.0, -0.5]) for b in range(B)])
@@ -162,9 +166,9 @@ def main(argv=None):
             res[name] = (beta, run_masked(f, pg, t1, nb, seeds, ts))
         out["masked"] = res
         texts.append(table(f"Masked softmax (B = {B} blocks, N per block = N/{B})", res, times))
+        print(texts[-1], flush=True)
     print(f"clouds N = {list(ns)}, seeds {list(seeds)}, d = 2, t1 = {t1:g}; "
-          f"{time.time() - started:.0f} s\n")
-    print("\n\n".join(texts))
+          f"{time.time() - started:.0f} s")
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(out, fh, indent=1)
