@@ -56,17 +56,26 @@ def unit_disk(trajectories, ax=None, labels=None, title=None, colors=None):
 
 
 def eigenvalues(trajectories, ax=None, title=None, normalised=False, labels=None):
-    """Eigenvalues of the covariance (or of ``Sigma / tr Sigma``) against time, log scale."""
+    """Eigenvalues of the covariance (or of ``Sigma / tr Sigma``) against time, log scale.
+
+    Several trajectories: one colour per trajectory (``labels`` in the legend). One trajectory
+    without ``labels``: one colour per eigenvalue, ``lambda_1 <= ... <= lambda_d`` in the legend.
+    """
     fig, ax = _axes(ax, figsize=(6, 4))
     cmap = plt.get_cmap("viridis")
     n = max(len(trajectories), 1)
+    per_eig = len(trajectories) == 1 and labels is None
     for i, tr in enumerate(trajectories):
         w = np.linalg.eigvalsh(np.asarray(tr.covs))
         if normalised:
             w = w / np.sum(w, axis=-1, keepdims=True)
-        col = cmap(i / n)
-        for j in range(w.shape[-1]):
-            lab = labels[i] if (labels is not None and j == 0) else None
+        d = w.shape[-1]
+        for j in range(d):
+            if per_eig:
+                col, lab = plt.get_cmap("plasma")(0.85 * j / max(d - 1, 1)), rf"$\lambda_{{{j + 1}}}$"
+            else:
+                col = cmap(i / n)
+                lab = labels[i] if (labels is not None and j == 0) else None
             ax.plot(tr.ts, np.clip(w[:, j], 1e-300, None), color=col, lw=1, label=lab)
     ax.set_yscale("log")
     ax.set_xlabel("depth t")
@@ -74,8 +83,8 @@ def eigenvalues(trajectories, ax=None, title=None, normalised=False, labels=None
                   else r"eigenvalues of $\Sigma(t)$")
     if title:
         ax.set_title(title)
-    if labels is not None:
-        ax.legend(fontsize=7)
+    if labels is not None or (per_eig and len(trajectories[0].ts)):
+        ax.legend(fontsize=7, ncol=1 + (per_eig and np.shape(trajectories[0].covs)[-1] > 6))
     fig.tight_layout()
     return fig
 
