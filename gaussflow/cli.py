@@ -445,6 +445,7 @@ def _add_validate(sub):
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     p.add_argument("--out", default="gaussflow-out", help="folder for the plot and JSON")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_validate)
 
 
@@ -460,7 +461,7 @@ def _cmd_validate(args):
 
     field, g0, _ = example(args.variant, d=args.d, seed=args.seed)
     rep = validate(field, g0, args.t1, n_particles=_int_list("n", args.n),
-                   seeds=_int_list("seeds", args.seeds))
+                   seeds=_int_list("seeds", args.seeds), progress=not args.quiet)
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"validate-{args.variant}")
     png = rep.plot(stem)

@@ -239,7 +239,8 @@ def moment_errors(means_p, covs_p, means_c, covs_c):
 # --------------------------------------------------------------------------------- validate
 def validate(field, g0, t1, n_particles=(256, 1024, 4096), seeds=(0, 1, 2, 3, 4), ts=None, *,
              rtol=1e-8, atol=1e-10, slope_band=(-0.75, -0.25), band_factor=2.0, floor=1e-6,
-             batch="auto", particle_options=None, particle_field=None) -> ValidationReport:
+             batch="auto", particle_options=None, particle_field=None,
+             progress=False) -> ValidationReport:
     """Validate ``field``'s Gaussian closure against its particle system (see the module doc).
 
     Parameters
@@ -257,6 +258,8 @@ def validate(field, g0, t1, n_particles=(256, 1024, 4096), seeds=(0, 1, 2, 3, 4)
         another closure of the same particles. The particle runs of the last few calls are kept
         (keyed by the particle field's weights and every setting), so a second closure of the same
         system reuses them.
+    progress : tqdm bars over the particle batches and the closure solves (nothing is printed
+        otherwise).
 
     Returns a :class:`ValidationReport`.
     """
@@ -296,7 +299,8 @@ def validate(field, g0, t1, n_particles=(256, 1024, 4096), seeds=(0, 1, 2, 3, 4)
            atol, padded, tuple(sorted((k, repr(v)) for k, v in opts.items())))
     parts = _PARTICLE_CACHE.get(key)
     if parts is None:
-        parts = _run_particles(pfield, clouds, ns, seeds, ts, padded, rtol, atol, opts, g0.dim)
+        parts = _run_particles(pfield, clouds, ns, seeds, ts, padded, rtol, atol, opts, g0.dim,
+                               progress)
         _PARTICLE_CACHE[key] = parts
         while len(_PARTICLE_CACHE) > _CACHE_SIZE:
             _PARTICLE_CACHE.popitem(last=False)
@@ -310,7 +314,7 @@ def validate(field, g0, t1, n_particles=(256, 1024, 4096), seeds=(0, 1, 2, 3, 4)
     st_c = [[None] * len(seeds) for _ in ns]
     curves = {}
     info = {"sinkhorn_iterations_max": None}
-    for i, n in enumerate(ns):
+    for i, n in enumerate(_bar(ns, progress, "closure solves", "N")):
         cm, cc = [], []
         for j, s in enumerate(seeds):
             pt = parts[(n, s)]
@@ -403,11 +407,20 @@ def _fingerprint(tree) -> tuple:
     return (type(tree).__qualname__, str(treedef), digest.hexdigest())
 
 
-def _run_particles(field, clouds, ns, seeds, ts, padded, rtol, atol, opts, d):
+def _bar(items, progress, desc, unit):
+    """``items``, wrapped in a tqdm bar when ``progress``."""
+    if not progress:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit=unit)
+
+
+def _run_particles(field, clouds, ns, seeds, ts, padded, rtol, atol, opts, d, progress=False):
     """Simulate every cloud: one padded batch, or one batch over seeds per N."""
     groups = [list(clouds)] if padded else [[(n, s) for s in seeds] for n in ns]
     parts = {}
-    for keys in groups:
+    for keys in _bar(groups, progress, "particle batches", "batch"):
         nmax = max(k[0] for k in keys)
         x0s = np.zeros((len(keys), nmax, d))
         for i, k in enumerate(keys):
