@@ -3,6 +3,16 @@
 Every check raises ``ValueError`` (or ``TypeError`` for a wrong kind of object) whose message
 names the argument and says how to fix it. Checks on values (finiteness, symmetry, definiteness)
 run only on concrete arrays; under ``jax.jit``/``vmap``/``grad`` only shapes are checked.
+
+Accepted numbers: real (float, int or bool) arrays and scalars, converted to float64. Rejected
+with ``TypeError``: ``None``, strings (also arrays of numeric strings), complex values (even with a
+zero imaginary part: NumPy would silently drop it), object arrays holding ``None`` or non-numbers,
+ragged nested lists. Rejected with ``ValueError``: NaN/inf, wrong shapes (the message names the
+axis that disagrees).
+
+Scale parameters: ``beta`` may be any finite real (``beta < 0`` scores ``-<Qx, Ky>``, i.e. ``A -> -A``;
+``beta = 0`` is uniform attention); temperatures ``c`` (L2) and ``eps`` (Sinkhorn) must be ``> 0``
+(``c <= 0`` makes the L2 kernel non-integrable or constant, ``eps -> 0`` is unregularised OT).
 """
 
 from __future__ import annotations
@@ -22,17 +32,34 @@ def is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+def _real_array(name: str, value, what: str = "an array of real numbers") -> np.ndarray:
+    """``value`` as a float64 NumPy array; ``TypeError`` for anything that is not real numbers."""
+    if isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
+    try:
+        raw = np.asarray(value)
+    except (TypeError, ValueError) as e:  # ragged nesting
+        raise TypeError(f"{name} must be {what} ({e})") from None
+    kind = raw.dtype.kind
+    if kind == "c" or (kind == "O" and any(isinstance(v, complex) for v in raw.flat)):
+        raise TypeError(f"{name} is complex (dtype {raw.dtype}); pass real numbers "
+                        f"(e.g. np.real({name}) if the imaginary part is zero)")
+    if kind not in "biufO":
+        raise TypeError(f"{name} must be {what}, got dtype {raw.dtype}")
+    if kind == "O" and any(v is None for v in raw.flat):
+        raise TypeError(f"{name} contains None; pass numbers")
+    try:
+        return raw.astype(np.float64)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be {what} ({e})") from None
+
+
 def as_array(name: str, value, ndim: int | None = None, shape: tuple | None = None):
     """Convert ``value`` to a float64 array (a JAX array if it is a tracer) and check its shape."""
     if isinstance(value, jax.core.Tracer):
         arr = value
     else:
-        if isinstance(value, (str, bytes)) or value is None:
-            raise TypeError(f"{name} must be an array of numbers, got {type(value).__name__}")
-        try:
-            arr = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError) as e:
-            raise TypeError(f"{name} must be an array of real numbers ({e})") from None
+        arr = _real_array(name, value)
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimension(s), got shape {tuple(arr.shape)}")
     if shape is not None:
@@ -54,10 +81,7 @@ def as_scalar(name: str, value, positive: bool = False, nonnegative: bool = Fals
         return value
     if isinstance(value, bool) or value is None or isinstance(value, (str, bytes)):
         raise TypeError(f"{name} must be a real number, got {value!r}")
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    arr = _real_array(name, value, what="a real number")
     if arr.ndim != 0:
         raise ValueError(f"{name} must be a scalar, got shape {arr.shape}")
     v = float(arr)

@@ -414,18 +414,11 @@ def _cmd_bench(args):
 
 def enable_compilation_cache(path=None):
     """Switch on JAX's persistent compilation cache at ``path`` (default ``$GAUSSFLOW_CACHE_DIR``
-    or ``~/.cache/gaussflow/jax``); ``path = ""`` or ``"off"`` leaves it off. Returns the folder."""
-    import jax
+    or ``~/.cache/gaussflow/jax``), after verifying its entries against gaussflow's manifest (see
+    :mod:`gaussflow.cache`); ``path = ""`` or ``"off"`` leaves it off. Returns the folder."""
+    from .cache import enable
 
-    if path is None:
-        path = os.environ.get("GAUSSFLOW_CACHE_DIR",
-                              os.path.join(os.path.expanduser("~"), ".cache", "gaussflow", "jax"))
-    if path in ("", "off"):
-        return None
-    os.makedirs(path, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
-    return path
+    return enable(path)
 
 
 # ----------------------------------------------------------------------------------- validate
@@ -476,8 +469,15 @@ def _cmd_validate(args):
 COMMANDS = [_add_run, _add_derive, _add_solve, _add_validate, _add_reproduce, _add_bench]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``gaussflow CMD: error: ...``), exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gaussflow",
         description=textwrap.dedent("""\
             Mean-field dynamics of deep Transformers on Gaussian token distributions:
@@ -501,9 +501,12 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
+        out = getattr(args, "out", None)
+        if isinstance(out, str) and os.path.exists(out) and not os.path.isdir(out):
+            raise UsageError(f"--out {out} is a file; pass a folder name")
         enable_compilation_cache(args.cache_dir)
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, KeyError) as e:
+    except (ValueError, TypeError, OSError, KeyError) as e:
         if args.debug:
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -214,6 +214,11 @@ def _softmax_S(field, allow_affine=False, need_symmetric_A=False):
 
 
 def _state(field, g0):
+    """Validated ``(mean, cov)`` of ``g0`` (checked before any work on the field)."""
+    from .variants.base import Field
+
+    if not isinstance(field, Field):
+        raise TypeError(f"field must be a gaussflow field, got {type(field).__name__}")
     if not isinstance(g0, Gaussian):
         raise TypeError(f"g0 must be a gf.Gaussian, got {type(g0).__name__}")
     if g0.dim != field.dim:
@@ -227,8 +232,8 @@ def _sqrt_psd(S):
 
 
 def _whitened(field, g0):
-    S, v, _ = _softmax_S(field)
     _, S0 = _state(field, g0)
+    S, v, _ = _softmax_S(field)
     R = _sqrt_psd(S0)
     St = R @ S @ R
     return S, v, S0, R, (St + St.T) / 2
@@ -286,8 +291,8 @@ def mean(field, g0, t):
 
     Softmax with ``W_O V = v I`` and symmetric ``A = K^T Q``; needs ``Sigma0`` positive definite.
     """
-    S, v, _ = _softmax_S(field, need_symmetric_A=True)
     a0, S0 = _state(field, g0)
+    S, v, _ = _softmax_S(field, need_symmetric_A=True)
     w0, U0 = np.linalg.eigh(S0)
     if w0[0] <= RANK_TOL * max(1.0, w0[-1]):
         raise ValueError("g0.cov must be positive definite for the closed-form mean")
@@ -328,8 +333,8 @@ def limit_covariance(field, g0):
     Approached at rate O(1/t).
     """
     limit_rank(field)  # checks S <= 0
-    S, _, _ = _softmax_S(field)
     _, S0 = _state(field, g0)
+    S, _, _ = _softmax_S(field)
     w0 = np.linalg.eigvalsh(S0)
     if w0[0] <= RANK_TOL * max(1.0, w0[-1]):
         raise ValueError("g0.cov must be positive definite for limit_covariance")

@@ -3,7 +3,8 @@
 
 Score between query ``x`` and key ``y``: ``s(x, y) = beta <Q x, K y> = beta y^T A x`` with
 ``A = K^T Q``; value map ``y -> W_O V y``. ``beta`` is explicit (default 1; Transformers use
-``1/sqrt(k)``).
+``1/sqrt(k)``) and may be any finite real: ``beta < 0`` is the same field with ``A -> -A`` (the
+closures hold for either sign), ``beta = 0`` attends uniformly.
 """
 
 from __future__ import annotations
