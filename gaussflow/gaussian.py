@@ -111,4 +111,16 @@ class PositionalGaussians(eqx.Module):
         return Gaussian(m, jnp.mean(self.covs, axis=0) + dev.T @ dev / self.n_blocks)
 
     def __repr__(self) -> str:
-        return f"PositionalGaussians(n_blocks={self.n_blocks}, d={self.dim})"
+        tr = np.trace(np.asarray(self.covs), axis1=-2, axis2=-1)
+        m = np.array2string(np.asarray(self.means[0]), precision=4, separator=", ")
+        return (f"PositionalGaussians(n_blocks={self.n_blocks}, d={self.dim}, block 0 mean={m}, "
+                f"tr cov in [{tr.min():.4g}, {tr.max():.4g}])")
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{b}</td><td>{np.array2string(np.asarray(self.means[b]), precision=3)}</td>"
+            f"<td>{np.trace(np.asarray(self.covs[b])):.4g}</td></tr>"
+            for b in range(min(self.n_blocks, 20)))
+        more = "" if self.n_blocks <= 20 else f"<tr><td colspan=3>... {self.n_blocks - 20} more</td></tr>"
+        return (f"<table><caption>PositionalGaussians: {self.n_blocks} blocks, d = {self.dim}"
+                f"</caption><tr><th>block</th><th>mean</th><th>tr cov</th></tr>{rows}{more}</table>")

@@ -311,7 +311,7 @@ def spectrum_depth(ts, spectra, ax=None, particles=None, title=None, switch_time
     handles = [Line2D([], [], color="k", lw=1.2, label="Gaussian closure")]
     if particles is not None:
         handles.append(Line2D([], [], color="k", marker="o", mfc="none", ls="", label="particles"))
-    ax.legend(handles=handles, fontsize=7, loc="lower left")
+    ax.legend(handles=handles, fontsize=7, loc="best")
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()

@@ -136,6 +136,16 @@ class ValidationReport:
             return plots.save(fig, stem)
         return fig
 
+    def __repr__(self) -> str:
+        return (f"ValidationReport({self.field_name}, {self.verdict}, d={self.d}, t1={self.t1:g}, "
+                f"N={list(self.n_particles)}, slopes mean {self.mean.slope:+.2f} / cov "
+                f"{self.cov.slope:+.2f})")
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<pre>{html.escape(str(self))}</pre>"
+
     def __str__(self) -> str:
         kind = "exact" if self.exact else "approximate"
         lines = [f"validate {self.field_name} ({kind} closure), d = {self.d}, t1 = {self.t1:g}, "
