@@ -41,7 +41,7 @@ MANIFEST = "gaussflow-manifest.json"
 #: File name endings of JAX's cache entries (``<key>-cache``) and their access-time files.
 ENTRY_SUFFIX, ATIME_SUFFIX = "-cache", "-atime"
 
-_registered: set = set()
+_registered: dict = {}  # folder -> time it was verified (this process)
 
 
 def default_path() -> str:
@@ -164,6 +164,10 @@ def enable(path=None):
         warnings.warn(f"gaussflow: compilation cache {path} {why}; running without it",
                       stacklevel=2)
         return None
+    if path in _registered:  # verified earlier in this process: vouch for what it wrote since
+        record(path, _registered[path])
+        jax.config.update("jax_compilation_cache_dir", path)
+        return path
     start = time.time()
     report = verify(path)
     if report["removed"]:
@@ -172,7 +176,6 @@ def enable(path=None):
                       "(they will be recompiled)", stacklevel=2)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
-    if path not in _registered:
-        _registered.add(path)
-        atexit.register(record, path, start - 1.0)
+    _registered[path] = start - 1.0
+    atexit.register(record, path, start - 1.0)
     return path

@@ -452,9 +452,15 @@ def _int_list(name, text):
 def _cmd_validate(args):
     from .validate import example, validate
 
+    from ._checks import as_scalar
+    from .validate import _check_seeds, _check_sizes
+
+    ns, seeds = _int_list("n", args.n), _int_list("seeds", args.seeds)
+    _check_sizes(ns, max(args.d, 1)), _check_seeds(seeds)  # before any work
+    as_scalar("t1", args.t1, positive=True)
     field, g0, _ = example(args.variant, d=args.d, seed=args.seed)
-    rep = validate(field, g0, args.t1, n_particles=_int_list("n", args.n),
-                   seeds=_int_list("seeds", args.seeds), progress=not args.quiet)
+    rep = validate(field, g0, args.t1, n_particles=ns,
+                   seeds=seeds, progress=not args.quiet)
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"validate-{args.variant}")
     png = rep.plot(stem)

@@ -124,9 +124,10 @@ def _check_count(name, n, minimum=1):
 
 def empirical_moments(X):
     """Mean and covariance ``(1/N) sum (x - m)(x - m)^T`` of the empirical measure of ``X`` (..., N, d)."""
+    shape = np.shape(X)
+    if len(shape) < 2 or shape[-2] < 1 or shape[-1] < 1:
+        raise ValueError(f"X must have shape (..., N, d) with N, d >= 1, got {tuple(shape)}")
     X = jnp.asarray(X)  # NaN allowed: moments of a failed run stay NaN
-    if X.ndim < 2 or X.shape[-2] < 1 or X.shape[-1] < 1:
-        raise ValueError(f"X must have shape (..., N, d) with N, d >= 1, got {tuple(X.shape)}")
     m = X.mean(axis=-2)
     Y = X - m[..., None, :]
     S = jnp.einsum("...ni,...nj->...ij", Y, Y) / X.shape[-2]

@@ -238,6 +238,11 @@ def solve(field, g0, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
         raise ValueError("blowup_threshold must be > 1 (a growth factor of tr Sigma)")
     if not isinstance(max_steps, (int, np.integer)) or isinstance(max_steps, bool) or max_steps < 1:
         raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+    if getattr(field, "time_dependent", False):
+        end = t0 + field.total
+        if t1 > end * (1 + 1e-12) + 1e-12:
+            raise ValueError(f"t1 = {t1} is past the end of the schedule (t0 + {field.total} = "
+                             f"{end}); lengthen the last layer or pass a smaller t1")
     solver = _resolve_solver(solver)
     if ts_arr is None:
         ts_arr = np.linspace(t0, t1, 101)
@@ -272,9 +277,6 @@ def _solve_schedule(layers, g0, t0, t1, ts_arr, run) -> Trajectory:
     switch time, so no step crosses a switch. Stops at the first layer that does not complete.
     The blow-up threshold stays relative to ``tr Sigma0`` of ``g0``."""
     ends = t0 + layers.switch_times
-    if t1 > ends[-1] * (1 + 1e-12) + 1e-12:
-        raise ValueError(f"t1 = {t1} is past the end of the schedule (t0 + {layers.total} = "
-                         f"{ends[-1]}); lengthen the last layer or pass a smaller t1")
     solver, rtol, atol, max_steps, thr, meter, adjoint = run
     scale0, thr = float(np.trace(np.asarray(g0.cov))), float(thr)
     mean, cov, a = g0.mean, g0.cov, t0
