@@ -205,9 +205,11 @@ def sum_derivations(name, parts, notes=()):
              for ex in (D.velocity, D.mean_rhs, D.jacobian, D.cov_rhs)]
         terms.append(e)
         runtime.update(D.runtime)
+        kernel = [(lab.replace(r"k(x, y)", f"k_{i}(x, y)"), ex.xreplace(m))
+                  for st in D.steps if st.title == "Kernel" for lab, ex in st.exprs]
         steps.append(Step(f"Summand {i}: {D.name}",
                           f"From `gaussflow derive {D.name}`, weights indexed by {i}:",
-                          ((rf"\Gamma_{i}(x)", e[0]), (rf"J_{i}", e[2]))))
+                          (*kernel, (rf"\Gamma_{i}(x)", e[0]), (rf"J_{i}", e[2]))))
     velocity, mean_rhs, J, cov_rhs = (simplify_matrix(sp.MatAdd(*[t[j] for t in terms]), (S.Sigma,))
                                       for j in range(4))
     steps.append(Step("Superposition",
