@@ -16,7 +16,7 @@ from .variants import L2, Affine, Field, Layers, MultiHead, Sinkhorn, Softmax, S
 from .variants import Masked, Sigmoid, Unnormalized  # noqa: E402
 from .solve import Trajectory, solve  # noqa: E402
 from .sweep import SweepResult, sweep  # noqa: E402
-from . import particles  # noqa: E402
+from . import particles, plots, theory  # noqa: E402
 from .validate import ValidationReport, validate  # noqa: E402
 from .weights import load_attention  # noqa: E402
 
@@ -43,6 +43,8 @@ __all__ = [
     "SweepResult",
     "sweep",
     "particles",
+    "theory",
+    "plots",
     "validate",
     "ValidationReport",
     "load_attention",
