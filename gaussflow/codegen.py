@@ -101,18 +101,38 @@ _FUNCTIONS = {
 }
 
 
+def _is_inverse(f) -> bool:
+    return isinstance(f, Inverse) or (isinstance(f, MatPow) and f.exp == -1)
+
+
+#: Size assumed for a symbolic dimension when choosing the order of a matrix product.
+_DIM_GUESS = 64
+
+
 class JaxMatrixPrinter:
     """Matrix-level JAX printer with common-subexpression binding.
 
     ``dims`` maps dimension symbols to source text giving them at run time
-    (e.g. ``d -> "Sigma.shape[0]"``).
+    (e.g. ``d -> "Sigma.shape[0]"``); ``symmetric``: matrix symbols known to be symmetric at run
+    time (``Sigma``), so that a product and its transpose are recognised as one another.
+
+    **Products.** A ``MatMul`` is a chain of factors ``F_1 ... F_n``; the printer chooses its
+    parenthesisation by the matrix-chain recurrence on flop counts (symbolic dimensions taken as
+    ``_DIM_GUESS``, so ``(n, 1)`` vectors are multiplied in first), where a sub-chain that is
+    already bound, or whose transpose is, costs nothing, and one that occurs in several products of
+    the function (or transposed, e.g. ``X`` and ``X^T`` in ``X + X^T``) is bound to a temporary
+    and reused (``X^T`` printed as ``_t.T``). An ``Inverse(B)`` factor is never formed:
+    ``Inverse(B) @ R`` is ``solve(B, R)`` and ``L @ Inverse(B)`` is ``solve(B^T, L^T)^T``.
     """
 
-    def __init__(self, dims: dict):
+    def __init__(self, dims: dict, symmetric=()):
         self.dims = dims
+        self.symmetric = {sp.Transpose(s): s for s in symmetric}
         self.lines: list[str] = []
         self.bound: dict = {}
         self.counts: Counter = Counter()
+        self.chains: Counter = Counter()   # {key, transposed key} -> occurrences
+        self.products: dict = {}           # key of a bound sub-chain -> temporary name
         self._n = 0
 
     # -- common sub-expressions ------------------------------------------------------------
@@ -121,6 +141,11 @@ class JaxMatrixPrinter:
             return
         self.counts[expr] += 1
         if self.counts[expr] == 1:
+            if isinstance(expr, MatMul):
+                fs = self._factors(expr)[1]
+                for i in range(len(fs)):
+                    for j in range(i + 2, len(fs) + 1):
+                        self.chains[self._pair(fs[i:j])] += 1
             for a in expr.args:
                 self.count(a)
 
@@ -132,14 +157,18 @@ class JaxMatrixPrinter:
             or isinstance(expr, sp.Tuple)
         )
 
+    def _bind(self, text: str) -> str:
+        name = f"_t{self._n}"
+        self._n += 1
+        self.lines.append(f"{name} = {text}")
+        return name
+
     def print(self, expr) -> str:
         if expr in self.bound:
             return self.bound[expr]
         text = self._print(expr)
         if self.counts.get(expr, 0) > 1 and not self._atomic(expr):
-            name = f"_t{self._n}"
-            self._n += 1
-            self.lines.append(f"{name} = {text}")
+            name = self._bind(text)
             self.bound[expr] = name
             return name
         return text
@@ -175,7 +204,7 @@ class JaxMatrixPrinter:
             return f"{P(e.arg)}.T"
         if isinstance(e, SqrtPSD):
             return f"_sqrtm_psd({P(e.arg)})"
-        if isinstance(e, Inverse) or (isinstance(e, MatPow) and e.exp == -1):
+        if _is_inverse(e):
             A = e.args[0]
             return f"jnp.linalg.solve({P(A)}, jnp.eye({self._dim(A.shape[0])}))"
         if isinstance(e, MatPow):
@@ -208,37 +237,133 @@ class JaxMatrixPrinter:
             return f"{type(e)._jax_name}(" + ", ".join(P(a) for a in e.args) + ")"
         raise NotImplementedError(f"codegen cannot print {type(e).__name__}: {e}")
 
-    def _matmul(self, e: MatMul) -> str:
+    # -- products ----------------------------------------------------------------------------
+    @staticmethod
+    def _factors(e: MatMul):
         scalars = [a for a in e.args if not isinstance(a, MatrixExpr)]
-        mats = [a for a in e.args if isinstance(a, MatrixExpr)]
-        # Fold right to left so that Inverse(B) * rest becomes solve(B, rest).
-        acc = None
-        for f in reversed(mats):
-            inv = isinstance(f, Inverse) or (isinstance(f, MatPow) and f.exp == -1)
-            if acc is None:
-                acc = self.print(f)
-            elif inv:
-                acc = f"jnp.linalg.solve({self.print(f.args[0])}, {acc})"
-            else:
-                acc = f"({self.print(f)} @ {acc})"
+        mats = tuple(a for a in e.args if isinstance(a, MatrixExpr))
+        return scalars, mats
+
+    def _canon(self, f):
+        """``f`` with a transposed symmetric symbol replaced by the symbol (top level only)."""
+        return self.symmetric.get(f, f)
+
+    def _transpose(self, f):
+        """Unevaluated transpose of one factor (SymPy's ``.T`` simplifies, which is slow)."""
+        if isinstance(f, Transpose):
+            return f.arg
+        if f in self.symmetric.values() or isinstance(f, SqrtPSD):
+            return f
+        return Transpose(f)
+
+    def _key(self, fs) -> tuple:
+        return tuple(self._canon(f) for f in fs)
+
+    def _tkey(self, fs) -> tuple:
+        return tuple(self._canon(self._transpose(f)) for f in reversed(fs))
+
+    def _pair(self, fs) -> frozenset:
+        return frozenset((self._key(fs), self._tkey(fs)))
+
+    def _size(self, n) -> int:
+        n = sp.sympify(n)
+        if n.is_Integer:
+            return int(n)
+        v = sp.sympify(n.subs({s: _DIM_GUESS for s in n.free_symbols}))
+        return int(v) if v.is_Integer else _DIM_GUESS
+
+    def _available(self, fs):
+        """Name (or transposed name) of an already bound product of ``fs``, else None."""
+        name = self.products.get(self._key(fs))
+        if name is not None:
+            return name
+        name = self.products.get(self._tkey(fs))
+        return None if name is None else f"{name}.T"
+
+    def _matmul(self, e: MatMul) -> str:
+        scalars, fs = self._factors(e)
+        n = len(fs)
+        rows = [self._size(f.shape[0]) for f in fs]
+        cols = [self._size(f.shape[1]) for f in fs]
+        # Matrix-chain recurrence: cost[i, j], best split of fs[i:j].
+        cost, split = {}, {}
+        for i in range(n):
+            cost[i, i + 1] = 0.0
+        for length in range(2, n + 1):
+            for i in range(n - length + 1):
+                j = i + length
+                if self._available(fs[i:j]) is not None:
+                    cost[i, j], split[i, j] = 0.0, None
+                    continue
+                share = max(1, self.chains.get(self._pair(fs[i:j]), 1))
+                best, arg = None, None
+                for s in range(i + 1, j):
+                    flops = rows[i] * cols[s - 1] * cols[j - 1]
+                    if s - i == 1 and _is_inverse(fs[i]):
+                        flops += rows[i] ** 3  # factorisation
+                    elif j - s == 1 and _is_inverse(fs[j - 1]):
+                        flops += rows[j - 1] ** 3
+                    c = cost[i, s] + cost[s, j] + flops / share
+                    if best is None or c < best:
+                        best, arg = c, s
+                cost[i, j], split[i, j] = best, arg
+        acc = self._chain(fs, 0, n, split)
         if scalars:
             coeff = " * ".join(self.print(s) for s in scalars)
             return f"({coeff} * {acc})"
         return acc
 
+    def _chain(self, fs, i, j, split) -> str:
+        if j - i == 1:
+            return self.print(fs[i])
+        name = self._available(fs[i:j])
+        if name is not None:
+            return name
+        s = split[i, j]
+        if s - i == 1 and _is_inverse(fs[i]):
+            text = f"jnp.linalg.solve({self.print(fs[i].args[0])}, {self._chain(fs, s, j, split)})"
+        elif j - s == 1 and _is_inverse(fs[j - 1]):
+            text = (f"jnp.linalg.solve({self.print(fs[j - 1].args[0])}.T, "
+                    f"{self._chain(fs, i, s, split)}.T).T")
+        else:
+            text = f"({self._chain(fs, i, s, split)} @ {self._chain(fs, s, j, split)})"
+        if self.chains.get(self._pair(fs[i:j]), 0) > 1:
+            name = self._bind(text)
+            self.products[self._key(fs[i:j])] = name
+            return name
+        return text
 
-def generate_function(name: str, args: Sequence, outputs: Sequence, doc: str = "") -> str:
-    """Source text of ``def name(*args): ... return outputs`` for SymPy (matrix) expressions."""
+
+def generate_function(name: str, args: Sequence, outputs: Sequence, doc: str = "",
+                      symmetric=None) -> str:
+    """Source text of ``def name(*args): ... return outputs`` for SymPy (matrix) expressions.
+
+    ``symmetric``: matrix symbols among ``args`` that callers pass symmetric (default: the shared
+    covariance ``Sigma`` when it is an argument). Larger outputs are printed first, so smaller
+    ones reuse their products (e.g. ``d alpha/dt = J alpha + ...`` after ``J``).
+    """
+    if symmetric is None:
+        from .derive import symbols as S
+
+        symmetric = [a for a in args if a == S.Sigma]
     dims = {}
     for a in args:
         if isinstance(a, MatrixSymbol):
             for axis, n in enumerate(a.shape):
                 for s in sp.sympify(n).free_symbols:
                     dims.setdefault(s, f"{a.name}.shape[{axis}]")
-    printer = JaxMatrixPrinter(dims)
+    printer = JaxMatrixPrinter(dims, symmetric)
     for out in outputs:
         printer.count(out)
-    rendered = [printer.print(out) for out in outputs]
+
+    def size(e):
+        shape = getattr(e, "shape", (1, 1))
+        return printer._size(shape[0]) * printer._size(shape[1])
+
+    order = sorted(range(len(outputs)), key=lambda i: -size(outputs[i]))
+    rendered = [None] * len(outputs)
+    for i in order:
+        rendered[i] = printer.print(outputs[i])
     arg_names = ", ".join(a.name for a in args)
     body = [f"def {name}({arg_names}):"]
     if doc:

@@ -1,0 +1,119 @@
+"""The JAX printer: solves instead of inverses, shared products (X + X^T, J reused by the mean),
+product order by shape, and generated functions equal to SymPy's own evaluation."""
+
+import re
+
+import numpy as np
+import pytest
+import scipy.linalg
+import sympy as sp
+from sympy import Identity, ImmutableMatrix, Inverse, MatrixSymbol
+
+import gaussflow as gf
+from gaussflow.codegen import SqrtPSD, compile_source, generate_function
+from gaussflow.derive import symbols as S
+
+DIMS = {S.d: 3, S.k: 2, S.k_v: 4}
+
+
+def _matmuls(src: str) -> int:
+    return src.count(" @ ")
+
+
+def _numeric(expr, values):
+    """SymPy's evaluation of ``expr`` at explicit matrices (SqrtPSD by scipy's sqrtm)."""
+    e = expr.xreplace(values).subs(DIMS)
+    e = e.replace(lambda z: isinstance(z, SqrtPSD),
+                  lambda z: ImmutableMatrix(np.real(scipy.linalg.sqrtm(
+                      np.array(sp.Matrix(z.arg.doit()).evalf(), dtype=float)))))
+    return np.array(sp.Matrix(e.doit()).evalf(), dtype=float)
+
+
+def _values(rng, params):
+    """Random explicit values for the state symbols and ``params`` (dims of DIMS)."""
+    vals = {}
+    G = rng.normal(size=(3, 3))
+    vals[S.Sigma] = G @ G.T / 3 + 0.2 * np.eye(3)
+    for s in (S.x, S.alpha, *params):
+        if isinstance(s, MatrixSymbol):
+            shape = tuple(int(sp.sympify(n).subs(DIMS).subs({z: 2 for z in sp.sympify(n).free_symbols}))
+                          for n in s.shape)
+            vals[s] = rng.normal(size=shape) / 2
+        else:
+            vals[s] = float(rng.uniform(0.3, 0.9))
+    return vals
+
+
+def _sym(vals):
+    return {s: (ImmutableMatrix(v) if isinstance(v, np.ndarray) else sp.Float(v))
+            for s, v in vals.items()}
+
+
+@pytest.mark.parametrize("name", ["softmax", "l2", "sinkhorn", "multihead", "affine"])
+def test_generated_functions_equal_sympy_evaluation(name):
+    der = gf.derive(name)
+    rng = np.random.default_rng(7)
+    vals = _values(rng, der.params)
+    fns = compile_source(der.jax_source, der.runtime)
+    p = [vals[s] for s in der.params]
+    a, Sg, x = vals[S.alpha], vals[S.Sigma], vals[S.x]
+    sym = _sym(vals)
+    dm, J = fns["closure"](a, Sg, *p)
+    dm2, dS = fns["moment_rhs"](a, Sg, *p)
+    v = fns["velocity"](x, a, Sg, *p)
+    want = {"mean": _numeric(der.mean_rhs, sym), "J": _numeric(der.jacobian, sym),
+            "cov": _numeric(der.cov_rhs, sym), "vel": _numeric(der.velocity, sym)}
+    for got, key in ((dm, "mean"), (dm2, "mean"), (J, "J"), (dS, "cov"), (v, "vel")):
+        np.testing.assert_allclose(np.asarray(got), want[key], rtol=1e-10, atol=1e-12,
+                                   err_msg=f"{name}: {key}")
+
+
+def test_chain_with_inverses_and_transposes_equals_sympy():
+    d, k = S.d, S.k
+    A, B = MatrixSymbol("A", d, d), MatrixSymbol("B", k, d)
+    Sg, al = S.Sigma, S.alpha
+    M = Identity(d) + Sg * A.T * A
+    exprs = [2 * Inverse(M) * Sg * B.T * B * al,                 # solve on the left
+             Sg * Inverse(M.T) * A + A.T * Inverse(M) * Sg,   # X + X^T, solve on the right
+             al.T * A * Sg * Inverse(M) * al]                   # row vector chain
+    args = (al, Sg, A, B)
+    src = generate_function("f", args, exprs)
+    assert "inv(" not in src and "jnp.linalg.solve" in src
+    rng = np.random.default_rng(3)
+    vals = _values(rng, (A, B))
+    got = compile_source(src)["f"](*(vals[s] for s in args))
+    for g, e in zip(got, exprs):
+        np.testing.assert_allclose(np.asarray(g), _numeric(e, _sym(vals)), rtol=1e-10,
+                                   atol=1e-12)
+
+
+def test_x_plus_x_transpose_computes_x_once():
+    d = S.d
+    A, B, C = (MatrixSymbol(n, d, d) for n in "ABC")
+    Sg = S.Sigma
+    X, Xt = A * Sg * B * C, C.T * B.T * Sg * A.T     # Xt = X^T as Sigma is symmetric
+    src = generate_function("f", (Sg, A, B, C), [S.beta * X + S.beta * Xt])
+    assert _matmuls(src) == 3, src          # three products for X; X^T is a transpose
+    assert re.search(r"_t\d+\.T", src), src
+    # Without the knowledge that Sigma is symmetric the transposed term is a different product.
+    src2 = generate_function("f", (Sg, A, B, C), [X + Xt], symmetric=())
+    assert _matmuls(src2) > 3, src2
+
+
+def test_softmax_closure_shares_J_between_mean_and_jacobian():
+    src = gf.derive("softmax").jax_source
+    closure = src[src.index("def closure"):src.index("def moment_rhs")]
+    moment = src[src.index("def moment_rhs"):]
+    # J = beta W_O V Sigma K^T Q: four products, then dalpha = W_O V alpha + J alpha: two more.
+    assert _matmuls(closure) == 6, closure
+    # dSigma = J Sigma + (J Sigma)^T: one more product than J, the mean reuses J^T.
+    assert _matmuls(moment) == 7, moment
+
+
+def test_vectors_are_multiplied_in_first():
+    d = S.d
+    A, B, C = (MatrixSymbol(n, d, d) for n in "ABC")
+    src = generate_function("f", (S.x, A, B, C), [A * B * C * S.x])
+    assert "(A @ (B @ (C @ x)))" in src
+    src = generate_function("f", (S.x, A, B, C), [S.x.T * A * B * C])
+    assert "(((x.T @ A) @ B) @ C)" in src
