@@ -82,17 +82,39 @@ def _growth(field, mean, S, scale):
     return f, fp
 
 
+#: Time variables the solver may step in (``solve(..., time_scale=)``).
+TIME_SCALES = ("linear", "log")
+
+
 @eqx.filter_jit
 def _integrate(field, mean0, cov0, t0, t1, ts, solver, rtol, atol, max_steps, threshold,
-               progress_meter, adjoint):
-    """Jitted core: returns a dict of arrays (shapes fixed by ``ts``)."""
-    scale = jnp.maximum(_trace(cov0), 1e-300)
+               progress_meter, adjoint, time_scale="linear"):
+    """Jitted core: returns a dict of arrays (shapes fixed by ``ts``).
 
-    def vf(t, y, args):
+    ``time_scale="log"``: the solver steps in ``s = log(1 + t - t0)`` (``dy/ds = (1 + t - t0)
+    dy/dt``), where power-law approaches ``t^{-p}`` become exponentials ``e^{-p s}``.
+    """
+    scale = jnp.maximum(_trace(cov0), 1e-300)
+    log = time_scale == "log"
+
+    def to_t(s):
+        return t0 + jnp.expm1(s) if log else s
+
+    def to_s(t):
+        return jnp.log1p(t - t0) if log else t
+
+    def vf_t(t, y):
         mean, Phi = y
         S = _cov_from_flow(Phi, cov0)
         dm, J = field._closure(mean, S)
         return dm, J @ Phi
+
+    def vf(s, y, args):
+        dm, dPhi = vf_t(to_t(s), y)
+        if log:
+            w = jnp.exp(s)  # dt/ds
+            return w * dm, w * dPhi
+        return dm, dPhi
 
     def flags(t, y):
         """(nonfinite, blowup, outside domain, tau) at state y: one closure evaluation."""
@@ -108,14 +130,15 @@ def _integrate(field, mean0, cov0, t0, t1, ts, solver, rtol, atol, max_steps, th
         outside = ~field._domain_ok(mean, S)
         return ~finite, blowup, outside, tau
 
-    def cond(t, y, args, **kw):
-        nonfinite, blowup, outside, _ = flags(t, y)
+    def cond(s, y, args, **kw):
+        nonfinite, blowup, outside, _ = flags(to_t(s), y)
         return nonfinite | blowup | outside
 
     Phi0 = jnp.broadcast_to(jnp.eye(cov0.shape[-1]), cov0.shape)
+    s1 = to_s(t1)
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(vf), solver, t0, t1, None, (mean0, Phi0),
-        saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts), diffrax.SubSaveAt(t1=True)]),
+        diffrax.ODETerm(vf), solver, to_s(t0), s1, None, (mean0, Phi0),
+        saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=to_s(ts)), diffrax.SubSaveAt(t1=True)]),
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
         event=diffrax.Event(cond),
         max_steps=max_steps, throw=False, progress_meter=progress_meter, adjoint=adjoint,
@@ -123,17 +146,20 @@ def _integrate(field, mean0, cov0, t0, t1, ts, solver, rtol, atol, max_steps, th
     (means, Phis), (mean_end, Phi_end) = sol.ys
     covs = _cov_from_flow(Phis, cov0)
     cov_end = _cov_from_flow(Phi_end[-1], cov0)
-    t_stop = sol.ts[1][-1]
+    s_stop = sol.ts[1][-1]
+    t_stop = jnp.where(s_stop >= s1, t1, to_t(s_stop)) if log else s_stop
+    saved = sol.ts[0]
+    saved = jnp.where(jnp.isfinite(saved), ts, saved) if log else saved  # exact save times
     y_end = (mean_end[-1], Phi_end[-1])
     nonfinite, blowup, outside, tau = flags(t_stop, y_end)
     # Probe just ahead of the last state: a field that turns NaN makes the adaptive solver crawl
     # up to the edge (every step that crosses it is rejected) until max_steps.
-    h = 1e-6 * (t1 - t0)
-    ahead = jax.tree_util.tree_map(lambda a, b: a + h * b, y_end, vf(t_stop, y_end, None))
-    nonfinite_ahead = flags(t_stop + h, ahead)[0]
+    h = 1e-6 * (s1 - to_s(t0))
+    ahead = jax.tree_util.tree_map(lambda a, b: a + h * b, y_end, vf(s_stop, y_end, None))
+    nonfinite_ahead = flags(to_t(s_stop + h), ahead)[0]
     event = sol.result == diffrax.RESULTS.event_occurred
     return {
-        "ts": sol.ts[0], "means": means, "covs": covs, "t_stop": t_stop, "tau": tau,
+        "ts": saved, "means": means, "covs": covs, "t_stop": t_stop, "tau": tau,
         "mean_end": mean_end[-1], "cov_end": cov_end,
         "result": sol.result._value, "num_steps": sol.stats["num_steps"],
         "event_nonfinite": event & nonfinite, "event_blowup": event & ~nonfinite & blowup,
@@ -209,7 +235,8 @@ def _check_field_state(field, g0):
 
 
 def solve(field, g0, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
-          max_steps=16384, blowup_threshold=1e8, progress=False, adjoint=None) -> Trajectory:
+          max_steps=16384, blowup_threshold=1e8, progress=False, adjoint=None,
+          time_scale="linear") -> Trajectory:
     """Integrate the Gaussian closure of ``field`` from ``g0`` over ``[t0, t1]``.
 
     Parameters
@@ -222,6 +249,8 @@ def solve(field, g0, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
         (``"tsit5"`` default, ``"dopri5"``, ``"dopri8"``, ``"kvaerno5"``, ...).
     max_steps : step budget; exceeding it gives ``status == "max_steps"``.
     blowup_threshold : growth factor of ``tr Sigma`` at which blow-up is tested (see module doc).
+    time_scale : ``"linear"`` (steps in t) or ``"log"`` (steps in ``s = log(1 + t - t0)``: fewer
+        steps for long runs towards a limit approached like a power of ``1/t``).
     progress : show diffrax's tqdm progress meter. adjoint : a diffrax adjoint (default recursive
         checkpointing; ``jax.grad`` flows through ``solve`` for completed runs: under a JAX
         transformation the trajectory holds traced arrays at every requested time and
@@ -243,6 +272,8 @@ def solve(field, g0, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
         if t1 > end * (1 + 1e-12) + 1e-12:
             raise ValueError(f"t1 = {t1} is past the end of the schedule (t0 + {field.total} = "
                              f"{end}); lengthen the last layer or pass a smaller t1")
+    if time_scale not in TIME_SCALES:
+        raise ValueError(f"time_scale must be one of {TIME_SCALES}, got {time_scale!r}")
     solver = _resolve_solver(solver)
     if ts_arr is None:
         ts_arr = np.linspace(t0, t1, 101)
@@ -251,11 +282,11 @@ def solve(field, g0, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
     # thr as an array: a traced argument, so per-layer thresholds share one compilation
     run = (solver, rtol, atol, int(max_steps), jnp.asarray(thr), meter, adjoint)
     if getattr(field, "time_dependent", False):  # gf.Layers: one integration per layer
-        return _solve_schedule(field, g0, t0, t1, ts_arr, run)
+        return _solve_schedule(field, g0, t0, t1, ts_arr, run, time_scale)
     positional = getattr(g0, "positional", False)  # gf.PositionalGaussians: (B, d), (B, d, d)
     mean0, cov0 = (g0.means, g0.covs) if positional else (g0.mean, g0.cov)
     out = _integrate(field, mean0, cov0, jnp.asarray(t0), jnp.asarray(t1),
-                     jnp.asarray(ts_arr), *run)
+                     jnp.asarray(ts_arr), *run, time_scale=time_scale)
     if not is_concrete(out["cov_end"]):  # under jax.grad / jit / vmap
         return _traced_trajectory(out, field)
     tr = _trajectory(out, ts_arr, field, t0)
@@ -272,7 +303,7 @@ def _traced_trajectory(out, field) -> Trajectory:
                       field_name=getattr(field, "name", type(field).__name__))
 
 
-def _solve_schedule(layers, g0, t0, t1, ts_arr, run) -> Trajectory:
+def _solve_schedule(layers, g0, t0, t1, ts_arr, run, time_scale="linear") -> Trajectory:
     """Integrate a ``gf.Layers`` schedule layer by layer: each layer starts from the state at its
     switch time, so no step crosses a switch. Stops at the first layer that does not complete.
     The blow-up threshold stays relative to ``tr Sigma0`` of ``g0``."""
@@ -291,7 +322,7 @@ def _solve_schedule(layers, g0, t0, t1, ts_arr, run) -> Trajectory:
         thr_i = thr * scale0 / max(float(np.trace(np.asarray(cov))), 1e-300)
         out = _integrate(f, mean, cov, jnp.asarray(a), jnp.asarray(b), jnp.asarray(seg),
                          solver, rtol, atol, max_steps, jnp.asarray(max(thr_i, 1.0 + 1e-12)), meter,
-                         adjoint)
+                         adjoint, time_scale=time_scale)
         tr = _trajectory(out, seg, f, a)
         steps += tr.num_steps
         n = len(tr.ts) - (1 if added and not last and tr.status == "completed" else 0)

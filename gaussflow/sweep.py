@@ -39,7 +39,7 @@ import numpy as np
 
 from ._checks import PSD_TOL, SYM_TOL, as_array, as_scalar, check_times
 from .gaussian import Gaussian
-from .solve import _integrate, _resolve_solver, _status, _trajectory
+from .solve import TIME_SCALES, _integrate, _resolve_solver, _status, _trajectory
 
 _AXIS = "batch"
 #: Lowerings of the batched core so far (one per compilation; see :func:`cache_info`).
@@ -52,7 +52,7 @@ def _core(dyn, t0, t1, ts, *, static, field_batched, state_batched, mesh):
     """``dyn = (field arrays, means0, covs0)``; vmapped (and shard_mapped) ``solve._integrate``."""
     global _TRACES
     _TRACES += 1
-    field_static, solver, rtol, atol, max_steps, thr, adjoint = static
+    field_static, solver, rtol, atol, max_steps, thr, adjoint, time_scale = static
     meter = diffrax.NoProgressMeter()
 
     def local(dyn, t0, t1, ts):
@@ -61,7 +61,7 @@ def _core(dyn, t0, t1, ts, *, static, field_batched, state_batched, mesh):
 
         def one(f, m, c):
             return _integrate(f, m, c, t0, t1, ts, solver, rtol, atol, max_steps, thr, meter,
-                              adjoint)
+                              adjoint, time_scale=time_scale)
 
         axes = (0 if field_batched else None, 0 if state_batched else None,
                 0 if state_batched else None)
@@ -289,7 +289,7 @@ def _take(tree, idx):
 # ------------------------------------------------------------------------------------ sweep
 def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
           max_steps=16384, blowup_threshold=1e8, chunk_size=1024, devices=None,
-          progress=False) -> SweepResult:
+          progress=False, time_scale="linear") -> SweepResult:
     """Integrate the Gaussian closures of a batch of fields and/or initial states.
 
     Parameters
@@ -298,7 +298,8 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
         field (array leaves with a leading batch axis).
     g0s : one :class:`~gaussflow.Gaussian` (shared), a sequence of them, or a batched Gaussian.
         At least one of ``fields``/``g0s`` is batched; batch sizes must agree.
-    t1, ts, t0, rtol, atol, solver, max_steps, blowup_threshold : as in :func:`gaussflow.solve`
+    t1, ts, t0, rtol, atol, solver, max_steps, blowup_threshold, time_scale : as in
+        :func:`gaussflow.solve`
         (the same for every member).
     chunk_size : members integrated together (bounds memory; rounded up to a multiple of the
         number of devices). devices : the devices to shard over (default all ``jax.devices()``).
@@ -325,6 +326,8 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
     for nm, v in (("max_steps", max_steps), ("chunk_size", chunk_size)):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{nm} must be a positive integer, got {v!r}")
+    if time_scale not in TIME_SCALES:
+        raise ValueError(f"time_scale must be one of {TIME_SCALES}, got {time_scale!r}")
     solver = _resolve_solver(solver)
     if ts_arr is None:
         ts_arr = np.linspace(t0, t1, 101)
@@ -337,7 +340,7 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
 
     field_dyn, field_static = eqx.partition(field, eqx.is_array)
     static = (field_static, solver, rtol, atol, int(max_steps), thr,
-              diffrax.RecursiveCheckpointAdjoint())
+              diffrax.RecursiveCheckpointAdjoint(), time_scale)
     targs = (jnp.asarray(t0), jnp.asarray(t1), jnp.asarray(ts_arr))
     if mesh is not None:
         rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())

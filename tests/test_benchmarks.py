@@ -30,3 +30,23 @@ def test_cli_bench_subcommand(capsys):
 
     assert main(["bench", "nope"]) == 2
     assert "unknown benchmark" in capsys.readouterr().err
+
+
+def test_rank_sweep_padding_is_the_unpadded_flow_plus_zeros():
+    """Benchmark 1 embeds d = 3 in dimension 5: the padded block stays exactly zero and the
+    leading block equals the unpadded solve (to the solver tolerance: the step-size controller's
+    RMS norm sees more components)."""
+    import numpy as np
+
+    import gaussflow as gf
+    from benchmarks.rank_sweep import draws, pad
+
+    Q, V, S0, _ = draws(3, 1, seed=3)[1]  # a V = M^T M draw
+    beta, t1 = 1 / np.sqrt(3), 50.0
+    ref = gf.solve(gf.Softmax(Q, -Q, V, beta=beta), gf.Gaussian(np.zeros(3), S0), t1, [0, t1])
+    Qp, Vp, Sp = pad(Q, V, S0, 5)
+    got = gf.solve(gf.Softmax(Qp, -Qp, Vp, beta=beta), gf.Gaussian(np.zeros(5), Sp), t1, [0, t1])
+    assert got.status == ref.status == "completed"
+    C = got.covs[-1]
+    assert np.all(C[3:, :] == 0) and np.all(C[:, 3:] == 0) and np.all(got.means[-1] == 0)
+    assert np.abs(C[:3, :3] - ref.covs[-1]).max() <= 1e-7 * np.abs(ref.covs[-1]).max()
