@@ -133,6 +133,7 @@ class JaxMatrixPrinter:
         self.counts: Counter = Counter()
         self.chains: Counter = Counter()   # {key, transposed key} -> occurrences
         self.products: dict = {}           # key of a bound sub-chain -> temporary name
+        self._tcache: dict = {}
         self._n = 0
 
     # -- common sub-expressions ------------------------------------------------------------
@@ -240,27 +241,37 @@ class JaxMatrixPrinter:
     # -- products ----------------------------------------------------------------------------
     @staticmethod
     def _factors(e: MatMul):
+        """``([], factors)``: the matrix factors, led by the scalar coefficient when there is one
+        (so that ``beta X`` is shared as a whole, e.g. ``J`` inside ``J alpha``)."""
         scalars = [a for a in e.args if not isinstance(a, MatrixExpr)]
         mats = tuple(a for a in e.args if isinstance(a, MatrixExpr))
-        return scalars, mats
+        if scalars:
+            mats = (sp.Mul(*scalars),) + mats
+        return [], mats
 
     def _canon(self, f):
         """``f`` with a transposed symmetric symbol replaced by the symbol (top level only)."""
         return self.symmetric.get(f, f)
 
     def _transpose(self, f):
-        """Unevaluated transpose of one factor (SymPy's ``.T`` simplifies, which is slow)."""
+        """Transpose of one factor: cheap rules for symbols, SymPy's (slow) ``.T`` otherwise,
+        cached per factor."""
         if isinstance(f, Transpose):
             return f.arg
         if f in self.symmetric.values() or isinstance(f, SqrtPSD):
             return f
-        return Transpose(f)
+        if isinstance(f, MatrixSymbol):
+            return Transpose(f)
+        if f not in self._tcache:
+            self._tcache[f] = f.T.xreplace(self.symmetric)
+        return self._tcache[f]
 
     def _key(self, fs) -> tuple:
         return tuple(self._canon(f) for f in fs)
 
     def _tkey(self, fs) -> tuple:
-        return tuple(self._canon(self._transpose(f)) for f in reversed(fs))
+        lead = () if isinstance(fs[0], MatrixExpr) else (fs[0],)  # a scalar stays in front
+        return lead + tuple(self._canon(self._transpose(f)) for f in reversed(fs[len(lead):]))
 
     def _pair(self, fs) -> frozenset:
         return frozenset((self._key(fs), self._tkey(fs)))
@@ -283,8 +294,9 @@ class JaxMatrixPrinter:
     def _matmul(self, e: MatMul) -> str:
         scalars, fs = self._factors(e)
         n = len(fs)
-        rows = [self._size(f.shape[0]) for f in fs]
-        cols = [self._size(f.shape[1]) for f in fs]
+        rows = [self._size(f.shape[0]) if isinstance(f, MatrixExpr) else 1 for f in fs]
+        cols = [self._size(f.shape[1]) if isinstance(f, MatrixExpr) else 1 for f in fs]
+        scalar0 = not isinstance(fs[0], MatrixExpr)
         # Matrix-chain recurrence: cost[i, j], best split of fs[i:j].
         cost, split = {}, {}
         for i in range(n):
@@ -298,7 +310,10 @@ class JaxMatrixPrinter:
                 share = max(1, self.chains.get(self._pair(fs[i:j]), 1))
                 best, arg = None, None
                 for s in range(i + 1, j):
-                    flops = rows[i] * cols[s - 1] * cols[j - 1]
+                    if i == 0 and s == 1 and scalar0:  # coefficient times a matrix
+                        flops = rows[1] * cols[j - 1]
+                    else:
+                        flops = rows[i + (i == 0 and scalar0)] * cols[s - 1] * cols[j - 1]
                     if s - i == 1 and _is_inverse(fs[i]):
                         flops += rows[i] ** 3  # factorisation
                     elif j - s == 1 and _is_inverse(fs[j - 1]):
@@ -320,7 +335,9 @@ class JaxMatrixPrinter:
         if name is not None:
             return name
         s = split[i, j]
-        if s - i == 1 and _is_inverse(fs[i]):
+        if s - i == 1 and not isinstance(fs[i], MatrixExpr):
+            text = f"({self.print(fs[i])} * {self._chain(fs, s, j, split)})"
+        elif s - i == 1 and _is_inverse(fs[i]):
             text = f"jnp.linalg.solve({self.print(fs[i].args[0])}, {self._chain(fs, s, j, split)})"
         elif j - s == 1 and _is_inverse(fs[j - 1]):
             text = (f"jnp.linalg.solve({self.print(fs[j - 1].args[0])}.T, "

@@ -36,8 +36,8 @@ def _values(rng, params):
     vals[S.Sigma] = G @ G.T / 3 + 0.2 * np.eye(3)
     for s in (S.x, S.alpha, *params):
         if isinstance(s, MatrixSymbol):
-            shape = tuple(int(sp.sympify(n).subs(DIMS).subs({z: 2 for z in sp.sympify(n).free_symbols}))
-                          for n in s.shape)
+            shape = tuple(int(sp.sympify(n).subs(DIMS).subs({z: 2 for z in n.free_symbols}))
+                          for n in map(sp.sympify, s.shape))
             vals[s] = rng.normal(size=shape) / 2
         else:
             vals[s] = float(rng.uniform(0.3, 0.9))
