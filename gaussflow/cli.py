@@ -357,6 +357,7 @@ def _add_reproduce(sub):
     p.add_argument("--quick", action="store_true", help="small grids and fewer draws (< 2 min)")
     p.add_argument("--only", choices=["regimes", "ranks", "clustering"], action="append",
                    help="run only this part (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_cmd_reproduce)
 
 
@@ -365,6 +366,9 @@ def _cmd_reproduce(args):
 
     parts = tuple(args.only) if args.only else ("regimes", "ranks", "clustering")
     summary = reproduce(args.out, quick=args.quick, parts=parts)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+        return 0
     print(f"done in {summary['seconds']['total']:.1f} s; files written to "
           f"{os.path.abspath(args.out)}:")
     for f in summary["files"]:

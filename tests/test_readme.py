@@ -14,10 +14,10 @@ def _readme():
 def test_readme_opens_with_the_two_setup_commands_used_by_ci():
     text = _readme()
     block = re.search(r"```bash\n(.*?)```", text, re.S).group(1).strip().splitlines()
-    assert block == ['pip install . && gaussflow run', 'pip install ".[test]" && python -m pytest']
+    assert block == ['pip install . && gaussflow run', 'pip install ".[test]" && python -m pytest -n auto']
     with open(os.path.join(ROOT, ".ci", "run")) as fh:
         ci = fh.read()
-    assert 'pip install ".[test]" && python -m pytest' in ci
+    assert 'pip install ".[test]" && python -m pytest -n auto' in ci
 
 
 def test_readme_python_example_runs():

@@ -56,7 +56,7 @@ def test_sweep_equals_solve(swept):
             n = int(res.mask[i].sum())
             assert n == len(ref.ts) - 1
             assert np.abs(got.covs[:n] - ref.covs[:n]).max() <= 1e-10 * np.abs(ref.covs[:n]).max()
-            assert abs(got.blowup_time - ref.blowup_time) <= 1e-10 * ref.blowup_time
+            assert abs(got.blowup_time - ref.blowup_time) <= 1e-8 * ref.blowup_time  # estimator accuracy O(1/f)
             assert res.blowup_time[i] == got.blowup_time
             assert abs(res.t_stop[i] - ref.t_stop) <= 1e-8 * ref.t_stop
             assert np.isnan(res.covs[i, n:]).all()
@@ -133,7 +133,9 @@ def test_sharded_equals_unsharded(swept, tmp_path):
     assert np.nanmax(np.abs(got["covs"] - res.covs)) <= 1e-12 * scale
     assert np.array_equal(np.isnan(got["covs"]), np.isnan(res.covs))
     assert np.abs(got["final_covs"][done] - res.final_covs[done]).max() <= 1e-12 * scale
-    np.testing.assert_allclose(got["blowup_time"], res.blowup_time, rtol=1e-10)
+    # The blow-up estimate t_stop + tau is itself accurate to O(1/f) ~ 1e-8 relative; where the
+    # last accepted step lands depends on rounding (batched vs sharded matmuls).
+    np.testing.assert_allclose(got["blowup_time"], res.blowup_time, rtol=1e-8)
 
 
 def test_log_time_scale_matches_linear(swept):
