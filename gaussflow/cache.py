@@ -167,6 +167,7 @@ def enable(path=None):
     if path in _registered:  # verified earlier in this process: vouch for what it wrote since
         record(path, _registered[path])
         jax.config.update("jax_compilation_cache_dir", path)
+        _reset_jax_cache()
         return path
     start = time.time()
     report = verify(path)
@@ -176,6 +177,18 @@ def enable(path=None):
                       "(they will be recompiled)", stacklevel=2)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    _reset_jax_cache()
     _registered[path] = start - 1.0
     atexit.register(record, path, start - 1.0)
     return path
+
+
+def _reset_jax_cache():
+    """Make JAX pick up the new cache folder: it fixes its cache at the first compilation (which
+    may already have happened in this process), so a folder set later is otherwise ignored."""
+    try:
+        from jax.experimental.compilation_cache import compilation_cache as _cc
+
+        _cc.reset_cache()
+    except (ImportError, AttributeError):  # pragma: no cover - older/newer JAX layouts
+        pass
