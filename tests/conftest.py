@@ -3,6 +3,9 @@
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# No shared persistent compilation cache across test processes (xdist workers, CLI subprocesses);
+# tests that exercise the cache pass their own folder.
+os.environ.setdefault("GAUSSFLOW_CACHE_DIR", "off")
 # The suite is dominated by XLA compile time; the lowest backend optimisation level halves it
 # (results are the same computations; run time per step is slower, which tests do not measure).
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
