@@ -224,6 +224,18 @@ class Trajectory:
         return f"<table><caption>Trajectory of {self.field_name}</caption>{body}</table>"
 
 
+def check_solver_options(rtol, atol, blowup_threshold, max_steps):
+    """Validate the options shared by :func:`solve` and :func:`~gaussflow.sweep`."""
+    rtol = float(as_scalar("rtol", rtol, positive=True))
+    atol = float(as_scalar("atol", atol, positive=True))
+    thr = float(as_scalar("blowup_threshold", blowup_threshold, positive=True))
+    if thr <= 1:
+        raise ValueError("blowup_threshold must be > 1 (a growth factor of tr Sigma)")
+    if not isinstance(max_steps, (int, np.integer)) or isinstance(max_steps, bool) or max_steps < 1:
+        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+    return rtol, atol, thr
+
+
 def _check_field_state(field, g0):
     from .variants.base import Field
 
@@ -260,13 +272,7 @@ def solve(field, g0, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
     """
     _check_field_state(field, g0)
     t0, t1, ts_arr = check_times(t0, t1, ts)
-    rtol = float(as_scalar("rtol", rtol, positive=True))
-    atol = float(as_scalar("atol", atol, positive=True))
-    thr = float(as_scalar("blowup_threshold", blowup_threshold, positive=True))
-    if thr <= 1:
-        raise ValueError("blowup_threshold must be > 1 (a growth factor of tr Sigma)")
-    if not isinstance(max_steps, (int, np.integer)) or isinstance(max_steps, bool) or max_steps < 1:
-        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+    rtol, atol, thr = check_solver_options(rtol, atol, blowup_threshold, max_steps)
     if getattr(field, "time_dependent", False):
         end = t0 + field.total
         if t1 > end * (1 + 1e-12) + 1e-12:

@@ -37,9 +37,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import PSD_TOL, SYM_TOL, as_array, as_scalar, check_times
+from ._checks import PSD_TOL, SYM_TOL, as_array, check_times
 from .gaussian import Gaussian
-from .solve import TIME_SCALES, _integrate, _resolve_solver, _status, _trajectory
+from .solve import (TIME_SCALES, _integrate, _resolve_solver, _status, _trajectory,
+                    check_solver_options)
 
 _AXIS = "batch"
 #: Lowerings of the batched core so far (one per compilation; see :func:`cache_info`).
@@ -318,14 +319,9 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
                          "one size (or a single field / single state to share)")
     B = B_field if field_batched else B_state
     t0, t1, ts_arr = check_times(t0, t1, ts)
-    rtol = float(as_scalar("rtol", rtol, positive=True))
-    atol = float(as_scalar("atol", atol, positive=True))
-    thr = float(as_scalar("blowup_threshold", blowup_threshold, positive=True))
-    if thr <= 1:
-        raise ValueError("blowup_threshold must be > 1 (a growth factor of tr Sigma)")
-    for nm, v in (("max_steps", max_steps), ("chunk_size", chunk_size)):
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{nm} must be a positive integer, got {v!r}")
+    rtol, atol, thr = check_solver_options(rtol, atol, blowup_threshold, max_steps)
+    if not isinstance(chunk_size, (int, np.integer)) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if time_scale not in TIME_SCALES:
         raise ValueError(f"time_scale must be one of {TIME_SCALES}, got {time_scale!r}")
     solver = _resolve_solver(solver)
