@@ -22,6 +22,14 @@ def _fmt(example: str) -> dict:
     return {"epilog": "example:\n  " + example, "formatter_class": argparse.RawDescriptionHelpFormatter}
 
 
+def _report_files(seconds, out, files) -> int:
+    """Print the run time and the files a command wrote; exit code 0."""
+    print(f"done in {seconds:.1f} s; files written to {os.path.abspath(out)}:")
+    for f in files:
+        print(f"  {f}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------- run
 def _add_run(sub):
     p = sub.add_parser("run", help="run the default study (softmax, d = 2) and write figures",
@@ -46,10 +54,7 @@ def _cmd_run(args):
     for name, case in summary["cases"].items():
         st = ", ".join(f"{k}: {v}" for k, v in case["statuses"].items())
         print(f"{name:10s} {len(case['runs'])} runs ({st})")
-    print(f"done in {summary['seconds']:.1f} s; files written to {os.path.abspath(args.out)}:")
-    for f in summary["files"]:
-        print(f"  {f}")
-    return 0
+    return _report_files(summary["seconds"], args.out, summary["files"])
 
 
 # ------------------------------------------------------------------------------------- derive
@@ -369,11 +374,7 @@ def _cmd_reproduce(args):
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         return 0
-    print(f"done in {summary['seconds']['total']:.1f} s; files written to "
-          f"{os.path.abspath(args.out)}:")
-    for f in summary["files"]:
-        print(f"  {f}")
-    return 0
+    return _report_files(summary["seconds"]["total"], args.out, summary["files"])
 
 
 # -------------------------------------------------------------------------------------- bench
