@@ -23,6 +23,7 @@ stopping time ``t_stop`` with ``status``:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field as dc_field
 from typing import Any
@@ -82,6 +83,28 @@ def _growth(field, mean, S, scale):
     return f, fp
 
 
+@contextlib.contextmanager
+def _checks_without_callbacks():
+    """Trace equinox's runtime checks (``eqx.error_if``) in ``"nan"`` mode, not ``"raise"``.
+
+    In ``"raise"`` mode every check is a host callback, and JAX does not store executables with
+    host callbacks in its persistent compilation cache, so the solver would be recompiled in every
+    process. The checks diffrax makes here (save times increasing and inside ``[t0, t1]``) are
+    made on the host before any tracing (:func:`~gaussflow._checks.check_times`), so they cannot
+    fire; any other failed check turns the state into NaN, reported as status ``"nonfinite"``.
+    A mode the user chose through ``EQX_ON_ERROR`` (anything but the default) is left alone.
+    """
+    errors = getattr(eqx, "_errors", None)
+    if getattr(errors, "EQX_ON_ERROR", None) != "raise":
+        yield
+        return
+    errors.EQX_ON_ERROR = "nan"
+    try:
+        yield
+    finally:
+        errors.EQX_ON_ERROR = "raise"
+
+
 #: Time variables the solver may step in (``solve(..., time_scale=)``).
 TIME_SCALES = ("linear", "log")
 
@@ -136,13 +159,15 @@ def _integrate(field, mean0, cov0, t0, t1, ts, solver, rtol, atol, max_steps, th
 
     Phi0 = jnp.broadcast_to(jnp.eye(cov0.shape[-1]), cov0.shape)
     s1 = to_s(t1)
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(vf), solver, to_s(t0), s1, None, (mean0, Phi0),
-        saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=to_s(ts)), diffrax.SubSaveAt(t1=True)]),
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-        event=diffrax.Event(cond),
-        max_steps=max_steps, throw=False, progress_meter=progress_meter, adjoint=adjoint,
-    )
+    with _checks_without_callbacks():
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(vf), solver, to_s(t0), s1, None, (mean0, Phi0),
+            saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=to_s(ts)),
+                                        diffrax.SubSaveAt(t1=True)]),
+            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            event=diffrax.Event(cond),
+            max_steps=max_steps, throw=False, progress_meter=progress_meter, adjoint=adjoint,
+        )
     (means, Phis), (mean_end, Phi_end) = sol.ys
     covs = _cov_from_flow(Phis, cov0)
     cov_end = _cov_from_flow(Phi_end[-1], cov0)

@@ -169,3 +169,20 @@ def test_bad_solve_arguments():
         gf.solve(field, g0, 1.0, rtol=-1)
     with pytest.raises(ValueError, match="solver"):
         gf.solve(field, g0, 1.0, solver="euler-ish")
+
+
+def test_solver_core_has_no_host_callbacks():
+    """JAX's persistent compilation cache refuses executables with host callbacks; the solver's
+    core must have none (equinox checks traced in "nan" mode), or every process recompiles."""
+    import diffrax
+    import equinox as eqx
+
+    from gaussflow.solve import _integrate
+
+    field = gf.Softmax(np.eye(2), -np.eye(2), np.eye(2))
+    jaxpr = eqx.filter_make_jaxpr(_integrate)(
+        field, jnp.zeros(2), 0.5 * jnp.eye(2), 0.0, 1.0, jnp.linspace(0.0, 1.0, 3),
+        diffrax.Tsit5(), 1e-8, 1e-10, 64, 1e8, diffrax.NoProgressMeter(),
+        diffrax.RecursiveCheckpointAdjoint())[0]
+    assert "callback" not in str(jaxpr)
+    assert eqx._errors.EQX_ON_ERROR == "raise"  # the switch is only for the trace
