@@ -107,6 +107,8 @@ def _is_inverse(f) -> bool:
 
 #: Size assumed for a symbolic dimension when choosing the order of a matrix product.
 _DIM_GUESS = 64
+#: Relative cost of a product of constants only (computed once per solve, not per evaluation).
+_CONSTANT_WEIGHT = 1e-3
 
 
 class JaxMatrixPrinter:
@@ -121,12 +123,16 @@ class JaxMatrixPrinter:
     ``_DIM_GUESS``, so ``(n, 1)`` vectors are multiplied in first), where a sub-chain that is
     already bound, or whose transpose is, costs nothing, and one that occurs in several products of
     the function (or transposed, e.g. ``X`` and ``X^T`` in ``X + X^T``) is bound to a temporary
-    and reused (``X^T`` printed as ``_t.T``). An ``Inverse(B)`` factor is never formed:
+    and reused (``X^T`` printed as ``_t.T``). A sub-chain of ``constants`` only (weights and
+    scales, fixed during a solve) counts ``_CONSTANT_WEIGHT`` of its flops: XLA hoists it out of
+    the solver loop, so ``Sigma Q^T K Sigma`` becomes ``Sigma (Q^T K) Sigma`` (two products
+    per evaluation, not three). An ``Inverse(B)`` factor is never formed:
     ``Inverse(B) @ R`` is ``solve(B, R)`` and ``L @ Inverse(B)`` is ``solve(B^T, L^T)^T``.
     """
 
-    def __init__(self, dims: dict, symmetric=()):
+    def __init__(self, dims: dict, symmetric=(), constants=()):
         self.dims = dims
+        self.constants = frozenset(constants)
         self.symmetric = {sp.Transpose(s): s for s in symmetric}
         self.lines: list[str] = []
         self.bound: dict = {}
@@ -298,6 +304,8 @@ class JaxMatrixPrinter:
         cols = [self._size(f.shape[1]) if isinstance(f, MatrixExpr) else 1 for f in fs]
         scalar0 = not isinstance(fs[0], MatrixExpr)
         # Matrix-chain recurrence: cost[i, j], best split of fs[i:j].
+        fixed = [f.free_symbols <= self.constants if self.constants else False for f in fs]
+        const = {(i, j): all(fixed[i:j]) for i in range(n) for j in range(i + 1, n + 1)}
         cost, split = {}, {}
         for i in range(n):
             cost[i, i + 1] = 0.0
@@ -318,6 +326,8 @@ class JaxMatrixPrinter:
                         flops += rows[i] ** 3  # factorisation
                     elif j - s == 1 and _is_inverse(fs[j - 1]):
                         flops += rows[j - 1] ** 3
+                    if const[i, j]:
+                        flops *= _CONSTANT_WEIGHT
                     c = cost[i, s] + cost[s, j] + flops / share
                     if best is None or c < best:
                         best, arg = c, s
@@ -352,11 +362,13 @@ class JaxMatrixPrinter:
 
 
 def generate_function(name: str, args: Sequence, outputs: Sequence, doc: str = "",
-                      symmetric=None) -> str:
+                      symmetric=None, constants=()) -> str:
     """Source text of ``def name(*args): ... return outputs`` for SymPy (matrix) expressions.
 
     ``symmetric``: matrix symbols among ``args`` that callers pass symmetric (default: the shared
-    covariance ``Sigma`` when it is an argument). Larger outputs are printed first, so smaller
+    covariance ``Sigma`` when it is an argument). ``constants``: arguments fixed while the
+    function is evaluated many times (the weights and scales of a field): products of them alone
+    are preferred, as computed once. Larger outputs are printed first, so smaller
     ones reuse their products (e.g. ``d alpha/dt = J alpha + ...`` after ``J``).
     """
     if symmetric is None:
@@ -369,7 +381,7 @@ def generate_function(name: str, args: Sequence, outputs: Sequence, doc: str = "
             for axis, n in enumerate(a.shape):
                 for s in sp.sympify(n).free_symbols:
                     dims.setdefault(s, f"{a.name}.shape[{axis}]")
-    printer = JaxMatrixPrinter(dims, symmetric)
+    printer = JaxMatrixPrinter(dims, symmetric, constants)
     for out in outputs:
         printer.count(out)
 

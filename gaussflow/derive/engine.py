@@ -46,11 +46,11 @@ def build(name, exact, velocity, mean_rhs, jacobian, cov_rhs, steps, closed_form
     vel_args, mom_args = signature(params)
     src = "\n".join([
         f"# gaussflow generated code: {name} closure. Vectors are (n, 1) columns.\n",
-        generate_function("velocity", vel_args, [velocity],
+        generate_function("velocity", vel_args, [velocity], constants=params,
                           doc=f"Gamma[N(alpha, Sigma)](x) for the {name} field."),
-        generate_function("closure", mom_args, [mean_rhs, jacobian],
+        generate_function("closure", mom_args, [mean_rhs, jacobian], constants=params,
                           doc="(d alpha/dt, J) with d Sigma/dt = J Sigma + Sigma J^T."),
-        generate_function("moment_rhs", mom_args, [mean_rhs, cov_rhs],
+        generate_function("moment_rhs", mom_args, [mean_rhs, cov_rhs], constants=params,
                           doc="(d alpha/dt, d Sigma/dt)."),
     ])
     return Derivation(name=name, exact=exact, params=params, velocity=velocity, mean_rhs=mean_rhs,
