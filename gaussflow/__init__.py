@@ -16,11 +16,20 @@ from .variants import L2, Affine, Field, Layers, MultiHead, Sinkhorn, Softmax, S
 from .variants import Masked, Sigmoid, Unnormalized  # noqa: E402
 from .solve import Trajectory, solve  # noqa: E402
 from .sweep import SweepResult, sweep  # noqa: E402
-from . import particles, plots, theory  # noqa: E402
+from . import particles, theory  # noqa: E402
 from .validate import ValidationReport, validate  # noqa: E402
 from .weights import load_attention  # noqa: E402
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    """``gf.plots`` is imported on first use (matplotlib adds ~0.7 s to ``import gaussflow``)."""
+    if name == "plots":
+        import importlib
+
+        return importlib.import_module(".plots", __name__)
+    raise AttributeError(f"module 'gaussflow' has no attribute {name!r}")
 
 __all__ = [
     "Gaussian",
