@@ -130,9 +130,10 @@ class JaxMatrixPrinter:
     ``Inverse(B) @ R`` is ``solve(B, R)`` and ``L @ Inverse(B)`` is ``solve(B^T, L^T)^T``.
     """
 
-    def __init__(self, dims: dict, symmetric=(), constants=()):
+    def __init__(self, dims: dict, symmetric=(), constants=(), state=None):
         self.dims = dims
         self.constants = frozenset(constants)
+        self.state = state
         self.symmetric = {sp.Transpose(s): s for s in symmetric}
         self.lines: list[str] = []
         self.bound: dict = {}
@@ -153,6 +154,9 @@ class JaxMatrixPrinter:
                 for i in range(len(fs)):
                     for j in range(i + 2, len(fs) + 1):
                         self.chains[self._pair(fs[i:j])] += 1
+                for f in fs:  # factors merged with the state (not among expr.args)
+                    if isinstance(f, MatMul) and f not in expr.args:
+                        self.count(f)
             for a in expr.args:
                 self.count(a)
 
@@ -245,15 +249,40 @@ class JaxMatrixPrinter:
         raise NotImplementedError(f"codegen cannot print {type(e).__name__}: {e}")
 
     # -- products ----------------------------------------------------------------------------
-    @staticmethod
-    def _factors(e: MatMul):
+    def _factors(self, e: MatMul):
         """``([], factors)``: the matrix factors, led by the scalar coefficient when there is one
-        (so that ``beta X`` is shared as a whole, e.g. ``J`` inside ``J alpha``)."""
+        (so that ``beta X`` is shared as a whole, e.g. ``J`` inside ``J alpha``). With a ``state``
+        symbol, each weight next to it is multiplied into it first (:meth:`_with_state`)."""
         scalars = [a for a in e.args if not isinstance(a, MatrixExpr)]
         mats = tuple(a for a in e.args if isinstance(a, MatrixExpr))
+        if self.state is not None and len(mats) > 2:
+            mats = self._with_state(mats)
         if scalars:
             mats = (sp.Mul(*scalars),) + mats
         return [], mats
+
+    def _with_state(self, fs):
+        """Merge ``Phi^T W`` and a trailing ``W Phi`` (``W`` a weight) into single factors.
+
+        In ``J Phi = ... Phi Sigma0 Phi^T K^T Q Phi`` (``Sigma = Phi Sigma0 Phi^T``), where Sigma
+        collapses ``Q Phi`` and ``K Phi`` are small, and ``Phi^T K^T Q Phi`` is only accurate as
+        ``(K Phi)^T (Q Phi)``: formed as ``Phi^T (K^T Q Phi)`` it keeps an absolute round-off
+        ``eps |Phi|^2`` that ``dPhi/dt`` integrates into an error growing like ``eps t``."""
+        P, PT = self.state, Transpose(self.state)
+        weight = (lambda f: isinstance(f, (MatrixSymbol, Transpose))
+                  and f.free_symbols <= self.constants)
+        out, i = [], 0
+        while i < len(fs):
+            if i + 2 == len(fs) and fs[i + 1] == P and weight(fs[i]):
+                out.append(MatMul(fs[i], P))
+                i += 2
+            elif i + 1 < len(fs) and fs[i] == PT and weight(fs[i + 1]):
+                out.append(MatMul(PT, fs[i + 1]))
+                i += 2
+            else:
+                out.append(fs[i])
+                i += 1
+        return tuple(out)
 
     def _canon(self, f):
         """``f`` with a transposed symmetric symbol replaced by the symbol (top level only)."""
@@ -362,13 +391,14 @@ class JaxMatrixPrinter:
 
 
 def generate_function(name: str, args: Sequence, outputs: Sequence, doc: str = "",
-                      symmetric=None, constants=()) -> str:
+                      symmetric=None, constants=(), state=None) -> str:
     """Source text of ``def name(*args): ... return outputs`` for SymPy (matrix) expressions.
 
     ``symmetric``: matrix symbols among ``args`` that callers pass symmetric (default: the shared
     covariance ``Sigma`` when it is an argument). ``constants``: arguments fixed while the
     function is evaluated many times (the weights and scales of a field): products of them alone
-    are preferred, as computed once. Larger outputs are printed first, so smaller
+    are preferred, as computed once. ``state``: a flow-map symbol ``Phi`` that each adjacent
+    weight multiplies first (for round-off, see :meth:`JaxMatrixPrinter._with_state`). Larger outputs are printed first, so smaller
     ones reuse their products (e.g. ``d alpha/dt = J alpha + ...`` after ``J``).
     """
     if symmetric is None:
@@ -381,7 +411,7 @@ def generate_function(name: str, args: Sequence, outputs: Sequence, doc: str = "
             for axis, n in enumerate(a.shape):
                 for s in sp.sympify(n).free_symbols:
                     dims.setdefault(s, f"{a.name}.shape[{axis}]")
-    printer = JaxMatrixPrinter(dims, symmetric, constants)
+    printer = JaxMatrixPrinter(dims, symmetric, constants, state)
     for out in outputs:
         printer.count(out)
 

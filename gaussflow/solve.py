@@ -128,9 +128,7 @@ def _integrate(field, mean0, cov0, t0, t1, ts, solver, rtol, atol, max_steps, th
 
     def vf_t(t, y):
         mean, Phi = y
-        S = _cov_from_flow(Phi, cov0)
-        dm, J = field._closure(mean, S)
-        return dm, J @ Phi
+        return field._flow_rhs(mean, Phi, cov0)
 
     def vf(s, y, args):
         dm, dPhi = vf_t(to_t(s), y)

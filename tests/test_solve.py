@@ -186,3 +186,47 @@ def test_solver_core_has_no_host_callbacks():
         diffrax.RecursiveCheckpointAdjoint())[0]
     assert "callback" not in str(jaxpr)
     assert eqx._errors.EQX_ON_ERROR == "raise"  # the switch is only for the trace
+
+
+def test_collapse_to_low_rank_limit_without_roundoff_drift():
+    """Softmax with K = -Q, W_O V = I collapses to ``gf.theory.limit_covariance`` like 1/t. The
+    solver's right-hand side forms ``Q Phi``, ``K Phi`` first, so the round-off does not grow like
+    ``eps t`` (with ``J`` formed from Sigma first, the error at t = 1e10 was 1e-6): at t = 1e10
+    the error against the closed form ``Sigma(t)`` is at round-off and the distance to the limit
+    is the O(1/t) one."""
+    rng = np.random.default_rng(7)
+    d, k = 4, 2
+    Q = rng.normal(size=(k, d))
+    field = gf.Softmax(Q, -Q, np.eye(d), beta=0.5)
+    G = rng.normal(size=(d, d))
+    g0 = gf.Gaussian(np.zeros(d), G @ G.T / d)
+    t1 = 1e10
+    traj = gf.solve(field, g0, t1, ts=[0.0, t1])
+    assert traj.status == "completed"
+    assert traj.num_steps < 400
+    # Sigma(t) = (Sigma0^{-1} + 2 t beta Q^T Q)^{-1}, in a form without cancellation at large t
+    # (gf.theory.covariance inverts I - t S~, whose condition number grows like t).
+    S0, QS = np.asarray(g0.cov), Q @ np.asarray(g0.cov)
+    exact = S0 - QS.T @ np.linalg.solve(np.eye(k) / (2 * t1 * 0.5) + QS @ Q.T, QS)
+    assert np.max(np.abs(traj.covs[-1] - exact)) <= 1e-12
+    limit = np.asarray(gf.theory.limit_covariance(field, g0))
+    assert np.max(np.abs(traj.covs[-1] - limit)) <= 1e-8
+    assert np.linalg.matrix_rank(limit, tol=1e-9) == d - k
+
+
+@pytest.mark.parametrize("name", ["softmax", "l2", "sinkhorn", "affine"])
+def test_flow_rhs_equals_closure_times_phi(name):
+    """The generated ``flow_rhs`` (Sigma = Phi Sigma0 Phi^T substituted) equals ``J(Sigma) Phi``."""
+    from gaussflow.variants.base import Field
+
+    rng = np.random.default_rng(3)
+    d = 3
+    Q, K, V = (rng.normal(size=(d, d)) for _ in range(3))
+    field = {"softmax": gf.Softmax(Q, K, V, beta=0.7), "l2": gf.L2(Q, K, V),
+             "sinkhorn": gf.Sinkhorn(Q, K, V), "affine": gf.Affine(Q, rng.normal(size=d))}[name]
+    assert "def flow_rhs" in field.derivation().jax_source
+    m = jnp.asarray(rng.normal(size=d))
+    Phi = jnp.asarray(np.eye(d) + 0.2 * rng.normal(size=(d, d)))
+    S0 = jnp.asarray(random_spd(rng, d))
+    for a, b in zip(field._flow_rhs(m, Phi, S0), Field._flow_rhs(field, m, Phi, S0)):
+        assert float(jnp.max(jnp.abs(a - b))) <= 1e-13 * float(jnp.max(jnp.abs(b)))

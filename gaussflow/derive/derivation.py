@@ -40,7 +40,8 @@ class Derivation:
         ``d Sigma/dt = J Sigma + Sigma J^T``, and ``d Sigma/dt`` itself.
     steps : the chain of rules that produced them (rendered by :meth:`markdown`).
     closed_forms : extra results (e.g. ``d Sigma^{-1}/dt`` when ``W_O V = I``).
-    jax_source : the generated JAX code (functions ``velocity``, ``closure``, ``moment_rhs``).
+    jax_source : the generated JAX code (functions ``velocity``, ``closure``, ``moment_rhs``,
+        ``flow_rhs``: the solver's right-hand side in its state ``Sigma = Phi Sigma0 Phi^T``).
     """
 
     name: str

@@ -52,11 +52,24 @@ def build(name, exact, velocity, mean_rhs, jacobian, cov_rhs, steps, closed_form
                           doc="(d alpha/dt, J) with d Sigma/dt = J Sigma + Sigma J^T."),
         generate_function("moment_rhs", mom_args, [mean_rhs, cov_rhs], constants=params,
                           doc="(d alpha/dt, d Sigma/dt)."),
+        generate_function("flow_rhs", (S.alpha, S.Phi, S.Sigma0, *params),
+                          flow_exprs(mean_rhs, jacobian), constants=params, state=S.Phi,
+                          symmetric=[S.Sigma0],
+                          doc="(d alpha/dt, d Phi/dt = J Phi) with Sigma = Phi Sigma0 Phi^T."),
     ])
     return Derivation(name=name, exact=exact, params=params, velocity=velocity, mean_rhs=mean_rhs,
                       jacobian=jacobian, cov_rhs=cov_rhs, steps=tuple(steps),
                       closed_forms=tuple(closed_forms), notes=tuple(notes), jax_source=src,
                       runtime=dict(runtime or {}))
+
+
+def flow_exprs(mean_rhs, jacobian):
+    """``(d alpha/dt, dPhi/dt = J Phi)`` in the solver's state: ``Sigma = Phi Sigma0 Phi^T``
+    substituted, so that the printer can form ``Q Phi``, ``K Phi`` before anything else."""
+    sub = {S.Sigma: S.Phi * S.Sigma0 * S.Phi.T}
+    fix = {sp.Transpose(S.Sigma0): S.Sigma0}
+    return (mean_rhs.xreplace(sub).doit().xreplace(fix),
+            (jacobian.xreplace(sub) * S.Phi).doit().expand().xreplace(fix))
 
 
 def identity_value_closed_form(cov_rhs):

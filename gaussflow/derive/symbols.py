@@ -17,6 +17,9 @@ x = MatrixSymbol("x", d, 1)
 y = MatrixSymbol("y", d, 1)
 alpha = MatrixSymbol("alpha", d, 1)
 Sigma = MatrixSymbol("Sigma", d, d)
+# The solver's state: Sigma = Phi Sigma0 Phi^T (flow map Phi, initial covariance Sigma0).
+Phi = MatrixSymbol("Phi", d, d)
+Sigma0 = MatrixSymbol("Sigma0", d, d)
 
 Q = MatrixSymbol("Q", k, d)
 K = MatrixSymbol("K", k, d)

@@ -49,6 +49,12 @@ class Field(eqx.Module):
         JS = J @ cov
         return dm, JS + JS.T
 
+    def _flow_rhs(self, mean, Phi, cov0):
+        """``(d alpha/dt, dPhi/dt = J Phi)`` for the solver's state ``Sigma = Phi Sigma0 Phi^T``."""
+        S = jnp.einsum("...ij,...jk,...lk->...il", Phi, cov0, Phi)
+        dm, J = self._closure(mean, (S + jnp.swapaxes(S, -1, -2)) / 2)
+        return dm, J @ Phi
+
     def _domain_ok(self, mean, cov):
         """False where the closure's integrals stop existing (approximate closures override)."""
         return jnp.asarray(True)
@@ -132,6 +138,15 @@ class DerivedField(Field):
         f = self.derivation().functions["moment_rhs"]
         dm, dS = f(mean[:, None], cov, *self._args())
         return dm[:, 0], dS
+
+    def _flow_rhs(self, mean, Phi, cov0):
+        # The generated flow_rhs forms Q Phi, K Phi first (accurate where Sigma collapses); only
+        # when the closure is the generated one (subclasses may override _closure).
+        f = self.derivation().functions.get("flow_rhs")
+        if f is None or type(self)._closure is not DerivedField._closure:
+            return super()._flow_rhs(mean, Phi, cov0)
+        dm, dPhi = f(mean[:, None], Phi, cov0, *self._args())
+        return dm[:, 0], dPhi
 
 
 @functools.cache

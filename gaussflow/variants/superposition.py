@@ -106,5 +106,9 @@ class Sum(Field):
         outs = [p._moment_rhs(mean, cov) for p in self.parts]
         return sum(o[0] for o in outs), sum(o[1] for o in outs)
 
+    def _flow_rhs(self, mean, Phi, cov0):
+        outs = [p._flow_rhs(mean, Phi, cov0) for p in self.parts]
+        return sum(o[0] for o in outs), sum(o[1] for o in outs)
+
     def _domain_ok(self, mean, cov):
         return functools.reduce(jnp.logical_and, [p._domain_ok(mean, cov) for p in self.parts])
