@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass, field as dc_field
 from typing import Any, Callable
 
@@ -94,25 +95,48 @@ NORMALISATIONS = ("softmax", "none", "sinkhorn")
 
 
 # ------------------------------------------------------------------------------ sampling
-def sample(g: Gaussian, n: int, seed=0) -> np.ndarray:
-    """``n`` independent draws from ``N(g.mean, g.cov)``, shape ``(n, d)``, float64.
+#: Sampling methods of :func:`sample`.
+SAMPLERS = ("random", "sobol")
+
+
+def sample(g: Gaussian, n: int, seed=0, method: str = "random") -> np.ndarray:
+    """``n`` draws from ``N(g.mean, g.cov)``, shape ``(n, d)``, float64.
 
     Uses a symmetric eigendecomposition ``cov = U diag(w) U^T`` (``x = mean + U sqrt(w) z``), so
     singular (PSD) covariances are fine: the samples lie in ``mean + range(cov)`` (eigenvalues at
     round-off level count as zero). ``seed`` is an
     int (``jax.random.PRNGKey(seed)``) or a JAX PRNG key; the same seed gives the same samples.
+
+    ``method``: ``"random"`` (independent draws, ``z ~ N(0, I)``) or ``"sobol"`` (randomised
+    quasi-Monte Carlo: ``z = Phi^{-1}(u)`` for the first ``n`` points ``u`` of a scrambled Sobol
+    sequence (scipy.stats.qmc), scrambling seeded from ``seed``; best balanced for ``n`` a power of
+    two). Each Sobol cloud is marginally uniform over the scrambling, and its empirical measure
+    tends to the same Gaussian, with integration error of smooth functions falling about like
+    ``1/n`` instead of ``n^{-1/2}``; no random extreme outliers (the largest ``|z|`` is about
+    ``Phi^{-1}(1 - 1/(2n))``). A variance reduction for validating closures (same limit).
     """
     if not isinstance(g, Gaussian):
         raise TypeError(f"g must be a gf.Gaussian, got {type(g).__name__}; wrap it as "
                         "gf.Gaussian(mean, cov)")
     n = _check_count("n", n, minimum=1)
+    if method not in SAMPLERS:
+        raise ValueError(f"method must be one of {SAMPLERS}, got {method!r}")
     key = _key(seed)
     cov = np.asarray(g.cov)
     w, U = np.linalg.eigh((cov + cov.T) / 2)
     # Eigenvalues at round-off level (|w| <= d eps max|w|) are zero: exact null directions stay null.
     w = np.where(np.abs(w) <= g.dim * np.finfo(float).eps * np.max(np.abs(w)), 0.0, w)
     root = U * np.sqrt(np.clip(w, 0.0, None))
-    z = np.asarray(jax.random.normal(key, (n, g.dim), dtype=jnp.float64))
+    if method == "sobol":
+        from scipy.stats import norm, qmc
+
+        rng_seed = int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
+        with warnings.catch_warnings():  # "balance properties" warning for n not a power of two
+            warnings.simplefilter("ignore", UserWarning)
+            u = qmc.Sobol(g.dim, scramble=True, seed=rng_seed).random(n)
+        z = norm.ppf(u)
+    else:
+        z = np.asarray(jax.random.normal(key, (n, g.dim), dtype=jnp.float64))
     return np.asarray(g.mean)[None, :] + z @ root.T
 
 
@@ -807,6 +831,6 @@ def _jit_velocity(field, X, pos, ctx, log_a=None):
     return particle_velocity(field, X, pos, ctx, log_a)
 
 
-__all__ = ["sample", "simulate", "simulate_batch", "velocity", "particle_velocity",
+__all__ = ["sample", "SAMPLERS", "simulate", "simulate_batch", "velocity", "particle_velocity",
            "empirical_moments", "ParticleTrajectory", "Context", "kernel_spec",
            "sinkhorn_potentials", "WEIGHT_HOOKS", "DIRECT_WEIGHTS", "BLOCK_ELEMENTS"]

@@ -80,6 +80,25 @@ def test_sample_singular_covariance_stays_in_range():
     assert np.std((X - np.asarray(g.mean)) @ u) > 1.0
 
 
+def test_sample_sobol_is_deterministic_and_far_less_noisy():
+    """Scrambled Sobol clouds: same seed, same cloud; the covariance error at n = 1024 (rms over 8
+    seeds) measured 0.0024 (Sobol) vs 0.038 (independent draws) for this Gaussian."""
+    g = gf.Gaussian([0.5, -0.25], [[0.6, 0.15], [0.15, 0.4]])
+    a = P.sample(g, 1024, seed=3, method="sobol")
+    assert a.shape == (1024, 2) and np.array_equal(a, P.sample(g, 1024, seed=3, method="sobol"))
+    assert not np.array_equal(a, P.sample(g, 1024, seed=4, method="sobol"))
+
+    def rms_cov_error(method):
+        e = [np.linalg.norm(np.asarray(P.empirical_moments(P.sample(g, 1024, s, method))[1])
+                            - np.asarray(g.cov)) for s in range(8)]
+        return float(np.sqrt(np.mean(np.square(e))))
+
+    sob, rnd = rms_cov_error("sobol"), rms_cov_error("random")
+    assert sob < 0.006 and rnd > 0.015 and sob < rnd / 5
+    with pytest.raises(ValueError, match="method must be one of"):
+        P.sample(g, 10, method="halton")
+
+
 def test_sample_bad_input():
     g = gf.Gaussian.standard(2)
     with pytest.raises(TypeError, match="gf.Gaussian"):
