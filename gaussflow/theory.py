@@ -280,8 +280,12 @@ def covariance(field, g0, t):
     T = blowup_time(field, g0)
     if np.any(ts >= T):
         raise ValueError(f"t must be below the blow-up time T* = {T:.8g}")
-    d = St.shape[0]
-    out = np.stack([R @ np.linalg.solve(np.eye(d) - tt * St, R) for tt in ts])
+    # S~ is symmetric: (I - t S~)^{-1} = U diag(1 / (1 - t w)) U^T, accurate to round-off at any
+    # t (a linear solve with I - t S~, whose condition number grows like t, is not); eigenvalues
+    # at round-off level are zeros of S~ (else t * eps would be read as a rate).
+    w, U = np.linalg.eigh(St)
+    w = np.where(np.abs(w) <= 8 * w.size * np.finfo(float).eps * np.abs(w).max(initial=0.0), 0.0, w)
+    out = np.stack([(R @ U / (1 - tt * w)) @ (U.T @ R) for tt in ts])
     out = (out + np.swapaxes(out, -1, -2)) / 2
     return out[0] if np.ndim(t) == 0 else out
 

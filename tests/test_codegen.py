@@ -103,11 +103,16 @@ def test_x_plus_x_transpose_computes_x_once():
 def test_softmax_closure_shares_J_between_mean_and_jacobian():
     src = gf.derive("softmax").jax_source
     closure = src[src.index("def closure"):src.index("def moment_rhs")]
-    moment = src[src.index("def moment_rhs"):]
+    moment = src[src.index("def moment_rhs"):src.index("def flow_rhs")]
+    flow = src[src.index("def flow_rhs"):]
     # J = beta W_O V Sigma K^T Q: four products, then dalpha = W_O V alpha + J alpha: two more.
     assert _matmuls(closure) == 6, closure
-    # dSigma = J Sigma + (J Sigma)^T: one more product than J, the mean reuses J^T.
+    # dSigma = J Sigma + (J Sigma)^T: one more product than J, the mean reuses J^T; the weight
+    # products (Q^T K, V^T W_O^T) are formed on their own (hoisted out of a solver loop).
     assert _matmuls(moment) == 7, moment
+    assert "(Q.T @ K)" in moment and "(V.T @ W_O.T)" in moment, moment
+    # J Phi with Sigma = Phi Sigma0 Phi^T: K Phi and Q Phi formed first, never K^T Q.
+    assert "(Q @ Phi)" in flow and "K.T @ Q" not in flow and "Q.T @ K" not in flow, flow
 
 
 def test_vectors_are_multiplied_in_first():

@@ -204,10 +204,10 @@ def test_collapse_to_low_rank_limit_without_roundoff_drift():
     traj = gf.solve(field, g0, t1, ts=[0.0, t1])
     assert traj.status == "completed"
     assert traj.num_steps < 400
-    # Sigma(t) = (Sigma0^{-1} + 2 t beta Q^T Q)^{-1}, in a form without cancellation at large t
-    # (gf.theory.covariance inverts I - t S~, whose condition number grows like t).
+    # Sigma(t) = (Sigma0^{-1} + 2 t beta Q^T Q)^{-1}, written without cancellation at large t
     S0, QS = np.asarray(g0.cov), Q @ np.asarray(g0.cov)
     exact = S0 - QS.T @ np.linalg.solve(np.eye(k) / (2 * t1 * 0.5) + QS @ Q.T, QS)
+    assert np.max(np.abs(np.asarray(gf.theory.covariance(field, g0, t1)) - exact)) <= 1e-13
     assert np.max(np.abs(traj.covs[-1] - exact)) <= 1e-12
     limit = np.asarray(gf.theory.limit_covariance(field, g0))
     assert np.max(np.abs(traj.covs[-1] - limit)) <= 1e-8
