@@ -16,6 +16,7 @@ import pytest
 
 import gaussflow as gf
 from gaussflow.quadrature import Cubature, gauss_hermite, logistic_gauss
+from gaussflow.validate import moment_errors
 
 D = 2
 
@@ -241,3 +242,58 @@ def test_sigmoid_closure_accuracy_pinned():
     """The regime claimed accurate (README table): beta = 1, bias = -1, t <= 1 has covariance bias
     8.5e-4; Monte Carlo noise at N = 1024 is about 1.2e-3 (2x the N = 4096 figure)."""
     assert _sigmoid_cov_error(1.0) < 6e-3
+
+
+# Unnormalised and masked: regimes and numbers from benchmarks/approx_error.py (2026-11-29, Sobol
+# clouds, rtol = 1e-6). Tolerance = the benchmark's bias b + 3 x the Monte Carlo spread at the
+# test's cloud size (standard deviation over 12 seeds, 10..21, not used by the benchmark).
+
+
+def _bench():
+    from benchmarks import approx_error as AE
+
+    Q, K, V = AE.weights()
+    g0 = gf.Gaussian([0.5, -0.25], [[0.6, 0.15], [0.15, 0.4]])
+    return AE, Q, K, V, g0
+
+
+def test_unnormalised_closure_accuracy_pinned():
+    """beta = 0.5 (integrability margin 0.87), N = 512 Sobol tokens. Benchmark bias (mean, cov):
+    (2.4e-3, 2.9e-3) at t = 0.5, (1.6e-2, 3.0e-2) at t = 1; spread over seeds at N = 512:
+    sd (3.5e-3, 3.8e-3) at t = 0.5, (2.4e-2, 3.3e-2) at t = 1 (heavy-tailed: unbounded weights)."""
+    AE, Q, K, V, g0 = _bench()
+    f = gf.Unnormalized(Q, K, V, beta=0.5)
+    ts = np.array([0.0, 0.5, 1.0])
+    x0 = gf.particles.sample(g0, 512, seed=10, method="sobol")
+    m, S = (np.asarray(a) for a in gf.particles.empirical_moments(x0))
+    tr = gf.solve(f, gf.Gaussian(m, S), 1.0, ts=ts, **AE.LOOSE)
+    assert tr.status == "completed"
+    pt = gf.particles.simulate(f, x0, ts, **AE.LOOSE)
+    assert pt.status == "completed"
+    m_p, S_p = pt.moments()
+    em, ec = moment_errors(m_p, S_p, tr.means, tr.covs)
+    assert em[1] < 2.4e-3 + 3 * 3.5e-3 and ec[1] < 2.9e-3 + 3 * 3.8e-3
+    assert em[2] < 1.6e-2 + 3 * 2.4e-2 and ec[2] < 3.0e-2 + 3 * 3.3e-2
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        gf.validate(f, g0, 1.0, sampler="halton")
+
+
+def test_masked_closure_accuracy_pinned():
+    """Masked softmax, weights (Q, -K, -V), beta = 0.5, B = 4 blocks of n = 256 tokens
+    (independent draws), t <= 1. Benchmark bias of blocks 1-3 (max over blocks) at t = 0.5, 1:
+    mean (0.024, 0.032), cov (0.028, 0.046); block 0 (exact in the limit): 0. Spread over seeds at
+    n = 256: blocks 1-3 sd (0.023, 0.027) mean, (0.021, 0.022) cov; block 0 rms error (its
+    Monte Carlo level) (0.025, 0.035) mean, (0.027, 0.059) cov."""
+    AE, Q, K, V, g0 = _bench()
+    B = 4
+    means = np.stack([g0.mean + 0.3 * b * np.array([1.0, -0.5]) for b in range(B)])
+    covs = np.stack([np.asarray(g0.cov) * (1 + 0.25 * b) for b in range(B)])
+    pg = gf.PositionalGaussians(means, covs)
+    f = gf.Masked(gf.Softmax(Q, -K, -V, beta=0.5), n_blocks=B)
+    X, pos = f.sample(pg, 256, seed=10)
+    em, ec = AE.masked_errors(f, X, pos, np.array([0.0, 0.5, 1.0]), AE.LOOSE)
+    assert em.shape == (3, B)
+    assert np.all(em[1:, 1:].max(1) < np.array([0.024, 0.032]) + 3 * np.array([0.023, 0.027]))
+    assert np.all(ec[1:, 1:].max(1) < np.array([0.028, 0.046]) + 3 * np.array([0.021, 0.022]))
+    assert np.all(em[1:, 0] < 3 * np.array([0.025, 0.035]))
+    assert np.all(ec[1:, 0] < 3 * np.array([0.027, 0.059]))

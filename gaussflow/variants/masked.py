@@ -170,10 +170,13 @@ class Masked(Field):
                              "causal=True to gf.particles.simulate")
         return particle_velocity(self.field, X, positions, ctx, log_a)
 
-    def sample(self, g: PositionalGaussians, n_per_block: int, seed=0):
+    def sample(self, g: PositionalGaussians, n_per_block: int, seed=0, method="random"):
         """Particles for the causal system: ``(X, positions)``, block ``b`` holding ``n_per_block``
         samples of ``N(means[b], covs[b])`` at evenly spaced positions inside ``[b/B, (b+1)/B)``
-        (``X`` sorted by position, shape ``(B * n_per_block, d)``)."""
+        (``X`` sorted by position, shape ``(B * n_per_block, d)``). ``method``: ``"random"`` or
+        ``"sobol"`` (see :func:`gaussflow.particles.sample`); a Sobol block keeps the sequence's
+        order, so every prefix of it is itself well spread (the joint empirical law of (position,
+        value) still tends to uniform x Gaussian)."""
         from .. import particles
 
         self._check_state(g)
@@ -181,7 +184,8 @@ class Masked(Field):
                 or n_per_block < 1:
             raise ValueError(f"n_per_block must be a positive integer, got {n_per_block!r}")
         B, n = self.n_blocks, int(n_per_block)
-        X = np.concatenate([np.asarray(particles.sample(g.block(b), n, seed=seed * 7919 + b))
+        X = np.concatenate([np.asarray(particles.sample(g.block(b), n, seed=seed * 7919 + b,
+                                                        method=method))
                             for b in range(B)])
         pos = (np.arange(B)[:, None] + (np.arange(n)[None, :] + 0.5) / n).reshape(-1) / B
         return X, pos
