@@ -244,8 +244,8 @@ def test_sigmoid_closure_accuracy_pinned():
     assert _sigmoid_cov_error(1.0) < 6e-3
 
 
-# Unnormalised and masked: regimes and numbers from benchmarks/approx_error.py (2026-11-29, Sobol
-# clouds, rtol = 1e-6). Tolerance = the benchmark's bias b + 3 x the Monte Carlo spread at the
+# Unnormalised and masked: regimes and numbers from benchmarks/approx_error.py (2026-11-29,
+# rtol = 1e-6; Sobol clouds for unnormalised, independent draws for masked). Tolerance = the benchmark's bias b + 3 x the Monte Carlo spread at the
 # test's cloud size (standard deviation over 12 seeds, 10..21, not used by the benchmark).
 
 
