@@ -1,9 +1,9 @@
 """Measured error of the approximate closures (sigmoid, unnormalised, masked) against particles.
 
 For each variant and three interaction strengths (beta small / moderate / large; d = 2, fixed
-weights), run ``gf.validate`` (sigmoid, unnormalised) or the same protocol by hand on causal
-particles (masked), and print a Markdown table of the closure's bias over time: at every saved
-time the error ``e(N)`` (cov: relative Frobenius; mean: in units of the spread, see
+weights), run ``gf.validate`` (for masked: on causal particles, ``n`` tokens per block) and
+print a Markdown table of the closure's bias over time: at every saved time the error ``e(N)``
+(cov: relative Frobenius; mean: in units of the spread, see
 :mod:`gaussflow.validate`) is fitted over cloud sizes and seeds as ``e^2 = b^2 + C^2 / N``; ``b``
 is the bias, ``C / sqrt(N_max)`` the Monte Carlo noise left at the largest cloud (the table flags
 cells where it is not below the bias).
@@ -134,7 +134,8 @@ def run_validate(field, g0, t1, ns, seeds, ts, particle_options=None, sampler="r
 
 def masked_errors(field, X, pos, ts, tol, traj=None):
     """Per-block errors of the masked closure against one causal cloud ``X`` (B n, d): arrays
-    ``(e_mean, e_cov)`` of shape (n_t, B) (closure started from the blocks' empirical moments)."""
+    ``(e_mean, e_cov)`` of shape (n_t, B) (closure started from the blocks' empirical moments).
+    The protocol of ``gf.validate`` for one cloud (tests check that they agree)."""
     B, d = field.n_blocks, field.dim
     n = X.shape[0] // B
     m0, S0 = (np.asarray(a) for a in P.empirical_moments(X.reshape(B, n, d)))
@@ -146,26 +147,21 @@ def masked_errors(field, X, pos, ts, tol, traj=None):
 
 
 def run_masked(field, pg, ns, seeds, ts, tol, sampler="random"):
-    """Same protocol for ``gf.Masked``: causal particles (one batch over seeds per block size)
-    vs the positional closure. Quantities: ``mean``/``cov`` (max over blocks >= 1) and
-    ``mean0``/``cov0`` (block 0, exact in the limit)."""
+    """``gf.validate`` of a ``gf.Masked`` field (``ns``: tokens per block; causal particles, one
+    batch over seeds per block size, vs the positional closure). Quantities: ``mean``/``cov``
+    (max over blocks >= 1: ``blocks=range(1, B)``) and ``mean0``/``cov0`` (block 0, exact in
+    the limit, from the report's per-block curves)."""
+    t = time.time()
+    rep = gf.validate(field, pg, float(ts[-1]), n_particles=ns, seeds=seeds, ts=ts,
+                      blocks=range(1, field.n_blocks), sampler=sampler, **tol)
     curves = {}
     for n in ns:
-        t = time.time()
-        clouds = [field.sample(pg, n, seed=s, method=sampler) for s in seeds]
-        pos = clouds[0][1]
-        trajs = P.simulate_batch(field, np.stack([c[0] for c in clouds]), ts, positions=pos,
-                                 **tol)
-        cur = {"ts": list(ts), "mean": [], "cov": [], "mean0": [], "cov0": []}
-        for (X, _), pt in zip(clouds, trajs):
-            em, ec = masked_errors(field, X, pos, ts, tol, traj=pt)
-            cur["mean"].append(em[:, 1:].max(1).tolist())
-            cur["cov"].append(ec[:, 1:].max(1).tolist())
-            cur["mean0"].append(em[:, 0].tolist())
-            cur["cov0"].append(ec[:, 0].tolist())
-        curves[str(n)] = cur
-        print(f"  masked beta = {float(field.field.beta):g}, n = {n} per block: "
-              f"{time.time() - t:.0f} s, steps {[p.num_steps for p in trajs]}", flush=True)
+        c = rep.curves[str(n)]
+        curves[str(n)] = {"ts": c["ts"], "mean": c["mean"], "cov": c["cov"],
+                          "mean0": [[row[0] for row in e] for e in c["block_mean"]],
+                          "cov0": [[row[0] for row in e] for e in c["block_cov"]]}
+    print(f"  masked beta = {float(field.field.beta):g}, n = {list(ns)} per block: "
+          f"{time.time() - t:.0f} s, particle steps {rep.info['particle_steps']}", flush=True)
     return {q: per_time(ns, curves, q) for q in ("mean", "cov", "mean0", "cov0")}
 
 

@@ -37,6 +37,18 @@ A run whose particles did not complete, or whose closure stopped before the seco
 times it reached (particles of finite N do not blow up, so a wrong closure often shows this way). For approximate closures
 the report gives the remaining bias instead of a pass: ``b`` from the least-squares fit
 ``e(N)^2 = b^2 + C^2 / N`` (non-negative), next to the error at the largest ``N``.
+
+**Causal (masked) fields.** For a :class:`~gaussflow.Masked` field ``g0`` is a
+:class:`~gaussflow.PositionalGaussians` with ``B`` blocks and ``N`` counts tokens *per block*
+(``B N`` tokens in all). The cloud for ``(N, seed)`` is ``field.sample(g0, N, seed=seed,
+method=sampler)`` (block ``b``: ``N`` draws of ``N(means[b], covs[b])`` at evenly spaced
+positions in ``[b/B, (b+1)/B)``); the closure starts from the blocks' empirical moments, the
+causal particle system (every token acts as a key of the tokens at later positions) is integrated,
+and the errors above are measured per block: block ``b``'s tokens' empirical moments against
+``(alpha_b(t), Sigma_b(t))``. The report's ``mean``/``cov`` errors are the maximum over the
+selected ``blocks`` (default all), so the fit and the verdict are those above; the per-block
+curves are in ``report.curves[str(N)]["block_mean"]``/``["block_cov"]`` (``[seed][time][block]``,
+every block).
 """
 
 from __future__ import annotations
@@ -44,6 +56,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import operator
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field as dc_field
@@ -53,7 +66,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 from ._checks import as_array, as_scalar
-from .gaussian import Gaussian
+from .gaussian import Gaussian, PositionalGaussians
 from . import particles as P
 
 QUANTITIES = ("mean", "cov")
@@ -150,7 +163,9 @@ class ValidationReport:
         kind = "exact" if self.exact else "approximate"
         lines = [f"validate {self.field_name} ({kind} closure), d = {self.d}, t1 = {self.t1:g}, "
                  f"{len(self.ts)} save times, seeds {list(self.seeds)}",
-                 "errors: max over time; root mean square over seeds [min, max]",
+                 "errors: max over time; root mean square over seeds [min, max]"
+                 + (f"; causal: N tokens per block, max over blocks {self.info['blocks']} of "
+                    f"{self.info['n_blocks']}" if self.info.get("n_blocks") else ""),
                  f"{'N':>7}  {'mean error':>24}  {'cov error':>24}  {'MC (t=0) cov':>12}"]
         for i, n in enumerate(self.n_particles):
             m, c = self.mean, self.cov
@@ -250,19 +265,28 @@ def moment_errors(means_p, covs_p, means_c, covs_c):
 def validate(field, g0, t1, n_particles=(256, 1024, 4096), seeds=(0, 1, 2, 3, 4), ts=None, *,
              rtol=1e-8, atol=1e-10, slope_band=(-0.75, -0.25), band_factor=2.0, floor=1e-6,
              batch="auto", particle_options=None, particle_field=None, sampler="random",
-             progress=False) -> ValidationReport:
+             blocks=None, progress=False) -> ValidationReport:
     """Validate ``field``'s Gaussian closure against its particle system (see the module doc).
 
     Parameters
     ----------
-    field : a gaussflow field. g0 : the :class:`~gaussflow.Gaussian` the tokens are drawn from.
+    field : a gaussflow field. g0 : the :class:`~gaussflow.Gaussian` the tokens are drawn from;
+        for a :class:`~gaussflow.Masked` field (and only then) a
+        :class:`~gaussflow.PositionalGaussians` with the field's ``n_blocks`` blocks (see the
+        module doc, *Causal (masked) fields*).
     t1 : final time. ts : save times in ``(0, t1]`` compared (default 11 equispaced in [0, t1]).
-    n_particles : cloud sizes (at least two distinct, each ``> d``). seeds : sampling seeds (the
-        cloud for ``(N, seed)`` uses ``fold_in(PRNGKey(seed), N)``).
+    n_particles : cloud sizes (at least two distinct, each ``> d``); for a masked field, tokens
+        *per block* (the cloud holds ``n_blocks * N`` tokens). seeds : sampling seeds (the cloud
+        for ``(N, seed)`` uses ``fold_in(PRNGKey(seed), N)``; masked: ``field.sample(g0, N,
+        seed=seed)``).
+    blocks : masked fields only: the blocks (0-based) whose maximum error the report's
+        ``mean``/``cov`` statistics fit (default ``None``: all blocks). Per-block curves of every
+        block are kept in ``report.curves[str(N)]["block_mean"]``/``["block_cov"]``.
     rtol, atol : tolerances of both integrations. slope_band, band_factor, floor : the verdict's
         thresholds. batch : ``"padded"`` (all clouds padded to the largest ``N``, one compiled
         solve), ``"per_n"`` (one solve per ``N``, batched over seeds) or ``"auto"`` (padded when
-        the largest ``N <= 2048``). particle_options : extra keyword arguments of
+        the largest ``N <= 2048``; masked fields: always ``"per_n"``, causal positions cannot be
+        padded). particle_options : extra keyword arguments of
         :func:`gaussflow.particles.simulate_batch` (``block``, ``sinkhorn_tol``, ...).
     particle_field : the field whose particle system is simulated (default ``field``): validates
         another closure of the same particles. The particle runs of the last few calls are kept
@@ -278,10 +302,12 @@ def validate(field, g0, t1, n_particles=(256, 1024, 4096), seeds=(0, 1, 2, 3, 4)
     """
     from .solve import _check_field_state, solve
 
+    masked = _check_positional(field, g0, "field")
     _check_field_state(field, g0)
     t1 = float(as_scalar("t1", t1, positive=True))
-    ns = _check_sizes(n_particles, g0.dim)
+    ns = _check_sizes(n_particles, g0.dim, "tokens per block in " if masked else "")
     seeds = _check_seeds(seeds)
+    sel = _check_blocks(blocks, g0.n_blocks if masked else None)
     if ts is None:
         ts = np.linspace(0.0, t1, 11)
     ts = np.asarray(as_array("ts", ts, ndim=1))
@@ -296,6 +322,9 @@ def validate(field, g0, t1, n_particles=(256, 1024, 4096), seeds=(0, 1, 2, 3, 4)
     floor = float(as_scalar("floor", floor, positive=True))
     if batch not in ("auto", "padded", "per_n"):
         raise ValueError(f"batch must be 'auto', 'padded' or 'per_n', got {batch!r}")
+    if masked and batch == "padded":
+        raise ValueError("batch='padded' cannot hold causal clouds (positions cannot be padded); "
+                         "use batch='per_n' or 'auto' for a gf.Masked field")
     opts = dict(particle_options or {})
     bad = set(opts) & {"t0", "n_valid", "rtol", "atol", "positions", "causal"}
     if bad:
@@ -304,19 +333,29 @@ def validate(field, g0, t1, n_particles=(256, 1024, 4096), seeds=(0, 1, 2, 3, 4)
         raise ValueError(f"sampler must be one of {P.SAMPLERS}, got {sampler!r}")
     pfield = field if particle_field is None else particle_field
     if particle_field is not None:
+        _check_positional(particle_field, g0, "particle_field")
         _check_field_state(particle_field, g0)
     started = time.time()
 
-    clouds = {(n, s): P.sample(g0, n, jax.random.fold_in(jax.random.PRNGKey(s), n),
-                               method=sampler)
-              for n in ns for s in seeds}
-    padded = batch == "padded" or (batch == "auto" and max(ns) <= 2048)
+    if masked:  # causal clouds (B N, d) sorted by position; positions depend on N only
+        drawn = {(n, s): field.sample(g0, n, seed=s, method=sampler) for n in ns for s in seeds}
+        clouds = {k: np.asarray(v[0]) for k, v in drawn.items()}
+        positions = {n: drawn[(n, seeds[0])][1] for n in ns}
+    else:
+        clouds = {(n, s): P.sample(g0, n, jax.random.fold_in(jax.random.PRNGKey(s), n),
+                                   method=sampler)
+                  for n in ns for s in seeds}
+    padded = not masked and (batch == "padded" or (batch == "auto" and max(ns) <= 2048))
     key = (_fingerprint(pfield), _fingerprint(g0), tuple(ns), tuple(seeds), ts.tobytes(), rtol,
-           atol, padded, sampler, tuple(sorted((k, repr(v)) for k, v in opts.items())))
+           atol, padded, masked, sampler, tuple(sorted((k, repr(v)) for k, v in opts.items())))
     parts = _PARTICLE_CACHE.get(key)
     if parts is None:
-        parts = _run_particles(pfield, clouds, ns, seeds, ts, padded, rtol, atol, opts, g0.dim,
-                               progress)
+        if masked:
+            parts = _run_causal(pfield, clouds, positions, ns, seeds, ts, rtol, atol, opts,
+                                progress)
+        else:
+            parts = _run_particles(pfield, clouds, ns, seeds, ts, padded, rtol, atol, opts,
+                                   g0.dim, progress)
         _PARTICLE_CACHE[key] = parts
         while len(_PARTICLE_CACHE) > _CACHE_SIZE:
             _PARTICLE_CACHE.popitem(last=False)
@@ -331,19 +370,34 @@ def validate(field, g0, t1, n_particles=(256, 1024, 4096), seeds=(0, 1, 2, 3, 4)
     curves = {}
     info = {"sinkhorn_iterations_max": None}
     for i, n in enumerate(_bar(ns, progress, "closure solves", "N")):
-        cm, cc = [], []
+        cm, cc, bm, bc = [], [], [], []
         for j, s in enumerate(seeds):
             pt = parts[(n, s)]
-            m0, S0 = (np.asarray(a) for a in P.empirical_moments(clouds[(n, s)]))
-            em0, ec0 = moment_errors(m0, S0, np.asarray(g0.mean), np.asarray(g0.cov))
+            if masked:  # per-block moments: (B, d), (B, d, d); over time (n_t, B, ...)
+                nb, d = g0.n_blocks, g0.dim
+                m0, S0 = (np.asarray(a) for a in
+                          P.empirical_moments(clouds[(n, s)].reshape(nb, n, d)))
+                em0, ec0 = moment_errors(m0, S0, np.asarray(g0.means), np.asarray(g0.covs))
+                em0, ec0 = em0[sel].max(), ec0[sel].max()
+                start = PositionalGaussians(m0, S0)
+                mp, Sp = (np.asarray(a) for a in P.empirical_moments(
+                    np.asarray(pt.xs).reshape(len(pt.ts), nb, n, d)))
+            else:
+                m0, S0 = (np.asarray(a) for a in P.empirical_moments(clouds[(n, s)]))
+                em0, ec0 = moment_errors(m0, S0, np.asarray(g0.mean), np.asarray(g0.cov))
+                start = Gaussian(m0, S0)
+                mp, Sp = pt.moments()
             mc["mean"][i, j], mc["cov"][i, j] = em0, ec0
-            tr = solve(field, Gaussian(m0, S0), t1, ts=ts, rtol=rtol, atol=atol)
+            tr = solve(field, start, t1, ts=ts, rtol=rtol, atol=atol)
             st_p[i][j], st_c[i][j] = pt.status, tr.status
-            mp, Sp = pt.moments()
             common = [k for k, t in enumerate(pt.ts)
                       if np.any(np.isclose(tr.ts[: len(ts)], t, rtol=0, atol=1e-12 * max(1, t1)))]
             kc = [int(np.argmin(np.abs(tr.ts - pt.ts[k]))) for k in common]
             em, ec = moment_errors(mp[common], Sp[common], tr.means[kc], tr.covs[kc])
+            if masked:  # (n_t, B): keep every block, report the max over the selected ones
+                bm.append(em.tolist())
+                bc.append(ec.tolist())
+                em, ec = em[:, sel].max(axis=1), ec[:, sel].max(axis=1)
             if len(common):
                 E["mean"][i, j], E["cov"][i, j] = em.max(), ec.max()
             cm.append(em)
@@ -356,7 +410,12 @@ def validate(field, g0, t1, n_particles=(256, 1024, 4096), seeds=(0, 1, 2, 3, 4)
                                               and pt.info["sinkhorn_converged"])
         curves[str(n)] = {"ts": ts[: min(len(c) for c in cm)].tolist(),  # common to all seeds
                           "mean": [c.tolist() for c in cm], "cov": [c.tolist() for c in cc]}
+        if masked:
+            curves[str(n)].update(block_mean=bm, block_cov=bc)
     info["seconds"] = time.time() - started
+    info["particle_steps"] = [[parts[(n, s)].num_steps for s in seeds] for n in ns]
+    if masked:
+        info.update(n_blocks=g0.n_blocks, blocks=list(sel), n_particles_per="block")
     info["seconds_particles"] = t_particles
     info["batching"] = "padded" if padded else "per_n"
     info["sampler"] = sampler
@@ -450,7 +509,54 @@ def _run_particles(field, clouds, ns, seeds, ts, padded, rtol, atol, opts, d, pr
     return parts
 
 
-def _check_sizes(n_particles, d):
+def _run_causal(field, clouds, positions, ns, seeds, ts, rtol, atol, opts, progress=False):
+    """Simulate the causal clouds: one batch over seeds per block size (shared positions)."""
+    parts = {}
+    for n in _bar(ns, progress, "particle batches", "batch"):
+        keys = [(n, s) for s in seeds]
+        trajs = P.simulate_batch(field, np.stack([clouds[k] for k in keys]), ts,
+                                 positions=positions[n], rtol=rtol, atol=atol, **opts)
+        parts.update(zip(keys, trajs))
+    return parts
+
+
+def _check_positional(field, g0, argname):
+    """True for a masked field with a positional state; TypeError for a mismatched pair."""
+    from .variants.masked import Masked
+
+    positional = isinstance(g0, PositionalGaussians)
+    if positional and not isinstance(field, Masked):
+        raise TypeError(f"g0 is a gf.PositionalGaussians (one Gaussian per position block), which "
+                        f"only a causal field evolves, but {argname} is "
+                        f"{getattr(field, 'name', type(field).__name__)!r}: pass "
+                        f"gf.Masked({argname}, n_blocks={g0.n_blocks}), or a gf.Gaussian g0")
+    if isinstance(field, Masked) and not positional:
+        raise TypeError(f"{argname} is a gf.Masked field, so g0 must be a gf.PositionalGaussians "
+                        f"with {field.n_blocks} blocks, got {type(g0).__name__}; e.g. "
+                        f"gf.PositionalGaussians.repeat(g0, {field.n_blocks})")
+    return positional
+
+
+def _check_blocks(blocks, n_blocks):
+    """Selected blocks (sorted, distinct) of a masked validation; ``None`` -> all."""
+    if n_blocks is None:
+        if blocks is not None:
+            raise ValueError("blocks selects position blocks of a gf.Masked field; leave it None "
+                             "for a field on a gf.Gaussian")
+        return None
+    if blocks is None:
+        return list(range(n_blocks))
+    try:
+        out = sorted({operator.index(b) for b in blocks})
+    except TypeError:
+        raise TypeError(f"blocks must be a sequence of block indices, got {blocks!r}") from None
+    if not out or out[0] < 0 or out[-1] >= n_blocks:
+        raise ValueError(f"blocks must be a non-empty set of indices in [0, {n_blocks}), got "
+                         f"{blocks!r}; e.g. blocks=range(1, {n_blocks})")
+    return out
+
+
+def _check_sizes(n_particles, d, what=""):
     try:
         ns = [int(v) for v in n_particles]
     except (TypeError, ValueError):
@@ -462,7 +568,8 @@ def _check_sizes(n_particles, d):
         raise ValueError("n_particles needs at least two distinct sizes to fit a slope, e.g. "
                          "(256, 1024, 4096)")
     if ns[0] <= d:
-        raise ValueError(f"every size in n_particles must exceed d = {d}, got {ns[0]}")
+        raise ValueError(f"every size ({what}n_particles) must exceed d = {d} (empirical "
+                         f"covariances), got {ns[0]}")
     return ns
 
 

@@ -154,3 +154,63 @@ def test_validate_bad_input():
         gf.validate(soft, g0, -1.0)
     with pytest.raises(ValueError, match="no example for variant"):
         example("nope")
+
+
+# ------------------------------------------------------------------- masked (causal) fields
+def _masked_case():
+    """B = 2 blocks, d = 2: softmax weights (Q, -K, -V) (contracting mean), blocks differ."""
+    rng = np.random.default_rng(7)
+    Q, K = rng.normal(size=(2, 2, 2)) / np.sqrt(2)
+    Vm = np.eye(2) + 0.3 * rng.normal(size=(2, 2))
+    f = gf.Masked(gf.Softmax(Q, -K, -Vm, beta=0.5), n_blocks=2)
+    S = np.array([[0.6, 0.15], [0.15, 0.4]])
+    return f, gf.PositionalGaussians([[0.5, -0.25], [0.8, -0.4]], [S, 1.25 * S])
+
+
+def test_masked_validate_is_the_benchmark_protocol():
+    """gf.validate on a gf.Masked field reproduces benchmarks/approx_error.masked_errors (the
+    hand-written per-cloud protocol the masked table was first made with), block by block."""
+    from benchmarks import approx_error as AE
+
+    f, pg = _masked_case()
+    ts = np.array([0.0, 0.5, 1.0])
+    rep = gf.validate(f, pg, 1.0, n_particles=(32, 64), seeds=(0,), ts=ts, blocks=[1],
+                      **AE.LOOSE)
+    assert not rep.exact and rep.verdict == "approximate", str(rep)
+    assert rep.info["n_blocks"] == 2 and rep.info["blocks"] == [1]
+    assert "tokens per block" in str(rep)
+    for i, n in enumerate((32, 64)):
+        X, pos = f.sample(pg, n, seed=0)
+        em, ec = AE.masked_errors(f, X, pos, ts, AE.LOOSE)
+        assert em.shape == (3, 2) and em[1:].min() > 1e-4  # real errors, not a trivial match
+        c = rep.curves[str(n)]
+        np.testing.assert_allclose(c["block_mean"][0], em, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(c["block_cov"][0], ec, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(c["mean"][0], em[:, 1], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(rep.cov.errors[i][0], ec[:, 1].max(), rtol=1e-12)
+    # default blocks: all of them (particle runs reused from the cache)
+    rep_all = gf.validate(f, pg, 1.0, n_particles=(32, 64), seeds=(0,), ts=ts, **AE.LOOSE)
+    assert rep_all.info["blocks"] == [0, 1]
+    bm = np.asarray(rep_all.curves["64"]["block_mean"][0])
+    np.testing.assert_allclose(rep_all.mean.errors[1][0], bm.max(), rtol=1e-12)
+
+
+def test_masked_validate_bad_input():
+    f, pg = _masked_case()
+    soft = f.field
+    with pytest.raises(TypeError, match=r"gf.Masked\(field, n_blocks=2\)"):
+        gf.validate(soft, pg, 1.0)
+    with pytest.raises(TypeError, match="must be a gf.PositionalGaussians with 2 blocks"):
+        gf.validate(f, pg.block(0), 1.0)
+    with pytest.raises(TypeError, match="particle_field"):
+        gf.validate(f, pg, 1.0, particle_field=soft)
+    with pytest.raises(ValueError, match=r"tokens per block in n_particles\) must exceed d"):
+        gf.validate(f, pg, 1.0, n_particles=(2, 64))
+    with pytest.raises(ValueError, match=r"blocks must be .* in \[0, 2\)"):
+        gf.validate(f, pg, 1.0, blocks=[2])
+    with pytest.raises(TypeError, match="blocks must be a sequence of block indices"):
+        gf.validate(f, pg, 1.0, blocks=[0.5])
+    with pytest.raises(ValueError, match="batch='padded' cannot hold causal clouds"):
+        gf.validate(f, pg, 1.0, batch="padded")
+    with pytest.raises(ValueError, match="leave it None"):
+        gf.validate(soft, pg.block(0), 1.0, blocks=[0])
