@@ -93,16 +93,24 @@ def _checks_without_callbacks():
     made on the host before any tracing (:func:`~gaussflow._checks.check_times`), so they cannot
     fire; any other failed check turns the state into NaN, reported as status ``"nonfinite"``.
     A mode the user chose through ``EQX_ON_ERROR`` (anything but the default) is left alone.
+
+    Equinox traces each check once per shape and message and reuses it, whatever the mode then in
+    force; the check's trace cache is cleared on entry and on exit, so this trace does not reuse a
+    ``"raise"`` check and later code (a user's own diffrax call) does not reuse a ``"nan"`` one.
     """
     errors = getattr(eqx, "_errors", None)
     if getattr(errors, "EQX_ON_ERROR", None) != "raise":
         yield
         return
+    cached = getattr(getattr(errors, "branched_error_if_impl_jit", None), "_cached", None)
+    clear = getattr(cached, "clear_cache", lambda: None)
+    clear()
     errors.EQX_ON_ERROR = "nan"
     try:
         yield
     finally:
         errors.EQX_ON_ERROR = "raise"
+        clear()
 
 
 #: Time variables the solver may step in (``solve(..., time_scale=)``).
