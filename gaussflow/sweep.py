@@ -290,7 +290,8 @@ def _take(tree, idx):
 # ------------------------------------------------------------------------------------ sweep
 def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
           max_steps=16384, blowup_threshold=1e8, chunk_size=1024, devices=None,
-          progress=False, time_scale="linear") -> SweepResult:
+          progress=False, time_scale="linear", first_pass_steps=None,
+          tail_chunk_size=None) -> SweepResult:
     """Integrate the Gaussian closures of a batch of fields and/or initial states.
 
     Parameters
@@ -305,6 +306,12 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
     chunk_size : members integrated together (bounds memory; rounded up to a multiple of the
         number of devices). devices : the devices to shard over (default all ``jax.devices()``).
     progress : a tqdm bar over chunks (nothing is printed otherwise).
+    first_pass_steps, tail_chunk_size : for heavy-tailed step counts. A chunk runs as many steps
+        as its slowest member; with ``first_pass_steps`` (< ``max_steps``) every member first
+        runs with that budget, and the members that used it up are run again from the start, with
+        ``max_steps``, in chunks of ``tail_chunk_size`` (default ``chunk_size // 4``). Results are
+        unchanged (a member's steps do not depend on its budget); the cost is a second
+        compilation and at most ``first_pass_steps`` repeated steps per rerun member.
 
     Returns a :class:`SweepResult`; member ``i`` equals ``gf.solve(fields[i], g0s[i], ...)``.
     Never raises on numerical events (per-member statuses).
@@ -324,6 +331,19 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if time_scale not in TIME_SCALES:
         raise ValueError(f"time_scale must be one of {TIME_SCALES}, got {time_scale!r}")
+    passes = [int(max_steps)]
+    if first_pass_steps is not None:
+        if (not isinstance(first_pass_steps, (int, np.integer)) or isinstance(first_pass_steps, bool)
+                or first_pass_steps < 1):
+            raise ValueError(f"first_pass_steps must be a positive integer or None, got "
+                             f"{first_pass_steps!r}")
+        if first_pass_steps < max_steps:
+            passes = [int(first_pass_steps), int(max_steps)]
+    if tail_chunk_size is not None and (not isinstance(tail_chunk_size, (int, np.integer))
+                                        or isinstance(tail_chunk_size, bool)
+                                        or tail_chunk_size < 1):
+        raise ValueError(f"tail_chunk_size must be a positive integer or None, got "
+                         f"{tail_chunk_size!r}")
     solver = _resolve_solver(solver)
     if ts_arr is None:
         ts_arr = np.linspace(t0, t1, 101)
@@ -335,8 +355,6 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
     chunk = -(-min(int(chunk_size), B) // ndev) * ndev
 
     field_dyn, field_static = eqx.partition(field, eqx.is_array)
-    static = (field_static, solver, rtol, atol, int(max_steps), thr,
-              diffrax.RecursiveCheckpointAdjoint(), time_scale)
     targs = (jnp.asarray(t0), jnp.asarray(t1), jnp.asarray(ts_arr))
     if mesh is not None:
         rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -348,34 +366,55 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
         spec = jax.sharding.PartitionSpec(_AXIS) if batched else jax.sharding.PartitionSpec()
         return jax.device_put(x, jax.sharding.NamedSharding(mesh, spec))
 
-    starts = range(0, B, chunk)
-    if progress:
-        from tqdm.auto import tqdm
+    def run(members, chunk, steps):
+        """Raw outputs of ``members`` (indices), in chunks of ``chunk`` with budget ``steps``."""
+        static = (field_static, solver, rtol, atol, steps, thr,
+                  diffrax.RecursiveCheckpointAdjoint(), time_scale)
+        starts = range(0, len(members), chunk)
+        if progress:
+            from tqdm.auto import tqdm
 
-        starts = tqdm(starts, desc=f"sweep {name}", unit="chunk")
-    outs, compile_s, run_s = [], 0.0, 0.0
-    for s in starts:
-        idx = np.minimum(np.arange(s, s + chunk), B - 1)  # pad with the last member
-        fd = _take(field_dyn, idx) if field_batched else field_dyn
-        m0, c0 = (means0[idx], covs0[idx]) if state_batched else (means0, covs0)
-        dyn = (jax.tree_util.tree_map(lambda x: place(x, field_batched), fd),
-               place(m0, state_batched), place(c0, state_batched))
-        exe, dt = _compiled(dyn, *targs, static, field_batched, state_batched, mesh)
-        compile_s += dt
-        start = time.perf_counter()
-        out = jax.device_get(exe(dyn, *targs))
-        run_s += time.perf_counter() - start
-        n = min(chunk, B - s)
-        outs.append({k: np.asarray(v)[:n] for k, v in out.items()})
-    raw = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+            starts = tqdm(starts, desc=f"sweep {name}", unit="chunk")
+        outs, compile_s, run_s = [], 0.0, 0.0
+        for s in starts:
+            # pad with the last member
+            idx = members[np.minimum(np.arange(s, s + chunk), len(members) - 1)]
+            fd = _take(field_dyn, idx) if field_batched else field_dyn
+            m0, c0 = (means0[idx], covs0[idx]) if state_batched else (means0, covs0)
+            dyn = (jax.tree_util.tree_map(lambda x: place(x, field_batched), fd),
+                   place(m0, state_batched), place(c0, state_batched))
+            exe, dt = _compiled(dyn, *targs, static, field_batched, state_batched, mesh)
+            compile_s += dt
+            start = time.perf_counter()
+            out = jax.device_get(exe(dyn, *targs))
+            run_s += time.perf_counter() - start
+            n = min(chunk, len(members) - s)
+            outs.append({k: np.asarray(v)[:n] for k, v in out.items()})
+        raw = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+        return raw, compile_s, run_s
+
+    raw, compile_s, run_s = run(np.arange(B), chunk, passes[0])
+    if len(passes) == 2:  # rerun the members that used up the first budget
+        status = np.array([_status({k: raw[k][i] for k in _SCALARS}) for i in range(B)])
+        redo = np.flatnonzero(status == "max_steps")
+        if redo.size:
+            tail = chunk // 4 if tail_chunk_size is None else int(tail_chunk_size)
+            tail = -(-min(max(tail, 1), redo.size) // ndev) * ndev
+            raw2, c2, r2 = run(redo, tail, passes[1])
+            compile_s, run_s = compile_s + c2, run_s + r2
+            for k in raw:
+                raw[k][redo] = raw2[k]
     return _result(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk)
+
+
+_SCALARS = ("event_nonfinite", "event_blowup", "event_domain", "result", "finite_ahead")
 
 
 def _result(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk) -> SweepResult:
     """Per-member statuses and masks, with the rules of ``solve._trajectory``."""
     B, n = raw["t_stop"].shape[0], len(ts_arr)
-    scalars = ("event_nonfinite", "event_blowup", "event_domain", "result", "finite_ahead")
-    status = np.array([_status({k: raw[k][i] for k in scalars}) for i in range(B)], dtype=object)
+    status = np.array([_status({k: raw[k][i] for k in _SCALARS}) for i in range(B)],
+                      dtype=object)
     t_stop = raw["t_stop"].astype(float)
     saved_t = raw["ts"][:, :n]
     means, covs = raw["means"][:, :n], raw["covs"][:, :n]

@@ -97,6 +97,25 @@ def test_sweep_input_errors(swept):
         gf.sweep(fields, [gf.Gaussian.standard(D + 1)] * B, T1)
 
 
+def test_first_pass_budget_reruns_only_the_slow_members(swept):
+    """With ``first_pass_steps``, members that use up the first budget are rerun with
+    ``max_steps``: same results as one pass (steps do not depend on the budget)."""
+    fields, states, res = swept
+    budget = int(np.median(res.num_steps))  # about half the members need more
+    assert (res.num_steps > budget).any() and (res.num_steps <= budget).any()
+    two = gf.sweep(fields, states, T1, TS, chunk_size=4, first_pass_steps=budget,
+                   tail_chunk_size=2)
+    np.testing.assert_array_equal(two.status, res.status)
+    np.testing.assert_array_equal(two.num_steps, res.num_steps)
+    np.testing.assert_array_equal(two.mask, res.mask)
+    np.testing.assert_allclose(two.covs, res.covs, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(two.final_covs, res.final_covs, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="first_pass_steps"):
+        gf.sweep(fields, states, T1, first_pass_steps=0)
+    with pytest.raises(ValueError, match="tail_chunk_size"):
+        gf.sweep(fields, states, T1, first_pass_steps=4, tail_chunk_size=-1)
+
+
 _SHARDED = textwrap.dedent("""
     import os, sys, json
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
