@@ -36,6 +36,7 @@ import numpy as np
 
 from ._checks import as_scalar, check_times, is_concrete
 from .gaussian import Gaussian
+from .variants.base import cov_from_flow as _cov_from_flow
 
 STATUSES = ("completed", "blowup", "max_steps", "nonfinite", "not_integrable")
 
@@ -64,11 +65,6 @@ def _resolve_solver(solver):
     if isinstance(solver, diffrax.AbstractSolver):
         return solver
     raise TypeError(f"solver must be a diffrax solver or a name, got {type(solver).__name__}")
-
-
-def _cov_from_flow(Phi, cov0):
-    S = jnp.einsum("...ij,...jk,...lk->...il", Phi, cov0, Phi)
-    return (S + jnp.swapaxes(S, -1, -2)) / 2
 
 
 def _trace(S):

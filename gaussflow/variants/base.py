@@ -27,6 +27,12 @@ from .._checks import as_array
 from ..gaussian import Gaussian
 
 
+def cov_from_flow(Phi, cov0):
+    """``Sigma = Phi Sigma0 Phi^T`` (symmetrised; leading axes are blocks or save times)."""
+    S = jnp.einsum("...ij,...jk,...lk->...il", Phi, cov0, Phi)
+    return (S + jnp.swapaxes(S, -1, -2)) / 2
+
+
 class Field(eqx.Module):
     """Abstract mean-field velocity field. Subclasses set ``name`` and ``exact``."""
 
@@ -51,8 +57,7 @@ class Field(eqx.Module):
 
     def _flow_rhs(self, mean, Phi, cov0):
         """``(d alpha/dt, dPhi/dt = J Phi)`` for the solver's state ``Sigma = Phi Sigma0 Phi^T``."""
-        S = jnp.einsum("...ij,...jk,...lk->...il", Phi, cov0, Phi)
-        dm, J = self._closure(mean, (S + jnp.swapaxes(S, -1, -2)) / 2)
+        dm, J = self._closure(mean, cov_from_flow(Phi, cov0))
         return dm, J @ Phi
 
     def _domain_ok(self, mean, cov):
