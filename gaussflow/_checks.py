@@ -75,6 +75,16 @@ def as_array(name: str, value, ndim: int | None = None, shape: tuple | None = No
     return arr
 
 
+def positive_int(name: str, value, allow_none: bool = False):
+    """``value`` as an ``int >= 1`` (``None`` passes when ``allow_none``); ValueError otherwise."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        extra = " or None" if allow_none else ""
+        raise ValueError(f"{name} must be a positive integer{extra}, got {value!r}")
+    return int(value)
+
+
 def as_scalar(name: str, value, positive: bool = False, nonnegative: bool = False):
     """A real scalar; ``positive=True`` requires ``> 0``."""
     if isinstance(value, jax.core.Tracer):

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import as_scalar, check_times, is_concrete
+from ._checks import as_scalar, check_times, is_concrete, positive_int
 from .gaussian import Gaussian
 from .variants.base import cov_from_flow as _cov_from_flow
 
@@ -258,8 +258,7 @@ def check_solver_options(rtol, atol, blowup_threshold, max_steps):
     thr = float(as_scalar("blowup_threshold", blowup_threshold, positive=True))
     if thr <= 1:
         raise ValueError("blowup_threshold must be > 1 (a growth factor of tr Sigma)")
-    if not isinstance(max_steps, (int, np.integer)) or isinstance(max_steps, bool) or max_steps < 1:
-        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+    positive_int("max_steps", max_steps)
     return rtol, atol, thr
 
 

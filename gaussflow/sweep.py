@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import PSD_TOL, SYM_TOL, as_array, check_times
+from ._checks import PSD_TOL, SYM_TOL, as_array, check_times, positive_int
 from .gaussian import Gaussian
 from .solve import (TIME_SCALES, _integrate, _resolve_solver, _status, _trajectory,
                     check_solver_options)
@@ -327,23 +327,12 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
     B = B_field if field_batched else B_state
     t0, t1, ts_arr = check_times(t0, t1, ts)
     rtol, atol, thr = check_solver_options(rtol, atol, blowup_threshold, max_steps)
-    if not isinstance(chunk_size, (int, np.integer)) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    positive_int("chunk_size", chunk_size)
     if time_scale not in TIME_SCALES:
         raise ValueError(f"time_scale must be one of {TIME_SCALES}, got {time_scale!r}")
-    passes = [int(max_steps)]
-    if first_pass_steps is not None:
-        if (not isinstance(first_pass_steps, (int, np.integer)) or isinstance(first_pass_steps, bool)
-                or first_pass_steps < 1):
-            raise ValueError(f"first_pass_steps must be a positive integer or None, got "
-                             f"{first_pass_steps!r}")
-        if first_pass_steps < max_steps:
-            passes = [int(first_pass_steps), int(max_steps)]
-    if tail_chunk_size is not None and (not isinstance(tail_chunk_size, (int, np.integer))
-                                        or isinstance(tail_chunk_size, bool)
-                                        or tail_chunk_size < 1):
-        raise ValueError(f"tail_chunk_size must be a positive integer or None, got "
-                         f"{tail_chunk_size!r}")
+    first = positive_int("first_pass_steps", first_pass_steps, allow_none=True)
+    tail_chunk_size = positive_int("tail_chunk_size", tail_chunk_size, allow_none=True)
+    passes = [int(max_steps)] if first is None or first >= max_steps else [first, int(max_steps)]
     solver = _resolve_solver(solver)
     if ts_arr is None:
         ts_arr = np.linspace(t0, t1, 101)

@@ -29,7 +29,7 @@ import equinox as eqx
 import jax
 import sympy as sp
 
-from .._checks import as_scalar
+from .._checks import as_scalar, positive_int
 from ..codegen import generate_function
 from ..derive import symbols as S
 from ..derive.calculus import jacobian_weighted, simplify_matrix, stein_linear_index
@@ -52,12 +52,6 @@ CUBATURE = sp.Symbol("cubature")
 #: Default points per axis of the tensor Gauss-Hermite rule, by dimension (``cubature="auto"``
 #: uses it for d <= 3 and 4096 scrambled Sobol points above).
 AUTO_ORDER = {1: 16, 2: 10, 3: 6}
-
-
-def _positive_int(name, v):
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    return int(v)
 
 
 class Sigmoid(DotProductAttention):
@@ -84,7 +78,7 @@ class Sigmoid(DotProductAttention):
                  cubature="auto", cubature_order=None, cubature_points=4096, seed=0):
         super().__init__(Q, K, V, beta=beta, W_O=W_O)
         self.bias = jax.numpy.asarray(as_scalar("bias", bias), dtype=jax.numpy.float64)
-        self.gh_order = _positive_int("gh_order", gh_order)
+        self.gh_order = positive_int("gh_order", gh_order)
         if not isinstance(cubature, str):
             raise TypeError("cubature must be one of 'auto', 'gauss-hermite', 'degree5', 'qmc'; "
                             f"got {type(cubature).__name__}")
@@ -92,8 +86,8 @@ class Sigmoid(DotProductAttention):
         if cubature == "auto":
             cubature = "gauss-hermite" if d <= 3 else "qmc"
         order = AUTO_ORDER.get(d, 4) if cubature_order is None else cubature_order
-        self.cubature = Cubature(cubature, _positive_int("cubature_order", order),
-                                 _positive_int("cubature_points", cubature_points),
+        self.cubature = Cubature(cubature, positive_int("cubature_order", order),
+                                 positive_int("cubature_points", cubature_points),
                                  int(as_scalar("seed", seed)))
 
     @classmethod
