@@ -398,8 +398,9 @@ def generate_function(name: str, args: Sequence, outputs: Sequence, doc: str = "
     covariance ``Sigma`` when it is an argument). ``constants``: arguments fixed while the
     function is evaluated many times (the weights and scales of a field): products of them alone
     are preferred, as computed once. ``state``: a flow-map symbol ``Phi`` that each adjacent
-    weight multiplies first (for round-off, see :meth:`JaxMatrixPrinter._with_state`). Larger outputs are printed first, so smaller
-    ones reuse their products (e.g. ``d alpha/dt = J alpha + ...`` after ``J``).
+    weight multiplies first (for round-off, see :meth:`JaxMatrixPrinter._with_state`). Larger
+    outputs are printed first, so smaller ones reuse their products (e.g. ``d alpha/dt = J alpha
+    + ...`` after ``J``).
     """
     if symmetric is None:
         from .derive import symbols as S
