@@ -124,3 +124,11 @@ class PositionalGaussians(eqx.Module):
         more = "" if self.n_blocks <= 20 else f"<tr><td colspan=3>... {self.n_blocks - 20} more</td></tr>"
         return (f"<table><caption>PositionalGaussians: {self.n_blocks} blocks, d = {self.dim}"
                 f"</caption><tr><th>block</th><th>mean</th><th>tr cov</th></tr>{rows}{more}</table>")
+
+
+def example_state(rng, d: int) -> Gaussian:
+    """The initial state of the validation examples: ``N(m, M M^T / d + 0.3 I)`` with
+    ``m ~ 0.7 N(0, I)`` and ``M`` standard normal (drawn from the NumPy generator ``rng``)."""
+    mean = 0.7 * rng.normal(size=d)
+    M = rng.normal(size=(d, d))
+    return Gaussian(mean, M @ M.T / d + 0.3 * np.eye(d))

@@ -190,57 +190,29 @@ class KernelSpec:
 
 
 def is_attention(field) -> bool:
+    """Whether ``field`` is an attention declaration (a score and a normalisation object)."""
     cls = type(field)
-    return (callable(getattr(cls, "log_kernel", None))
+    return (callable(getattr(cls, "particle_score", None))
             and getattr(cls, "normalisation", None) is not None)
 
 
 @functools.cache
 def kernel_spec(cls) -> KernelSpec:
-    """Generate (once per class) the particle-score code from ``cls.log_kernel()``."""
-    from .codegen import compile_source, generate_function
-    from .derive import symbols as S
-    from .derive.calculus import is_zero_matrix, jacobian, quadratic_coefficients, simplify_matrix
-    from .derive.derivation import order_params
-    from .derive.engine import value_map
+    """Generate (once per class) the particle-score code from the declaration of ``cls``.
 
-    norm = getattr(cls, "normalisation")
-    if norm not in NORMALISATIONS:
-        raise TypeError(f"{cls.__name__}.normalisation must be one of {NORMALISATIONS}, got {norm!r}")
-    weight = getattr(cls, "weight", "exp")
-    if not isinstance(weight, str) or weight not in WEIGHT_HOOKS:
-        raise TypeError(f"{cls.__name__}.weight must be one of {sorted(WEIGHT_HOOKS)}, got "
-                        f"{weight!r}; register a hook in gaussflow.particles.WEIGHT_HOOKS")
-    lk = cls.log_kernel()
-    vm = cls.value_map() if callable(getattr(cls, "value_map", None)) else value_map()
-    params = order_params([lk, vm])
-    quadratic, p_zero, c0_zero = True, False, False
-    try:
-        q = quadratic_coefficients(lk, S.y)
-        H = jacobian(q.h, S.x)
-        h0 = simplify_matrix(q.h.subs(S.x, ZeroMatrix(*S.x.shape)))
-        P = q.P
-        if any(getattr(e, "has", lambda *_: False)(S.x) for e in (H, h0, P)):
-            quadratic = False
-        p_zero, c0_zero = is_zero_matrix(P), is_zero_matrix(q.c0)
-    except ValueError:
-        quadratic = False
-    parts = [vm]
-    if quadratic:
-        parts = [H, h0, P, vm]
-    src = "\n".join([
-        f"# gaussflow generated code: {cls.__name__} particle scores.\n",
-        generate_function("kernel_parts", (S.x, *params), parts,
-                          doc="(H, h0, P, W_O V) with log k = c0(x) + (H x + h0)^T y - 1/2 y^T P y"
-                          if quadratic else "(W_O V,)"),
-        generate_function("kernel_c0", (S.x, *params), [q.c0 if quadratic else ZeroMatrix(1, 1)],
-                          doc="c0(x), the part of log k free of y."),
-        generate_function("log_kernel", (S.x, S.y, *params), [lk], doc="log k(x, y)."),
-    ])
-    fns = compile_source(src)
-    return KernelSpec(name=cls.__name__, normalisation=norm, weight=weight, params=params,
-                      quadratic=quadratic, p_zero=p_zero, c0_zero=c0_zero, source=src,
-                      functions=fns)
+    ``cls.particle_score()`` is the score ``s(x, y)`` (a SymPy ``(1, 1)`` expression of the
+    columns ``x``, ``y``, the parameters and the time ``t``), ``cls.value_map()`` the value matrix,
+    ``cls.normalisation`` a normalisation object (``kind`` and ``weight``). Every generated
+    function takes the time first.
+    """
+    norm = cls.normalisation
+    kind, weight = getattr(norm, "kind", None), getattr(norm, "weight", None)
+    if kind not in NORMALISATIONS:
+        raise TypeError(f"{cls.__name__}.normalisation must be a gaussflow normalisation object, "
+                        f"got {norm!r}")
+    lk, vm = cls.particle_score(), cls.value_map()
+    parts_src = cls.particle_source(lk, vm)
+    return KernelSpec(name=cls.__name__, normalisation=kind, weight=weight, **parts_src)
 
 
 # ----------------------------------------------------------------------- evaluation context
@@ -273,15 +245,15 @@ class _Scores:
     for ``"none"``). Otherwise the full score is formed before the weight hook.
     """
 
-    def __init__(self, spec: KernelSpec, field, X):
+    def __init__(self, spec: KernelSpec, field, X, t=0.0):
         self.spec = spec
         vals = spec.param_values(field)
         n, d = X.shape
         fns = spec.functions
-        outs = fns["kernel_parts"](jnp.zeros((d, 1)), *vals)
+        outs = fns["kernel_parts"](t, jnp.zeros((d, 1)), *vals)
         outs = outs if isinstance(outs, tuple) else (outs,)
         self.values = X @ jnp.broadcast_to(outs[-1], (d, d)).T  # v_j = W_O V y_j
-        self.hook = WEIGHT_HOOKS[spec.weight]
+        self.hook = WEIGHT_HOOKS.get(spec.weight)
         self.fast = spec.quadratic and spec.weight == "exp"
         self.y = X
         self.key_const = None  # (N,) or None
@@ -293,7 +265,7 @@ class _Scores:
             kc = None if spec.p_zero else -0.5 * jnp.sum((X @ jnp.broadcast_to(outs[2], (d, d)))
                                                           * X, axis=1)
             c0 = None if spec.c0_zero else jax.vmap(
-                lambda x: jnp.reshape(fns["kernel_c0"](x[:, None], *vals), ()))(X)
+                lambda x: jnp.reshape(fns["kernel_c0"](t, x[:, None], *vals), ()))(X)
             if self.fast:
                 self.key_const, self.row_const = kc, c0
             else:
@@ -303,7 +275,7 @@ class _Scores:
         else:
             self.q = X
             lk = fns["log_kernel"]
-            pair = lambda x, y: jnp.reshape(lk(x[:, None], y[:, None], *vals), ())  # noqa: E731
+            pair = lambda x, y: jnp.reshape(lk(t, x[:, None], y[:, None], *vals), ())  # noqa: E731
             self._pair = jax.vmap(jax.vmap(pair, (None, 0)), (0, None))
 
     def query_data(self):
@@ -330,7 +302,8 @@ class _Scores:
         return s if self.fast else self.hook(s)
 
 
-def _add(a, b):
+def add_bias(a, b):
+    """``a + b`` where either may be ``None`` (no bias)."""
     if a is None:
         return b
     if b is None:
@@ -370,7 +343,7 @@ def _scan_lse(n_out, xs, block_logits, dv=None):
     return m, l, acc
 
 
-def _row_pass(sc: _Scores, key_bias, positions, ctx: Context, with_values=True):
+def row_pass(sc: _Scores, key_bias, positions, ctx: Context, with_values=True):
     """For every query ``i``, over keys ``j`` (masked to ``positions[j] <= positions[i]`` when
     given): ``(m_i, l_i, acc_i)`` of the logits ``log w_ij + key_bias_j`` (see :func:`_scan_lse`)."""
     n = sc.q.shape[0]
@@ -410,28 +383,40 @@ def _row_pass(sc: _Scores, key_bias, positions, ctx: Context, with_values=True):
     return _scan_lse(n, xs, block_logits, dv)
 
 
-def _direct_pass(sc: _Scores, a, ctx: Context):
-    """``sum_j a_j w(s_ij) v_j`` for every query ``i``, with the bounded weight
-    ``w = DIRECT_WEIGHTS[weight]`` (block-wise over keys; ``a`` (N,) the key masses)."""
+def direct_pass(sc: _Scores, a, ctx: Context, positions=None):
+    """``sum_j a_j w(s_ij) v_j`` for every query ``i``, with a bounded or linear weight
+    ``w = DIRECT_WEIGHTS[weight]`` (block-wise over keys; ``a`` (N,) the key masses). With
+    ``positions``: the average over the prefix, ``sum_{j <= i} a_j w_ij v_j / sum_{j <= i} a_j``."""
     w = DIRECT_WEIGHTS[sc.spec.weight]
     n = sc.q.shape[0]
     qd, kd = sc.query_data(), sc.key_data()
+    if positions is None:
+        mask = lambda kp: 1.0  # noqa: E731
+        kpos = jnp.zeros((n,))
+    else:
+        mask = lambda kp: (kp[None, :] <= positions[:, None]).astype(a.dtype)  # noqa: E731
+        kpos = positions
     if ctx.dense:
-        return (w(sc.scores(qd, kd)) * a[None, :]) @ sc.values
-    B = ctx.block_size(n)
-    nb = -(-n // B)
-    xs = (tuple(_blocks(k, nb, B, 0.0) for k in kd), _blocks(a, nb, B, 0.0),
-          _blocks(sc.values, nb, B, 0.0))
+        aw = a[None, :] * mask(kpos)
+        acc, mass = (w(sc.scores(qd, kd)) * aw) @ sc.values, jnp.sum(aw * jnp.ones((n, n)), axis=1)
+    else:
+        B = ctx.block_size(n)
+        nb = -(-n // B)
+        xs = (tuple(_blocks(k, nb, B, 0.0) for k in kd), _blocks(a, nb, B, 0.0),
+              _blocks(sc.values, nb, B, 0.0), _blocks(kpos, nb, B, jnp.inf))
 
-    def body(acc, x):
-        return acc + (w(sc.scores(qd, x[0])) * x[1][None, :]) @ x[2], None
+        def body(carry, x):
+            acc, mass = carry
+            aw = x[1][None, :] * mask(x[3])
+            return (acc + (w(sc.scores(qd, x[0])) * aw) @ x[2],
+                    mass + jnp.sum(aw * jnp.ones((n, 1)), axis=1)), None
 
-    acc, _ = jax.lax.scan(body, jnp.zeros((n, sc.values.shape[1])), xs)
-    return acc
+        (acc, mass), _ = jax.lax.scan(body, (jnp.zeros((n, sc.values.shape[1])), jnp.zeros(n)), xs)
+    return acc if positions is None else acc / mass[:, None]
 
 
 def _row_lse(sc, key_bias, ctx):
-    m, l, _ = _row_pass(sc, key_bias, None, ctx, with_values=False)
+    m, l, _ = row_pass(sc, key_bias, None, ctx, with_values=False)
     return m + jnp.log(l)
 
 
@@ -452,7 +437,7 @@ def _col_lse(sc: _Scores, query_bias, ctx: Context):
 
         m, l, _ = _scan_lse(n, xs, block_logits)
         out = m + jnp.log(l)
-    return _add(out, sc.key_const)
+    return add_bias(out, sc.key_const)
 
 
 def sinkhorn_potentials(sc: _Scores, log_a, ctx: Context):
@@ -472,7 +457,7 @@ def sinkhorn_potentials(sc: _Scores, log_a, ctx: Context):
     def body(st):
         it, f, g, err = st
         g = log_a - _col_lse(sc, f, ctx)
-        f_new = log_a - _row_lse(sc, _add(g, sc.key_const), ctx)
+        f_new = log_a - _row_lse(sc, add_bias(g, sc.key_const), ctx)
         dev = jnp.where(jnp.isfinite(f_new), jnp.expm1(f - f_new), 0.0)
         return it + 1, f_new, g, jnp.max(jnp.abs(dev))
 
@@ -481,26 +466,27 @@ def sinkhorn_potentials(sc: _Scores, log_a, ctx: Context):
     return g, it, err
 
 
-def particle_velocity(field, X, positions=None, ctx: Context = Context(), log_a=None):
-    """``Gamma[mu](x_i)`` at every particle of the cloud ``X`` (N, d) for the empirical measure
-    ``mu = sum_j a_j delta_{x_j}`` (``log_a`` (N,); ``None``: uniform ``a_j = 1/N``; entries
-    ``-inf`` drop particles, e.g. padding). Pure JAX (traceable).
+def particle_velocity(field, X, positions=None, ctx: Context = Context(), log_a=None, t=0.0):
+    """``Gamma[mu](x_i)`` at time ``t`` at every particle of the cloud ``X`` (N, d) for the
+    empirical measure ``mu = sum_j a_j delta_{x_j}`` (``log_a`` (N,); ``None``: uniform
+    ``a_j = 1/N``; entries ``-inf`` drop particles, e.g. padding). Pure JAX (traceable).
     ``positions`` (N,) or ``None``: causal mask (see the module docstring).
     """
     hook = getattr(field, "_particle_velocity", None)
     if callable(hook):
-        return hook(X, ctx, positions=positions, log_a=log_a)
+        return hook(X, ctx, positions=positions, log_a=log_a, t=t)
     parts = getattr(field, "parts", None)
     if isinstance(parts, tuple) and parts:
-        out = [particle_velocity(p, X, positions, ctx, log_a) for p in parts]
+        out = [particle_velocity(p, X, positions, ctx, log_a, t) for p in parts]
         return functools.reduce(jnp.add, out)
     if is_attention(field):
-        return _attention_velocity(field, X, positions, ctx, log_a)
+        sc = _Scores(kernel_spec(type(field)), field, X, t)
+        return type(field).normalisation.particle_velocity(sc, ctx, positions, log_a)
     if _is_local(field):
         d = X.shape[1]
-        return jax.vmap(lambda x: field._velocity(jnp.zeros((d,)), jnp.eye(d), x))(X)
-    raise TypeError(f"{type(field).__name__} has no particle system: declare log_kernel() and "
-                    "normalisation, or implement _particle_velocity(X, ctx, positions, log_a)")
+        return jax.vmap(lambda x: field._velocity(t, jnp.zeros((d,)), jnp.eye(d), x))(X)
+    raise TypeError(f"{type(field).__name__} has no particle system: declare it as a "
+                    "gf.Attention, or implement _particle_velocity(X, ctx, positions, log_a, t)")
 
 
 def _is_local(field) -> bool:
@@ -508,34 +494,8 @@ def _is_local(field) -> bool:
     deriv = getattr(type(field), "derivation", None)
     if not callable(deriv):
         return False
-    from .derive import symbols as S
-
-    v = deriv().velocity
-    return not (v.has(S.alpha) or v.has(S.Sigma))
-
-
-def _attention_velocity(field, X, positions, ctx, log_a):
-    spec = kernel_spec(type(field))
-    sc = _Scores(spec, field, X)
-    n = X.shape[0]
-    if positions is not None and spec.normalisation != "softmax":
-        raise ValueError(f"causal masks need softmax normalisation; {spec.name} uses "
-                         f"{spec.normalisation!r}")
-    if spec.normalisation == "sinkhorn":
-        la = jnp.full((n,), -math.log(n)) if log_a is None else log_a
-        g, _, _ = sinkhorn_potentials(sc, la, ctx)
-        m, l, acc = _row_pass(sc, _add(g, sc.key_const), None, ctx)
-        return acc / l[:, None]
-    if spec.normalisation == "none" and spec.weight in DIRECT_WEIGHTS:
-        a = jnp.full((n,), 1.0 / n) if log_a is None else jnp.exp(log_a)
-        return _direct_pass(sc, a, ctx)
-    m, l, acc = _row_pass(sc, _add(log_a, sc.key_const), positions, ctx)
-    if spec.normalisation == "softmax":
-        return acc / l[:, None]
-    # "none": sum_j a_j w_ij v_j (a_j = 1/N when uniform).
-    m = _add(m, sc.row_const)
-    out = jnp.exp(m)[:, None] * acc
-    return out / n if log_a is None else out
+    names = {s.name for s in deriv().velocity.free_symbols}
+    return not names & {"alpha", "Sigma"}
 
 
 def sinkhorn_fields(field):
@@ -608,7 +568,7 @@ def _integrate_impl(field, x0s, log_as, positions, t0, t1, ts, ctx, solver, rtol
 
     def one(x0, log_a):
         def vf(t, y, args):
-            return particle_velocity(field, y, positions, ctx, log_a)
+            return particle_velocity(field, y, positions, ctx, log_a, t)
 
         def cond_nonfinite(t, y, args, **kw):
             return ~jnp.all(jnp.isfinite(y))
@@ -653,7 +613,7 @@ def _check_positions(positions, causal, n):
 
 
 def _check_field(field, d):
-    from .variants.base import Field
+    from .field import Field
 
     if not isinstance(field, Field):
         raise TypeError(f"field must be a gaussflow field (e.g. gf.Softmax(Q, K, V)), got "

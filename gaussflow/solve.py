@@ -36,7 +36,7 @@ import numpy as np
 
 from ._checks import as_scalar, check_times, is_concrete, positive_int
 from .gaussian import Gaussian
-from .variants.base import cov_from_flow as _cov_from_flow
+from .field import cov_from_flow as _cov_from_flow
 
 STATUSES = ("completed", "blowup", "max_steps", "nonfinite", "not_integrable")
 
@@ -71,9 +71,9 @@ def _trace(S):
     return jnp.trace(S, axis1=-2, axis2=-1).sum()
 
 
-def _growth(field, mean, S, scale):
+def _growth(field, t, mean, S, scale):
     """``f = tr Sigma / scale`` and ``df/dt = 2 tr(J Sigma) / scale`` (summed over blocks)."""
-    _, J = field._closure(mean, S)
+    _, J = field._closure(t, mean, S)
     f = _trace(S) / scale
     fp = 2.0 * jnp.sum(J * jnp.swapaxes(S, -1, -2)) / scale
     return f, fp
@@ -132,7 +132,7 @@ def _integrate(field, mean0, cov0, t0, t1, ts, solver, rtol, atol, max_steps, th
 
     def vf_t(t, y):
         mean, Phi = y
-        return field._flow_rhs(mean, Phi, cov0)
+        return field._flow_rhs(t, mean, Phi, cov0)
 
     def vf(s, y, args):
         dm, dPhi = vf_t(to_t(s), y)
@@ -145,14 +145,14 @@ def _integrate(field, mean0, cov0, t0, t1, ts, solver, rtol, atol, max_steps, th
         """(nonfinite, blowup, outside domain, tau) at state y: one closure evaluation."""
         mean, Phi = y
         S = _cov_from_flow(Phi, cov0)
-        dm, J = field._closure(mean, S)
+        dm, J = field._closure(t, mean, S)
         finite = (jnp.all(jnp.isfinite(mean)) & jnp.all(jnp.isfinite(Phi))
                   & jnp.all(jnp.isfinite(dm)) & jnp.all(jnp.isfinite(J)))
         f = _trace(S) / scale
         fp = 2.0 * jnp.sum(J * jnp.swapaxes(S, -1, -2)) / scale
         tau = f / jnp.where(fp > 0, fp, jnp.inf)
         blowup = (f > threshold) & (fp > 0) & (tau < BLOWUP_TAU_RATIO * (t - t0))
-        outside = ~field._domain_ok(mean, S)
+        outside = ~field._domain_ok(t, mean, S)
         return ~finite, blowup, outside, tau
 
     def cond(s, y, args, **kw):
@@ -263,7 +263,7 @@ def check_solver_options(rtol, atol, blowup_threshold, max_steps):
 
 
 def _check_field_state(field, g0):
-    from .variants.base import Field
+    from .field import Field
 
     if not isinstance(field, Field):
         raise TypeError(f"field must be a gaussflow field (e.g. gf.Softmax(Q, K, V)), got "

@@ -179,7 +179,7 @@ def _stack(items):
 
 def _batch_fields(fields, d):
     """``(field, batched, B, name)``; a sequence is stacked along a new leading axis."""
-    from .variants.base import Field
+    from .field import Field
 
     if isinstance(fields, (list, tuple)):
         if not fields:
@@ -228,7 +228,7 @@ def _check_closure_shapes(field, d, batched) -> bool:
     c = jax.ShapeDtypeStruct((d, d), jnp.float64)
 
     def clo(f):
-        return f._closure(jnp.zeros(d), jnp.eye(d))
+        return f._closure(jnp.asarray(0.0), jnp.zeros(d), jnp.eye(d))
 
     try:
         if batched:

@@ -182,7 +182,7 @@ def _softmax_S(field, allow_affine=False, need_symmetric_A=False):
     ``S = sum_h beta_h v_h (A_h + A_h^T)``; ``W`` the summed affine matrix (zeros if none).
     """
     from .variants.softmax import Softmax
-    from .variants.base import Field
+    from .field import Field
 
     if not isinstance(field, Field):
         raise TypeError(f"field must be a gaussflow field, got {type(field).__name__}")
@@ -215,7 +215,7 @@ def _softmax_S(field, allow_affine=False, need_symmetric_A=False):
 
 def _state(field, g0):
     """Validated ``(mean, cov)`` of ``g0`` (checked before any work on the field)."""
-    from .variants.base import Field
+    from .field import Field
 
     if not isinstance(field, Field):
         raise TypeError(f"field must be a gaussflow field, got {type(field).__name__}")

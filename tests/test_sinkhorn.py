@@ -11,7 +11,7 @@ import gaussflow as gf
 from gaussflow.codegen import compile_source, generate_function
 from gaussflow.derive import symbols as S
 from gaussflow.derive.calculus import gaussian_self_coupling
-from gaussflow.variants.base import _jit_velocity
+from gaussflow.field import _jit_velocity
 
 
 def _spd(rng, d, floor=0.2):

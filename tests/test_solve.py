@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import gaussflow as gf
-from gaussflow.variants.base import Field
+from gaussflow.field import Field
 
 from conftest import random_spd
 
@@ -234,7 +234,7 @@ def test_collapse_to_low_rank_limit_without_roundoff_drift():
 @pytest.mark.parametrize("name", ["softmax", "l2", "sinkhorn", "affine"])
 def test_flow_rhs_equals_closure_times_phi(name):
     """The generated ``flow_rhs`` (Sigma = Phi Sigma0 Phi^T substituted) equals ``J(Sigma) Phi``."""
-    from gaussflow.variants.base import Field
+    from gaussflow.field import Field
 
     rng = np.random.default_rng(3)
     d = 3

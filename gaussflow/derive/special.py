@@ -66,21 +66,21 @@ class LogisticGauss(sp.Function):
 class GaussianExpectation(MatrixExpr):
     """``E[Gamma(X)]``, ``X ~ N(alpha, Sigma)``, by the field's cubature rule.
 
-    Arguments ``(integrand, rule, alpha, Sigma, *params)`` where ``integrand`` is the name (a
-    Symbol) of a generated function ``integrand(x, alpha, Sigma, *params)`` and ``rule`` the
+    Arguments ``(integrand, rule, t, alpha, Sigma, *params)`` where ``integrand`` is the name (a
+    Symbol) of a generated function ``integrand(t, x, alpha, Sigma, *params)`` and ``rule`` the
     parameter symbol holding the :class:`~gaussflow.quadrature.Cubature`. Printed
-    ``_gauss_expect(integrand, rule, alpha, Sigma, *params)``.
+    ``_gauss_expect(integrand, rule, t, alpha, Sigma, *params)``.
     """
 
     _jax_name = "_gauss_expect"
     _label = r"\Gamma(X)"
 
-    def __new__(cls, integrand, rule, alpha, Sigma, *params):
-        return super().__new__(cls, integrand, rule, alpha, Sigma, *params)
+    def __new__(cls, integrand, rule, t, alpha, Sigma, *params):
+        return super().__new__(cls, integrand, rule, t, alpha, Sigma, *params)
 
     @property
     def shape(self):
-        return (self.args[2].shape[0], 1)
+        return (self.args[3].shape[0], 1)
 
     @property
     def free_symbols(self):  # the integrand is a function name, not a parameter
@@ -88,7 +88,7 @@ class GaussianExpectation(MatrixExpr):
 
     def _latex(self, printer):
         return (r"\mathbb{E}^{\mathrm{cub}}_{X \sim \mathcal N(%s, %s)}\left[%s\right]"
-                % (printer._print(self.args[2]), printer._print(self.args[3]), self._label))
+                % (printer._print(self.args[3]), printer._print(self.args[4]), self._label))
 
     def _sympystr(self, printer):
         return f"E[{self._label} | {self.args[1]}]"
@@ -101,17 +101,17 @@ class GaussianExpectationJacobian(GaussianExpectation):
 
     @property
     def shape(self):
-        n = self.args[2].shape[0]
+        n = self.args[3].shape[0]
         return (n, n)
 
     def _eval_transpose(self):
         return None
 
 
-def _gauss_expect(f, rule, alpha, Sigma, *params):
-    """Cubature ``sum_i w_i f(x_i, alpha, Sigma, *params)`` over ``x_i = alpha + Sigma^{1/2} u_i``."""
+def _gauss_expect(f, rule, t, alpha, Sigma, *params):
+    """Cubature ``sum_i w_i f(t, x_i, alpha, Sigma, *params)`` over ``x_i = alpha + Sigma^{1/2} u_i``."""
     a = alpha[:, 0]
-    return rule.expect(lambda x: f(x[:, None], alpha, Sigma, *params), a, Sigma)
+    return rule.expect(lambda x: f(t, x[:, None], alpha, Sigma, *params), a, Sigma)
 
 
 #: Runtime bindings of the ``_jax_name`` of every class above (pass as a derivation's ``runtime``).
