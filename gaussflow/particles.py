@@ -89,6 +89,7 @@ WEIGHT_HOOKS: dict[str, Callable] = {
 #: one ``w`` per pair instead of ``log w`` followed by ``exp``; 3-4 times faster for sigmoid).
 DIRECT_WEIGHTS: dict[str, Callable] = {
     "sigmoid": jax.nn.sigmoid,
+    "linear": lambda s: s,  # linear attention: the score itself (may be negative)
 }
 
 NORMALISATIONS = ("softmax", "none", "sinkhorn")
