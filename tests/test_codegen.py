@@ -10,7 +10,8 @@ import sympy as sp
 from sympy import Identity, ImmutableMatrix, Inverse, MatrixSymbol
 
 import gaussflow as gf
-from gaussflow.codegen import SqrtPSD, compile_source, generate_function
+from gaussflow.codegen import compile_source, generate_function
+from gaussflow.derive.special import SqrtPSD
 from gaussflow.derive import symbols as S
 
 DIMS = {S.d: 3, S.k: 2, S.k_v: 4}

@@ -36,7 +36,6 @@ from ..derive.calculus import jacobian_weighted, simplify_matrix, stein_linear_i
 from ..derive.derivation import Step, order_params, signature
 from ..derive.engine import build, value_map
 from ..derive.special import (
-    RUNTIME,
     GaussianExpectation,
     GaussianExpectationJacobian,
     LogisticGauss,
@@ -164,7 +163,7 @@ def derive_sigmoid(name):
         "Bias: a layer over n tokens is n times this field; with b = -log n, "
         "n sigma(s - log n) -> e^s as n grows (the unnormalised field).",
     )
-    D = build(name, False, velocity, mean_rhs, J, cov_rhs, steps, (), notes, RUNTIME)
+    D = build(name, False, velocity, mean_rhs, J, cov_rhs, steps, (), notes)
     vel_args, _ = signature(D.params)
     extra = generate_function("velocity_jacobian", vel_args, [vel_jac],
                               doc="grad_x Gamma(x) (numerator layout), by the chain rule and Stein.")

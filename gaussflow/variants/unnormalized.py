@@ -20,7 +20,7 @@ from ..derive import symbols as S
 from ..derive.calculus import expect_exp_quadratic_affine, simplify_matrix
 from ..derive.derivation import Step
 from ..derive.engine import build, value_map
-from ..derive.special import RUNTIME, Scalar
+from ..derive.special import Scalar
 from ..codegen import generate_function
 from .attention import DotProductAttention
 
@@ -143,7 +143,7 @@ def derive_unnormalised_exp(name, log_kernel, value=None):
         "exp(c / margin) margin^-k, so the trajectory is then within solver resolution of the "
         "divergence time).",
     )
-    D = build(name, False, velocity, mean_rhs, J, cov_rhs, steps, (), notes, RUNTIME)
+    D = build(name, False, velocity, mean_rhs, J, cov_rhs, steps, (), notes)
     from ..derive.derivation import signature
 
     _, mom_args = signature(D.params)
