@@ -29,7 +29,9 @@ W_O = MatrixSymbol("W_O", d, k_v)
 beta = sp.Symbol("beta", positive=True)
 c = sp.Symbol("c", positive=True)
 eps = sp.Symbol("epsilon", positive=True)
-bias = sp.Symbol("b", real=True)
+# The sigmoid score's scalar bias; named "bias" (printed so, and so passed by the fields), not
+# "b", which is the affine layer's vector below (LaTeX renders it b).
+bias = sp.Symbol("bias", real=True)
 
 # Affine layer: velocity W x + b.
 W = MatrixSymbol("W", d, d)

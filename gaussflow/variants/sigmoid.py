@@ -102,7 +102,7 @@ class Sigmoid(DotProductAttention):
 
     def _param_values(self) -> dict:
         vals = super()._param_values()
-        vals.update({"b": self.bias, "n_GH": self.gh_order, "cubature": self.cubature})
+        vals.update({"bias": self.bias, "n_GH": self.gh_order, "cubature": self.cubature})
         return vals
 
     def velocity_jacobian(self, g, x):
