@@ -203,3 +203,7 @@ def test_unknown_node_is_refused():
 
     with pytest.raises(NotImplementedError, match="MyExp"):
         generate_function("f", (S.beta,), [MyExp(S.beta)])
+
+    undefined_exp = sp.Function("exp")  # an undefined function that only shares exp's name
+    with pytest.raises(NotImplementedError, match="exp"):
+        generate_function("f", (S.beta,), [undefined_exp(S.beta)])

@@ -44,6 +44,10 @@ def _check_name(name: str, what) -> str:
     return name
 
 
+def _is_sympy_class(cls) -> bool:
+    return (getattr(cls, "__module__", None) or "").split(".")[0] == "sympy"
+
+
 class JaxMatrixPrinter(ProductRules, CodePrinter):
     """Matrix-level JAX printer with common-subexpression binding (see the module docstring).
 
@@ -131,7 +135,8 @@ class JaxMatrixPrinter(ProductRules, CodePrinter):
     # -- dispatch --------------------------------------------------------------------------
     @classmethod
     def _rules(cls) -> dict:
-        """``{class name: _print_X method}`` defined on this printer class and its subclasses."""
+        """``{class name: (_print_X method, whether JaxMatrixPrinter itself defines it)}`` for the
+        rules defined on this printer class and its subclasses (not the inherited SymPy ones)."""
         if "_rule_table" not in cls.__dict__:
             table = {}
             for klass in reversed(cls.__mro__):
@@ -139,7 +144,7 @@ class JaxMatrixPrinter(ProductRules, CodePrinter):
                     for attr, fn in vars(klass).items():
                         if attr.startswith("_print_") and attr not in (
                                 "_print_not_supported", "_print_jax_node"):
-                            table[attr[len("_print_"):]] = fn
+                            table[attr[len("_print_"):]] = (fn, klass is JaxMatrixPrinter)
             cls._rule_table = table
         return cls.__dict__["_rule_table"]
 
@@ -152,8 +157,10 @@ class JaxMatrixPrinter(ProductRules, CodePrinter):
             classes = (t,) if issubclass(t, sp.Function) else t.__mro__
             rules = self._rules()
             for cls in classes:
-                rule = rules.get(cls.__name__)
-                if rule is not None:
+                rule, builtin = rules.get(cls.__name__, (None, False))
+                # the built-in rules are for SymPy's own classes, not others of the same name
+                # (e.g. an undefined function sp.Function("exp") is not exp)
+                if rule is not None and (not builtin or _is_sympy_class(cls)):
                     return rule(self, expr)
             return self._print_not_supported(expr)
         finally:
