@@ -7,10 +7,10 @@ rules work on whole matrices: ``MatMul`` becomes ``@`` (ordered and shared by
 :class:`~gaussflow.codegen.products.ProductRules`), ``Inverse(B) @ Y`` becomes
 ``jnp.linalg.solve(B, Y)`` (never an explicit inverse when a solve serves), special functions map
 to ``jax.numpy`` / ``jax.scipy.special`` (SymPy's own JAX printer emits ``math.erf``, which breaks
-under ``jit``), and a symbolic node whose class has a ``_jax_name`` (:mod:`gaussflow.derive.special`)
-prints as a call of that runtime name. Repeated sub-expressions are bound once to temporaries
-``_t0, _t1, ...``. Vectors are ``(n, 1)`` columns, exactly as in the symbolic derivation; the field
-classes reshape at the boundary. Scalars print as float64 literals (``2`` as ``2.0``).
+under ``jit``), and a symbolic node whose class has a ``_jax_name``
+(:mod:`gaussflow.derive.special`) prints as a call of that runtime name. Repeated sub-expressions
+are bound once to temporaries ``_t0, _t1, ...``. Vectors are ``(n, 1)`` columns, exactly as in the
+symbolic derivation; the field classes reshape at the boundary. Scalars print as float64 literals (``2`` as ``2.0``).
 
 :func:`generate_function` checks the names first: every argument and free symbol prints as its
 SymPy name, so two distinct symbols with one name, a name that is not a Python identifier, a
@@ -26,7 +26,7 @@ from collections import Counter
 from typing import Sequence
 
 import sympy as sp
-from sympy import Identity, MatMul, MatrixExpr, MatrixSymbol, OneMatrix, ZeroMatrix
+from sympy import Identity, MatMul, MatrixSymbol, OneMatrix, ZeroMatrix
 from sympy.printing.codeprinter import CodePrinter
 
 from ..derive import symbols as S
@@ -195,7 +195,8 @@ class JaxMatrixPrinter(ProductRules, CodePrinter):
         if missing:
             raise ValueError(f"codegen: dimension {n} uses {sorted(map(str, missing))}, which no "
                              "argument's shape gives")
-        return "(" + sp.pycode(n.xreplace({s: sp.Symbol(self.dims[s]) for s in n.free_symbols})) + ")"
+        runtime = n.xreplace({s: sp.Symbol(self.dims[s]) for s in n.free_symbols})
+        return "(" + sp.pycode(runtime) + ")"
 
     # -- atoms -------------------------------------------------------------------------------
     def _print_MatrixSymbol(self, e) -> str:

@@ -96,7 +96,8 @@ class GaussianExpectation(MatrixExpr):
     Arguments ``(integrand, rule, alpha, Sigma, *params)`` where ``integrand`` is the name (a
     Symbol) of a generated function ``integrand(x, alpha, Sigma, *params)`` and ``rule`` the
     parameter symbol holding the :class:`~gaussflow.quadrature.Cubature`. Printed
-    ``_gauss_expect(integrand, rule, alpha, Sigma, *params)`` (:func:`gaussflow.quadrature.gauss_expect`).
+    ``_gauss_expect(integrand, rule, alpha, Sigma, *params)``
+    (:func:`gaussflow.quadrature.gauss_expect`).
     """
 
     _jax_name = "_gauss_expect"
