@@ -10,7 +10,8 @@ to ``jax.numpy`` / ``jax.scipy.special`` (SymPy's own JAX printer emits ``math.e
 under ``jit``), and a symbolic node whose class has a ``_jax_name``
 (:mod:`gaussflow.derive.special`) prints as a call of that runtime name. Repeated sub-expressions
 are bound once to temporaries ``_t0, _t1, ...``. Vectors are ``(n, 1)`` columns, exactly as in the
-symbolic derivation; the field classes reshape at the boundary. Scalars print as float64 literals (``2`` as ``2.0``).
+symbolic derivation; the field classes reshape at the boundary. Scalars print as float64 literals
+(``2`` as ``2.0``).
 
 :func:`generate_function` checks the names first: every argument and free symbol prints as its
 SymPy name, so two distinct symbols with one name, a name that is not a Python identifier, a
