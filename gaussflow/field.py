@@ -29,7 +29,6 @@ import jax.numpy as jnp
 from ._checks import as_array, as_scalar
 from .codegen import compile_source, generate_function
 from .derive.derivation import Derivation
-from .derive.special import RUNTIME as SPECIAL_RUNTIME
 from .gaussian import Gaussian
 
 
@@ -119,7 +118,7 @@ def realise(derivation: Derivation) -> Derivation:
     ``jax_source`` and ``functions`` filled in."""
     if derivation.functions:
         return derivation
-    runtime = {**SPECIAL_RUNTIME, **derivation.runtime}
+    runtime = dict(derivation.runtime)
     header = f"# gaussflow generated code: {derivation.name} closure. Vectors are (n, 1) columns.\n"
     src = "\n".join([header] + [
         generate_function(p.name, p.args, list(p.outputs), doc=p.doc, symmetric=p.symmetric,

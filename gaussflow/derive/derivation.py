@@ -49,10 +49,15 @@ class Step:
     exprs: tuple = ()  # ((label, sympy expr), ...)
 
 
+#: LaTeX names of symbols whose Python name is longer than their mathematical one.
+_LATEX_NAMES = {S.bias: "b"}
+
+
 def _latex(expr) -> str:
     if isinstance(expr, str):
         return expr
-    return sp.latex(expr, mat_symbol_style="plain").replace("+ -", "- ")
+    return sp.latex(expr, mat_symbol_style="plain",
+                    symbol_names=_LATEX_NAMES).replace("+ -", "- ")
 
 
 @dataclass(frozen=True, eq=False)
@@ -211,6 +216,6 @@ def order_params(exprs) -> tuple:
                 found.add(s)
             elif isinstance(s, sp.Symbol) and s not in S.DIMENSIONS and s != S.t:
                 found.add(s)
-    order = ["Q", "K", "V", "W_O", "W", "b", "beta", "c", "epsilon"]
+    order = ["Q", "K", "V", "W_O", "W", "b", "bias", "beta", "c", "epsilon"]
     return tuple(sorted(found, key=lambda s: (order.index(s.name) if s.name in order else 99,
                                               s.name)))

@@ -32,7 +32,9 @@ W_O = MatrixSymbol("W_O", d, k_v)
 beta = sp.Symbol("beta", real=True)  # any finite real (beta < 0 flips A)
 c = sp.Symbol("c", positive=True)
 eps = sp.Symbol("epsilon", positive=True)
-bias = sp.Symbol("b", real=True)
+# The sigmoid score's scalar bias; named "bias" (printed so, and so passed by the fields), not
+# "b", which is the affine layer's vector below (LaTeX renders it b).
+bias = sp.Symbol("bias", real=True)
 
 # Affine layer: velocity W x + b.
 W = MatrixSymbol("W", d, d)
