@@ -157,9 +157,11 @@ def _alive(sid: str, info, now: float) -> bool:
 @contextlib.contextmanager
 def _locked(path: str):
     """Hold an exclusive lock on the folder's manifest while reading-modifying-writing it."""
+    for own in (MANIFEST, LOCK):  # checked before the lock file is created
+        f = os.path.join(path, own)
+        if os.path.lexists(f) and not stat.S_ISREG(os.lstat(f).st_mode):
+            raise CacheUnusable(f"{f} is not a regular file (remove it)")
     lock = os.path.join(path, LOCK)
-    if os.path.lexists(lock) and not stat.S_ISREG(os.lstat(lock).st_mode):
-        raise CacheUnusable(f"{lock} is not a regular file (remove it)")
     fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
         if fcntl is not None:
