@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ._common import fmt, int_list
+from ._common import UsageError, fmt, int_list
 
 
 def add(sub):
@@ -33,7 +33,10 @@ def cmd(args):
 
     ns, seeds = int_list("n", args.n), int_list("seeds", args.seeds)
     _check_sizes(ns, max(args.d, 1)), _check_seeds(seeds)  # before any work
-    as_scalar("t1", args.t1, positive=True)
+    try:
+        as_scalar("t1", args.t1, positive=True)
+    except ValueError as e:
+        raise UsageError(f"--{e}") from None
     field, g0, _ = example(args.variant, d=args.d, seed=args.seed)
     rep = validate(field, g0, args.t1, n_particles=ns,
                    seeds=seeds, progress=not args.quiet)
