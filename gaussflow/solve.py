@@ -105,15 +105,19 @@ FIRST_STEP = 1e-2
 def _first_step(dm, J, mean, S, span):
     """The first step from the problem's own time scale: ``min(span, FIRST_STEP / rate)`` with
     ``rate = |d tr Sigma/dt| / tr Sigma + ||J||_F + |d alpha/dt| / (|alpha| + (tr Sigma)^{1/2})``
-    at ``t0`` (``d Sigma/dt = J Sigma + Sigma J^T``; sums over position blocks). Every term is an
-    inverse time of the closure at ``t0``, so a huge score scale (``beta``) gives a proportionally
-    small first step, not one that lands past a blow-up. ``span`` if ``rate`` is 0 or not finite
-    (a non-finite right-hand side is reported by the event, not here)."""
-    trS = _trace(S)
-    growth = jnp.abs(2.0 * jnp.sum(J * jnp.swapaxes(S, -1, -2))) / jnp.maximum(trS, 1e-300)
-    drift = jnp.linalg.norm(dm) / (jnp.linalg.norm(mean) + jnp.sqrt(jnp.maximum(trS, 0.0))
-                                   + 1e-300)
-    rate = growth + jnp.sqrt(jnp.sum(J * J)) + drift
+    at ``t0`` (``d Sigma/dt = J Sigma + Sigma J^T``; for position blocks the largest block rate, so
+    equal blocks start like one Gaussian). Every term is an inverse time of the closure at ``t0``,
+    so a huge score scale (``beta``) gives a proportionally small first step, not one that lands
+    past a blow-up. ``span`` if ``rate`` is 0 or not finite (a non-finite right-hand side is
+    reported by the event, not here)."""
+    d = S.shape[-1]
+    dm, J, mean, S = dm.reshape(-1, d), J.reshape(-1, d, d), mean.reshape(-1, d), S.reshape(-1, d, d)
+    trS = jnp.trace(S, axis1=-2, axis2=-1)
+    growth = jnp.abs(2.0 * jnp.sum(J * jnp.swapaxes(S, -1, -2), axis=(-2, -1)))
+    growth = growth / jnp.maximum(trS, 1e-300)
+    drift = jnp.linalg.norm(dm, axis=-1) / (jnp.linalg.norm(mean, axis=-1)
+                                            + jnp.sqrt(jnp.maximum(trS, 0.0)) + 1e-300)
+    rate = jnp.max(growth + jnp.sqrt(jnp.sum(J * J, axis=(-2, -1))) + drift)
     ok = jnp.isfinite(rate) & (rate > 0)
     dt0 = jnp.minimum(span, FIRST_STEP / jnp.where(ok, rate, 1.0))
     return jax.lax.stop_gradient(jnp.where(ok, dt0, span))

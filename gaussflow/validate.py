@@ -556,14 +556,20 @@ def _check_blocks(blocks, n_blocks):
     return out
 
 
+def _int_list(name, values):
+    """``values`` as a list of Python ints (``TypeError`` for strings, floats, bools, ...)."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of integers, got {values!r}")
+    out = []
+    for v in values:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name} must hold integers, got {v!r} in {values!r}")
+        out.append(int(v))
+    return out
+
+
 def _check_sizes(n_particles, d, what=""):
-    try:
-        ns = [int(v) for v in n_particles]
-    except (TypeError, ValueError):
-        raise TypeError(f"n_particles must be a sequence of integers, got {n_particles!r}") from None
-    if any(float(a) != float(b) for a, b in zip(ns, n_particles)):
-        raise TypeError(f"n_particles must hold integers, got {n_particles!r}")
-    ns = sorted(set(ns))
+    ns = sorted(set(_int_list("n_particles", n_particles)))
     if len(ns) < 2:
         raise ValueError("n_particles needs at least two distinct sizes to fit a slope, e.g. "
                          "(256, 1024, 4096)")
@@ -574,12 +580,11 @@ def _check_sizes(n_particles, d, what=""):
 
 
 def _check_seeds(seeds):
-    try:
-        out = [int(s) for s in seeds]
-    except (TypeError, ValueError):
-        raise TypeError(f"seeds must be a sequence of integers, got {seeds!r}") from None
+    out = _int_list("seeds", seeds)
     if not out or len(set(out)) != len(out) or any(s < 0 for s in out):
         raise ValueError(f"seeds must be distinct non-negative integers, got {seeds!r}")
+    if max(out) >= P.SEED_LIMIT:
+        raise ValueError(f"seeds must be ints in [0, 2**32) (JAX PRNG seeds), got {max(out)}")
     return out
 
 
