@@ -106,7 +106,9 @@ def sample(g: Gaussian, n: int, seed=0, method: str = "random") -> np.ndarray:
     Uses a symmetric eigendecomposition ``cov = U diag(w) U^T`` (``x = mean + U sqrt(w) z``), so
     singular (PSD) covariances are fine: the samples lie in ``mean + range(cov)`` (eigenvalues at
     round-off level count as zero). ``seed`` is an
-    int (``jax.random.PRNGKey(seed)``) or a JAX PRNG key; the same seed gives the same samples.
+    int in ``[0, 2**32)`` (``jax.random.PRNGKey(seed)``) or a JAX PRNG key (raw ``uint32`` of
+    shape ``(2,)`` or typed); anything else is refused before sampling. The same seed gives the
+    same samples.
 
     ``method``: ``"random"`` (independent draws, ``z ~ N(0, I)``) or ``"sobol"`` (randomised
     quasi-Monte Carlo: ``z = Phi^{-1}(u)`` for the first ``n`` points ``u`` of a scrambled Sobol
@@ -120,9 +122,9 @@ def sample(g: Gaussian, n: int, seed=0, method: str = "random") -> np.ndarray:
         raise TypeError(f"g must be a gf.Gaussian, got {type(g).__name__}; wrap it as "
                         "gf.Gaussian(mean, cov)")
     n = _check_count("n", n, minimum=1)
+    key = _key(seed)
     if method not in SAMPLERS:
         raise ValueError(f"method must be one of {SAMPLERS}, got {method!r}")
-    key = _key(seed)
     cov = np.asarray(g.cov)
     w, U = np.linalg.eigh((cov + cov.T) / 2)
     # Eigenvalues at round-off level (|w| <= d eps max|w|) are zero: exact null directions stay null.
@@ -141,16 +143,31 @@ def sample(g: Gaussian, n: int, seed=0, method: str = "random") -> np.ndarray:
     return np.asarray(g.mean)[None, :] + z @ root.T
 
 
-def _key(seed):
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+#: Integer seeds are ``0 <= seed < SEED_LIMIT`` (one 32-bit word of a JAX PRNG key).
+SEED_LIMIT = 2**32
+
+
+def _key(seed, name="seed"):
+    """``seed`` as a JAX PRNG key: an int in ``[0, 2**32)`` (``jax.random.PRNGKey(seed)``) or a
+    key already (a raw ``uint32`` key of shape ``(2,)``, or a typed ``jax.random.key``)."""
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
+        if not 0 <= int(seed) < SEED_LIMIT:
+            raise ValueError(f"{name} must be an int in [0, 2**32) or a JAX PRNG key, got the int "
+                             f"{int(seed)}; reduce it, e.g. {name} % 2**32")
         return jax.random.PRNGKey(int(seed))
-    if isinstance(seed, jax.Array) and seed.dtype == jnp.uint32 and seed.shape == (2,):
-        return seed
-    raise TypeError(f"seed must be an int or a jax.random.PRNGKey, got {seed!r}")
+    if isinstance(seed, jax.Array):
+        if jnp.issubdtype(seed.dtype, jax.dtypes.prng_key) and seed.shape == ():
+            return jax.random.key_data(seed)
+        if seed.dtype == jnp.uint32 and seed.shape == (2,):
+            return seed
+    raise TypeError(f"{name} must be an int in [0, 2**32) or a JAX PRNG key "
+                    f"(jax.random.PRNGKey(s)), got {seed!r}")
 
 
 def _check_count(name, n, minimum=1):
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < minimum:
+    """``n`` as a Python int ``>= minimum`` (bool, float and other types refused)."""
+    if (isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer))
+            or n < minimum):
         raise ValueError(f"{name} must be an integer >= {minimum}, got {n!r}")
     return int(n)
 
@@ -659,8 +676,8 @@ def simulate_batch(field, x0s, ts, *, t0=0.0, n_valid=None, positions=None, caus
     pos = _check_positions(positions, causal, n)
     log_as = None
     if n_valid is not None:
-        nv = [_check_count("n_valid[i]", int(v) if isinstance(v, (int, np.integer)) else v)
-              for v in np.atleast_1d(n_valid).tolist()]
+        nv = [_check_count(f"n_valid[{i}]", v)
+              for i, v in enumerate(np.atleast_1d(np.asarray(n_valid, dtype=object)).tolist())]
         if len(nv) != B or max(nv) > n:
             raise ValueError(f"n_valid must hold {B} counts in [1, {n}], got {n_valid!r}")
         if pos is not None:
@@ -778,9 +795,10 @@ def velocity(field, X, *, positions=None, causal=False, block=None, dense=False,
     _check_field(field, d)
     if block is not None:
         block = _check_count("block", block)
+    stol = float(as_scalar("sinkhorn_tol", sinkhorn_tol, positive=True))
+    smax = _check_count("sinkhorn_max_iter", sinkhorn_max_iter)
     pos = _check_positions(positions, causal, n)
-    ctx = Context(block=block, dense=bool(dense), sinkhorn_tol=float(sinkhorn_tol),
-                  sinkhorn_max_iter=int(sinkhorn_max_iter))
+    ctx = Context(block=block, dense=bool(dense), sinkhorn_tol=stol, sinkhorn_max_iter=smax)
     segs = _segments(field)
     if segs is not None:
         raise ValueError("a layer schedule has no single velocity; pass one of its fields")

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import PSD_TOL, SYM_TOL, as_array, check_times, positive_int
+from ._checks import SYM_TOL, as_array, check_times, positive_int, psd_tolerance
 from .gaussian import Gaussian
 from .solve import (TIME_SCALES, _integrate, _resolve_solver, _status, _trajectory,
                     check_solver_options)
@@ -276,8 +276,9 @@ def _check_batched_covs(covs):
     bad = np.nonzero(asym > SYM_TOL * scale)[0]
     if bad.size:
         raise ValueError(f"g0s.cov[{bad[0]}] is not symmetric; pass (S + S^T) / 2")
-    w = np.linalg.eigvalsh((covs + np.swapaxes(covs, 1, 2)) / 2)
-    bad = np.nonzero(w[:, 0] < -PSD_TOL * np.maximum(1.0, w[:, -1]))[0]
+    sym = (covs + np.swapaxes(covs, 1, 2)) / 2
+    w = np.linalg.eigvalsh(sym)
+    bad = np.nonzero(w[:, 0] < -psd_tolerance(w, sym))[0]
     if bad.size:
         raise ValueError(f"g0s.cov[{bad[0]}] is not positive semi-definite (smallest eigenvalue "
                          f"{w[bad[0], 0]:.3g}); pass covariance matrices")

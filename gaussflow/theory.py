@@ -446,12 +446,20 @@ def affine_attention(field, g0=None, t_max=1e4):
         P0 = (P0 + P0.T) / 2
 
     def lam_min(t):
+        """``lambda_min(P(t))``, computed as ``s lambda_min(P / s)`` with ``s = max|P_ij|`` (the
+        entries of ``P`` grow like ``e^{2 |Re lambda(W)| t}`` for a contracting ``W``: unscaled,
+        ``P + P^T`` overflows and LAPACK's eigensolver fails). NaN once ``P`` is not finite."""
         with np.errstate(over="ignore", invalid="ignore"):
             E = scipy.linalg.expm(-W * t)
             P = P_star + E.T @ (P0 - P_star) @ E
         if not np.all(np.isfinite(P)):
             return math.nan  # overflow: P left the representable range (no root decided here)
-        return float(np.linalg.eigvalsh((P + P.T) / 2)[0])
+        s = float(np.max(np.abs(P)))
+        if s == 0.0:
+            return 0.0
+        Ps = P / s
+        with np.errstate(over="ignore"):
+            return float(np.linalg.eigvalsh((Ps + Ps.T) / 2)[0]) * s
 
     def first_root():
         ts = np.concatenate([[0.0], np.geomspace(1e-6, t_max, 2000)])
