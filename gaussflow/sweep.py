@@ -48,6 +48,23 @@ _TRACES = 0
 _COMPILED: dict = {}
 
 
+class _StaticTree:
+    """The non-array part of a field as a hashable key (its tree structure and static leaves;
+    a declaration's ``params`` dict is not hashable itself)."""
+
+    def __init__(self, tree):
+        self.tree = tree
+        leaves, self.treedef = jax.tree_util.tree_flatten(tree)
+        self.leaves = tuple(leaves)
+
+    def __hash__(self):
+        return hash((self.treedef, self.leaves))
+
+    def __eq__(self, other):
+        return (isinstance(other, _StaticTree) and self.treedef == other.treedef
+                and self.leaves == other.leaves)
+
+
 # ------------------------------------------------------------------------------ batched core
 def _core(dyn, t0, t1, ts, *, static, field_batched, state_batched, mesh):
     """``dyn = (field arrays, means0, covs0)``; vmapped (and shard_mapped) ``solve._integrate``."""
@@ -58,7 +75,7 @@ def _core(dyn, t0, t1, ts, *, static, field_batched, state_batched, mesh):
 
     def local(dyn, t0, t1, ts):
         field_dyn, means0, covs0 = dyn
-        field = eqx.combine(field_dyn, field_static)
+        field = eqx.combine(field_dyn, field_static.tree)
 
         def one(f, m, c):
             return _integrate(f, m, c, t0, t1, ts, solver, rtol, atol, max_steps, thr, meter,
@@ -345,6 +362,7 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
     chunk = -(-min(int(chunk_size), B) // ndev) * ndev
 
     field_dyn, field_static = eqx.partition(field, eqx.is_array)
+    field_static = _StaticTree(field_static)
     targs = (jnp.asarray(t0), jnp.asarray(t1), jnp.asarray(ts_arr))
     if mesh is not None:
         rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())

@@ -179,7 +179,9 @@ def _value_scalar(h, name):
 def _softmax_S(field, allow_affine=False, need_symmetric_A=False):
     """``(S, v_total, W)`` for softmax parts with ``W_O V = v I`` (+ optional affine parts).
 
-    ``S = sum_h beta_h v_h (A_h + A_h^T)``; ``W`` the summed affine matrix (zeros if none).
+    ``S = -sum_h v_h (d Sigma^{-1}/dt)_h`` read from each part's derivation (its closed form
+    ``inverse_increment`` at ``t = 1``, derived with ``W_O V = I``; for softmax
+    ``beta_h (A_h + A_h^T)``); ``W`` the summed affine matrix (zeros if none).
     """
     from .variants.softmax import Softmax
     from .field import Field
@@ -205,7 +207,8 @@ def _softmax_S(field, allow_affine=False, need_symmetric_A=False):
         if need_symmetric_A and np.max(np.abs(A - A.T)) > RANK_TOL * max(1.0, np.max(np.abs(A))):
             raise ValueError(f"{name}: hypothesis 'A = K^T Q symmetric' fails; the closed-form mean "
                              "needs a symmetric A — use gf.solve")
-        S += float(h.beta) * v * (A + A.T)
+        inc = h.derivation().functions["inverse_increment"](1.0, *h._args())
+        S -= v * np.asarray(inc)
         vtot += v
         n_att += 1
     if n_att == 0:

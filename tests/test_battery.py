@@ -84,7 +84,7 @@ API_CASES = [
     ("layers-duration", lambda: gf.Layers([(SM, -1.0)]), ValueError, r"schedule\[0\] duration must be > 0"),
     ("layers-dims", lambda: gf.Layers([(SM, 1.0), (AFF3, 1.0)]), ValueError, "different dimensions"),
     ("masked-approx", lambda: gf.Masked(gf.Unnormalized(I2, I2, I2), 2), ValueError,
-     "field must be an exact"),
+     "cannot take this field: Unnormalized is approximate"),
     ("sum-dims", lambda: SM + AFF3, ValueError, "parts act on different dimensions"),
     ("velocity-x", lambda: SM.velocity(G2, np.ones(3)), ValueError, r"x must have shape \(\.\.\., 2\)"),
     # --- solve: time spans, options, state/field agreement

@@ -59,9 +59,9 @@ def test_generated_functions_equal_sympy_evaluation(name):
     p = [vals[s] for s in der.params]
     a, Sg, x = vals[S.alpha], vals[S.Sigma], vals[S.x]
     sym = _sym(vals)
-    dm, J = fns["closure"](a, Sg, *p)
-    dm2, dS = fns["moment_rhs"](a, Sg, *p)
-    v = fns["velocity"](x, a, Sg, *p)
+    dm, J = fns["closure"](0.0, a, Sg, *p)
+    dm2, dS = fns["moment_rhs"](0.0, a, Sg, *p)
+    v = fns["velocity"](0.0, x, a, Sg, *p)
     want = {"mean": _numeric(der.mean_rhs, sym), "J": _numeric(der.jacobian, sym),
             "cov": _numeric(der.cov_rhs, sym), "vel": _numeric(der.velocity, sym)}
     for got, key in ((dm, "mean"), (dm2, "mean"), (J, "J"), (dS, "cov"), (v, "vel")):
@@ -106,6 +106,7 @@ def test_softmax_closure_shares_J_between_mean_and_jacobian():
     closure = src[src.index("def closure"):src.index("def moment_rhs")]
     moment = src[src.index("def moment_rhs"):src.index("def flow_rhs")]
     flow = src[src.index("def flow_rhs"):]
+    flow = flow[:flow.index("def ", 4)] if "def " in flow[4:] else flow
     # J = beta W_O V Sigma K^T Q: four products, then dalpha = W_O V alpha + J alpha: two more.
     assert _matmuls(closure) == 6, closure
     # dSigma = J Sigma + (J Sigma)^T: one more product than J, the mean reuses J^T; the weight

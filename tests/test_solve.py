@@ -111,16 +111,16 @@ class _Scripted(Field):
     def dim(self):
         return self.d
 
-    def _velocity(self, mean, cov, x):
+    def _velocity(self, t, mean, cov, x):
         return x
 
-    def _closure(self, mean, cov):
+    def _closure(self, t, mean, cov):
         J = jnp.eye(self.d)
         if self.mode == "nan":
             J = jnp.where(jnp.trace(cov) > 2.0 * self.d, jnp.nan, 1.0) * J
         return jnp.zeros_like(mean), J
 
-    def _domain_ok(self, mean, cov):
+    def _domain_ok(self, t, mean, cov):
         if self.mode == "domain":
             return jnp.trace(cov) < 2.0 * self.d
         return jnp.asarray(True)
@@ -245,7 +245,7 @@ def test_flow_rhs_equals_closure_times_phi(name):
     m = jnp.asarray(rng.normal(size=d))
     Phi = jnp.asarray(np.eye(d) + 0.2 * rng.normal(size=(d, d)))
     S0 = jnp.asarray(random_spd(rng, d))
-    for a, b in zip(field._flow_rhs(m, Phi, S0), Field._flow_rhs(field, m, Phi, S0)):
+    for a, b in zip(field._flow_rhs(0.0, m, Phi, S0), Field._flow_rhs(field, 0.0, m, Phi, S0)):
         assert float(jnp.max(jnp.abs(a - b))) <= 1e-13 * float(jnp.max(jnp.abs(b)))
 
 

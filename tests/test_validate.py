@@ -83,17 +83,17 @@ class FlippedSoftmax(gf.Field):
     def dim(self):
         return self.inner.dim
 
-    def _velocity(self, mean, cov, x):
-        return self.inner._velocity(mean, cov, x)
+    def _velocity(self, t, mean, cov, x):
+        return self.inner._velocity(t, mean, cov, x)
 
-    def _closure(self, mean, cov):
-        dm, J = self.inner._closure(mean, cov)
+    def _closure(self, t, mean, cov):
+        dm, J = self.inner._closure(t, mean, cov)
         return dm, -J  # d Sigma/dt = -(J Sigma + Sigma J^T)
 
-    def _particle_velocity(self, X, ctx, positions=None, log_a=None):
+    def _particle_velocity(self, X, ctx, positions=None, log_a=None, t=0.0):
         from gaussflow.particles import particle_velocity
 
-        return particle_velocity(self.inner, X, positions, ctx, log_a)
+        return particle_velocity(self.inner, X, positions, ctx, log_a, t)
 
 
 def test_wrong_closure_is_inconsistent():

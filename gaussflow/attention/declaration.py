@@ -113,6 +113,28 @@ class Attention(DerivedField):
                                 "with a default; give it a default or reorder")
         return inspect.Signature(out)
 
+    @classmethod
+    def input_keys(cls) -> tuple:
+        """``(required, optional)`` keyword names of the weights (``gaussflow solve --input``)."""
+        sig = cls.signature().parameters
+        names = [cls._keyword(s) for s in cls.parameters()]
+        req = tuple(n for n in names if sig[n].default is inspect.Parameter.empty)
+        return req, tuple(n for n in names if n not in req)
+
+    @classmethod
+    def scalar_keys(cls) -> tuple:
+        return tuple(cls._keyword(s) for s in cls.parameters() if not isinstance(s, MatrixSymbol))
+
+    @classmethod
+    def positive_keys(cls) -> tuple:
+        return tuple(cls._keyword(s) for s in cls.parameters()
+                     if not isinstance(s, MatrixSymbol) and s.is_positive)
+
+    @classmethod
+    def from_inputs(cls, **values):
+        """The field from named values (``gaussflow solve --input``; keys of :meth:`input_keys`)."""
+        return cls(**values)
+
     def __init__(self, *args, **kwargs):
         cls = type(self)
         try:
@@ -127,7 +149,7 @@ class Attention(DerivedField):
             key = cls._keyword(sym)
             if given[key] is None and cls.defaults.get(sym.name) == "identity":
                 continue
-            arr = as_array(key, given[key])
+            arr = as_array(key, given[key], ndim=None if sym.shape[1] == 1 else 2)
             if arr.ndim == 1 and sym.shape[1] == 1:
                 arr = arr[:, None]
             if arr.ndim != 2:
@@ -140,8 +162,9 @@ class Attention(DerivedField):
                         raise ValueError(f"{key} must have shape {_shape_text(sym)}, got {arr.shape}")
                 elif n in dims and dims[n] != arr.shape[axis]:
                     raise ValueError(
-                        f"{key} has shape {arr.shape}, but {n} = {dims[n]} from {first[n]}: "
-                        f"{key} must have shape {_shape_text(sym, dims)}")
+                        f"{key} has shape {arr.shape} but axis {axis} must be {dims[n]} ({n} = "
+                        f"{dims[n]} from {first[n]}; {key} must have shape "
+                        f"{_shape_text(sym, dims)})")
                 else:
                     dims.setdefault(n, arr.shape[axis])
                     first.setdefault(n, key)
@@ -153,7 +176,8 @@ class Attention(DerivedField):
                 if None in shape or shape[0] != shape[1]:
                     raise ValueError(
                         f"{cls._keyword(sym)} is required when it is not square: the other weights "
-                        f"give it shape {_shape_text(sym, dims)}; pass {cls._keyword(sym)}")
+                        f"give it shape {_shape_text(sym, dims)}; pass {cls._keyword(sym)} of shape "
+                        f"{_shape_text(sym, dims)}")
                 params[sym.name] = jnp.eye(shape[0])
         for sym in cls.parameters():
             if isinstance(sym, MatrixSymbol):
@@ -216,6 +240,11 @@ class Attention(DerivedField):
     @classmethod
     def value_map(cls):
         return cls.value
+
+    @classmethod
+    def log_kernel(cls):
+        """The score ``s(x, y)``: the log of the weight for exp weights (softmax, Sinkhorn, exp)."""
+        return cls.score
 
     @classmethod
     def particle_source(cls, score, value) -> dict:

@@ -11,21 +11,25 @@ from __future__ import annotations
 import json
 import os
 
+from .. import registry, variants  # noqa: F401  (importing variants registers the built-ins)
 from ._common import UsageError
 
-#: Keys of a ``gaussflow solve --input`` file (``.npz`` or JSON), per variant. Every variant also
-#: takes ``mean`` (d,), ``cov`` (d, d) (required) and ``t1`` (optional; ``--t1`` overrides it).
-SOLVE_KEYS = {
-    "softmax": (("Q", "K", "V"), ("W_O", "beta")),
-    "l2": (("Q", "K", "V"), ("W_O", "c")),
-    "sinkhorn": (("Q", "K", "V"), ("W_O", "beta", "eps")),
-    "sigmoid": (("Q", "K", "V"), ("W_O", "beta", "bias")),
-    "unnormalized": (("Q", "K", "V"), ("W_O", "beta")),
-    "multihead": (("Q", "K", "V", "heads"), ("W_O", "beta")),
-    "affine": (("W",), ("b",)),
-}
-#: Keys that hold one number (``beta`` of multihead may also be one per head).
-SCALAR_KEYS = ("t1", "beta", "c", "eps", "bias")
+
+def _solve_keys() -> dict:
+    """``{variant: (required keys, optional keys)}`` read from the declarations (``input_keys``)."""
+    return {name: cls.input_keys() for name, cls in registry.variants().items()
+            if callable(getattr(cls, "input_keys", None))}
+
+
+#: Keys of a ``gaussflow solve --input`` file (``.npz`` or JSON), per variant (from the
+#: declarations). Every variant also takes ``mean`` (d,), ``cov`` (d, d) (required) and ``t1``
+#: (optional; ``--t1`` overrides it).
+SOLVE_KEYS = _solve_keys()
+#: Keys that hold one number (``beta`` of multihead may also be one per head), and those > 0.
+SCALAR_KEYS = ("t1", *sorted({k for cls in registry.variants().values()
+                              for k in getattr(cls, "scalar_keys", lambda: ())()}))
+POSITIVE_KEYS = tuple(sorted({k for cls in registry.variants().values()
+                              for k in getattr(cls, "positive_keys", lambda: ())()}))
 
 
 def read_arrays(path) -> dict:
@@ -153,8 +157,6 @@ def state_from_arrays(arrays, path, d=None):
 
 def problem_from_arrays(variant, arrays, path="input"):
     """``(field, g0, t1 or None)`` from named arrays (keys in :data:`SOLVE_KEYS`)."""
-    from ..variants import VARIANTS
-
     if variant not in SOLVE_KEYS:
         raise UsageError(f"solve supports {', '.join(SOLVE_KEYS)}; got {variant!r}")
     required, optional = SOLVE_KEYS[variant]
@@ -174,14 +176,7 @@ def problem_from_arrays(variant, arrays, path="input"):
     a = {k: file_value(path, k, arrays[k]) for k in required + optional if k in arrays}
     for k in SCALAR_KEYS:
         if k in a and not (k == "beta" and variant == "multihead" and a[k].ndim == 1):
-            a[k] = _scalar(path, k, a[k], positive=k in ("c", "eps"))
-    kw = {k: a[k] for k in optional if k in a}
-    if variant == "affine":
-        field = _api(path, VARIANTS["affine"], a["W"], kw.get("b"))
-    elif variant == "multihead":
-        field = _api(path, VARIANTS["multihead"].split, a["Q"], a["K"], a["V"], kw.get("W_O"),
-                     a["heads"], beta=kw.get("beta"))
-    else:
-        field = _api(path, VARIANTS[variant], a["Q"], a["K"], a["V"], **kw)
+            a[k] = _scalar(path, k, a[k], positive=k in POSITIVE_KEYS)
+    field = _api(path, registry.lookup(variant).from_inputs, **a)
     g0, t1 = state_from_arrays(arrays, path, d=field.dim)
     return field, g0, t1

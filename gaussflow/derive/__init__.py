@@ -15,8 +15,8 @@ def derive(field_or_name) -> Derivation:
     deriv = getattr(field_or_name, "derivation", None)
     if callable(deriv):
         return deriv()
-    raise TypeError(f"derive() takes a variant name, a variant class or a gaussflow field, got "
-                    f"{type(field_or_name).__name__}")
+    raise TypeError(f"derive() takes a variant name or a gaussflow field (or a variant class), "
+                    f"got {type(field_or_name).__name__}")
 
 
 __all__ = ["ClosedForm", "Derivation", "Program", "Step", "derive"]

@@ -44,6 +44,15 @@ class Affine(DerivedField):
         return self.W.shape[0]
 
     @classmethod
+    def input_keys(cls) -> tuple:
+        """``(required, optional)`` keys of ``gaussflow solve --input``."""
+        return ("W",), ("b",)
+
+    @classmethod
+    def from_inputs(cls, W, b=None):
+        return cls(W, b)
+
+    @classmethod
     def example(cls, d: int = 3, seed: int = 0):
         """A validation problem: ``W = 0.5 G / sqrt(d)``, ``b ~ 0.5 N(0, I)``, ``t1 = 1`` (see
         :meth:`gaussflow.Attention.example` for the initial state)."""

@@ -49,6 +49,19 @@ class MultiHead(Sum):
         return len(self.parts)
 
     @classmethod
+    def input_keys(cls) -> tuple:
+        """``(required, optional)`` keys of ``gaussflow solve --input`` (stacked weights)."""
+        return ("Q", "K", "V", "heads"), ("W_O", "beta")
+
+    @classmethod
+    def from_inputs(cls, Q, K, V, heads, W_O=None, beta=None):
+        return cls.split(Q, K, V, W_O, heads, beta=beta)
+
+    @classmethod
+    def scalar_keys(cls) -> tuple:
+        return ("beta",)
+
+    @classmethod
     def example(cls, d: int = 3, seed: int = 0):
         """Two softmax heads (``W_O = I / 2`` each) with the weights of :meth:`Softmax.example`."""
         (h1, g0, t1), (h2, _, _) = Softmax.example(d, seed), Softmax.example(d, seed + 1)

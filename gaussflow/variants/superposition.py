@@ -60,8 +60,9 @@ class Sum(Field):
             if not isinstance(p, Field):
                 raise TypeError(f"parts[{i}] must be a gaussflow field, got {type(p).__name__}")
             if getattr(p, "time_dependent", False):
-                raise TypeError(f"parts[{i}] is a layer schedule ({type(p).__name__}); a sum of "
-                                "schedules is not supported: put the sum inside each layer instead")
+                raise TypeError(f"parts[{i}] is a time-dependent layer schedule "
+                                f"({type(p).__name__}); a sum of schedules is not supported: put "
+                                "the sum inside each layer instead")
             if getattr(p, "causal", False):
                 raise TypeError(f"parts[{i}] is a causal gf.Masked field; a sum with masked fields "
                                 "is not supported: mask the sum instead, gf.Masked(f1 + f2, n_blocks)")
