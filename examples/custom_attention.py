@@ -1,8 +1,8 @@
 """Declare your own attention variants, from outside the package, and get everything else.
 
 Three declarations, each a few lines: linear attention (exact closure found by the engine), softmax
-with a depth schedule beta(t) = beta0 (1 + t) (time-dependent weights), and an unnormalised Gaussian
-kernel (no exact closure: the engine reports its moment projection). Each is derived (text and
+with a depth schedule beta(t) = beta0 (1 + t) (time-dependent weights), and unnormalised exponential
+attention with a learned key bias (no exact closure: the engine reports its moment projection). Each is derived (text and
 LaTeX), solved, simulated with particles and validated; the figure compares closure and particles.
 
     python examples/custom_attention.py [--quick] [--out DIR]
@@ -15,7 +15,7 @@ import numpy as np
 import sympy as sp
 
 import gaussflow as gf
-from gaussflow.attention.symbols import K, Q, V, W_O, beta, c, t, x, y
+from gaussflow.attention.symbols import K, Q, beta, d, t, x, y
 
 
 class Linear(gf.Attention):
@@ -39,13 +39,16 @@ class ScheduledSoftmax(gf.Attention):
     defaults = {"W_O": "identity", "beta0": 1.0}
 
 
-class GaussianKernel(gf.Attention):
-    """Unnormalised Gaussian kernel exp(-c |Q x - K y|^2): not closed, moment-projected."""
+u = sp.MatrixSymbol("u", d, 1)
 
-    name = "gaussian_kernel"
-    score = -c * (Q * x - K * y).T * (Q * x - K * y)
+
+class KeyBiasExp(gf.Attention):
+    """Weights exp(beta <Q x, K y> + <u, y>), not normalised: not closed, moment-projected."""
+
+    name = "exp_key_bias"
+    score = beta * (Q * x).T * (K * y) + u.T * y
     normalisation = gf.NoNormalisation("exp")
-    defaults = {"W_O": "identity", "c": 0.5}
+    defaults = {"W_O": "identity"}
 
 
 def problems(d=2, seed=0):
@@ -57,7 +60,8 @@ def problems(d=2, seed=0):
     return {
         "linear": (Linear(A, -A.T, -0.5 * I, beta=0.5), g0, 1.0),
         "softmax_schedule": (ScheduledSoftmax(A, -A, I, beta0=0.5), g0, 1.0),
-        "gaussian_kernel": (GaussianKernel(A, A, -0.5 * I, c=0.5), g0, 1.0),
+        "exp_key_bias": (KeyBiasExp(A, -A, -0.5 * I, u=0.3 * rng.normal(size=d), beta=0.3),
+                         g0, 1.0),
     }
 
 

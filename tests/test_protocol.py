@@ -71,7 +71,7 @@ def test_schedule_validates_against_particles(custom):
 
 
 def test_approximate_variant_names_its_projection(custom):
-    f, g0, t1 = custom["problems"]()["gaussian_kernel"]
+    f, g0, t1 = custom["problems"]()["exp_key_bias"]
     D = gf.derive(f)
     assert not f.exact and "moment projection" in D.projection and "closed form" in D.projection
     assert "approximate" in D.text() and "integrability" in D.functions

@@ -76,10 +76,12 @@ class Attention(DerivedField):
     # -- construction ---------------------------------------------------------------------
     @classmethod
     def parameters(cls) -> tuple:
-        """The declaration's parameter symbols: matrices (in constructor order), then scalars."""
+        """The declaration's parameter symbols: matrices (in constructor order: those without a default
+        first, then ``Q, K, V, W_O``, then the others alphabetically), then scalars."""
         syms = order_params([cls.score, cls.value])
         mats = [s for s in syms if isinstance(s, MatrixSymbol)]
-        mats.sort(key=lambda s: (_MATRIX_ORDER.index(s.name) if s.name in _MATRIX_ORDER else 9,
+        mats.sort(key=lambda s: (s.name in cls.defaults,
+                                 _MATRIX_ORDER.index(s.name) if s.name in _MATRIX_ORDER else 9,
                                  s.name))
         return tuple(mats) + tuple(s for s in syms if not isinstance(s, MatrixSymbol))
 
