@@ -99,12 +99,18 @@ def _compiled(dyn, t0, t1, ts, static, field_batched, state_batched, mesh):
 def cache_info() -> dict:
     """``{"compilations": n, "traces": n}``: executables kept by :func:`sweep`, and how many
     times its core has been traced in this process (equal unless the cache was cleared)."""
-    return {"compilations": len(_COMPILED), "traces": _TRACES}
+    from . import queue
+
+    return {"compilations": len(_COMPILED) + queue.cache_size(),
+            "traces": _TRACES + queue.cache_size() + queue.cleared()}
 
 
 def clear_cache() -> None:
     """Forget the compiled sweeps (the next call compiles again)."""
+    from . import queue
+
     _COMPILED.clear()
+    queue.clear_cache()
 
 
 # ----------------------------------------------------------------------------------- result
@@ -116,8 +122,11 @@ class SweepResult:
     states, NaN where ``mask`` (B, n) is False (save times at or after a member's stop, or
     non-finite values). ``final_means`` (B, d), ``final_covs`` (B, d, d): the state at ``t_stop``
     (B,). ``status`` (B,) strings as in :data:`gaussflow.solve.STATUSES`; ``blowup_time`` (B,)
-    NaN unless the member blew up; ``num_steps`` (B,). ``member(i)`` is the
-    :class:`~gaussflow.Trajectory` that ``gf.solve`` returns for member ``i``.
+    NaN unless the member blew up; ``num_steps`` (B,). ``solvers`` (B,) the name of the diffrax
+    solver that finished each member (``"tsit5"``, or ``"kvaerno5"`` for members rerun as
+    stiff); ``method`` ``"queue"`` or ``"vmap"``. ``member(i)`` is the
+    :class:`~gaussflow.Trajectory` that ``gf.solve(..., solver=solvers[i])`` returns for member
+    ``i``.
     ``compile_seconds`` / ``run_seconds``: time spent compiling (0 when every chunk shape was
     already compiled) and integrating (including host transfers).
     """
@@ -139,6 +148,8 @@ class SweepResult:
     field_name: str = ""
     t0: float = 0.0
     raw: dict = dc_field(default_factory=dict, repr=False)
+    solvers: np.ndarray | None = None
+    method: str = "vmap"
 
     def __len__(self) -> int:
         return len(self.status)
@@ -289,9 +300,10 @@ def _take(tree, idx):
 
 # ------------------------------------------------------------------------------------ sweep
 def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
-          max_steps=16384, blowup_threshold=1e8, chunk_size=1024, devices=None,
+          max_steps=16384, blowup_threshold=1e8, chunk_size=None, devices=None,
           progress=False, time_scale="linear", first_pass_steps=None,
-          tail_chunk_size=None) -> SweepResult:
+          tail_chunk_size=None, method=None, slots=None,
+          stiff_solver="kvaerno5") -> SweepResult:
     """Integrate the Gaussian closures of a batch of fields and/or initial states.
 
     Parameters
@@ -303,18 +315,28 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
     t1, ts, t0, rtol, atol, solver, max_steps, blowup_threshold, time_scale : as in
         :func:`gaussflow.solve`
         (the same for every member).
-    chunk_size : members integrated together (bounds memory; rounded up to a multiple of the
-        number of devices). devices : the devices to shard over (default all ``jax.devices()``).
+    method : ``"queue"`` (default on one device: the refilling work queue of
+        :mod:`gaussflow.queue`, a pool of ``slots`` member slots refilled as members finish) or
+        ``"vmap"`` (default on several devices: chunks under ``jax.vmap``, sharded over the
+        devices with ``jax.shard_map``; the queue does not shard yet and runs on the first
+        device).
+    chunk_size : members placed on the device together (bounds memory). Default: queue, as many
+        as keep the saved states under about 256 MB; vmap, 1024 (a vmapped chunk runs as many
+        steps as its slowest member; rounded up to a multiple of the number of devices).
+    slots : queue only: the first pool's size (default ``min(256, chunk_size)``; later pools
+        ``slots // 8``, ... hold the slow members once the queue is drained).
+    devices : the devices to use (default all ``jax.devices()``).
     progress : a tqdm bar over chunks (nothing is printed otherwise).
-    first_pass_steps, tail_chunk_size : for heavy-tailed step counts. A chunk runs as many steps
-        as its slowest member; with ``first_pass_steps`` (< ``max_steps``) every member first
-        runs with that budget, and the members that used it up are run again from the start, with
-        ``max_steps``, in chunks of ``tail_chunk_size`` (default ``chunk_size // 4``). Results are
-        unchanged (a member's steps do not depend on its budget); the cost is a second
-        compilation and at most ``first_pass_steps`` repeated steps per rerun member.
+    first_pass_steps : step budget of the first pass (default ``max_steps``). Members that use it
+        up are run again from the start with ``max_steps``: with ``stiff_solver`` (default
+        ``"kvaerno5"``, implicit: stiff members need an implicit solver, not a bigger explicit
+        budget), or, with ``stiff_solver=None`` or when ``solver`` is already that solver, with
+        ``solver`` (then results are as in one pass: a member's steps do not depend on its
+        budget). ``SweepResult.solvers`` names the solver that finished each member.
+    tail_chunk_size : vmap only: chunk size of the rerun members (default ``chunk_size // 4``).
 
-    Returns a :class:`SweepResult`; member ``i`` equals ``gf.solve(fields[i], g0s[i], ...)``.
-    Never raises on numerical events (per-member statuses).
+    Returns a :class:`SweepResult`; member ``i`` equals ``gf.solve(fields[i], g0s[i], ...,
+    solver=result.solvers[i])``. Never raises on numerical events (per-member statuses).
     """
     means0, covs0, state_batched, B_state, d = _batch_states(g0s)
     field, field_batched, B_field, name = _batch_fields(fields, d)
@@ -327,7 +349,8 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
     B = B_field if field_batched else B_state
     t0, t1, ts_arr = check_times(t0, t1, ts)
     rtol, atol, thr = check_solver_options(rtol, atol, blowup_threshold, max_steps)
-    positive_int("chunk_size", chunk_size)
+    positive_int("chunk_size", chunk_size, allow_none=True)
+    positive_int("slots", slots, allow_none=True)
     if time_scale not in TIME_SCALES:
         raise ValueError(f"time_scale must be one of {TIME_SCALES}, got {time_scale!r}")
     first = positive_int("first_pass_steps", first_pass_steps, allow_none=True)
@@ -340,6 +363,19 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
     if not devices:
         raise ValueError("devices is empty; pass None to use every device")
     ndev = len(devices)
+    if method is None:
+        method = "queue" if ndev == 1 else "vmap"
+    if method not in ("queue", "vmap"):
+        raise ValueError(f"method must be 'queue' or 'vmap', got {method!r}")
+    stiff = None if stiff_solver is None else _resolve_solver(stiff_solver)
+    if stiff is not None and type(stiff) is type(solver):
+        stiff = None
+    if method == "queue":
+        return _sweep_queue(field, field_batched, means0, covs0, state_batched, B, d, name,
+                            ts_arr, (t0, t1, thr), solver, stiff, (rtol, atol, int(max_steps),
+                            first, time_scale), chunk_size, slots, devices[0])
+    if chunk_size is None:
+        chunk_size = 1024
     mesh = jax.sharding.Mesh(np.array(devices), (_AXIS,)) if ndev > 1 else None
     chunk = -(-min(int(chunk_size), B) // ndev) * ndev
 
@@ -355,7 +391,7 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
         spec = jax.sharding.PartitionSpec(_AXIS) if batched else jax.sharding.PartitionSpec()
         return jax.device_put(x, jax.sharding.NamedSharding(mesh, spec))
 
-    def run(members, chunk, steps):
+    def run(members, chunk, steps, solver):
         """Raw outputs of ``members`` (indices), in chunks of ``chunk`` with budget ``steps``."""
         static = (field_static, solver, rtol, atol, steps, thr,
                   diffrax.RecursiveCheckpointAdjoint(), time_scale)
@@ -382,24 +418,87 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
         raw = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
         return raw, compile_s, run_s
 
-    raw, compile_s, run_s = run(np.arange(B), chunk, passes[0])
-    if len(passes) == 2:  # rerun the members that used up the first budget
-        status = np.array([_status({k: raw[k][i] for k in _SCALARS}) for i in range(B)])
-        redo = np.flatnonzero(status == "max_steps")
+    raw, compile_s, run_s = run(np.arange(B), chunk, passes[0], solver)
+    solvers = np.full(B, _name(solver), dtype=object)
+    again = stiff if stiff is not None else (solver if len(passes) == 2 else None)
+    redo = _used_up(raw) if again is not None else np.zeros(0, int)
+    if redo.size:  # rerun the members that used up the first budget
+        tail = chunk // 4 if tail_chunk_size is None else int(tail_chunk_size)
+        tail = -(-min(max(tail, 1), redo.size) // ndev) * ndev
+        raw2, c2, r2 = run(redo, tail, passes[-1], again)
+        compile_s, run_s = compile_s + c2, run_s + r2
+        for k in raw:
+            raw[k][redo] = raw2[k]
+        solvers[redo] = _name(again)
+    return _result(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk, solvers, "vmap")
+
+
+def _name(solver) -> str:
+    return type(solver).__name__.lower()
+
+
+def _used_up(raw) -> np.ndarray:
+    """Indices of the members whose status is ``"max_steps"``."""
+    status = [_status({k: raw[k][i] for k in _SCALARS}) for i in range(len(raw["t_stop"]))]
+    return np.flatnonzero(np.array(status) == "max_steps")
+
+
+def _pow2_at_most(n, cap):
+    """The least power of two >= n, at most ``cap`` (few distinct buffer shapes: few
+    compilations)."""
+    return int(min(cap, 1 << max(0, int(n) - 1).bit_length()))
+
+
+def _sweep_queue(field, field_batched, means0, covs0, state_batched, B, d, name, ts_arr,
+                 times, solver, stiff, opts, chunk_size, slots, device):
+    """``gf.sweep`` on the refilling work queue of :mod:`gaussflow.queue` (one device)."""
+    from . import queue
+
+    t0, t1, thr = times
+    rtol, atol, max_steps, first, time_scale = opts
+    budget = max_steps if first is None else min(first, max_steps)
+    n_ts = len(ts_arr)
+    if chunk_size is None:  # saved states of a chunk under about 256 MB
+        chunk_size = max(1, 2**25 // (n_ts * (1 + d + d * d)))
+    chunk = min(int(chunk_size), B)
+    if not state_batched:
+        means0 = np.broadcast_to(means0, (B,) + means0.shape)
+        covs0 = np.broadcast_to(covs0, (B,) + covs0.shape)
+    field_dyn, field_static = eqx.partition(field, eqx.is_array)
+    log = time_scale == "log"
+    to_s = (lambda t: np.log1p(t - t0)) if log else (lambda t: t)
+    s1 = float(to_s(t1))
+    floor = s1
+    for _ in range(100):  # diffrax's end-time clipping threshold: 100 ULPs below s1
+        floor = float(np.nextafter(floor, -np.inf))
+    targs = dict(dt0=queue.DT0, t0=t0, t1=t1, s0=float(to_s(t0)), s1=s1, floor=floor, thr=thr,
+                 ts_s=to_s(np.asarray(ts_arr, float)), ts_t=np.asarray(ts_arr, float))
+    with jax.default_device(device):
+        eng = queue.Engine(field_static, field_batched, solver, rtol, atol, budget, time_scale)
+        nslots = min(256 if slots is None else int(slots), chunk)
+        raw, compile_s, run_s = queue.run(eng, field_dyn, means0, covs0, targs, chunk=chunk,
+                                          slots=nslots)
+        solvers = np.full(B, _name(solver), dtype=object)
+        again = stiff if stiff is not None else (solver if budget < max_steps else None)
+        redo = _used_up(raw) if again is not None else np.zeros(0, int)
         if redo.size:
-            tail = chunk // 4 if tail_chunk_size is None else int(tail_chunk_size)
-            tail = -(-min(max(tail, 1), redo.size) // ndev) * ndev
-            raw2, c2, r2 = run(redo, tail, passes[1])
-            compile_s, run_s = compile_s + c2, run_s + r2
+            eng2 = queue.Engine(field_static, field_batched, again, rtol, atol, max_steps,
+                                time_scale)
+            c2 = _pow2_at_most(redo.size, chunk)
+            raw2, cs, rs = queue.run(eng2, field_dyn, means0, covs0, targs, chunk=c2,
+                                     slots=min(nslots, c2), members=redo)
+            compile_s, run_s = compile_s + cs, run_s + rs
             for k in raw:
                 raw[k][redo] = raw2[k]
-    return _result(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk)
+            solvers[redo] = _name(again)
+    return _result(raw, ts_arr, t0, name, compile_s, run_s, 1, chunk, solvers, "queue")
 
 
 _SCALARS = ("event_nonfinite", "event_blowup", "event_domain", "result", "finite_ahead")
 
 
-def _result(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk) -> SweepResult:
+def _result(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk, solvers,
+            method) -> SweepResult:
     """Per-member statuses and masks, with the rules of ``solve._trajectory``."""
     B, n = raw["t_stop"].shape[0], len(ts_arr)
     status = np.array([_status({k: raw[k][i] for k in _SCALARS}) for i in range(B)],
@@ -425,4 +524,4 @@ def _result(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk) -> SweepResult
                        status=status.astype(str), t_stop=t_stop, blowup_time=blowup_time,
                        num_steps=raw["num_steps"].astype(int), compile_seconds=compile_s,
                        run_seconds=run_s, n_devices=ndev, chunk_size=chunk, field_name=name,
-                       t0=t0, raw=raw)
+                       t0=t0, raw=raw, solvers=solvers.astype(str), method=method)
