@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .passes import pow2_at_most, run_schedule, schedule
 from .solve import BLOWUP_TAU_RATIO, _trace
 from .variants.base import cov_from_flow
 
@@ -394,3 +395,41 @@ def clear_cache() -> None:
     """Forget the compiled queue programs."""
     _CLEARED[0] += len(_COMPILED)
     _COMPILED.clear()
+
+
+# ------------------------------------------------------------------ gf.sweep's queue path
+def sweep_queue(field, field_batched, means0, covs0, state_batched, B, d, ts_arr, times,
+                solver, stiff, opts, chunk_size, slots, device):
+    """``gf.sweep``'s queue path (one device): the passes of :mod:`gaussflow.passes`, each
+    through :func:`run`. Returns the arguments of ``sweep._result`` after ``ts``."""
+    t0, t1, thr = times
+    rtol, atol, max_steps, first, stiff_steps, time_scale = opts
+    budget = max_steps if first is None else min(first, max_steps)
+    n_ts = len(ts_arr)
+    if chunk_size is None:  # saved states of a chunk under about 256 MB
+        chunk_size = max(1, 2**25 // (n_ts * (1 + d + d * d)))
+    chunk = min(int(chunk_size), B)
+    if not state_batched:
+        means0 = np.broadcast_to(means0, (B,) + means0.shape)
+        covs0 = np.broadcast_to(covs0, (B,) + covs0.shape)
+    field_dyn, field_static = eqx.partition(field, eqx.is_array)
+    log = time_scale == "log"
+    to_s = (lambda t: np.log1p(t - t0)) if log else (lambda t: t)
+    s1 = float(to_s(t1))
+    floor = s1
+    for _ in range(100):  # diffrax's end-time clipping threshold: 100 ULPs below s1
+        floor = float(np.nextafter(floor, -np.inf))
+    targs = dict(dt0=DT0, t0=t0, t1=t1, s0=float(to_s(t0)), s1=s1, floor=floor, thr=thr,
+                 ts_s=to_s(np.asarray(ts_arr, float)), ts_t=np.asarray(ts_arr, float))
+    with jax.default_device(device):
+        nslots = min(256 if slots is None else int(slots), chunk)
+
+        def run_pass(members, solver, steps, first_pass):
+            eng = Engine(field_static, field_batched, solver, rtol, atol, steps, time_scale)
+            c = chunk if first_pass else pow2_at_most(len(members), chunk)
+            return run(eng, field_dyn, means0, covs0, targs, chunk=c, slots=min(nslots, c),
+                       members=members)
+
+        passes = schedule(solver, stiff, budget, stiff_steps, max_steps)
+        raw, solvers, compile_s, run_s = run_schedule(passes, B, run_pass)
+    return raw, compile_s, run_s, chunk, solvers

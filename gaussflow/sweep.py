@@ -39,6 +39,7 @@ import numpy as np
 
 from ._checks import PSD_TOL, SYM_TOL, as_array, check_times, positive_int
 from .gaussian import Gaussian
+from .passes import SCALARS, run_schedule, schedule
 from .solve import (TIME_SCALES, _integrate, _resolve_solver, _status, _trajectory,
                     check_solver_options)
 
@@ -303,7 +304,7 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
           max_steps=16384, blowup_threshold=1e8, chunk_size=None, devices=None,
           progress=False, time_scale="linear", first_pass_steps=None,
           tail_chunk_size=None, method=None, slots=None,
-          stiff_solver="kvaerno5") -> SweepResult:
+          stiff_solver="kvaerno5", stiff_steps=None) -> SweepResult:
     """Integrate the Gaussian closures of a batch of fields and/or initial states.
 
     Parameters
@@ -327,12 +328,16 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
         ``slots // 8``, ... hold the slow members once the queue is drained).
     devices : the devices to use (default all ``jax.devices()``).
     progress : a tqdm bar over chunks (nothing is printed otherwise).
-    first_pass_steps : step budget of the first pass (default ``max_steps``). Members that use it
-        up are run again from the start with ``max_steps``: with ``stiff_solver`` (default
-        ``"kvaerno5"``, implicit: stiff members need an implicit solver, not a bigger explicit
-        budget), or, with ``stiff_solver=None`` or when ``solver`` is already that solver, with
-        ``solver`` (then results are as in one pass: a member's steps do not depend on its
-        budget). ``SweepResult.solvers`` names the solver that finished each member.
+    first_pass_steps, stiff_solver, stiff_steps : passes for the members that run out of steps.
+        Every member first runs with ``solver`` and ``first_pass_steps`` steps (default
+        ``max_steps``). Those that use them up (status ``"max_steps"``) run again from the start
+        with ``stiff_solver`` (default ``"kvaerno5"``, implicit: stiff members need an implicit
+        solver, not a bigger explicit budget; ``None`` to skip, skipped too when ``solver`` is
+        that solver) and ``stiff_steps`` steps (default ``max_steps``); those that use these up
+        as well (not stiff, just many steps) run again with ``solver`` and ``max_steps`` (only
+        when ``first_pass_steps < max_steps``; then results are those of one pass with
+        ``max_steps``: a member's steps do not depend on its budget). Each member's result is
+        that of its last pass; ``SweepResult.solvers`` names the solver of that pass.
     tail_chunk_size : vmap only: chunk size of the rerun members (default ``chunk_size // 4``).
 
     Returns a :class:`SweepResult`; member ``i`` equals ``gf.solve(fields[i], g0s[i], ...,
@@ -355,6 +360,7 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
         raise ValueError(f"time_scale must be one of {TIME_SCALES}, got {time_scale!r}")
     first = positive_int("first_pass_steps", first_pass_steps, allow_none=True)
     tail_chunk_size = positive_int("tail_chunk_size", tail_chunk_size, allow_none=True)
+    stiff_steps = positive_int("stiff_steps", stiff_steps, allow_none=True)
     passes = [int(max_steps)] if first is None or first >= max_steps else [first, int(max_steps)]
     solver = _resolve_solver(solver)
     if ts_arr is None:
@@ -371,9 +377,13 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
     if stiff is not None and type(stiff) is type(solver):
         stiff = None
     if method == "queue":
-        return _sweep_queue(field, field_batched, means0, covs0, state_batched, B, d, name,
-                            ts_arr, (t0, t1, thr), solver, stiff, (rtol, atol, int(max_steps),
-                            first, time_scale), chunk_size, slots, devices[0])
+        from .queue import sweep_queue
+
+        raw, compile_s, run_s, chunk, solvers = sweep_queue(
+            field, field_batched, means0, covs0, state_batched, B, d, ts_arr,
+            (t0, t1, thr), solver, stiff, (rtol, atol, int(max_steps), first, stiff_steps,
+                                           time_scale), chunk_size, slots, devices[0])
+        return _result(raw, ts_arr, t0, name, compile_s, run_s, 1, chunk, solvers, "queue")
     if chunk_size is None:
         chunk_size = 1024
     mesh = jax.sharding.Mesh(np.array(devices), (_AXIS,)) if ndev > 1 else None
@@ -418,90 +428,23 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
         raw = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
         return raw, compile_s, run_s
 
-    raw, compile_s, run_s = run(np.arange(B), chunk, passes[0], solver)
-    solvers = np.full(B, _name(solver), dtype=object)
-    again = stiff if stiff is not None else (solver if len(passes) == 2 else None)
-    redo = _used_up(raw) if again is not None else np.zeros(0, int)
-    if redo.size:  # rerun the members that used up the first budget
-        tail = chunk // 4 if tail_chunk_size is None else int(tail_chunk_size)
-        tail = -(-min(max(tail, 1), redo.size) // ndev) * ndev
-        raw2, c2, r2 = run(redo, tail, passes[-1], again)
-        compile_s, run_s = compile_s + c2, run_s + r2
-        for k in raw:
-            raw[k][redo] = raw2[k]
-        solvers[redo] = _name(again)
+    def run_pass(members, solver, steps, first_pass):
+        c = chunk
+        if not first_pass:
+            c = chunk // 4 if tail_chunk_size is None else int(tail_chunk_size)
+            c = -(-min(max(c, 1), len(members)) // ndev) * ndev
+        return run(members, c, steps, solver)
+
+    passes_ = schedule(solver, stiff, passes[0], stiff_steps, int(max_steps))
+    raw, solvers, compile_s, run_s = run_schedule(passes_, B, run_pass)
     return _result(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk, solvers, "vmap")
-
-
-def _name(solver) -> str:
-    return type(solver).__name__.lower()
-
-
-def _used_up(raw) -> np.ndarray:
-    """Indices of the members whose status is ``"max_steps"``."""
-    status = [_status({k: raw[k][i] for k in _SCALARS}) for i in range(len(raw["t_stop"]))]
-    return np.flatnonzero(np.array(status) == "max_steps")
-
-
-def _pow2_at_most(n, cap):
-    """The least power of two >= n, at most ``cap`` (few distinct buffer shapes: few
-    compilations)."""
-    return int(min(cap, 1 << max(0, int(n) - 1).bit_length()))
-
-
-def _sweep_queue(field, field_batched, means0, covs0, state_batched, B, d, name, ts_arr,
-                 times, solver, stiff, opts, chunk_size, slots, device):
-    """``gf.sweep`` on the refilling work queue of :mod:`gaussflow.queue` (one device)."""
-    from . import queue
-
-    t0, t1, thr = times
-    rtol, atol, max_steps, first, time_scale = opts
-    budget = max_steps if first is None else min(first, max_steps)
-    n_ts = len(ts_arr)
-    if chunk_size is None:  # saved states of a chunk under about 256 MB
-        chunk_size = max(1, 2**25 // (n_ts * (1 + d + d * d)))
-    chunk = min(int(chunk_size), B)
-    if not state_batched:
-        means0 = np.broadcast_to(means0, (B,) + means0.shape)
-        covs0 = np.broadcast_to(covs0, (B,) + covs0.shape)
-    field_dyn, field_static = eqx.partition(field, eqx.is_array)
-    log = time_scale == "log"
-    to_s = (lambda t: np.log1p(t - t0)) if log else (lambda t: t)
-    s1 = float(to_s(t1))
-    floor = s1
-    for _ in range(100):  # diffrax's end-time clipping threshold: 100 ULPs below s1
-        floor = float(np.nextafter(floor, -np.inf))
-    targs = dict(dt0=queue.DT0, t0=t0, t1=t1, s0=float(to_s(t0)), s1=s1, floor=floor, thr=thr,
-                 ts_s=to_s(np.asarray(ts_arr, float)), ts_t=np.asarray(ts_arr, float))
-    with jax.default_device(device):
-        eng = queue.Engine(field_static, field_batched, solver, rtol, atol, budget, time_scale)
-        nslots = min(256 if slots is None else int(slots), chunk)
-        raw, compile_s, run_s = queue.run(eng, field_dyn, means0, covs0, targs, chunk=chunk,
-                                          slots=nslots)
-        solvers = np.full(B, _name(solver), dtype=object)
-        again = stiff if stiff is not None else (solver if budget < max_steps else None)
-        redo = _used_up(raw) if again is not None else np.zeros(0, int)
-        if redo.size:
-            eng2 = queue.Engine(field_static, field_batched, again, rtol, atol, max_steps,
-                                time_scale)
-            c2 = _pow2_at_most(redo.size, chunk)
-            raw2, cs, rs = queue.run(eng2, field_dyn, means0, covs0, targs, chunk=c2,
-                                     slots=min(nslots, c2), members=redo)
-            compile_s, run_s = compile_s + cs, run_s + rs
-            for k in raw:
-                raw[k][redo] = raw2[k]
-            solvers[redo] = _name(again)
-    return _result(raw, ts_arr, t0, name, compile_s, run_s, 1, chunk, solvers, "queue")
-
-
-_SCALARS = ("event_nonfinite", "event_blowup", "event_domain", "result", "finite_ahead")
 
 
 def _result(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk, solvers,
             method) -> SweepResult:
     """Per-member statuses and masks, with the rules of ``solve._trajectory``."""
     B, n = raw["t_stop"].shape[0], len(ts_arr)
-    status = np.array([_status({k: raw[k][i] for k in _SCALARS}) for i in range(B)],
+    status = np.array([_status({k: raw[k][i] for k in SCALARS}) for i in range(B)],
                       dtype=object)
     t_stop = raw["t_stop"].astype(float)
     saved_t = raw["ts"][:, :n]

@@ -268,3 +268,35 @@ def test_queue_options_are_checked(mixed):
         gf.sweep(fields, g0, T1_MIX, method="loop")
     with pytest.raises(ValueError, match="slots"):
         gf.sweep(fields, g0, T1_MIX, slots=0)
+
+
+def test_pass_schedule_reruns_only_members_out_of_steps():
+    """The pass logic without integrating: explicit budget -> implicit -> explicit full budget,
+    each pass on the members whose status after the previous one is "max_steps"."""
+    import diffrax
+
+    from gaussflow.passes import run_schedule, schedule
+
+    ts5, kv5 = diffrax.Tsit5(), diffrax.Kvaerno5()
+    assert schedule(ts5, kv5, 100, None, 1000) == [(ts5, 100), (kv5, 1000), (ts5, 1000)]
+    assert schedule(ts5, kv5, 1000, 50, 1000) == [(ts5, 1000), (kv5, 50)]
+    assert schedule(ts5, None, 1000, None, 1000) == [(ts5, 1000)]
+    ok, out = diffrax.RESULTS.successful._value, diffrax.RESULTS.max_steps_reached._value
+    needs = {0: 10, 1: 500, 2: 5000}  # steps member i needs; member 2 is "stiff"
+    calls = []
+
+    def run_pass(members, solver, steps, first):
+        calls.append((list(members), type(solver).__name__, steps, first))
+        n = len(members)
+        done = [needs[int(m)] <= steps or (solver is kv5 and m == 2) for m in members]
+        raw = {k: np.zeros(n, bool) for k in ("event_nonfinite", "event_blowup",
+                                              "event_domain")}
+        raw.update(result=np.where(done, ok, out), finite_ahead=np.ones(n, bool),
+                   t_stop=np.asarray(members, float))
+        return raw, 1.0, 2.0
+
+    raw, solvers, c, r = run_schedule(schedule(ts5, kv5, 100, 10, 1000), 3, run_pass)
+    assert calls == [([0, 1, 2], "Tsit5", 100, True), ([1, 2], "Kvaerno5", 10, False),
+                     ([1], "Tsit5", 1000, False)]
+    assert list(solvers) == ["tsit5", "tsit5", "kvaerno5"] and (c, r) == (3.0, 6.0)
+    assert (raw["result"] == ok).all() and list(raw["t_stop"]) == [0, 1, 2]
