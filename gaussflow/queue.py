@@ -6,7 +6,7 @@ thousands). Here a fixed pool of ``P`` *slots* holds one member each; every iter
 ``jax.lax.while_loop`` takes one adaptive step in every active slot, and when a slot's member
 finishes (reached ``t1``, an event, or its step budget) the slot loads the next pending member.
 When the queue is drained and few slots are still busy, the survivors move to a smaller pool
-(``P -> P/8 -> ...``; one compilation per pool size), so the tail of slow members does not pay
+(``P -> P/16 -> ... -> 1``; each pool is a loop of its own in the compiled program), so the tail of slow members does not pay
 for idle slots.
 
 **What is diffrax and what is gaussflow.** Each step is diffrax's: the solver's ``init`` /
@@ -191,9 +191,11 @@ class Engine:
         return self.solver.interpolation_cls(t0=a, t1=b, **dense).evaluate(s)
 
     # -- one pool ------------------------------------------------------------------------
-    def segment(self, slots_in, active_in, queue, fshared, out, nxt, n, targs, *, pool, last):
-        """Compact ``slots_in`` into ``pool`` slots and run the queue loop until it is drained
-        and at most ``pool // 8`` slots are busy (``last``: until every slot is done)."""
+    def segment(self, slots_in, active_in, queue, fshared, out, nxt, n, targs, *, pool,
+                stop_at):
+        """Compact ``slots_in`` (at most ``pool`` of them busy) into ``pool`` slots and run the
+        queue loop until it is drained and at most ``stop_at`` slots are busy (the next pool's
+        size; 0 for the last pool)."""
         P = pool
         R = max(1, P // 4)  # members loaded per iteration at most
         idx = jnp.nonzero(active_in, size=P, fill_value=0)[0]
@@ -204,7 +206,6 @@ class Engine:
         ts_s, ts_t = targs["ts_s"], targs["ts_t"]
         n_ts = ts_s.shape[0]
         N = queue[1].shape[0]
-        stop_at = 0 if last else P // 8
 
         def finish(slots, active, member, out):
             done = active & ~((slots["s_prev"] < targs["s1"]) & (slots["result"] == _OK))
@@ -315,15 +316,18 @@ def _outputs(N, n_ts, d):
             "result": jnp.zeros(N, jnp.int32), "num_steps": jnp.zeros(N, jnp.int32)}
 
 
-def pools_for(slots: int, min_pool: int = 8) -> tuple:
-    """Pool sizes ``slots, slots // 8, ...`` down to ``min_pool`` (at least one)."""
+def pools_for(slots: int, ratio: int = 16) -> tuple:
+    """Pool sizes ``slots, slots // ratio, ..., 1``: once the queue is drained, the busy slots
+    move to the next pool when at most its size are left (one pass through a pool costs about
+    a fixed overhead plus a per-slot part, so the last slow members run in a pool of 1)."""
     pools = [int(slots)]
-    while pools[-1] // 8 >= min_pool:
-        pools.append(pools[-1] // 8)
+    while pools[-1] > 1:
+        pools.append(max(1, pools[-1] // ratio))
     return tuple(pools)
 
 
-def run(engine, field_dyn, means0, covs0, targs, *, chunk, slots, members=None):
+def run(engine, field_dyn, means0, covs0, targs, *, chunk, slots, members=None,
+        progress=False):
     """Integrate ``members`` (indices into the batch; default all) in chunks of ``chunk``
     members (the last one padded; padded members never run) through pools of ``slots`` slots.
     Returns ``(raw dict of NumPy arrays, compile seconds, run seconds)``."""
@@ -333,7 +337,12 @@ def run(engine, field_dyn, means0, covs0, targs, *, chunk, slots, members=None):
     targs = {k: jnp.asarray(v) for k, v in targs.items()}
     fshared = None if engine.field_batched else field_dyn
     outs, compile_s, run_s = [], 0.0, 0.0
-    for s in range(0, len(members), chunk):
+    starts = range(0, len(members), chunk)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=f"sweep ({type(engine.solver).__name__})", unit="chunk")
+    for s in starts:
         idx = members[np.minimum(np.arange(s, s + chunk), len(members) - 1)]  # padded
         n = min(chunk, len(members) - s)
         fq = jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)[idx]), field_dyn) \
@@ -344,6 +353,8 @@ def run(engine, field_dyn, means0, covs0, targs, *, chunk, slots, members=None):
         start = time.perf_counter()
         raw = jax.device_get(exe(queue, fshared, jnp.asarray(n, jnp.int32), targs))
         run_s += time.perf_counter() - start
+        if not np.all(np.asarray(raw["num_steps"])[:n] > 0):  # an invariant of the loop
+            raise RuntimeError("the work queue lost a member (no step taken); please report")
         outs.append({k: np.asarray(v)[:n] for k, v in raw.items()})
     raw = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
     return raw, compile_s, run_s
@@ -372,9 +383,9 @@ def _run_chunk_traced(engine, queue, fshared, n, targs, pools):
     out = _outputs(N, targs["ts_s"].shape[0], d)
     slots, active = engine.empty(queue, fshared, targs, pools[0])
     nxt = jnp.asarray(0, jnp.int32)
-    for i, P in enumerate(pools):
+    for P, after in zip(pools, pools[1:] + (0,)):
         slots, active, out, nxt = engine.segment(slots, active, queue, fshared, out, nxt, n,
-                                                 targs, pool=P, last=i == len(pools) - 1)
+                                                 targs, pool=P, stop_at=after)
     return engine.finalize(queue, fshared, out, targs)
 
 
@@ -399,7 +410,7 @@ def clear_cache() -> None:
 
 # ------------------------------------------------------------------ gf.sweep's queue path
 def sweep_queue(field, field_batched, means0, covs0, state_batched, B, d, ts_arr, times,
-                solver, stiff, opts, chunk_size, slots, device):
+                solver, stiff, opts, chunk_size, slots, device, progress=False):
     """``gf.sweep``'s queue path (one device): the passes of :mod:`gaussflow.passes`, each
     through :func:`run`. Returns the arguments of ``sweep._result`` after ``ts``."""
     t0, t1, thr = times
@@ -422,13 +433,13 @@ def sweep_queue(field, field_batched, means0, covs0, state_batched, B, d, ts_arr
     targs = dict(dt0=DT0, t0=t0, t1=t1, s0=float(to_s(t0)), s1=s1, floor=floor, thr=thr,
                  ts_s=to_s(np.asarray(ts_arr, float)), ts_t=np.asarray(ts_arr, float))
     with jax.default_device(device):
-        nslots = min(256 if slots is None else int(slots), chunk)
+        nslots = min(128 if slots is None else int(slots), chunk)
 
         def run_pass(members, solver, steps, first_pass):
             eng = Engine(field_static, field_batched, solver, rtol, atol, steps, time_scale)
             c = chunk if first_pass else pow2_at_most(len(members), chunk)
             return run(eng, field_dyn, means0, covs0, targs, chunk=c, slots=min(nslots, c),
-                       members=members)
+                       members=members, progress=progress)
 
         passes = schedule(solver, stiff, budget, stiff_steps, max_steps)
         raw, solvers, compile_s, run_s = run_schedule(passes, B, run_pass)

@@ -324,8 +324,8 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
     chunk_size : members placed on the device together (bounds memory). Default: queue, as many
         as keep the saved states under about 256 MB; vmap, 1024 (a vmapped chunk runs as many
         steps as its slowest member; rounded up to a multiple of the number of devices).
-    slots : queue only: the first pool's size (default ``min(256, chunk_size)``; later pools
-        ``slots // 8``, ... hold the slow members once the queue is drained).
+    slots : queue only: the first pool's size (default ``min(128, chunk_size)``; later pools
+        ``slots // 16``, ..., 1 hold the slow members once the queue is drained).
     devices : the devices to use (default all ``jax.devices()``).
     progress : a tqdm bar over chunks (nothing is printed otherwise).
     first_pass_steps, stiff_solver, stiff_steps : passes for the members that run out of steps.
@@ -382,7 +382,8 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
         raw, compile_s, run_s, chunk, solvers = sweep_queue(
             field, field_batched, means0, covs0, state_batched, B, d, ts_arr,
             (t0, t1, thr), solver, stiff, (rtol, atol, int(max_steps), first, stiff_steps,
-                                           time_scale), chunk_size, slots, devices[0])
+                                           time_scale), chunk_size, slots, devices[0],
+            progress)
         return _result(raw, ts_arr, t0, name, compile_s, run_s, 1, chunk, solvers, "queue")
     if chunk_size is None:
         chunk_size = 1024
