@@ -39,7 +39,7 @@ import gaussflow as gf
 from . import print_table
 
 TITLE = "2,000 softmax flows at d = 5 and d = 8: queue gf.sweep vs vmapped gf.sweep vs solve_ivp"
-TARGET = ">= 20x a solve_ivp loop end to end (incl. compilation)"
+TARGET = ">= 200x"
 T1 = 0.5
 #: Step budgets: explicit first pass and implicit rerun (``FIRST``), last explicit pass
 #: (``MAX_STEPS``: enough for every member here, so none ends in ``max_steps``).
@@ -135,7 +135,7 @@ def run(quick=False):
     n = 64 if quick else 2000
     n_base = 4 if quick else n  # every member: the step counts are heavy-tailed
     rows, out = [], {}
-    for d in (5, 8):
+    for d in (8,) if quick else (5, 8):  # quick: one dimension (the test suite's time)
         r, t_base = run_d(d, n, n_base)
         rows += r
         out[f"d{d}"] = {x["method"]: {k: v for k, v in x.items() if k != "method"} for x in r}

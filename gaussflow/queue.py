@@ -6,8 +6,11 @@ thousands). Here a fixed pool of ``P`` *slots* holds one member each; every iter
 ``jax.lax.while_loop`` takes one adaptive step in every active slot, and when a slot's member
 finishes (reached ``t1``, an event, or its step budget) the slot loads the next pending member.
 When the queue is drained and few slots are still busy, the survivors move to a smaller pool
-(``P -> P/16 -> ... -> 1``; each pool is a loop of its own in the compiled program), so the tail of slow members does not pay
-for idle slots.
+(``P -> P/16 -> ... -> 1``; each pool is a loop of its own in the one compiled program of a
+chunk), so the tail of slow members does not pay for idle slots. A slot loads at most ``P/4``
+members per iteration (each load runs diffrax's ``init``s for that many members).
+
+**Devices.** One device; :func:`gaussflow.sweep` keeps its vmapped path for sharding.
 
 **What is diffrax and what is gaussflow.** Each step is diffrax's: the solver's ``init`` /
 ``step`` (Tsit5, Kvaerno5, ...), its dense output (``solver.interpolation_cls``) for the save
@@ -16,10 +19,11 @@ reject, next step). gaussflow supplies the loop around them, written to take the
 as ``diffrax.diffeqsolve`` with a boolean event: a non-NaN error estimate, the end time clipped
 as diffrax clips it, a step counted whether accepted or rejected, save times written from the
 step's dense output, the event tested at the state after each step, ``max_steps`` steps at most.
-So a member's values agree with :func:`gaussflow.solve` to rounding (batched and single
-products round differently), and its status, stop time and blow-up estimate are computed by the
-same formulas (``solve._integrate``): the raw per-member dictionary this module returns is the
-one ``solve._status`` / ``solve._trajectory`` read.
+The first step is :data:`DT0`, as ``gf.solve`` takes it. So a member's values agree with
+:func:`gaussflow.solve` to rounding (batched and single products may round differently), and its
+status, stop time and blow-up estimate are computed by the same formulas (``solve._integrate``):
+the raw per-member dictionary this module returns is the one ``solve._status`` /
+``solve._trajectory`` read.
 
 **State.** The flow-map state of :mod:`gaussflow.solve`: ``y = (mean, Phi)``,
 ``Sigma = Phi Sigma0 Phi^T``; with ``time_scale="log"`` the solver steps in
