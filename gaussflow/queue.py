@@ -195,18 +195,21 @@ class Engine:
         return self.solver.interpolation_cls(t0=a, t1=b, **dense).evaluate(s)
 
     # -- one pool ------------------------------------------------------------------------
-    def segment(self, slots_in, active_in, queue, fshared, out, nxt, n, targs, *, pool,
-                stop_at):
-        """Compact ``slots_in`` (at most ``pool`` of them busy) into ``pool`` slots and run the
-        queue loop until it is drained and at most ``stop_at`` slots are busy (the next pool's
-        size; 0 for the last pool)."""
+    def compact(self, slots_in, active_in, *, pool):
+        """The busy slots of ``slots_in`` (at most ``pool``) moved into a pool of ``pool``."""
+        idx = jnp.nonzero(active_in, size=pool, fill_value=0)[0]
+        slots = jax.tree_util.tree_map(lambda x: x[idx], slots_in)
+        return slots, jnp.arange(pool) < jnp.sum(active_in)
+
+    def segment(self, slots, active, queue, fshared, out, nxt, n, targs, stop_at, max_iters, *,
+                pool):
+        """Run the queue loop on a pool of ``pool`` slots until the queue is drained and at most
+        ``stop_at`` slots are busy, or for ``max_iters`` iterations. Returns the new state and
+        the number of busy slots."""
         P = pool
         R = max(1, P // 4)  # members loaded per iteration at most
-        idx = jnp.nonzero(active_in, size=P, fill_value=0)[0]
-        slots = jax.tree_util.tree_map(lambda x: x[idx], slots_in)
-        active = jnp.arange(P) < jnp.sum(active_in)
-        member = slots.pop("member")
         slots = dict(slots)
+        member = slots.pop("member")
         ts_s, ts_t = targs["ts_s"], targs["ts_t"]
         n_ts = ts_s.shape[0]
         N = queue[1].shape[0]
@@ -235,12 +238,12 @@ class Engine:
             return slots, active, member, (nxt + jnp.sum(ok)).astype(nxt.dtype)
 
         def cond(c):
-            slots, active, member, out, nxt = c
+            slots, active, member, out, nxt, it = c
             busy = jnp.sum(active)
-            return ((nxt < n) | (busy > stop_at)) & ((busy > 0) | (nxt < n))
+            return ((nxt < n) | (busy > stop_at)) & ((busy > 0) | (nxt < n)) & (it < max_iters)
 
         def body(c):
-            slots, active, member, out, nxt = c
+            slots, active, member, out, nxt, it = c
             slots, active, member, nxt = jax.lax.cond(
                 (nxt < n) & ~jnp.all(active), refill, lambda x: x, (slots, active, member, nxt))
             new, dense, keep = jax.vmap(self._step, in_axes=(0, None, None))(slots, fshared,
@@ -269,11 +272,11 @@ class Engine:
             save, out = jax.lax.while_loop(save_cond, save_body, (slots["save"], out))
             slots["save"] = save
             active, out = finish(slots, active, member, out)
-            return slots, active, member, out, nxt
+            return slots, active, member, out, nxt, it + 1
 
-        slots, active, member, out, nxt = jax.lax.while_loop(
-            cond, body, (slots, active, member, out, nxt))
-        return dict(slots, member=member), active, out, nxt
+        slots, active, member, out, nxt, _ = jax.lax.while_loop(
+            cond, body, (slots, active, member, out, nxt, jnp.zeros((), max_iters.dtype)))
+        return dict(slots, member=member), active, out, nxt, jnp.sum(active)
 
     def empty(self, queue, fshared, targs, pool):
         """A pool of ``pool`` inactive slots (shapes of a loaded slot)."""
@@ -330,17 +333,28 @@ def pools_for(slots: int, ratio: int = 16) -> tuple:
     return tuple(pools)
 
 
+#: Iterations a pool keeps running its last busy slots before the next (smaller) pool is
+#: compiled for them; when that pool is compiled already they move at once.
+GRACE_ITERS = 256
+_BIG = 2**62
+
+
 def run(engine, field_dyn, means0, covs0, targs, *, chunk, slots, members=None,
         progress=False):
     """Integrate ``members`` (indices into the batch; default all) in chunks of ``chunk``
     members (the last one padded; padded members never run) through pools of ``slots`` slots.
-    Returns ``(raw dict of NumPy arrays, compile seconds, run seconds)``."""
+    Returns ``(raw dict of NumPy arrays, compile seconds, run seconds)``.
+
+    Each pool is its own compiled loop, run from the host: the first pool runs until the queue
+    is drained and at most the next pool's size are busy; those move on, after
+    :data:`GRACE_ITERS` more iterations in this pool when the next pool is not compiled yet
+    (short tails then cost no compilation)."""
     B = means0.shape[0]
     members = np.arange(B) if members is None else np.asarray(members)
     pools = pools_for(min(int(slots), chunk))
     targs = {k: jnp.asarray(v) for k, v in targs.items()}
     fshared = None if engine.field_batched else field_dyn
-    outs, compile_s, run_s = [], 0.0, 0.0
+    outs, timer = [], _Timer()
     starts = range(0, len(members), chunk)
     if progress:
         from tqdm.auto import tqdm
@@ -352,45 +366,75 @@ def run(engine, field_dyn, means0, covs0, targs, *, chunk, slots, members=None,
         fq = jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)[idx]), field_dyn) \
             if engine.field_batched else None
         queue = (fq, jnp.asarray(means0[idx]), jnp.asarray(covs0[idx]))
-        exe, dt = _compiled(engine, queue, fshared, targs, pools)
-        compile_s += dt
-        start = time.perf_counter()
-        raw = jax.device_get(exe(queue, fshared, jnp.asarray(n, jnp.int32), targs))
-        run_s += time.perf_counter() - start
+        raw = _run_chunk(engine, queue, fshared, jnp.asarray(n, jnp.int32), targs, pools, timer)
         if not np.all(np.asarray(raw["num_steps"])[:n] > 0):  # an invariant of the loop
             raise RuntimeError("the work queue lost a member (no step taken); please report")
         outs.append({k: np.asarray(v)[:n] for k, v in raw.items()})
     raw = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
-    return raw, compile_s, run_s
+    return raw, timer.compile_s, timer.run_s
 
 
-def _compiled(engine, queue, fshared, targs, pools):
-    """The compiled chunk for these shapes/options: ``(executable, seconds compiling)``."""
-    leaves, treedef = jax.tree_util.tree_flatten((queue, fshared, targs))
-    key = (engine.key, pools, treedef, tuple((x.shape, str(x.dtype)) for x in leaves))
-    hit = _COMPILED.get(key)
-    if hit is not None:
-        return hit, 0.0
-    start = time.perf_counter()
+class _Timer:
+    """Compiles (cached in ``_COMPILED``) and calls the engine's functions, timing both."""
 
-    def chunk_fn(queue, fshared, n, targs):
-        return _run_chunk_traced(engine, queue, fshared, n, targs, pools)
+    def __init__(self):
+        self.compile_s = self.run_s = 0.0
 
-    exe = jax.jit(chunk_fn).lower(queue, fshared, jnp.asarray(0, jnp.int32), targs).compile()
-    _COMPILED[key] = exe
-    return exe, time.perf_counter() - start
+    def compiled(self, engine, name, args, **static):
+        leaves, treedef = jax.tree_util.tree_flatten(args)
+        key = (engine.key, name, tuple(sorted(static.items())), treedef,
+               tuple((tuple(x.shape), str(x.dtype)) for x in leaves))
+        return key, _COMPILED.get(key)
+
+    def call(self, engine, name, *args, donate=(), **static):
+        key, exe = self.compiled(engine, name, args, **static)
+        if exe is None:
+            start = time.perf_counter()
+            fn = jax.jit(lambda *a: getattr(engine, name)(*a, **static), donate_argnums=donate)
+            exe = _COMPILED[key] = fn.lower(*args).compile()
+            self.compile_s += time.perf_counter() - start
+        start = time.perf_counter()
+        out = exe(*args)
+        jax.block_until_ready(out)
+        self.run_s += time.perf_counter() - start
+        return out
 
 
-def _run_chunk_traced(engine, queue, fshared, n, targs, pools):
-    """All pools of one chunk in one program (the pools run one after the other)."""
+def _run_chunk(engine, queue, fshared, n, targs, pools, timer):
     N, d = queue[1].shape
     out = _outputs(N, targs["ts_s"].shape[0], d)
-    slots, active = engine.empty(queue, fshared, targs, pools[0])
+    slots, active = timer.call(engine, "empty", queue, fshared, targs, pool=pools[0])
     nxt = jnp.asarray(0, jnp.int32)
-    for P, after in zip(pools, pools[1:] + (0,)):
-        slots, active, out, nxt = engine.segment(slots, active, queue, fshared, out, nxt, n,
-                                                 targs, pool=P, stop_at=after)
-    return engine.finalize(queue, fshared, out, targs)
+    big, grace = jnp.asarray(_BIG, jnp.int64), jnp.asarray(GRACE_ITERS, jnp.int64)
+    for i, P in enumerate(pools):
+        after = pools[i + 1] if i + 1 < len(pools) else 0
+
+        def seg(stop_at, iters):
+            return timer.call(engine, "segment", slots, active, queue, fshared, out, nxt, n,
+                              targs, jnp.asarray(stop_at, jnp.int32), iters, donate=(0, 4),
+                              pool=P)
+
+        slots, active, out, nxt, busy = seg(after, big)
+        if int(busy) == 0:
+            break
+        nxt_args = (slots, active)
+        if timer.compiled(engine, "segment", _segment_args(engine, nxt_args, after, queue,
+                                                          fshared, out, nxt, n, targs),
+                          pool=after)[1] is None:
+            slots, active, out, nxt, busy = seg(0, grace)
+            if int(busy) == 0:
+                break
+        slots, active = timer.call(engine, "compact", slots, active, pool=after)
+    return timer.call(engine, "finalize", queue, fshared, out, targs)
+
+
+def _segment_args(engine, slots_active, pool, queue, fshared, out, nxt, n, targs):
+    """Abstract arguments of the next pool's ``segment`` (to look up its executable)."""
+    slots, active = slots_active
+    shaped = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct((pool,) + x.shape[1:], x.dtype), (slots, active))
+    return (*shaped, queue, fshared, out, nxt, n, targs, jnp.asarray(0, jnp.int32),
+            jnp.asarray(0, jnp.int64))
 
 
 _CLEARED = [0]
