@@ -6,8 +6,9 @@ thousands). Here a fixed pool of ``P`` *slots* holds one member each; every iter
 ``jax.lax.while_loop`` takes one adaptive step in every active slot, and when a slot's member
 finishes (reached ``t1``, an event, or its step budget) the slot loads the next pending member.
 When the queue is drained and few slots are still busy, the survivors move to a smaller pool
-(``P -> P/16 -> ... -> 1``; each pool is a loop of its own in the one compiled program of a
-chunk), so the tail of slow members does not pay for idle slots. A slot loads at most ``P/4``
+(``P -> P/16 -> ... -> 1``; each pool is a compiled loop of its own, run from the host, and
+compiled only when a tail outlasts :data:`GRACE_ITERS` iterations in the pool before), so the
+tail of slow members does not pay for idle slots. A slot loads at most ``P/4``
 members per iteration (each load runs diffrax's ``init``s for that many members).
 
 **Devices.** One device; :func:`gaussflow.sweep` keeps its vmapped path for sharding.

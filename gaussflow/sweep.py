@@ -1,11 +1,22 @@
 """Integrate many Gaussian closures at once: ``gf.sweep``.
 
-A sweep runs the same jitted core as :func:`gaussflow.solve` (``solve._integrate``: flow-map
-state ``Sigma = Phi Sigma0 Phi^T``, diffrax events for blow-up / non-finite / not-integrable
-stops) under ``jax.vmap`` over a batch of fields and/or initial states, so every member gets
-its own adaptive step sizes and its own stopping time and status: a member that blows up
-early stops there (its events fire) while the others carry on, and it cannot change their
-values. Conventions (``beta``, ``A = K^T Q``, ...) are those of the fields themselves.
+Every member gets its own adaptive steps, stopping time and status, the same as
+:func:`gaussflow.solve` gives it (flow-map state ``Sigma = Phi Sigma0 Phi^T``; blow-up /
+non-finite / not-integrable stops): a member that blows up early stops there while the others
+carry on, and it cannot change their values. Conventions (``beta``, ``A = K^T Q``, ...) are
+those of the fields themselves. Two methods:
+
+- ``"queue"`` (default on one device): the refilling work queue of :mod:`gaussflow.queue`, a
+  pool of slots each taking diffrax steps (solver ``step``, ``PIDController``) for one member
+  and loading the next pending member when it finishes; slow members move to smaller pools.
+  No member waits for another.
+- ``"vmap"`` (default on several devices): ``solve._integrate`` (``diffrax.diffeqsolve``) under
+  ``jax.vmap`` in chunks, each chunk split over all ``jax.devices()`` with ``jax.shard_map`` on
+  a one-dimensional mesh (every device runs its own while-loop); a chunk runs as many steps as
+  its slowest member.
+
+Members that run out of steps are run again (:mod:`gaussflow.passes`): with an implicit solver
+(stiff members), then with the full budget.
 
 **Batching.** ``fields`` is one field (shared by every member), a sequence of fields of the
 same class and shapes (stacked), or a *batched field*: a field whose array leaves carry a
@@ -13,16 +24,14 @@ leading batch axis, e.g. ``jax.vmap(lambda Q: gf.Softmax(Q, -Q, V))(Qs)``. ``g0s
 :class:`~gaussflow.Gaussian`, a sequence of them, or a batched Gaussian
 (``jax.vmap(gf.Gaussian)(means, covs)``).
 
-**Memory and devices.** Members run in chunks of ``chunk_size`` (the last chunk is padded, so
-one compilation serves every chunk); each chunk is split over all ``jax.devices()`` with
-``jax.shard_map`` on a one-dimensional mesh (every device integrates its own slice with its
-own while-loop, so a slow slice does not hold the others' steps). Results are copied to the
-host after each chunk.
+**Memory.** Members run in chunks of ``chunk_size`` (the last chunk is padded, so one
+compilation serves every chunk); results are copied to the host after each chunk.
 
 **Compilation.** One compilation per (field class and static data, shapes, chunk size, solver
-options, devices), kept for the life of the process (:func:`cache_info`); compile and run times
-are reported separately on the result. Enable JAX's persistent compilation cache (the
-``gaussflow`` CLI does) to reuse compilations across processes.
+options, devices; for the queue, per pool size), kept for the life of the process
+(:func:`cache_info`); compile and run times are reported separately on the result. Enable JAX's
+persistent compilation cache (the ``gaussflow`` CLI does) to reuse compilations across
+processes.
 """
 
 from __future__ import annotations
