@@ -71,14 +71,14 @@ def run(quick=False):
         n_iter = max(20, int((200 if quick else 2000) * (4 / d) ** 2))
         pairs = {
             "solve vf (mean, Phi)": (
-                lambda g, S0, m, P: g._flow_rhs(m, P, S0),
+                lambda g, S0, m, P: g._flow_rhs(0.0, m, P, S0),
                 lambda g, S0, m, P: hand_flow_rhs(m, P, S0, g.Q, g.K, g.V, g.W_O, g.beta)),
             "solve vf vs Sigma-first form": (
-                lambda g, S0, m, P: g._flow_rhs(m, P, S0),
+                lambda g, S0, m, P: g._flow_rhs(0.0, m, P, S0),
                 lambda g, S0, m, P: _flow(
                     lambda a, S: hand_closure(a, S, g.Q, g.K, g.V, g.W_O, g.beta), m, P, S0)),
             "moment_rhs (mean, Sigma)": (
-                lambda g, S0, m, S: g._moment_rhs(m, S),
+                lambda g, S0, m, S: g._moment_rhs(0.0, m, S),
                 lambda g, S0, m, S: hand_moment_rhs(m, S, g.Q, g.K, g.V, g.W_O, g.beta)),
         }
         for label, (gen, hand) in pairs.items():

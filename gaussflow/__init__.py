@@ -12,8 +12,12 @@ jax.config.update("jax_enable_x64", True)
 
 from .gaussian import Gaussian, PositionalGaussians  # noqa: E402
 from .derive import Derivation, derive  # noqa: E402
-from .variants import L2, Affine, Field, Layers, MultiHead, Sinkhorn, Softmax, Sum  # noqa: E402
-from .variants import Masked, Sigmoid, Unnormalized  # noqa: E402
+from . import attention  # noqa: E402
+from .attention import Attention, NoNormalisation, SinkhornNormalisation  # noqa: E402
+from .attention import SoftmaxNormalisation  # noqa: E402
+from .variants import EXPORTS as _VARIANT_CLASSES, Field  # noqa: E402
+
+globals().update(_VARIANT_CLASSES)  # every built-in variant class: gf.Softmax, gf.L2, ...
 from .solve import Trajectory, solve  # noqa: E402
 from .sweep import SweepResult, sweep  # noqa: E402
 from . import particles, theory  # noqa: E402
@@ -36,17 +40,13 @@ __all__ = [
     "PositionalGaussians",
     "Derivation",
     "derive",
+    "attention",
+    "Attention",
+    "SoftmaxNormalisation",
+    "SinkhornNormalisation",
+    "NoNormalisation",
     "Field",
-    "Softmax",
-    "MultiHead",
-    "L2",
-    "Sinkhorn",
-    "Affine",
-    "Sum",
-    "Layers",
-    "Sigmoid",
-    "Unnormalized",
-    "Masked",
+    *sorted(_VARIANT_CLASSES),
     "Trajectory",
     "solve",
     "SweepResult",

@@ -22,10 +22,28 @@ import math
 import jax
 import numpy as np
 
-#: Relative tolerance for symmetry and positive semi-definiteness of covariances:
-#: ``|S - S^T| <= SYM_TOL * max(1, max|S|)`` and ``lambda_min(S) >= -PSD_TOL * max(1, lambda_max)``.
+#: Tolerances for symmetry and positive semi-definiteness of covariances:
+#: ``|S - S^T| <= SYM_TOL * max(1, max|S|)`` and ``lambda_min(S) >= -psd_tolerance(...)``, i.e.
+#: ``-max(PSD_TOL * max_i |lambda_i|, d * eps * max|S_ij|)`` (relative to the matrix's own scale).
 SYM_TOL = 1e-10
 PSD_TOL = 1e-10
+
+
+def psd_tolerance(eigenvalues, cov):
+    """How negative the smallest eigenvalue of the symmetric ``cov`` (``(..., d, d)``) may be:
+    ``max(PSD_TOL * max_i |lambda_i|, d * eps * max_ij |S_ij|)`` (``eps`` the float64 machine
+    epsilon), per matrix of a batch.
+
+    Relative to the largest eigenvalue magnitude, so the verdict does not depend on the units:
+    ``diag(1e-20, -1e-21)`` is rejected like ``diag(1, -0.1)``. The absolute part is the round-off
+    of the data's own scale, so an all-zero covariance (every ``lambda = 0``) is valid.
+    """
+    w = np.asarray(eigenvalues)
+    cov = np.asarray(cov)
+    d = cov.shape[-1]
+    big = np.max(np.abs(w), axis=-1) if w.size else np.zeros(w.shape[:-1])
+    entries = np.max(np.abs(cov), axis=(-2, -1)) if cov.size else np.zeros(cov.shape[:-2])
+    return np.maximum(PSD_TOL * big, d * np.finfo(np.float64).eps * entries)
 
 
 def is_concrete(x) -> bool:
@@ -105,9 +123,12 @@ def as_scalar(name: str, value, positive: bool = False, nonnegative: bool = Fals
 
 
 def check_covariance(name: str, cov, d: int | None = None):
-    """Square, finite, symmetric and positive semi-definite (tolerances ``SYM_TOL``, ``PSD_TOL``).
+    """Square, finite, symmetric and positive semi-definite; returns ``(S + S^T) / 2``.
 
-    Returns the symmetrised matrix ``(S + S^T) / 2``.
+    Symmetric: ``max|S - S^T| <= SYM_TOL * max(1, max|S|)``. Positive semi-definite: the smallest
+    eigenvalue of ``(S + S^T) / 2`` is ``>= -max(PSD_TOL * max_i |lambda_i|, d * eps * max|S_ij|)``
+    (:func:`psd_tolerance`; ``PSD_TOL = 1e-10``): relative to the matrix's own largest eigenvalue,
+    with a floor at the round-off of its entries (an all-zero matrix is valid).
     """
     cov = as_array(name, cov, ndim=2)
     if cov.shape[0] != cov.shape[1]:
@@ -125,7 +146,7 @@ def check_covariance(name: str, cov, d: int | None = None):
     sym = (cov + cov.T) / 2
     if cov.size:
         w = np.linalg.eigvalsh(sym)
-        if w[0] < -PSD_TOL * max(1.0, float(w[-1])):
+        if w[0] < -psd_tolerance(w, sym):
             raise ValueError(
                 f"{name} is not positive semi-definite (smallest eigenvalue {w[0]:.3g}); "
                 "pass a covariance matrix, e.g. M @ M.T"

@@ -14,8 +14,10 @@ class Gaussian(eqx.Module):
     """The token distribution ``N(mean, cov)`` on ``R^d``.
 
     ``mean`` has shape ``(d,)``; ``cov`` is ``(d, d)``, finite, symmetric to relative tolerance
-    ``1e-10`` and positive semi-definite (smallest eigenvalue ``>= -1e-10 * max(1, largest)``); it
-    is stored symmetrised. Invalid input raises ``ValueError`` naming the argument. A ``Gaussian``
+    ``1e-10`` and positive semi-definite: smallest eigenvalue ``>= -1e-10 max_i |lambda_i|``
+    (relative to the matrix's own scale, so ``diag(1e-20, -1e-21)`` is rejected like
+    ``diag(1, -0.1)``), with a floor at the round-off ``d eps max|cov_ij|`` of its entries (an
+    all-zero covariance is valid). It is stored symmetrised. Invalid input raises ``ValueError`` naming the argument. A ``Gaussian``
     is a JAX pytree, so it can be passed through ``jit``/``vmap``/``grad``.
     """
 
@@ -101,7 +103,16 @@ class PositionalGaussians(eqx.Module):
         return self.means.shape[-1]
 
     def block(self, b: int) -> Gaussian:
-        """The Gaussian of block ``b``."""
+        """The Gaussian of block ``b``, ``0 <= b < n_blocks``; a negative ``b`` counts from the
+        end as in Python (``-1`` is the last block). ``IndexError`` outside
+        ``[-n_blocks, n_blocks)`` (JAX indexing would clamp it to the last block silently)."""
+        if isinstance(b, bool) or not isinstance(b, (int, np.integer)):
+            raise TypeError(f"b must be an int block index, got {type(b).__name__}")
+        B = self.n_blocks
+        if not -B <= b < B:
+            raise IndexError(f"block index {b} is out of range for {B} blocks; pass "
+                             f"0 <= b < {B} (or -{B} <= b < 0 to count from the end)")
+        b = int(b) % B
         return Gaussian(self.means[b], self.covs[b])
 
     def mixture(self) -> Gaussian:
@@ -124,3 +135,11 @@ class PositionalGaussians(eqx.Module):
         more = "" if self.n_blocks <= 20 else f"<tr><td colspan=3>... {self.n_blocks - 20} more</td></tr>"
         return (f"<table><caption>PositionalGaussians: {self.n_blocks} blocks, d = {self.dim}"
                 f"</caption><tr><th>block</th><th>mean</th><th>tr cov</th></tr>{rows}{more}</table>")
+
+
+def example_state(rng, d: int) -> Gaussian:
+    """The initial state of the validation examples: ``N(m, M M^T / d + 0.3 I)`` with
+    ``m ~ 0.7 N(0, I)`` and ``M`` standard normal (drawn from the NumPy generator ``rng``)."""
+    mean = 0.7 * rng.normal(size=d)
+    M = rng.normal(size=(d, d))
+    return Gaussian(mean, M @ M.T / d + 0.3 * np.eye(d))

@@ -89,6 +89,7 @@ WEIGHT_HOOKS: dict[str, Callable] = {
 #: one ``w`` per pair instead of ``log w`` followed by ``exp``; 3-4 times faster for sigmoid).
 DIRECT_WEIGHTS: dict[str, Callable] = {
     "sigmoid": jax.nn.sigmoid,
+    "linear": lambda s: s,  # linear attention: the score itself (may be negative)
 }
 
 NORMALISATIONS = ("softmax", "none", "sinkhorn")
@@ -105,7 +106,9 @@ def sample(g: Gaussian, n: int, seed=0, method: str = "random") -> np.ndarray:
     Uses a symmetric eigendecomposition ``cov = U diag(w) U^T`` (``x = mean + U sqrt(w) z``), so
     singular (PSD) covariances are fine: the samples lie in ``mean + range(cov)`` (eigenvalues at
     round-off level count as zero). ``seed`` is an
-    int (``jax.random.PRNGKey(seed)``) or a JAX PRNG key; the same seed gives the same samples.
+    int in ``[0, 2**32)`` (``jax.random.PRNGKey(seed)``) or a JAX PRNG key (raw ``uint32`` of
+    shape ``(2,)`` or typed); anything else is refused before sampling. The same seed gives the
+    same samples.
 
     ``method``: ``"random"`` (independent draws, ``z ~ N(0, I)``) or ``"sobol"`` (randomised
     quasi-Monte Carlo: ``z = Phi^{-1}(u)`` for the first ``n`` points ``u`` of a scrambled Sobol
@@ -119,9 +122,9 @@ def sample(g: Gaussian, n: int, seed=0, method: str = "random") -> np.ndarray:
         raise TypeError(f"g must be a gf.Gaussian, got {type(g).__name__}; wrap it as "
                         "gf.Gaussian(mean, cov)")
     n = _check_count("n", n, minimum=1)
+    key = _key(seed)
     if method not in SAMPLERS:
         raise ValueError(f"method must be one of {SAMPLERS}, got {method!r}")
-    key = _key(seed)
     cov = np.asarray(g.cov)
     w, U = np.linalg.eigh((cov + cov.T) / 2)
     # Eigenvalues at round-off level (|w| <= d eps max|w|) are zero: exact null directions stay null.
@@ -140,16 +143,31 @@ def sample(g: Gaussian, n: int, seed=0, method: str = "random") -> np.ndarray:
     return np.asarray(g.mean)[None, :] + z @ root.T
 
 
-def _key(seed):
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+#: Integer seeds are ``0 <= seed < SEED_LIMIT`` (one 32-bit word of a JAX PRNG key).
+SEED_LIMIT = 2**32
+
+
+def _key(seed, name="seed"):
+    """``seed`` as a JAX PRNG key: an int in ``[0, 2**32)`` (``jax.random.PRNGKey(seed)``) or a
+    key already (a raw ``uint32`` key of shape ``(2,)``, or a typed ``jax.random.key``)."""
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
+        if not 0 <= int(seed) < SEED_LIMIT:
+            raise ValueError(f"{name} must be an int in [0, 2**32) or a JAX PRNG key, got the int "
+                             f"{int(seed)}; reduce it, e.g. {name} % 2**32")
         return jax.random.PRNGKey(int(seed))
-    if isinstance(seed, jax.Array) and seed.dtype == jnp.uint32 and seed.shape == (2,):
-        return seed
-    raise TypeError(f"seed must be an int or a jax.random.PRNGKey, got {seed!r}")
+    if isinstance(seed, jax.Array):
+        if jnp.issubdtype(seed.dtype, jax.dtypes.prng_key) and seed.shape == ():
+            return jax.random.key_data(seed)
+        if seed.dtype == jnp.uint32 and seed.shape == (2,):
+            return seed
+    raise TypeError(f"{name} must be an int in [0, 2**32) or a JAX PRNG key "
+                    f"(jax.random.PRNGKey(s)), got {seed!r}")
 
 
 def _check_count(name, n, minimum=1):
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < minimum:
+    """``n`` as a Python int ``>= minimum`` (bool, float and other types refused)."""
+    if (isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer))
+            or n < minimum):
         raise ValueError(f"{name} must be an integer >= {minimum}, got {n!r}")
     return int(n)
 
@@ -190,57 +208,29 @@ class KernelSpec:
 
 
 def is_attention(field) -> bool:
+    """Whether ``field`` is an attention declaration (a score and a normalisation object)."""
     cls = type(field)
-    return (callable(getattr(cls, "log_kernel", None))
+    return (callable(getattr(cls, "particle_score", None))
             and getattr(cls, "normalisation", None) is not None)
 
 
 @functools.cache
 def kernel_spec(cls) -> KernelSpec:
-    """Generate (once per class) the particle-score code from ``cls.log_kernel()``."""
-    from .codegen import compile_source, generate_function
-    from .derive import symbols as S
-    from .derive.calculus import is_zero_matrix, jacobian, quadratic_coefficients, simplify_matrix
-    from .derive.derivation import order_params
-    from .derive.engine import value_map
+    """Generate (once per class) the particle-score code from the declaration of ``cls``.
 
-    norm = getattr(cls, "normalisation")
-    if norm not in NORMALISATIONS:
-        raise TypeError(f"{cls.__name__}.normalisation must be one of {NORMALISATIONS}, got {norm!r}")
-    weight = getattr(cls, "weight", "exp")
-    if not isinstance(weight, str) or weight not in WEIGHT_HOOKS:
-        raise TypeError(f"{cls.__name__}.weight must be one of {sorted(WEIGHT_HOOKS)}, got "
-                        f"{weight!r}; register a hook in gaussflow.particles.WEIGHT_HOOKS")
-    lk = cls.log_kernel()
-    vm = cls.value_map() if callable(getattr(cls, "value_map", None)) else value_map()
-    params = order_params([lk, vm])
-    quadratic, p_zero, c0_zero = True, False, False
-    try:
-        q = quadratic_coefficients(lk, S.y)
-        H = jacobian(q.h, S.x)
-        h0 = simplify_matrix(q.h.subs(S.x, ZeroMatrix(*S.x.shape)))
-        P = q.P
-        if any(getattr(e, "has", lambda *_: False)(S.x) for e in (H, h0, P)):
-            quadratic = False
-        p_zero, c0_zero = is_zero_matrix(P), is_zero_matrix(q.c0)
-    except ValueError:
-        quadratic = False
-    parts = [vm]
-    if quadratic:
-        parts = [H, h0, P, vm]
-    src = "\n".join([
-        f"# gaussflow generated code: {cls.__name__} particle scores.\n",
-        generate_function("kernel_parts", (S.x, *params), parts,
-                          doc="(H, h0, P, W_O V) with log k = c0(x) + (H x + h0)^T y - 1/2 y^T P y"
-                          if quadratic else "(W_O V,)"),
-        generate_function("kernel_c0", (S.x, *params), [q.c0 if quadratic else ZeroMatrix(1, 1)],
-                          doc="c0(x), the part of log k free of y."),
-        generate_function("log_kernel", (S.x, S.y, *params), [lk], doc="log k(x, y)."),
-    ])
-    fns = compile_source(src)
-    return KernelSpec(name=cls.__name__, normalisation=norm, weight=weight, params=params,
-                      quadratic=quadratic, p_zero=p_zero, c0_zero=c0_zero, source=src,
-                      functions=fns)
+    ``cls.particle_score()`` is the score ``s(x, y)`` (a SymPy ``(1, 1)`` expression of the
+    columns ``x``, ``y``, the parameters and the time ``t``), ``cls.value_map()`` the value matrix,
+    ``cls.normalisation`` a normalisation object (``kind`` and ``weight``). Every generated
+    function takes the time first.
+    """
+    norm = cls.normalisation
+    kind, weight = getattr(norm, "kind", None), getattr(norm, "weight", None)
+    if kind not in NORMALISATIONS:
+        raise TypeError(f"{cls.__name__}.normalisation must be a gaussflow normalisation object, "
+                        f"got {norm!r}")
+    lk, vm = cls.particle_score(), cls.value_map()
+    parts_src = cls.particle_source(lk, vm)
+    return KernelSpec(name=cls.__name__, normalisation=kind, weight=weight, **parts_src)
 
 
 # ----------------------------------------------------------------------- evaluation context
@@ -273,15 +263,15 @@ class _Scores:
     for ``"none"``). Otherwise the full score is formed before the weight hook.
     """
 
-    def __init__(self, spec: KernelSpec, field, X):
+    def __init__(self, spec: KernelSpec, field, X, t=0.0):
         self.spec = spec
         vals = spec.param_values(field)
         n, d = X.shape
         fns = spec.functions
-        outs = fns["kernel_parts"](jnp.zeros((d, 1)), *vals)
+        outs = fns["kernel_parts"](t, jnp.zeros((d, 1)), *vals)
         outs = outs if isinstance(outs, tuple) else (outs,)
         self.values = X @ jnp.broadcast_to(outs[-1], (d, d)).T  # v_j = W_O V y_j
-        self.hook = WEIGHT_HOOKS[spec.weight]
+        self.hook = WEIGHT_HOOKS.get(spec.weight)
         self.fast = spec.quadratic and spec.weight == "exp"
         self.y = X
         self.key_const = None  # (N,) or None
@@ -293,7 +283,7 @@ class _Scores:
             kc = None if spec.p_zero else -0.5 * jnp.sum((X @ jnp.broadcast_to(outs[2], (d, d)))
                                                           * X, axis=1)
             c0 = None if spec.c0_zero else jax.vmap(
-                lambda x: jnp.reshape(fns["kernel_c0"](x[:, None], *vals), ()))(X)
+                lambda x: jnp.reshape(fns["kernel_c0"](t, x[:, None], *vals), ()))(X)
             if self.fast:
                 self.key_const, self.row_const = kc, c0
             else:
@@ -303,7 +293,7 @@ class _Scores:
         else:
             self.q = X
             lk = fns["log_kernel"]
-            pair = lambda x, y: jnp.reshape(lk(x[:, None], y[:, None], *vals), ())  # noqa: E731
+            pair = lambda x, y: jnp.reshape(lk(t, x[:, None], y[:, None], *vals), ())  # noqa: E731
             self._pair = jax.vmap(jax.vmap(pair, (None, 0)), (0, None))
 
     def query_data(self):
@@ -330,7 +320,8 @@ class _Scores:
         return s if self.fast else self.hook(s)
 
 
-def _add(a, b):
+def add_bias(a, b):
+    """``a + b`` where either may be ``None`` (no bias)."""
     if a is None:
         return b
     if b is None:
@@ -370,7 +361,7 @@ def _scan_lse(n_out, xs, block_logits, dv=None):
     return m, l, acc
 
 
-def _row_pass(sc: _Scores, key_bias, positions, ctx: Context, with_values=True):
+def row_pass(sc: _Scores, key_bias, positions, ctx: Context, with_values=True):
     """For every query ``i``, over keys ``j`` (masked to ``positions[j] <= positions[i]`` when
     given): ``(m_i, l_i, acc_i)`` of the logits ``log w_ij + key_bias_j`` (see :func:`_scan_lse`)."""
     n = sc.q.shape[0]
@@ -410,28 +401,40 @@ def _row_pass(sc: _Scores, key_bias, positions, ctx: Context, with_values=True):
     return _scan_lse(n, xs, block_logits, dv)
 
 
-def _direct_pass(sc: _Scores, a, ctx: Context):
-    """``sum_j a_j w(s_ij) v_j`` for every query ``i``, with the bounded weight
-    ``w = DIRECT_WEIGHTS[weight]`` (block-wise over keys; ``a`` (N,) the key masses)."""
+def direct_pass(sc: _Scores, a, ctx: Context, positions=None):
+    """``sum_j a_j w(s_ij) v_j`` for every query ``i``, with a bounded or linear weight
+    ``w = DIRECT_WEIGHTS[weight]`` (block-wise over keys; ``a`` (N,) the key masses). With
+    ``positions``: the average over the prefix, ``sum_{j <= i} a_j w_ij v_j / sum_{j <= i} a_j``."""
     w = DIRECT_WEIGHTS[sc.spec.weight]
     n = sc.q.shape[0]
     qd, kd = sc.query_data(), sc.key_data()
+    if positions is None:
+        mask = lambda kp: 1.0  # noqa: E731
+        kpos = jnp.zeros((n,))
+    else:
+        mask = lambda kp: (kp[None, :] <= positions[:, None]).astype(a.dtype)  # noqa: E731
+        kpos = positions
     if ctx.dense:
-        return (w(sc.scores(qd, kd)) * a[None, :]) @ sc.values
-    B = ctx.block_size(n)
-    nb = -(-n // B)
-    xs = (tuple(_blocks(k, nb, B, 0.0) for k in kd), _blocks(a, nb, B, 0.0),
-          _blocks(sc.values, nb, B, 0.0))
+        aw = a[None, :] * mask(kpos)
+        acc, mass = (w(sc.scores(qd, kd)) * aw) @ sc.values, jnp.sum(aw * jnp.ones((n, n)), axis=1)
+    else:
+        B = ctx.block_size(n)
+        nb = -(-n // B)
+        xs = (tuple(_blocks(k, nb, B, 0.0) for k in kd), _blocks(a, nb, B, 0.0),
+              _blocks(sc.values, nb, B, 0.0), _blocks(kpos, nb, B, jnp.inf))
 
-    def body(acc, x):
-        return acc + (w(sc.scores(qd, x[0])) * x[1][None, :]) @ x[2], None
+        def body(carry, x):
+            acc, mass = carry
+            aw = x[1][None, :] * mask(x[3])
+            return (acc + (w(sc.scores(qd, x[0])) * aw) @ x[2],
+                    mass + jnp.sum(aw * jnp.ones((n, 1)), axis=1)), None
 
-    acc, _ = jax.lax.scan(body, jnp.zeros((n, sc.values.shape[1])), xs)
-    return acc
+        (acc, mass), _ = jax.lax.scan(body, (jnp.zeros((n, sc.values.shape[1])), jnp.zeros(n)), xs)
+    return acc if positions is None else acc / mass[:, None]
 
 
 def _row_lse(sc, key_bias, ctx):
-    m, l, _ = _row_pass(sc, key_bias, None, ctx, with_values=False)
+    m, l, _ = row_pass(sc, key_bias, None, ctx, with_values=False)
     return m + jnp.log(l)
 
 
@@ -452,7 +455,7 @@ def _col_lse(sc: _Scores, query_bias, ctx: Context):
 
         m, l, _ = _scan_lse(n, xs, block_logits)
         out = m + jnp.log(l)
-    return _add(out, sc.key_const)
+    return add_bias(out, sc.key_const)
 
 
 def sinkhorn_potentials(sc: _Scores, log_a, ctx: Context):
@@ -472,7 +475,7 @@ def sinkhorn_potentials(sc: _Scores, log_a, ctx: Context):
     def body(st):
         it, f, g, err = st
         g = log_a - _col_lse(sc, f, ctx)
-        f_new = log_a - _row_lse(sc, _add(g, sc.key_const), ctx)
+        f_new = log_a - _row_lse(sc, add_bias(g, sc.key_const), ctx)
         dev = jnp.where(jnp.isfinite(f_new), jnp.expm1(f - f_new), 0.0)
         return it + 1, f_new, g, jnp.max(jnp.abs(dev))
 
@@ -481,26 +484,27 @@ def sinkhorn_potentials(sc: _Scores, log_a, ctx: Context):
     return g, it, err
 
 
-def particle_velocity(field, X, positions=None, ctx: Context = Context(), log_a=None):
-    """``Gamma[mu](x_i)`` at every particle of the cloud ``X`` (N, d) for the empirical measure
-    ``mu = sum_j a_j delta_{x_j}`` (``log_a`` (N,); ``None``: uniform ``a_j = 1/N``; entries
-    ``-inf`` drop particles, e.g. padding). Pure JAX (traceable).
+def particle_velocity(field, X, positions=None, ctx: Context = Context(), log_a=None, t=0.0):
+    """``Gamma[mu](x_i)`` at time ``t`` at every particle of the cloud ``X`` (N, d) for the
+    empirical measure ``mu = sum_j a_j delta_{x_j}`` (``log_a`` (N,); ``None``: uniform
+    ``a_j = 1/N``; entries ``-inf`` drop particles, e.g. padding). Pure JAX (traceable).
     ``positions`` (N,) or ``None``: causal mask (see the module docstring).
     """
     hook = getattr(field, "_particle_velocity", None)
     if callable(hook):
-        return hook(X, ctx, positions=positions, log_a=log_a)
+        return hook(X, ctx, positions=positions, log_a=log_a, t=t)
     parts = getattr(field, "parts", None)
     if isinstance(parts, tuple) and parts:
-        out = [particle_velocity(p, X, positions, ctx, log_a) for p in parts]
+        out = [particle_velocity(p, X, positions, ctx, log_a, t) for p in parts]
         return functools.reduce(jnp.add, out)
     if is_attention(field):
-        return _attention_velocity(field, X, positions, ctx, log_a)
+        sc = _Scores(kernel_spec(type(field)), field, X, t)
+        return type(field).normalisation.particle_velocity(sc, ctx, positions, log_a)
     if _is_local(field):
         d = X.shape[1]
-        return jax.vmap(lambda x: field._velocity(jnp.zeros((d,)), jnp.eye(d), x))(X)
-    raise TypeError(f"{type(field).__name__} has no particle system: declare log_kernel() and "
-                    "normalisation, or implement _particle_velocity(X, ctx, positions, log_a)")
+        return jax.vmap(lambda x: field._velocity(t, jnp.zeros((d,)), jnp.eye(d), x))(X)
+    raise TypeError(f"{type(field).__name__} has no particle system: declare it as a "
+                    "gf.Attention, or implement _particle_velocity(X, ctx, positions, log_a, t)")
 
 
 def _is_local(field) -> bool:
@@ -508,34 +512,8 @@ def _is_local(field) -> bool:
     deriv = getattr(type(field), "derivation", None)
     if not callable(deriv):
         return False
-    from .derive import symbols as S
-
-    v = deriv().velocity
-    return not (v.has(S.alpha) or v.has(S.Sigma))
-
-
-def _attention_velocity(field, X, positions, ctx, log_a):
-    spec = kernel_spec(type(field))
-    sc = _Scores(spec, field, X)
-    n = X.shape[0]
-    if positions is not None and spec.normalisation != "softmax":
-        raise ValueError(f"causal masks need softmax normalisation; {spec.name} uses "
-                         f"{spec.normalisation!r}")
-    if spec.normalisation == "sinkhorn":
-        la = jnp.full((n,), -math.log(n)) if log_a is None else log_a
-        g, _, _ = sinkhorn_potentials(sc, la, ctx)
-        m, l, acc = _row_pass(sc, _add(g, sc.key_const), None, ctx)
-        return acc / l[:, None]
-    if spec.normalisation == "none" and spec.weight in DIRECT_WEIGHTS:
-        a = jnp.full((n,), 1.0 / n) if log_a is None else jnp.exp(log_a)
-        return _direct_pass(sc, a, ctx)
-    m, l, acc = _row_pass(sc, _add(log_a, sc.key_const), positions, ctx)
-    if spec.normalisation == "softmax":
-        return acc / l[:, None]
-    # "none": sum_j a_j w_ij v_j (a_j = 1/N when uniform).
-    m = _add(m, sc.row_const)
-    out = jnp.exp(m)[:, None] * acc
-    return out / n if log_a is None else out
+    names = {s.name for s in deriv().velocity.free_symbols}
+    return not names & {"alpha", "Sigma"}
 
 
 def sinkhorn_fields(field):
@@ -608,7 +586,7 @@ def _integrate_impl(field, x0s, log_as, positions, t0, t1, ts, ctx, solver, rtol
 
     def one(x0, log_a):
         def vf(t, y, args):
-            return particle_velocity(field, y, positions, ctx, log_a)
+            return particle_velocity(field, y, positions, ctx, log_a, t)
 
         def cond_nonfinite(t, y, args, **kw):
             return ~jnp.all(jnp.isfinite(y))
@@ -653,7 +631,7 @@ def _check_positions(positions, causal, n):
 
 
 def _check_field(field, d):
-    from .variants.base import Field
+    from .field import Field
 
     if not isinstance(field, Field):
         raise TypeError(f"field must be a gaussflow field (e.g. gf.Softmax(Q, K, V)), got "
@@ -698,8 +676,8 @@ def simulate_batch(field, x0s, ts, *, t0=0.0, n_valid=None, positions=None, caus
     pos = _check_positions(positions, causal, n)
     log_as = None
     if n_valid is not None:
-        nv = [_check_count("n_valid[i]", int(v) if isinstance(v, (int, np.integer)) else v)
-              for v in np.atleast_1d(n_valid).tolist()]
+        nv = [_check_count(f"n_valid[{i}]", v)
+              for i, v in enumerate(np.atleast_1d(np.asarray(n_valid, dtype=object)).tolist())]
         if len(nv) != B or max(nv) > n:
             raise ValueError(f"n_valid must hold {B} counts in [1, {n}], got {n_valid!r}")
         if pos is not None:
@@ -817,9 +795,10 @@ def velocity(field, X, *, positions=None, causal=False, block=None, dense=False,
     _check_field(field, d)
     if block is not None:
         block = _check_count("block", block)
+    stol = float(as_scalar("sinkhorn_tol", sinkhorn_tol, positive=True))
+    smax = _check_count("sinkhorn_max_iter", sinkhorn_max_iter)
     pos = _check_positions(positions, causal, n)
-    ctx = Context(block=block, dense=bool(dense), sinkhorn_tol=float(sinkhorn_tol),
-                  sinkhorn_max_iter=int(sinkhorn_max_iter))
+    ctx = Context(block=block, dense=bool(dense), sinkhorn_tol=stol, sinkhorn_max_iter=smax)
     segs = _segments(field)
     if segs is not None:
         raise ValueError("a layer schedule has no single velocity; pass one of its fields")

@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .linalg import sqrtm_psd
+
 CUBATURE_KINDS = ("gauss-hermite", "degree5", "qmc")
 
 
@@ -105,12 +107,21 @@ class Cubature:
 
     def expect(self, g, alpha, Sigma):
         """``sum_i w_i g(alpha + Sigma^{1/2} u_i)`` for ``g`` mapping ``(d,)`` to any array."""
-        from .codegen import _sqrtm_psd
-
         u, w = self.rule(alpha.shape[0])
-        X = alpha[None, :] + jnp.asarray(u) @ _sqrtm_psd(Sigma)
+        X = alpha[None, :] + jnp.asarray(u) @ sqrtm_psd(Sigma)
         vals = jax.vmap(g)(X)
         return jnp.tensordot(jnp.asarray(w), vals, axes=1)
+
+
+def gauss_expect(f, rule: Cubature, t, alpha, Sigma, *params):
+    """``E[f(t, X, alpha, Sigma, *params)]``, ``X ~ N(alpha, Sigma)``, by the cubature ``rule``:
+    ``sum_i w_i f(t, x_i, alpha, Sigma, *params)`` over ``x_i = alpha + Sigma^{1/2} u_i``.
+
+    ``alpha`` is a ``(d, 1)`` column and ``f`` takes the node as a ``(d, 1)`` column (the
+    convention of the generated code, which calls this as ``_gauss_expect``).
+    """
+    a = alpha[:, 0]
+    return rule.expect(lambda x: f(t, x[:, None], alpha, Sigma, *params), a, Sigma)
 
 
 @functools.cache

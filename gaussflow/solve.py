@@ -6,6 +6,11 @@ with ``dPhi/dt = J(t) Phi``, ``Phi(0) = I``, where ``J`` is the closure matrix o
 construction and keeps the rank of ``Sigma0`` exactly (as long as ``Phi`` is invertible); the
 mean is integrated directly.
 
+**Steps.** The first step is ``min(t1 - t0, 0.01 / rate)`` with ``rate`` the closure's own inverse
+time scale at ``t0`` (:func:`_first_step`), so a huge score scale does not make the first trial
+step land past a blow-up; a trial step that produces a non-finite state or error estimate is
+rejected and the step shrunk by 5 (:class:`_FiniteErrorPID`).
+
 **Statuses.** ``gf.solve`` never raises on a numerical event; it returns the trajectory up to the
 stopping time ``t_stop`` with ``status``:
 
@@ -36,7 +41,7 @@ import numpy as np
 
 from ._checks import as_scalar, check_times, is_concrete, positive_int
 from .gaussian import Gaussian
-from .variants.base import cov_from_flow as _cov_from_flow
+from .field import cov_from_flow as _cov_from_flow
 
 STATUSES = ("completed", "blowup", "max_steps", "nonfinite", "not_integrable")
 
@@ -71,12 +76,51 @@ def _trace(S):
     return jnp.trace(S, axis1=-2, axis2=-1).sum()
 
 
-def _growth(field, mean, S, scale):
-    """``f = tr Sigma / scale`` and ``df/dt = 2 tr(J Sigma) / scale`` (summed over blocks)."""
-    _, J = field._closure(mean, S)
-    f = _trace(S) / scale
-    fp = 2.0 * jnp.sum(J * jnp.swapaxes(S, -1, -2)) / scale
-    return f, fp
+def _closure_at(field, t, mean, S):
+    """``(d alpha/dt, J)`` of the field's closure at time ``t``: the one place solve.py calls it."""
+    return field._closure(t, mean, S)
+
+
+class _FiniteErrorPID(diffrax.PIDController):
+    """diffrax's ``PIDController``, except that a trial step whose candidate state or error
+    estimate is not finite (the step crossed into a region where the right-hand side is NaN, e.g.
+    past a blow-up) counts as an infinite error: the step is rejected and the next one is
+    ``factormin`` (0.2) times shorter. (The stock controller turns a NaN error into a NaN step size,
+    after which every step is rejected until ``max_steps``.)"""
+
+    def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order,
+                        controller_state):
+        leaves = jax.tree_util.tree_leaves((y1_candidate, y_error))
+        bad = jnp.any(jnp.stack([~jnp.all(jnp.isfinite(a)) for a in leaves]))
+        y_error = jax.tree_util.tree_map(lambda e: jnp.where(bad, jnp.inf, e), y_error)
+        y1_candidate = jax.tree_util.tree_map(lambda a, b: jnp.where(bad, a, b), y0, y1_candidate)
+        return super().adapt_step_size(t0, t1, y0, y1_candidate, args, y_error, error_order,
+                                       controller_state)
+
+
+#: First step ``dt0 = min(t1 - t0, FIRST_STEP / rate)`` (see :func:`_first_step`).
+FIRST_STEP = 1e-2
+
+
+def _first_step(dm, J, mean, S, span):
+    """The first step from the problem's own time scale: ``min(span, FIRST_STEP / rate)`` with
+    ``rate = |d tr Sigma/dt| / tr Sigma + ||J||_F + |d alpha/dt| / (|alpha| + (tr Sigma)^{1/2})``
+    at ``t0`` (``d Sigma/dt = J Sigma + Sigma J^T``; for position blocks the largest block rate, so
+    equal blocks start like one Gaussian). Every term is an inverse time of the closure at ``t0``,
+    so a huge score scale (``beta``) gives a proportionally small first step, not one that lands
+    past a blow-up. ``span`` if ``rate`` is 0 or not finite (a non-finite right-hand side is
+    reported by the event, not here)."""
+    d = S.shape[-1]
+    dm, J, mean, S = dm.reshape(-1, d), J.reshape(-1, d, d), mean.reshape(-1, d), S.reshape(-1, d, d)
+    trS = jnp.trace(S, axis1=-2, axis2=-1)
+    growth = jnp.abs(2.0 * jnp.sum(J * jnp.swapaxes(S, -1, -2), axis=(-2, -1)))
+    growth = growth / jnp.maximum(trS, 1e-300)
+    drift = jnp.linalg.norm(dm, axis=-1) / (jnp.linalg.norm(mean, axis=-1)
+                                            + jnp.sqrt(jnp.maximum(trS, 0.0)) + 1e-300)
+    rate = jnp.max(growth + jnp.sqrt(jnp.sum(J * J, axis=(-2, -1))) + drift)
+    ok = jnp.isfinite(rate) & (rate > 0)
+    dt0 = jnp.minimum(span, FIRST_STEP / jnp.where(ok, rate, 1.0))
+    return jax.lax.stop_gradient(jnp.where(ok, dt0, span))
 
 
 @contextlib.contextmanager
@@ -132,7 +176,7 @@ def _integrate(field, mean0, cov0, t0, t1, ts, solver, rtol, atol, max_steps, th
 
     def vf_t(t, y):
         mean, Phi = y
-        return field._flow_rhs(mean, Phi, cov0)
+        return field._flow_rhs(t, mean, Phi, cov0)
 
     def vf(s, y, args):
         dm, dPhi = vf_t(to_t(s), y)
@@ -145,14 +189,14 @@ def _integrate(field, mean0, cov0, t0, t1, ts, solver, rtol, atol, max_steps, th
         """(nonfinite, blowup, outside domain, tau) at state y: one closure evaluation."""
         mean, Phi = y
         S = _cov_from_flow(Phi, cov0)
-        dm, J = field._closure(mean, S)
+        dm, J = _closure_at(field, t, mean, S)
         finite = (jnp.all(jnp.isfinite(mean)) & jnp.all(jnp.isfinite(Phi))
                   & jnp.all(jnp.isfinite(dm)) & jnp.all(jnp.isfinite(J)))
         f = _trace(S) / scale
         fp = 2.0 * jnp.sum(J * jnp.swapaxes(S, -1, -2)) / scale
         tau = f / jnp.where(fp > 0, fp, jnp.inf)
         blowup = (f > threshold) & (fp > 0) & (tau < BLOWUP_TAU_RATIO * (t - t0))
-        outside = ~field._domain_ok(mean, S)
+        outside = ~field._domain_ok(t, mean, S)
         return ~finite, blowup, outside, tau
 
     def cond(s, y, args, **kw):
@@ -161,12 +205,13 @@ def _integrate(field, mean0, cov0, t0, t1, ts, solver, rtol, atol, max_steps, th
 
     Phi0 = jnp.broadcast_to(jnp.eye(cov0.shape[-1]), cov0.shape)
     s1 = to_s(t1)
+    dt0 = _first_step(*_closure_at(field, t0, mean0, cov0), mean0, cov0, s1 - to_s(t0))
     with _checks_without_callbacks():
         sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(vf), solver, to_s(t0), s1, None, (mean0, Phi0),
+            diffrax.ODETerm(vf), solver, to_s(t0), s1, dt0, (mean0, Phi0),
             saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=to_s(ts)),
                                         diffrax.SubSaveAt(t1=True)]),
-            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            stepsize_controller=_FiniteErrorPID(rtol=rtol, atol=atol),
             event=diffrax.Event(cond),
             max_steps=max_steps, throw=False, progress_meter=progress_meter, adjoint=adjoint,
         )
@@ -263,7 +308,7 @@ def check_solver_options(rtol, atol, blowup_threshold, max_steps):
 
 
 def _check_field_state(field, g0):
-    from .variants.base import Field
+    from .field import Field
 
     if not isinstance(field, Field):
         raise TypeError(f"field must be a gaussflow field (e.g. gf.Softmax(Q, K, V)), got "

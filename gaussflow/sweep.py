@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import PSD_TOL, SYM_TOL, as_array, check_times, positive_int
+from ._checks import SYM_TOL, as_array, check_times, positive_int, psd_tolerance
 from .gaussian import Gaussian
 from .passes import SCALARS, run_schedule, schedule
 from .solve import (TIME_SCALES, _integrate, _resolve_solver, _status, _trajectory,
@@ -56,6 +56,23 @@ _AXIS = "batch"
 #: Lowerings of the batched core so far (one per compilation; see :func:`cache_info`).
 _TRACES = 0
 _COMPILED: dict = {}
+
+
+class _StaticTree:
+    """The non-array part of a field as a hashable key (its tree structure and static leaves;
+    a declaration's ``params`` dict is not hashable itself)."""
+
+    def __init__(self, tree):
+        self.tree = tree
+        leaves, self.treedef = jax.tree_util.tree_flatten(tree)
+        self.leaves = tuple(leaves)
+
+    def __hash__(self):
+        return hash((self.treedef, self.leaves))
+
+    def __eq__(self, other):
+        return (isinstance(other, _StaticTree) and self.treedef == other.treedef
+                and self.leaves == other.leaves)
 
 
 # ------------------------------------------------------------------------------ batched core
@@ -68,7 +85,7 @@ def _core(dyn, t0, t1, ts, *, static, field_batched, state_batched, mesh):
 
     def local(dyn, t0, t1, ts):
         field_dyn, means0, covs0 = dyn
-        field = eqx.combine(field_dyn, field_static)
+        field = eqx.combine(field_dyn, field_static.tree)
 
         def one(f, m, c):
             return _integrate(f, m, c, t0, t1, ts, solver, rtol, atol, max_steps, thr, meter,
@@ -200,7 +217,7 @@ def _stack(items):
 
 def _batch_fields(fields, d):
     """``(field, batched, B, name)``; a sequence is stacked along a new leading axis."""
-    from .variants.base import Field
+    from .field import Field
 
     if isinstance(fields, (list, tuple)):
         if not fields:
@@ -249,7 +266,7 @@ def _check_closure_shapes(field, d, batched) -> bool:
     c = jax.ShapeDtypeStruct((d, d), jnp.float64)
 
     def clo(f):
-        return f._closure(jnp.zeros(d), jnp.eye(d))
+        return f._closure(jnp.asarray(0.0), jnp.zeros(d), jnp.eye(d))
 
     try:
         if batched:
@@ -297,8 +314,9 @@ def _check_batched_covs(covs):
     bad = np.nonzero(asym > SYM_TOL * scale)[0]
     if bad.size:
         raise ValueError(f"g0s.cov[{bad[0]}] is not symmetric; pass (S + S^T) / 2")
-    w = np.linalg.eigvalsh((covs + np.swapaxes(covs, 1, 2)) / 2)
-    bad = np.nonzero(w[:, 0] < -PSD_TOL * np.maximum(1.0, w[:, -1]))[0]
+    sym = (covs + np.swapaxes(covs, 1, 2)) / 2
+    w = np.linalg.eigvalsh(sym)
+    bad = np.nonzero(w[:, 0] < -psd_tolerance(w, sym))[0]
     if bad.size:
         raise ValueError(f"g0s.cov[{bad[0]}] is not positive semi-definite (smallest eigenvalue "
                          f"{w[bad[0], 0]:.3g}); pass covariance matrices")
@@ -400,6 +418,7 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
     chunk = -(-min(int(chunk_size), B) // ndev) * ndev
 
     field_dyn, field_static = eqx.partition(field, eqx.is_array)
+    field_static = _StaticTree(field_static)
     targs = (jnp.asarray(t0), jnp.asarray(t1), jnp.asarray(ts_arr))
     if mesh is not None:
         rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())

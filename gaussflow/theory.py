@@ -179,10 +179,12 @@ def _value_scalar(h, name):
 def _softmax_S(field, allow_affine=False, need_symmetric_A=False):
     """``(S, v_total, W)`` for softmax parts with ``W_O V = v I`` (+ optional affine parts).
 
-    ``S = sum_h beta_h v_h (A_h + A_h^T)``; ``W`` the summed affine matrix (zeros if none).
+    ``S = -sum_h v_h (d Sigma^{-1}/dt)_h`` read from each part's derivation (its closed form
+    ``inverse_increment`` at ``t = 1``, derived with ``W_O V = I``; for softmax
+    ``beta_h (A_h + A_h^T)``); ``W`` the summed affine matrix (zeros if none).
     """
     from .variants.softmax import Softmax
-    from .variants.base import Field
+    from .field import Field
 
     if not isinstance(field, Field):
         raise TypeError(f"field must be a gaussflow field, got {type(field).__name__}")
@@ -205,7 +207,8 @@ def _softmax_S(field, allow_affine=False, need_symmetric_A=False):
         if need_symmetric_A and np.max(np.abs(A - A.T)) > RANK_TOL * max(1.0, np.max(np.abs(A))):
             raise ValueError(f"{name}: hypothesis 'A = K^T Q symmetric' fails; the closed-form mean "
                              "needs a symmetric A — use gf.solve")
-        S += float(h.beta) * v * (A + A.T)
+        inc = h.derivation().functions["inverse_increment"](1.0, *h._args())
+        S -= v * np.asarray(inc)
         vtot += v
         n_att += 1
     if n_att == 0:
@@ -215,7 +218,7 @@ def _softmax_S(field, allow_affine=False, need_symmetric_A=False):
 
 def _state(field, g0):
     """Validated ``(mean, cov)`` of ``g0`` (checked before any work on the field)."""
-    from .variants.base import Field
+    from .field import Field
 
     if not isinstance(field, Field):
         raise TypeError(f"field must be a gaussflow field, got {type(field).__name__}")
@@ -446,12 +449,20 @@ def affine_attention(field, g0=None, t_max=1e4):
         P0 = (P0 + P0.T) / 2
 
     def lam_min(t):
+        """``lambda_min(P(t))``, computed as ``s lambda_min(P / s)`` with ``s = max|P_ij|`` (the
+        entries of ``P`` grow like ``e^{2 |Re lambda(W)| t}`` for a contracting ``W``: unscaled,
+        ``P + P^T`` overflows and LAPACK's eigensolver fails). NaN once ``P`` is not finite."""
         with np.errstate(over="ignore", invalid="ignore"):
             E = scipy.linalg.expm(-W * t)
             P = P_star + E.T @ (P0 - P_star) @ E
         if not np.all(np.isfinite(P)):
             return math.nan  # overflow: P left the representable range (no root decided here)
-        return float(np.linalg.eigvalsh((P + P.T) / 2)[0])
+        s = float(np.max(np.abs(P)))
+        if s == 0.0:
+            return 0.0
+        Ps = P / s
+        with np.errstate(over="ignore"):
+            return float(np.linalg.eigvalsh((Ps + Ps.T) / 2)[0]) * s
 
     def first_root():
         ts = np.concatenate([[0.0], np.geomspace(1e-6, t_max, 2000)])

@@ -32,9 +32,12 @@ The central estimate per ``N`` is the root mean square over seeds (``E[e^2]`` is
 ``1/N``; the square mean is far less noisy than a geometric mean of a few seeds). The slope is the
 least-squares fit of its logarithm against ``log N``; its standard error is a jackknife over seeds.
 
-A run whose particles did not complete, or whose closure stopped before the second save time, is
-``inconclusive``; a closure that stops later (e.g. finite-time blow-up) is compared on the save
-times it reached (particles of finite N do not blow up, so a wrong closure often shows this way). For approximate closures
+**Inconclusive** (the reasons say which, and what the errors on the times reached would give):
+a particle run that did not complete; a closure that stopped before ``t1`` (e.g. finite-time
+blow-up at ``T* < t1``: finite-N particles have no blow-up, so near ``T*`` the errors measure
+neither closure nor Monte Carlo; validate over ``t1 < T*``); a particle Sinkhorn that did not
+reach ``sinkhorn_tol`` within ``sinkhorn_max_iter`` iterations (the particle velocity is then not
+the Sinkhorn field; this also warns). For approximate closures
 the report gives the remaining bias instead of a pass: ``b`` from the least-squares fit
 ``e(N)^2 = b^2 + C^2 / N`` (non-negative), next to the error at the largest ``N``.
 
@@ -58,6 +61,7 @@ import json
 import math
 import operator
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field as dc_field
 
@@ -67,7 +71,7 @@ from scipy.optimize import nnls
 
 from ._checks import as_array, as_scalar
 from .gaussian import Gaussian, PositionalGaussians
-from . import particles as P
+from . import particles as P, registry
 
 QUANTITIES = ("mean", "cov")
 
@@ -369,6 +373,7 @@ def validate(field, g0, t1, n_particles=(256, 1024, 4096), seeds=(0, 1, 2, 3, 4)
     st_c = [[None] * len(seeds) for _ in ns]
     curves = {}
     info = {"sinkhorn_iterations_max": None}
+    stops = []
     for i, n in enumerate(_bar(ns, progress, "closure solves", "N")):
         cm, cc, bm, bc = [], [], [], []
         for j, s in enumerate(seeds):
@@ -390,6 +395,9 @@ def validate(field, g0, t1, n_particles=(256, 1024, 4096), seeds=(0, 1, 2, 3, 4)
             mc["mean"][i, j], mc["cov"][i, j] = em0, ec0
             tr = solve(field, start, t1, ts=ts, rtol=rtol, atol=atol)
             st_p[i][j], st_c[i][j] = pt.status, tr.status
+            if tr.status != "completed":
+                stops.append({"n": n, "seed": s, "status": tr.status, "t_stop": tr.t_stop,
+                              "blowup_time": tr.blowup_time})
             common = [k for k, t in enumerate(pt.ts)
                       if np.any(np.isclose(tr.ts[: len(ts)], t, rtol=0, atol=1e-12 * max(1, t1)))]
             kc = [int(np.argmin(np.abs(tr.ts - pt.ts[k]))) for k in common]
@@ -408,6 +416,9 @@ def validate(field, g0, t1, n_particles=(256, 1024, 4096), seeds=(0, 1, 2, 3, 4)
                 info["sinkhorn_iterations_max"] = max(prev, max(its))
                 info["sinkhorn_converged"] = (info.get("sinkhorn_converged", True)
                                               and pt.info["sinkhorn_converged"])
+                info["sinkhorn_marginal_error_max"] = max(
+                    info.get("sinkhorn_marginal_error_max", 0.0),
+                    max(pt.info["sinkhorn_marginal_error"]))
         curves[str(n)] = {"ts": ts[: min(len(c) for c in cm)].tolist(),  # common to all seeds
                           "mean": [c.tolist() for c in cm], "cov": [c.tolist() for c in cc]}
         if masked:
@@ -421,23 +432,39 @@ def validate(field, g0, t1, n_particles=(256, 1024, 4096), seeds=(0, 1, 2, 3, 4)
     info["sampler"] = sampler
 
     reasons = []
-    # Inconclusive: a particle run failed, or a closure stopped before a second save time. A
-    # closure that stops early (e.g. blow-up) is compared on the save times it reached.
-    n_common = [[len(curves[str(n)]["ts"]) for _ in seeds] for n in ns]
+    # Inconclusive (module doc): a particle run failed, a closure stopped before t1, or a particle
+    # Sinkhorn did not converge. The statistics are still those of the save times reached.
     failed = [(n, s, a, b) for i, n in enumerate(ns) for j, s in enumerate(seeds)
-              for a, b in [(st_p[i][j], st_c[i][j])] if a != "completed" or n_common[i][j] < 2]
-    stopped = sorted({b for row in st_c for b in row if b != "completed"})
+              for a, b in [(st_p[i][j], st_c[i][j])] if a != "completed" or b != "completed"]
     exact = bool(field.exact)
     if np.any(~np.isfinite(E["mean"])) or np.any(~np.isfinite(E["cov"])):
         E = {q: np.where(np.isfinite(v), v, np.inf) for q, v in E.items()}
     stats = {q: _quantity(ns, E[q], exact, (lo, hi), band_factor, floor) for q in QUANTITIES}
-    if stopped:
-        reasons.append(f"some closures stopped early ({', '.join(stopped)}); compared on the save "
-                       "times they reached")
-    if failed:
+    info["closure_stops"] = stops
+    if stops:
+        first = min(stops, key=lambda r: r["t_stop"])
+        bt = [r["blowup_time"] for r in stops if r["blowup_time"] is not None]
+        what = (f"finite-time blow-up at t = {min(bt):.4g} < t1 = {t1:g}" if bt else
+                f"{first['status']} at t = {first['t_stop']:.4g} < t1 = {t1:g}")
+        reasons.append(f"the closure stopped early ({what}; {len(stops)} of "
+                       f"{len(ns) * len(seeds)} runs): particles of finite N do not follow it "
+                       f"there; validate over t1 < {first['t_stop']:.4g}")
+    unconverged = info.get("sinkhorn_converged") is False
+    if unconverged:
+        msg = (f"particle Sinkhorn did not converge (marginal error "
+               f"{info['sinkhorn_marginal_error_max']:.2e} > sinkhorn_tol after "
+               f"{info['sinkhorn_iterations_max']} iterations): the particle velocity is not the "
+               "Sinkhorn field; raise particle_options['sinkhorn_max_iter'] or shorten t1")
+        reasons.append(msg)
+        warnings.warn(f"gf.validate: {msg}", RuntimeWarning, stacklevel=2)
+    if failed or unconverged:
         verdict = "inconclusive"
         for n, s, a, b in failed:
-            reasons.append(f"N={n}, seed={s}: particles {a}, closure {b}; shorten t1")
+            if a != "completed":
+                reasons.append(f"N={n}, seed={s}: particles {a}, closure {b}; shorten t1")
+        if exact and not any(len(curves[str(n)]["ts"]) < 2 for n in ns):
+            would = "consistent" if all(stats[q].ok for q in QUANTITIES) else "inconsistent"
+            reasons.append(f"on the save times reached the errors alone would say: {would}")
     elif exact:
         verdict = "consistent" if all(stats[q].ok for q in QUANTITIES) else "inconsistent"
         for q in QUANTITIES:
@@ -556,14 +583,20 @@ def _check_blocks(blocks, n_blocks):
     return out
 
 
+def _int_list(name, values):
+    """``values`` as a list of Python ints (``TypeError`` for strings, floats, bools, ...)."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of integers, got {values!r}")
+    out = []
+    for v in values:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name} must hold integers, got {v!r} in {values!r}")
+        out.append(int(v))
+    return out
+
+
 def _check_sizes(n_particles, d, what=""):
-    try:
-        ns = [int(v) for v in n_particles]
-    except (TypeError, ValueError):
-        raise TypeError(f"n_particles must be a sequence of integers, got {n_particles!r}") from None
-    if any(float(a) != float(b) for a, b in zip(ns, n_particles)):
-        raise TypeError(f"n_particles must hold integers, got {n_particles!r}")
-    ns = sorted(set(ns))
+    ns = sorted(set(_int_list("n_particles", n_particles)))
     if len(ns) < 2:
         raise ValueError("n_particles needs at least two distinct sizes to fit a slope, e.g. "
                          "(256, 1024, 4096)")
@@ -574,12 +607,11 @@ def _check_sizes(n_particles, d, what=""):
 
 
 def _check_seeds(seeds):
-    try:
-        out = [int(s) for s in seeds]
-    except (TypeError, ValueError):
-        raise TypeError(f"seeds must be a sequence of integers, got {seeds!r}") from None
+    out = _int_list("seeds", seeds)
     if not out or len(set(out)) != len(out) or any(s < 0 for s in out):
         raise ValueError(f"seeds must be distinct non-negative integers, got {seeds!r}")
+    if max(out) >= P.SEED_LIMIT:
+        raise ValueError(f"seeds must be ints in [0, 2**32) (JAX PRNG seeds), got {max(out)}")
     return out
 
 
@@ -587,46 +619,21 @@ def _check_seeds(seeds):
 def example(name: str, d: int = 3, seed: int = 0):
     """A moderate validation problem for the variant ``name``: ``(field, g0, t1)``.
 
-    Weights are random with ``seed``: ``Q = 0.6 G_1 / sqrt(d)``, ``K = -Q + 0.3 G_2 / sqrt(d)``
-    (``G_i`` standard normal; mostly contracting scores, so the closures stay finite), ``V = I +
-    0.3 G_3 / sqrt(d)``. Moderate scores matter for the particles: a token at ``x`` weighs keys by
+    Read from the variant's own declaration (``cls.example(d, seed)``, e.g.
+    :meth:`gaussflow.Attention.example`): random weights from ``seed`` with moderate, mostly
+    contracting scores. Moderate scores matter for the particles: a token at ``x`` weighs keys by
     ``exp(beta <Qx, Ky>)``, an importance weight whose variance grows like
     ``exp(beta^2 |Sigma^{1/2} A^T x|^2)``, so strong scores need many more particles before the
-    error reaches its ``N^{-1/2}`` regime (measured: with ``Q, K`` 1.7 times larger the fitted slope
-    over N = 256..4096 at ``t1 = 1`` was only -0.3). ``g0 = N(m, M M^T / d + 0.3 I)`` with
-    ``m ~ 0.7 N(0, I)`` (a non-zero mean, so the mean dynamics are not trivially symmetric).
-    ``beta = 1``, L2 ``c = 1/2``, Sinkhorn ``eps = 1``, sigmoid ``bias = -1``, unnormalised
-    ``beta = 0.3``; multi-head: two softmax heads with ``W_O = I / 2``; affine: ``W = 0.5 G /
-    sqrt(d)``, ``b ~ 0.5 N(0, I)``.
+    error reaches its ``N^{-1/2}`` regime.
     """
-    from . import variants as V
-
     if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
         raise ValueError(f"d must be a positive integer, got {d!r}")
-    rng = np.random.default_rng(seed)
-    s = math.sqrt(d)
-
-    def qkv():
-        Q = 0.6 * rng.normal(size=(d, d)) / s
-        K = -Q + 0.3 * rng.normal(size=(d, d)) / s
-        return Q, K, np.eye(d) + 0.3 * rng.normal(size=(d, d)) / s
-
-    Q, K, Vm = qkv()
-    M = rng.normal(size=(d, d))
-    g0 = Gaussian(0.7 * rng.normal(size=d), M @ M.T / d + 0.3 * np.eye(d))
-    builders = {
-        "softmax": lambda: V.Softmax(Q, K, Vm),
-        "l2": lambda: V.L2(Q, K, Vm, c=0.5),
-        "sinkhorn": lambda: V.Sinkhorn(Q, K, Vm, eps=1.0),
-        "multihead": lambda: V.MultiHead([V.Softmax(Q, K, Vm, W_O=np.eye(d) / 2),
-                                          V.Softmax(*qkv(), W_O=np.eye(d) / 2)]),
-        "affine": lambda: V.Affine(0.5 * rng.normal(size=(d, d)) / s, 0.5 * rng.normal(size=d)),
-        "sigmoid": lambda: V.Sigmoid(Q, K, Vm, bias=-1.0),
-        "unnormalized": lambda: V.Unnormalized(Q, K, Vm, beta=0.3),
-    }
-    if name not in builders:
-        raise ValueError(f"no example for variant {name!r}; choose one of {sorted(builders)}")
-    return builders[name](), g0, 1.0
+    if name not in examples():
+        raise ValueError(f"no example for variant {name!r}; choose one of {sorted(examples())}")
+    return registry.lookup(name).example(int(d), seed)
 
 
-EXAMPLES = ("softmax", "multihead", "l2", "sinkhorn", "affine", "sigmoid", "unnormalized")
+def examples() -> list[str]:
+    """Names of the registered variants with a validation example on a single Gaussian."""
+    return [k for k, v in registry.variants().items()
+            if callable(getattr(v, "example", None)) and not getattr(v, "causal", False)]

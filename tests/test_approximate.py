@@ -35,7 +35,7 @@ def _moments_by_cubature(field, g, order):
     """E[Gamma(X)], E[grad Gamma(X)] by tensor Gauss-Hermite of the generated velocity + jacfwd."""
     fv = field.derivation().functions["velocity"]
     a, S, args = g.mean, g.cov, field._args()
-    v = lambda x: fv(x[:, None], a[:, None], S, *args)[:, 0]  # noqa: E731
+    v = lambda x: fv(0.0, x[:, None], a[:, None], S, *args)[:, 0]  # noqa: E731
     cub = Cubature("gauss-hermite", order)
     return np.asarray(cub.expect(v, a, S)), np.asarray(cub.expect(jax.jacfwd(v), a, S))
 
@@ -105,7 +105,7 @@ def test_sigmoid_velocity_matches_mpmath(setup):
         assert err < vtol, (err, s)
         J = np.asarray(f.velocity_jacobian(g, x))
         fv = f.derivation().functions["velocity"]
-        Jref = jax.jacfwd(lambda z: fv(z[:, None], g.mean[:, None], g.cov, *f._args())[:, 0])(
+        Jref = jax.jacfwd(lambda z: fv(0.0, z[:, None], g.mean[:, None], g.cov, *f._args())[:, 0])(
             jnp.asarray(x))
         jerr = np.abs(J - np.asarray(Jref)).max()
         assert jerr < jtol
@@ -148,7 +148,7 @@ def test_sigmoid_bias_minus_log_n_tends_to_unnormalised(setup):
 def test_sigmoid_solve_and_derivation(setup):
     Q, K, V, g = setup
     f = gf.Sigmoid(Q, K, V, beta=0.5, bias=-1.0)
-    assert f.exact is False and f.weight == "sigmoid" and f.normalisation == "none"
+    assert f.exact is False and f.normalisation.weight == "sigmoid" and f.normalisation.kind == "none"
     tr = gf.solve(f, g, 1.0, ts=np.linspace(0, 1, 5))
     assert tr.status == "completed" and np.all(np.isfinite(tr.covs))
     md = gf.derive("sigmoid").markdown()

@@ -22,6 +22,9 @@ LAYERS = gf.Layers([(SM, 1.0)])
 MASKED = gf.Masked(SM, 2)
 G3 = gf.Gaussian.standard(3)
 AFF3 = gf.Affine(np.eye(3))
+# a batch of two states whose second covariance has a negative eigenvalue 10% of the largest, at
+# the scale 1e-20 (built under vmap, which checks shapes only: sweep checks the values)
+TINY_BAD = jax.vmap(gf.Gaussian)(np.zeros((2, 2)), np.stack([I2, np.diag([1e-20, -1e-21])]))
 
 # (id, call, exception, message regex)
 API_CASES = [
@@ -40,11 +43,20 @@ API_CASES = [
      r"cov is not symmetric .*pass \(S \+ S.T\) / 2"),
     ("cov-not-psd", lambda: gf.Gaussian(np.zeros(2), [[1.0, 2.0], [2.0, 1.0]]), ValueError,
      "cov is not positive semi-definite .*M @ M.T"),
+    ("cov-tiny-negative", lambda: gf.Gaussian([0.0, 0.0], [[1e-20, 0.0], [0.0, -1e-21]]),
+     ValueError, r"cov is not positive semi-definite \(smallest eigenvalue -1e-21\)"),
+    ("sweep-cov-tiny-negative", lambda: gf.sweep(SM, TINY_BAD, 1.0), ValueError,
+     r"g0s.cov\[1\] is not positive semi-definite"),
     ("mean-inf", lambda: gf.Gaussian([np.inf, 0.0], I2), ValueError, "mean contains NaN or inf"),
     ("blocks-shape", lambda: gf.PositionalGaussians(np.zeros((3, 2)), np.stack([I2] * 2)),
      ValueError, r"covs must have shape \(n_blocks, d, d\) = \(3, 2, 2\)"),
     ("blocks-psd", lambda: gf.PositionalGaussians(np.zeros((2, 2)), np.stack([I2, -I2])),
      ValueError, r"covs\[1\] is not positive semi-definite"),
+    ("block-index-range", lambda: POS.block(2), IndexError,
+     "block index 2 is out of range for 2 blocks"),
+    ("block-index-negative", lambda: POS.block(-3), IndexError,
+     "block index -3 is out of range for 2 blocks"),
+    ("block-index-float", lambda: POS.block(1.0), TypeError, "b must be an int block index"),
     ("blocks-count", lambda: gf.PositionalGaussians.repeat(G2, 0), ValueError,
      "n_blocks must be a positive integer"),
     # --- fields: weights, scales, head counts
@@ -72,7 +84,7 @@ API_CASES = [
     ("layers-duration", lambda: gf.Layers([(SM, -1.0)]), ValueError, r"schedule\[0\] duration must be > 0"),
     ("layers-dims", lambda: gf.Layers([(SM, 1.0), (AFF3, 1.0)]), ValueError, "different dimensions"),
     ("masked-approx", lambda: gf.Masked(gf.Unnormalized(I2, I2, I2), 2), ValueError,
-     "field must be an exact"),
+     "cannot take this field: Unnormalized is approximate"),
     ("sum-dims", lambda: SM + AFF3, ValueError, "parts act on different dimensions"),
     ("velocity-x", lambda: SM.velocity(G2, np.ones(3)), ValueError, r"x must have shape \(\.\.\., 2\)"),
     # --- solve: time spans, options, state/field agreement
@@ -97,6 +109,22 @@ API_CASES = [
     ("derive-type", lambda: gf.derive(3), TypeError, "takes a variant name or a gaussflow field"),
     ("sample-n", lambda: particles.sample(G2, 10.5), ValueError, "n must be an integer >= 1"),
     ("sample-seed", lambda: particles.sample(G2, 10, seed="a"), TypeError, "seed must be an int"),
+    ("sample-seed-overflow", lambda: particles.sample(G2, 10, seed=2**70), ValueError,
+     r"seed must be an int in \[0, 2\*\*32\) or a JAX PRNG key"),
+    ("sample-seed-negative", lambda: particles.sample(G2, 10, seed=-1), ValueError,
+     r"seed must be an int in \[0, 2\*\*32\)"),
+    ("sample-seed-float", lambda: particles.sample(G2, 10, seed=1.0), TypeError,
+     r"seed must be an int in \[0, 2\*\*32\) or a JAX PRNG key"),
+    ("velocity-sinkhorn-iter", lambda: particles.velocity(SM, np.zeros((4, 2)),
+                                                          sinkhorn_max_iter=0.5),
+     ValueError, "sinkhorn_max_iter must be an integer >= 1"),
+    ("velocity-sinkhorn-tol", lambda: particles.velocity(SM, np.zeros((4, 2)), sinkhorn_tol=0.0),
+     ValueError, "sinkhorn_tol must be > 0"),
+    ("simulate-n-valid", lambda: particles.simulate_batch(SM, np.zeros((2, 5, 2)), [0.0, 1.0],
+                                                          n_valid=[5, 2.5]),
+     ValueError, r"n_valid\[1\] must be an integer >= 1, got 2.5"),
+    ("simulate-block", lambda: particles.simulate(SM, np.zeros((5, 2)), [0.0, 1.0], block=0),
+     ValueError, "block must be an integer >= 1"),
     ("simulate-x0", lambda: particles.simulate(SM, np.zeros((5, 3)), [0.0, 1.0]), ValueError,
      "x0 has dimension 3 but the field"),
     ("simulate-empty", lambda: particles.simulate(SM, np.zeros((0, 2)), [0.0, 1.0]), ValueError,
@@ -110,6 +138,14 @@ API_CASES = [
      "at least two distinct sizes"),
     ("validate-seeds", lambda: gf.validate(SM, G2, 1.0, seeds=(0, 0)), ValueError,
      "seeds must be distinct"),
+    ("validate-seed-range", lambda: gf.validate(SM, G2, 1.0, seeds=(0, 2**32)), ValueError,
+     r"seeds must be ints in \[0, 2\*\*32\)"),
+    ("validate-seed-float", lambda: gf.validate(SM, G2, 1.0, seeds=(0, 1.5)), TypeError,
+     "seeds must hold integers, got 1.5"),
+    ("validate-sizes-float", lambda: gf.validate(SM, G2, 1.0, n_particles=(100.5, 200)),
+     TypeError, "n_particles must hold integers, got 100.5"),
+    ("validate-sizes-string", lambda: gf.validate(SM, G2, 1.0, n_particles="256"), TypeError,
+     "n_particles must be a sequence of integers"),
     ("theory-hypothesis", lambda: theory.blowup_time(gf.L2(I2, I2, I2), G2), ValueError,
      "hypothesis 'softmax attention' fails"),
     ("theory-g0", lambda: theory.blowup_time(SM, "g"), TypeError, "g0 must be a gf.Gaussian"),
@@ -152,6 +188,17 @@ def test_accepted_edge_cases():
     gf.Sinkhorn(I2, I2, I2, beta=0.0)
     g = gf.Gaussian(np.array([True, False]), np.zeros((2, 2), dtype=int))
     assert g.mean.dtype == np.float64 and float(g.mean[0]) == 1.0
+    # PSD tolerance relative to the matrix's own scale: tiny covariances, round-off negatives
+    gf.Gaussian([0.0, 0.0], [[1e-20, 0.0], [0.0, 1e-21]])
+    gf.Gaussian([0.0, 0.0], [[1e-20, 0.0], [0.0, -1e-31]])
+    gf.Gaussian([0.0, 0.0], [[1e20, 0.0], [0.0, -1e9]])
+    # negative block indices count from the end, as in Python
+    pos = gf.PositionalGaussians(np.arange(4.0).reshape(2, 2), np.stack([I2, 2 * I2]))
+    assert np.array_equal(pos.block(-1).cov, pos.block(1).cov)
+    assert np.array_equal(pos.block(-2).mean, [0.0, 1.0])
+    # typed JAX keys and raw keys are seeds
+    assert np.array_equal(particles.sample(G2, 3, seed=jax.random.key(5)),
+                          particles.sample(G2, 3, seed=jax.random.PRNGKey(5)))
 
 
 def _file(tmp_path):
@@ -175,7 +222,6 @@ CLI_CASES = [
     (["bench", "nonsense"], "unknown benchmark"),
     (["reproduce", "--only", "x"], "argument --only: invalid choice: 'x'"),
     (["run", "--out", "{file}"], "is a file; pass a folder name"),
-    (["--cache-dir", "{file}", "derive", "softmax"], "cache folder .* is a file"),
 ]
 
 
@@ -204,4 +250,16 @@ def test_cli_subprocess_bad_option():
                            "softmax", "--t1", "-1"], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["gaussflow: error: t1 must be > 0, got -1.0"]
+    assert proc.stderr.strip().splitlines() == ["gaussflow: error: --t1 must be > 0, got -1.0"]
+
+
+def test_cli_cache_dir_that_is_a_file_only_warns(tmp_path, capsys):
+    """The compilation cache is an optimisation: a --cache-dir that cannot be used is one warning
+    line and the command runs (tests/test_cache_faults.py has the other cases)."""
+    f = _file(tmp_path)
+    assert main(["--cache-dir", f, "derive", "softmax"]) == 0
+    cap = capsys.readouterr()
+    lines = cap.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"gaussflow: warning: compilation cache {f} "
+                                                   "is a file"), lines
+    assert "--cache-dir off" in lines[0] and "d Sigma/dt" in cap.out

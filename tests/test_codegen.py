@@ -10,7 +10,8 @@ import sympy as sp
 from sympy import Identity, ImmutableMatrix, Inverse, MatrixSymbol
 
 import gaussflow as gf
-from gaussflow.codegen import SqrtPSD, compile_source, generate_function
+from gaussflow.codegen import compile_source, generate_function
+from gaussflow.derive.special import SqrtPSD
 from gaussflow.derive import symbols as S
 
 DIMS = {S.d: 3, S.k: 2, S.k_v: 4}
@@ -58,9 +59,9 @@ def test_generated_functions_equal_sympy_evaluation(name):
     p = [vals[s] for s in der.params]
     a, Sg, x = vals[S.alpha], vals[S.Sigma], vals[S.x]
     sym = _sym(vals)
-    dm, J = fns["closure"](a, Sg, *p)
-    dm2, dS = fns["moment_rhs"](a, Sg, *p)
-    v = fns["velocity"](x, a, Sg, *p)
+    dm, J = fns["closure"](0.0, a, Sg, *p)
+    dm2, dS = fns["moment_rhs"](0.0, a, Sg, *p)
+    v = fns["velocity"](0.0, x, a, Sg, *p)
     want = {"mean": _numeric(der.mean_rhs, sym), "J": _numeric(der.jacobian, sym),
             "cov": _numeric(der.cov_rhs, sym), "vel": _numeric(der.velocity, sym)}
     for got, key in ((dm, "mean"), (dm2, "mean"), (J, "J"), (dS, "cov"), (v, "vel")):
@@ -105,6 +106,7 @@ def test_softmax_closure_shares_J_between_mean_and_jacobian():
     closure = src[src.index("def closure"):src.index("def moment_rhs")]
     moment = src[src.index("def moment_rhs"):src.index("def flow_rhs")]
     flow = src[src.index("def flow_rhs"):]
+    flow = flow[:flow.index("def ", 4)] if "def " in flow[4:] else flow
     # J = beta W_O V Sigma K^T Q: four products, then dalpha = W_O V alpha + J alpha: two more.
     assert _matmuls(closure) == 6, closure
     # dSigma = J Sigma + (J Sigma)^T: one more product than J, the mean reuses J^T; the weight
@@ -122,3 +124,87 @@ def test_vectors_are_multiplied_in_first():
     assert "(A @ (B @ (C @ x)))" in src
     src = generate_function("f", (S.x, A, B, C), [S.x.T * A * B * C])
     assert "(((x.T @ A) @ B) @ C)" in src
+
+
+# -- a printer that cannot lie: what it cannot print exactly is refused at generation -------------
+
+
+def test_printer_is_a_codeprinter_with_one_rule_per_node():
+    from sympy.printing.codeprinter import CodePrinter
+
+    from gaussflow.codegen import JaxMatrixPrinter
+
+    assert issubclass(JaxMatrixPrinter, CodePrinter)
+    for node in ("MatrixSymbol", "Symbol", "Integer", "Rational", "Float", "Pi", "Identity",
+                 "ZeroMatrix", "OneMatrix", "Transpose", "Inverse", "MatPow", "MatAdd", "MatMul",
+                 "HadamardProduct", "Trace", "Determinant", "MatrixElement", "Add", "Mul", "Pow",
+                 "exp", "log", "erf", "erfc", "tanh", "Abs"):
+        assert f"_print_{node}" in vars(JaxMatrixPrinter), node
+
+
+def test_non_integer_matrix_power_is_refused():
+    """Sigma^{1/2} once printed as matrix_power(Sigma, 0), the identity."""
+    half = sp.MatPow(S.Sigma, sp.Rational(1, 2))
+    with pytest.raises(ValueError, match="not an integer"):
+        generate_function("f", (S.Sigma,), [half])
+    with pytest.raises(ValueError, match="not an integer"):
+        generate_function("f", (S.Sigma, S.beta), [sp.MatPow(S.Sigma, S.beta)])
+    # integer powers are exact: -1 a solve, -2 its square, 3 matrix_power
+    A = np.array([[2.0, 0.5, 0.0], [0.5, 1.5, 0.2], [0.0, 0.2, 1.0]])
+    exprs = [sp.MatPow(S.Sigma, -1), sp.MatPow(S.Sigma, -2), sp.MatPow(S.Sigma, 3)]
+    src = generate_function("f", (S.Sigma,), exprs)
+    assert "inv(" not in src
+    got = compile_source(src)["f"](A)
+    Ai = np.linalg.inv(A)
+    for g, want in zip(got, (Ai, Ai @ Ai, A @ A @ A)):
+        np.testing.assert_allclose(np.asarray(g), want, rtol=1e-12, atol=1e-12)
+    # the PSD square root is its own node, printed through its _jax_name
+    src = generate_function("f", (S.Sigma,), [SqrtPSD(S.Sigma)])
+    R = np.asarray(compile_source(src)["f"](A))
+    np.testing.assert_allclose(R @ R, A, rtol=1e-12, atol=1e-12)
+
+
+def test_two_parameters_with_one_printed_name_are_refused():
+    vec_b, bias = MatrixSymbol("b", S.d, 1), sp.Symbol("b")
+    with pytest.raises(ValueError, match=r"both print as 'b'") as err:
+        generate_function("f", (S.x, vec_b, bias), [bias * S.x + vec_b])
+    assert "MatrixSymbol" in str(err.value) and "Symbol" in str(err.value)
+    # a free symbol of the outputs against an argument of that name
+    with pytest.raises(ValueError, match=r"both print as 'b'"):
+        generate_function("f", (S.x, vec_b), [bias * S.x + vec_b])
+    # the shared sigmoid bias no longer collides with the affine vector
+    assert S.bias.name != S.b.name
+    generate_function("f", (S.x, S.b, S.bias), [S.bias * S.x + S.b])
+
+
+@pytest.mark.parametrize("bad", ["jnp", "_sqrtm_psd", "_t0", "lambda", "not a name"])
+def test_runtime_keyword_and_invalid_names_are_refused(bad):
+    s = sp.Symbol(bad)
+    with pytest.raises(ValueError, match="codegen"):
+        generate_function("f", (S.x, s), [s * S.x])
+
+
+def test_unknown_node_is_refused():
+    class Mystery(sp.MatrixExpr):  # no rule, no _jax_name: the old printer's fall-through case
+        @property
+        def shape(self):
+            return self.args[0].shape
+
+    with pytest.raises(NotImplementedError, match="Mystery"):
+        generate_function("f", (S.Sigma,), [Mystery(S.Sigma) * S.Sigma])
+    # nodes SymPy's StrPrinter would print as plausible text are refused too
+    y = sp.Symbol("y")
+    for expr in (sp.Max(S.beta, y), sp.gamma(S.beta), sp.Derivative(sp.Function("g")(y), y),
+                 sp.oo * S.beta, sp.KroneckerProduct(S.Sigma, S.Sigma)):
+        with pytest.raises((NotImplementedError, ValueError)):
+            generate_function("f", (S.Sigma, S.beta, y), [expr])
+
+    class MyExp(sp.exp):  # a subclass of a mapped function is not printed as that function
+        pass
+
+    with pytest.raises(NotImplementedError, match="MyExp"):
+        generate_function("f", (S.beta,), [MyExp(S.beta)])
+
+    undefined_exp = sp.Function("exp")  # an undefined function that only shares exp's name
+    with pytest.raises(NotImplementedError, match="exp"):
+        generate_function("f", (S.beta,), [undefined_exp(S.beta)])

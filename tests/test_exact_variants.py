@@ -107,7 +107,7 @@ def test_velocity_matches_monte_carlo(d):
 
 @eqx.filter_jit
 def _moments_and_closure(f, mean, cov):
-    return f._moment_rhs(mean, cov), f._closure(mean, cov)
+    return f._moment_rhs(0.0, mean, cov), f._closure(0.0, mean, cov)
 
 
 @pytest.mark.parametrize("d", DIMS)
@@ -205,7 +205,7 @@ def test_multihead_equals_sum_of_heads_and_split_matches_hand_split():
     assert [float(h.beta) for h in f2.heads] == [0.1, 0.2, 0.3]
     D = gf.derive(f)
     assert {"Q_3", "beta_3"} <= {p.name for p in D.params} and "Q_4" not in str(D.params)
-    dm, dS = D.functions["moment_rhs"](g.mean[:, None], g.cov,
+    dm, dS = D.functions["moment_rhs"](0.0, g.mean[:, None], g.cov,
                                        *[_param(f, p.name) for p in D.params])
     np.testing.assert_allclose(dS, want[1], rtol=1e-12, atol=1e-12)
 
@@ -223,7 +223,7 @@ def test_sum_derivation_is_the_sum_of_derivations():
     D = gf.derive(s)
     assert D.exact and {"c_1", "epsilon_2", "W_3", "b_3"} <= {p.name for p in D.params}
     args = [_param(s, p.name) for p in D.params]
-    dm, dS = D.functions["moment_rhs"](g.mean[:, None], g.cov, *args)
+    dm, dS = D.functions["moment_rhs"](0.0, g.mean[:, None], g.cov, *args)
     want_dm, want_dS = s.moment_rhs(g)
     np.testing.assert_allclose(dm[:, 0], want_dm, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dS, want_dS, rtol=1e-12, atol=1e-12)

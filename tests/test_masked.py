@@ -56,10 +56,8 @@ def test_prefix_is_the_moment_matched_mixture(setup):
     assert np.abs(np.asarray(dm[0]) - np.asarray(dm0)).max() < 1e-14
     # the derived masked softmax code agrees with the generic path
     D = gf.derive("masked")
-    fn = D.functions["closure"]
-    vals = {"Q": f.Q, "K": f.K, "V": f.V, "W_O": f.W_O, "beta": f.beta,
-            "alpha_p": pre.means[2][:, None], "Sigma_p": pre.covs[2]}
-    dmb, _ = fn(means[2][:, None], covs[2], *[vals[p.name] for p in D.params])
+    fn = D.functions["block_closure"]
+    dmb, _ = fn(0.0, means[2][:, None], covs[2], pre.means[2][:, None], pre.covs[2], *f._args())
     assert np.abs(np.asarray(dmb[:, 0]) - np.asarray(dm[2])).max() < 1e-14
     md = D.markdown()
     assert "approximate" in md and "moment-matched" in md

@@ -11,7 +11,7 @@ import gaussflow as gf
 from gaussflow.codegen import compile_source, generate_function
 from gaussflow.derive import symbols as S
 from gaussflow.derive.calculus import gaussian_self_coupling
-from gaussflow.variants.base import _jit_velocity
+from gaussflow.field import _jit_velocity
 
 
 def _spd(rng, d, floor=0.2):
@@ -49,7 +49,7 @@ def test_closed_form_solves_the_schrodinger_system(coupling_fn, d, k, seed):
     np.testing.assert_allclose(lhs, G, rtol=0, atol=1e-10 * max(1, np.abs(G).max()))
     # The field's closure uses the same C: with W_O V = I, J = C^T Sigma^{-1}.
     f = gf.Sinkhorn(Q, K, np.eye(d), eps=eps, beta=beta)
-    _, J = f._closure(jnp.zeros(d), jnp.asarray(Sigma))
+    _, J = f._closure(0.0, jnp.zeros(d), jnp.asarray(Sigma))
     np.testing.assert_allclose(np.asarray(J) @ Sigma, C.T, rtol=0, atol=1e-12 * np.abs(C).max())
 
 
@@ -93,7 +93,7 @@ def test_velocity_matches_particle_sinkhorn(eps):
         v, err = _particle_sinkhorn_velocity(Y, Xq, Q, K, V, 1.0 / eps)
         assert float(err) <= 1e-12  # converged scalings
         emp = gf.Gaussian(Y.mean(0), np.cov(Y.T, bias=True))
-        diffs.append(np.asarray(v) - np.asarray(_jit_velocity(f, emp.mean, emp.cov, Xq)))
+        diffs.append(np.asarray(v) - np.asarray(_jit_velocity(f, 0.0, emp.mean, emp.cov, Xq)))
     diffs = np.array(diffs)
     mean, se = diffs.mean(0), diffs.std(0, ddof=1) / np.sqrt(len(diffs))
     assert np.all(np.abs(mean) <= 5 * se), mean / se
@@ -121,8 +121,8 @@ def test_small_beta_over_eps_approaches_softmax_at_the_predicted_rate():
     for r in (0.02, 0.01):
         sk = gf.Sinkhorn(Q, K, V, eps=1.0, beta=r)
         sm = gf.Softmax(Q, K, V, beta=r)
-        Jk = np.asarray(sk._closure(g.mean, g.cov)[1])
-        Js = np.asarray(sm._closure(g.mean, g.cov)[1])
+        Jk = np.asarray(sk._closure(0.0, g.mean, g.cov)[1])
+        Js = np.asarray(sm._closure(0.0, g.mean, g.cov)[1])
         errs.append(np.linalg.norm((Jk - Js) / r**3 - lead) / np.linalg.norm(lead))
         x = rng.normal(size=d)
         dv = np.asarray(sk.velocity(g, x) - sm.velocity(g, x))

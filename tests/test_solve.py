@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import gaussflow as gf
-from gaussflow.variants.base import Field
+from gaussflow.field import Field
 
 from conftest import random_spd
 
@@ -111,16 +111,16 @@ class _Scripted(Field):
     def dim(self):
         return self.d
 
-    def _velocity(self, mean, cov, x):
+    def _velocity(self, t, mean, cov, x):
         return x
 
-    def _closure(self, mean, cov):
+    def _closure(self, t, mean, cov):
         J = jnp.eye(self.d)
         if self.mode == "nan":
             J = jnp.where(jnp.trace(cov) > 2.0 * self.d, jnp.nan, 1.0) * J
         return jnp.zeros_like(mean), J
 
-    def _domain_ok(self, mean, cov):
+    def _domain_ok(self, t, mean, cov):
         if self.mode == "domain":
             return jnp.trace(cov) < 2.0 * self.d
         return jnp.asarray(True)
@@ -234,7 +234,7 @@ def test_collapse_to_low_rank_limit_without_roundoff_drift():
 @pytest.mark.parametrize("name", ["softmax", "l2", "sinkhorn", "affine"])
 def test_flow_rhs_equals_closure_times_phi(name):
     """The generated ``flow_rhs`` (Sigma = Phi Sigma0 Phi^T substituted) equals ``J(Sigma) Phi``."""
-    from gaussflow.variants.base import Field
+    from gaussflow.field import Field
 
     rng = np.random.default_rng(3)
     d = 3
@@ -245,5 +245,51 @@ def test_flow_rhs_equals_closure_times_phi(name):
     m = jnp.asarray(rng.normal(size=d))
     Phi = jnp.asarray(np.eye(d) + 0.2 * rng.normal(size=(d, d)))
     S0 = jnp.asarray(random_spd(rng, d))
-    for a, b in zip(field._flow_rhs(m, Phi, S0), Field._flow_rhs(field, m, Phi, S0)):
+    for a, b in zip(field._flow_rhs(0.0, m, Phi, S0), Field._flow_rhs(field, 0.0, m, Phi, S0)):
         assert float(jnp.max(jnp.abs(a - b))) <= 1e-13 * float(jnp.max(jnp.abs(b)))
+
+
+def _huge_score_case(beta):
+    """2-D softmax, moderate Q, K, Sigma0 of order 1, nonzero mean, A + A^T indefinite."""
+    rng = np.random.default_rng(6)
+    Q, K = rng.normal(size=(2, 2)), rng.normal(size=(2, 2))
+    M = rng.normal(size=(2, 2))
+    g0 = gf.Gaussian(rng.normal(size=2), M @ M.T / 2 + 0.2 * np.eye(2))
+    return gf.Softmax(Q, K, np.eye(2), beta=beta), g0
+
+
+@pytest.mark.parametrize("beta", [1e4, 1e6, 1e8])
+def test_huge_scores_find_the_blowup(beta):
+    """T* = 2.7e-5 / (beta / 1e4): the first step comes from the closure's own rate at t0, so the
+    solver does not start past the blow-up and stall at t = 0 (it did: max_steps, t_stop = 0)."""
+    field, g0 = _huge_score_case(beta)
+    T = gf.theory.blowup_time(field, g0)
+    assert 1e-12 < T < 1e-3
+    traj = gf.solve(field, g0, 1.0)
+    assert traj.status == "blowup", traj
+    assert traj.blowup_time == pytest.approx(T, rel=1e-3)
+
+
+def test_huge_scores_find_the_blowup_in_a_sweep():
+    pairs = [_huge_score_case(b) for b in (1e4, 1e6, 1e8)]
+    fields, states = [p[0] for p in pairs], [p[1] for p in pairs]
+    res = gf.sweep(fields, states, 1.0, np.linspace(0.0, 1.0, 5))
+    assert list(res.status) == ["blowup"] * 3
+    for f, g, bt in zip(fields, states, res.blowup_time):
+        assert bt == pytest.approx(gf.theory.blowup_time(f, g), rel=1e-3)
+
+
+def test_nonfinite_trial_step_shrinks_the_step():
+    """A trial step whose error estimate is NaN (it crossed into a NaN region) is rejected and the
+    next trial is shorter and finite (diffrax's stock controller returns a NaN step size)."""
+    import sys
+
+    ctrl = sys.modules["gaussflow.solve"]._FiniteErrorPID(rtol=1e-8, atol=1e-10)
+    y0 = jnp.ones(3)
+    state = (jnp.asarray(1.0), jnp.asarray(1.0), jnp.asarray(False))
+    for bad in (jnp.nan, jnp.inf):
+        y1 = y0.at[1].set(bad)
+        keep, t0n, t1n, _, _, _ = ctrl.adapt_step_size(0.0, 0.5, y0, y1, None, y1 - y0, 5, state)
+        assert not bool(keep)
+        assert float(t0n) == 0.0
+        assert 0.0 < float(t1n) < 0.5

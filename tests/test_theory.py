@@ -282,3 +282,24 @@ def test_affine_attention_riccati_d1():
     assert reg.blowup_time == pytest.approx(math.log((s / 1.2) / (s / 1.2 - 0.5)) / 1.2, rel=1e-10)
     with pytest.raises(ValueError, match="affine part"):
         T.affine_attention(gf.Softmax([[1.0]], [[1.0]], [[1.0]]), g)
+
+
+def test_affine_attention_contracting_w_no_overflow():
+    """W = -I with Softmax(Q, -Q): P(t) = P* + e^{2t} (P0 - P*) grows past float range over the
+    scan to t_max; lambda_min is computed on P / max|P| (it raised LinAlgError and warned of
+    overflow). P* = -Q^T Q <= 0 < P0, so Sigma collapses, which the solver agrees with."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    Q = rng.normal(size=(3, 3)) / np.sqrt(3)
+    M = rng.normal(size=(3, 3))
+    g0 = gf.Gaussian(rng.normal(size=3), M @ M.T / 3 + 0.3 * np.eye(3))
+    f = gf.Affine(-np.eye(3)) + gf.Softmax(Q, -Q, np.eye(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reg = T.affine_attention(f, g0)
+    assert reg.kind == "collapse" and reg.blowup_time is None
+    assert np.allclose(reg.P_star, -Q.T @ Q, atol=1e-12)
+    tr = gf.solve(f, g0, 20.0)
+    assert tr.status == "completed"
+    assert np.trace(tr.covs[-1]) < 1e-6 * np.trace(np.asarray(g0.cov))

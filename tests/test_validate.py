@@ -83,17 +83,17 @@ class FlippedSoftmax(gf.Field):
     def dim(self):
         return self.inner.dim
 
-    def _velocity(self, mean, cov, x):
-        return self.inner._velocity(mean, cov, x)
+    def _velocity(self, t, mean, cov, x):
+        return self.inner._velocity(t, mean, cov, x)
 
-    def _closure(self, mean, cov):
-        dm, J = self.inner._closure(mean, cov)
+    def _closure(self, t, mean, cov):
+        dm, J = self.inner._closure(t, mean, cov)
         return dm, -J  # d Sigma/dt = -(J Sigma + Sigma J^T)
 
-    def _particle_velocity(self, X, ctx, positions=None, log_a=None):
+    def _particle_velocity(self, X, ctx, positions=None, log_a=None, t=0.0):
         from gaussflow.particles import particle_velocity
 
-        return particle_velocity(self.inner, X, positions, ctx, log_a)
+        return particle_velocity(self.inner, X, positions, ctx, log_a, t)
 
 
 def test_wrong_closure_is_inconsistent():
@@ -214,3 +214,35 @@ def test_masked_validate_bad_input():
         gf.validate(f, pg, 1.0, batch="padded")
     with pytest.raises(ValueError, match="leave it None"):
         gf.validate(soft, pg.block(0), 1.0, blocks=[0])
+
+
+def test_closure_blowup_before_t1_is_inconclusive():
+    """Softmax with A = 0.79 I, Sigma0 = I: T* = 1 / (2 * 0.79) = 0.633 < t1 = 1. Finite-N
+    particles do not blow up, so the comparison near T* says nothing: inconclusive, with the
+    blow-up time in the reasons (text and JSON). It said "inconsistent"."""
+    f = gf.Softmax(0.79 * np.eye(2), np.eye(2), np.eye(2))
+    g0 = gf.Gaussian.standard(2)
+    assert gf.theory.blowup_time(f, g0) == pytest.approx(0.633, abs=1e-3)
+    rep = gf.validate(f, g0, 1.0, n_particles=(32, 64), seeds=(0, 1))
+    assert rep.verdict == "inconclusive", str(rep)
+    assert set(sum(rep.statuses["closure"], [])) == {"blowup"}
+    stops = rep.info["closure_stops"]
+    assert len(stops) == 4 and all(0.4 < r["blowup_time"] < 0.9 for r in stops)
+    assert "finite-time blow-up at t = 0." in str(rep) and "t1 = 1" in str(rep)
+    data = json.loads(rep.to_json())
+    assert data["verdict"] == "inconclusive"
+    assert any("finite-time blow-up" in r for r in data["reasons"])
+
+
+def test_unconverged_particle_sinkhorn_is_inconclusive_and_warns():
+    """Two Sinkhorn iterations cannot reach sinkhorn_tol = 1e-10: the particle velocity is not the
+    Sinkhorn field, so no verdict on the closure (it was reported without a word)."""
+    field, g0, _ = example("sinkhorn", d=2, seed=0)
+    with pytest.warns(RuntimeWarning, match="particle Sinkhorn did not converge"):
+        rep = gf.validate(field, g0, 0.2, n_particles=(16, 32), seeds=(0, 1),
+                          particle_options={"sinkhorn_max_iter": 2})
+    assert rep.verdict == "inconclusive", str(rep)
+    assert rep.info["sinkhorn_converged"] is False
+    assert rep.info["sinkhorn_iterations_max"] == 2
+    assert rep.info["sinkhorn_marginal_error_max"] > 1e-10
+    assert any("did not converge" in r for r in rep.reasons)

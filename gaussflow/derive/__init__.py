@@ -1,30 +1,22 @@
-"""Symbolic Gaussian calculus (SymPy) and the derivation engine."""
+"""Symbolic Gaussian calculus (SymPy) and the derivation engine. Imports nothing numeric."""
 
-from .derivation import Derivation, Step
+from .. import registry
+from .derivation import ClosedForm, Derivation, Program, Step
 
 
-def derive(field_or_name):
-    """The :class:`Derivation` of a variant, given by name (``"softmax"``) or by a field object.
+def derive(field_or_name) -> Derivation:
+    """The :class:`Derivation` of a variant, given by name (``"softmax"``), class or field object.
 
-    Derivations are computed once per process and cached.
+    Names are those of the registry (every declared variant, built-in or the user's own).
+    Derivations are computed once per process and cached, with their generated JAX.
     """
-    from ..variants import VARIANTS
-    from ..variants.base import DerivedField, Field
-
     if isinstance(field_or_name, str):
-        key = field_or_name.strip().lower().replace("-", "").replace("_", "")
-        names = {k.replace("_", ""): v for k, v in VARIANTS.items()}
-        if key not in names:
-            raise ValueError(f"unknown variant {field_or_name!r}; choose one of "
-                             f"{', '.join(sorted(VARIANTS))}")
-        return names[key].derivation()
-    if isinstance(field_or_name, type) and issubclass(field_or_name, DerivedField):
-        return field_or_name.derivation()
-    if isinstance(field_or_name, Field):
-        if hasattr(field_or_name, "derivation"):
-            return field_or_name.derivation()
-    raise TypeError(f"derive() takes a variant name or a gaussflow field, got "
-                    f"{type(field_or_name).__name__}")
+        return registry.lookup(field_or_name).derivation()
+    deriv = getattr(field_or_name, "derivation", None)
+    if callable(deriv):
+        return deriv()
+    raise TypeError(f"derive() takes a variant name or a gaussflow field (or a variant class), "
+                    f"got {type(field_or_name).__name__}")
 
 
-__all__ = ["Derivation", "Step", "derive"]
+__all__ = ["ClosedForm", "Derivation", "Program", "Step", "derive"]

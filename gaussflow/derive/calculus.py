@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import sympy as sp
 from sympy import Identity, Inverse, MatAdd, MatMul, MatrixExpr, MatrixSymbol, Transpose, ZeroMatrix
 
-from ..codegen import SqrtPSD
+from .special import SqrtPSD
 
 
 class NotAffineError(ValueError):

@@ -2,14 +2,42 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any
 
 import sympy as sp
 from sympy import MatrixExpr, MatrixSymbol
 
 from . import symbols as S
+
+
+@dataclass(frozen=True)
+class Program:
+    """One function to generate: ``def name(*args): return outputs`` (symbolic; printed by
+    :mod:`gaussflow.codegen`). ``constants``: arguments fixed during a solve (weights, scales);
+    ``state``: the flow-map symbol whose adjacent weights multiply first; ``symmetric``: matrix
+    arguments passed symmetric (``None``: ``Sigma`` when it is an argument)."""
+
+    name: str
+    args: tuple
+    outputs: tuple
+    doc: str = ""
+    constants: tuple = ()
+    state: Any = None
+    symmetric: tuple | None = None
+
+
+@dataclass(frozen=True)
+class ClosedForm:
+    """A closed-form result a rule found: ``key`` (a name for code, e.g. ``"inverse_increment"``),
+    ``label`` (LaTeX), ``expr`` (SymPy), ``doc``; ``generate``: whether it is generated as a
+    function ``key(t, *params)`` (:mod:`gaussflow.theory` evaluates those)."""
+
+    key: str
+    label: str
+    expr: Any
+    doc: str = ""
+    generate: bool = True
 
 
 @dataclass(frozen=True)
@@ -21,10 +49,15 @@ class Step:
     exprs: tuple = ()  # ((label, sympy expr), ...)
 
 
+#: LaTeX names of symbols whose Python name is longer than their mathematical one.
+_LATEX_NAMES = {S.bias: "b"}
+
+
 def _latex(expr) -> str:
     if isinstance(expr, str):
         return expr
-    return sp.latex(expr, mat_symbol_style="plain").replace("+ -", "- ")
+    return sp.latex(expr, mat_symbol_style="plain",
+                    symbol_names=_LATEX_NAMES).replace("+ -", "- ")
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,8 +73,14 @@ class Derivation:
         ``d Sigma/dt = J Sigma + Sigma J^T``, and ``d Sigma/dt`` itself.
     steps : the chain of rules that produced them (rendered by :meth:`markdown`).
     closed_forms : extra results (e.g. ``d Sigma^{-1}/dt`` when ``W_O V = I``).
-    jax_source : the generated JAX code (functions ``velocity``, ``closure``, ``moment_rhs``,
-        ``flow_rhs``: the solver's right-hand side in its state ``Sigma = Phi Sigma0 Phi^T``).
+    projection : ``None`` for an exact closure, else the name of the moment projection used.
+    programs : the functions to generate (:class:`Program`); every one takes the time ``t``
+        first: ``velocity(t, x, alpha, Sigma, *params)``, ``closure(t, alpha, Sigma, *params)``
+        (``(d alpha/dt, J)``), ``moment_rhs(t, alpha, Sigma, *params)``,
+        ``flow_rhs(t, alpha, Phi, Sigma0, *params)`` (the solver's right-hand side in its state
+        ``Sigma = Phi Sigma0 Phi^T``), and rule-specific extras.
+    jax_source, functions : the printed source of ``programs`` and the compiled functions, filled
+        in by :func:`gaussflow.codegen.realise` (empty on a purely symbolic derivation).
     """
 
     name: str
@@ -52,18 +91,18 @@ class Derivation:
     jacobian: MatrixExpr
     cov_rhs: MatrixExpr
     steps: tuple = ()
-    closed_forms: tuple = ()  # ((label, expr), ...)
+    closed_forms: tuple = ()  # (ClosedForm, ...)
     notes: tuple = ()
-    jax_source: str = ""
+    projection: str | None = None
+    programs: tuple = ()
     runtime: dict = field(default_factory=dict, compare=False, repr=False)
+    jax_source: str = ""
+    functions: dict = field(default_factory=dict, compare=False, repr=False)
 
-    # -- compiled functions ---------------------------------------------------------------
-    @functools.cached_property
-    def functions(self) -> dict[str, Callable]:
-        """The generated functions, compiled once per derivation (so once per process)."""
-        from ..codegen import compile_source
-
-        return compile_source(self.jax_source, self.runtime)
+    @property
+    def time_dependent(self) -> bool:
+        """Whether the closure depends on the time ``t`` explicitly (a depth schedule)."""
+        return any(e.has(S.t) for e in (self.velocity, self.mean_rhs, self.jacobian))
 
     # -- rendering ------------------------------------------------------------------------
     def equations(self) -> list[tuple[str, str]]:
@@ -83,14 +122,14 @@ class Derivation:
 
     def text(self) -> str:
         """Plain-text summary (what ``gaussflow derive NAME`` prints)."""
-        kind = "exact" if self.exact else "approximate (Gaussian moment projection)"
+        kind = "exact" if self.exact else f"approximate ({self.projection})"
         lines = [f"{self.name}: {kind} closure", ""]
         lines.append(f"  Gamma(x)     = {sp.sstr(self.velocity)}")
         lines.append(f"  d alpha/dt   = {sp.sstr(self.mean_rhs)}")
         lines.append(f"  J            = {sp.sstr(self.jacobian)}")
         lines.append(f"  d Sigma/dt   = {sp.sstr(self.cov_rhs)}")
-        for label, expr in self.closed_forms:
-            lines.append(f"  {label}: {sp.sstr(expr)}")
+        for cf in self.closed_forms:
+            lines.append(f"  {cf.doc or cf.key}: {sp.sstr(cf.expr)}")
         for note in self.notes:
             lines.append(f"  note: {note}")
         return "\n".join(lines)
@@ -125,8 +164,8 @@ class Derivation:
         if self.closed_forms:
             out.append("## Closed forms")
             out.append("")
-            for label, expr in self.closed_forms:
-                out.append(f"$$ {label} = {_latex(expr)} $$")
+            for cf in self.closed_forms:
+                out.append(f"$$ {cf.label} = {_latex(cf.expr)} $$")
                 out.append("")
         out.append("## Exactness")
         out.append("")
@@ -138,8 +177,8 @@ class Derivation:
         else:
             out.append(
                 "The velocity field is not affine in $x$: the Gaussian family is not invariant and "
-                "the ODEs above are a moment projection (an approximation; its error against the "
-                "particle system is measured by `gaussflow validate`)."
+                f"the ODEs above are a moment projection ({self.projection}; an approximation, "
+                "whose error against the particle system is measured by `gaussflow validate`)."
             )
         out.append("")
         for note in self.notes:
@@ -163,20 +202,20 @@ class Derivation:
 
 
 def signature(params) -> tuple:
-    """Argument lists of the generated functions."""
-    return (S.x, S.alpha, S.Sigma, *params), (S.alpha, S.Sigma, *params)
+    """Argument lists of the generated per-token and per-state functions (time first)."""
+    return (S.t, S.x, S.alpha, S.Sigma, *params), (S.t, S.alpha, S.Sigma, *params)
 
 
 def order_params(exprs) -> tuple:
     """The weight symbols appearing in ``exprs``, in a fixed order (matrices, then scalars)."""
-    state = {S.x, S.y, S.alpha, S.Sigma}
+    state = set(S.STATE)
     found = set()
     for e in exprs:
         for s in e.free_symbols:
             if isinstance(s, MatrixSymbol) and s not in state:
                 found.add(s)
-            elif isinstance(s, sp.Symbol) and s not in S.DIMENSIONS:
+            elif isinstance(s, sp.Symbol) and s not in S.DIMENSIONS and s != S.t:
                 found.add(s)
-    order = ["Q", "K", "V", "W_O", "W", "b", "beta", "c", "epsilon"]
+    order = ["Q", "K", "V", "W_O", "W", "b", "bias", "beta", "c", "epsilon"]
     return tuple(sorted(found, key=lambda s: (order.index(s.name) if s.name in order else 99,
                                               s.name)))

@@ -1,18 +1,20 @@
-"""The derivation engine: from a variant's kernel declaration to ODEs and JAX source.
+"""The derivation engine: from a declaration's score, normalisation and value map to closure ODEs.
 
-A normalised exponential kernel ``k(x, y) = exp(f(x, y))`` with ``f`` quadratic in ``y`` is handled
-by :func:`derive_normalised_exp`:
+Every normalisation rule turns the declaration into a velocity ``Gamma[N(alpha, Sigma)](x)``:
 
-1. read off ``f = c0(x) + h(x)^T y - 1/2 y^T P y`` (:func:`~.calculus.quadratic_coefficients`);
-2. tilt ``N(alpha, Sigma)`` by ``k(x, .)`` and complete the square (tilted mean ``m(x)``);
-3. velocity ``Gamma(x) = (value map) m(x)``;
-4. if ``Gamma`` is affine in ``x``, apply the affine closure rule (exact);
-5. generate JAX source for the velocity, the closure ``(d alpha/dt, J)`` and ``(d alpha/dt, d Sigma/dt)``.
+- :func:`derive_normalised_exp` (softmax over keys): tilt ``N(alpha, Sigma)`` by the kernel and
+  complete the square;
+- :func:`derive_sinkhorn` (doubly stochastic): the Gaussian Schrödinger system and conditioning;
+- the rules of :mod:`.projection` (no normalisation): Gaussian moments, exp-quadratic integrals,
+  Stein's lemma;
+- :func:`derive_affine`: a velocity given directly (e.g. ``W x + b``).
 
-Other normalisations plug their own rule in before step 3/4 and reuse :func:`finish_affine` /
-:func:`build`: :func:`derive_sinkhorn` (doubly stochastic kernels: Gaussian Schrödinger system +
-conditioning), :func:`derive_affine` (mean-field-free affine velocities) and
-:func:`sum_derivations` (superposition: the derivation of a sum is the sum of the derivations).
+Then :func:`finish` decides exactness: an affine velocity gets the affine closure rule (exact);
+otherwise the rule must name its moment projection (``exact = False``). :func:`build` assembles the
+:class:`~.derivation.Derivation` with the list of functions to generate (:class:`~.derivation.Program`,
+printed later by :mod:`gaussflow.codegen`; this layer imports nothing numeric).
+:func:`sum_derivations` gives the derivation of a superposition. Scores and values may involve the
+time ``t``; every generated function takes it first.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from sympy import Identity, MatrixSymbol, ZeroMatrix
 
 from . import symbols as S
 from .calculus import (
+    NotAffineError,
     affine_closure,
     complete_the_square,
     gaussian_conditioning,
@@ -30,37 +33,46 @@ from .calculus import (
     quadratic_coefficients,
     simplify_matrix,
 )
-from .derivation import Derivation, Step, order_params, signature
-from ..codegen import generate_function
+from .derivation import ClosedForm, Derivation, Program, Step, order_params, signature
 
 
 def value_map():
-    """The value map ``y -> W_O V y`` as a matrix expression acting on column vectors."""
+    """The default value map ``y -> W_O V y`` as a matrix acting on column vectors."""
     return S.W_O * S.V
 
 
 def build(name, exact, velocity, mean_rhs, jacobian, cov_rhs, steps, closed_forms=(), notes=(),
-          runtime=None, extra_params=()):
-    """Assemble a :class:`Derivation`: order the parameters and generate the JAX source."""
-    params = order_params([velocity, mean_rhs, jacobian, cov_rhs, *extra_params])
+          runtime=None, extras=(), projection=None, extra_params=()):
+    """Assemble a :class:`Derivation` and the functions to generate.
+
+    ``extras``: ``(name, kind, outputs, doc)`` with ``kind`` ``"token"`` (arguments
+    ``t, x, alpha, Sigma, *params``) or ``"state"`` (``t, alpha, Sigma, *params``): rule-specific
+    functions (e.g. a Jacobian or an integrability matrix) generated next to the standard ones.
+    """
+    extra_outputs = [o for _, _, outs, _ in extras for o in outs]
+    closed_exprs = [cf.expr for cf in closed_forms if cf.generate]
+    params = order_params([velocity, mean_rhs, jacobian, cov_rhs, *extra_outputs, *closed_exprs,
+                           *extra_params])
     vel_args, mom_args = signature(params)
-    src = "\n".join([
-        f"# gaussflow generated code: {name} closure. Vectors are (n, 1) columns.\n",
-        generate_function("velocity", vel_args, [velocity], constants=params,
-                          doc=f"Gamma[N(alpha, Sigma)](x) for the {name} field."),
-        generate_function("closure", mom_args, [mean_rhs, jacobian], constants=params,
-                          doc="(d alpha/dt, J) with d Sigma/dt = J Sigma + Sigma J^T."),
-        generate_function("moment_rhs", mom_args, [mean_rhs, cov_rhs], constants=params,
-                          doc="(d alpha/dt, d Sigma/dt)."),
-        generate_function("flow_rhs", (S.alpha, S.Phi, S.Sigma0, *params),
-                          flow_exprs(mean_rhs, jacobian), constants=params, state=S.Phi,
-                          symmetric=[S.Sigma0],
-                          doc="(d alpha/dt, d Phi/dt = J Phi) with Sigma = Phi Sigma0 Phi^T."),
-    ])
+    programs = [
+        Program("velocity", vel_args, (velocity,), f"Gamma[N(alpha, Sigma)](x) for the {name} field.",
+                params),
+        Program("closure", mom_args, (mean_rhs, jacobian),
+                "(d alpha/dt, J) with d Sigma/dt = J Sigma + Sigma J^T.", params),
+        Program("moment_rhs", mom_args, (mean_rhs, cov_rhs), "(d alpha/dt, d Sigma/dt).", params),
+        Program("flow_rhs", (S.t, S.alpha, S.Phi, S.Sigma0, *params), flow_exprs(mean_rhs, jacobian),
+                "(d alpha/dt, d Phi/dt = J Phi) with Sigma = Phi Sigma0 Phi^T.", params,
+                state=S.Phi, symmetric=(S.Sigma0,)),
+    ]
+    for ex_name, kind, outs, doc in extras:
+        args = vel_args if kind == "token" else mom_args
+        programs.append(Program(ex_name, args, tuple(outs), doc, params))
+    for cf in (c for c in closed_forms if c.generate):
+        programs.append(Program(cf.key, (S.t, *params), (cf.expr,), cf.doc, params))
     return Derivation(name=name, exact=exact, params=params, velocity=velocity, mean_rhs=mean_rhs,
                       jacobian=jacobian, cov_rhs=cov_rhs, steps=tuple(steps),
-                      closed_forms=tuple(closed_forms), notes=tuple(notes), jax_source=src,
-                      runtime=dict(runtime or {}))
+                      closed_forms=tuple(closed_forms), notes=tuple(notes), projection=projection,
+                      programs=tuple(programs), runtime=dict(runtime or {}))
 
 
 def flow_exprs(mean_rhs, jacobian):
@@ -72,28 +84,61 @@ def flow_exprs(mean_rhs, jacobian):
             (jacobian.xreplace(sub) * S.Phi).doit().expand().xreplace(fix))
 
 
+def integrate_in_time(expr):
+    """``int_0^t expr(s) ds`` for a matrix expression whose terms are (scalar of t) x (matrix)."""
+    s = sp.Dummy("s", real=True)
+    terms = sp.Add.make_args(expr) if not isinstance(expr, sp.MatAdd) else expr.args
+    out = []
+    for term in terms:
+        coeff, mat = term.as_coeff_mmul() if hasattr(term, "as_coeff_mmul") else (1, term)
+        coeff = sp.sympify(coeff)
+        scal = [a for a in getattr(mat, "args", ()) if not isinstance(a, sp.MatrixExpr)]
+        mats = [a for a in getattr(mat, "args", ()) if isinstance(a, sp.MatrixExpr)]
+        if isinstance(mat, sp.MatMul) and scal:
+            coeff, mat = coeff * sp.Mul(*scal), sp.MatMul(*mats)
+        integral = sp.integrate(coeff.xreplace({S.t: s}), (s, 0, S.t))
+        out.append(sp.simplify(integral) * mat)
+    return simplify_matrix(sp.MatAdd(*out))
+
+
 def identity_value_closed_form(cov_rhs):
-    """With ``W_O = V = I``: ``d Sigma^{-1}/dt``; a closed form when it does not involve Sigma."""
+    """With ``W_O = V = I``: ``d Sigma^{-1}/dt``; a closed form when it does not involve Sigma.
+
+    Then ``Sigma(t)^{-1} = Sigma(0)^{-1} + int_0^t (d Sigma^{-1}/ds) ds`` (the time integral taken
+    symbolically, so a depth schedule such as ``beta(t)`` is covered). Returns :class:`ClosedForm`
+    records; the increment is generated as ``inverse_increment(t, *params)`` for :mod:`gaussflow.theory`.
+    """
     subs = {S.W_O: Identity(S.d), S.V: Identity(S.d)}
     if not cov_rhs.has(S.W_O) or not cov_rhs.has(S.V):
         return ()
     rhs = inverse_rhs(cov_rhs.xreplace(subs), S.Sigma)
+    rate = ClosedForm("inverse_rate", r"\frac{d\Sigma^{-1}}{dt}\Big|_{W_O V = I}", rhs,
+                      "d Sigma^{-1}/dt with W_O V = I.", generate=False)
     if rhs.has(S.Sigma):
-        return ((r"\frac{d\Sigma^{-1}}{dt}\Big|_{W_O V = I}", rhs),)
+        return (rate,)
+    inc = integrate_in_time(rhs)
     return (
-        (r"\frac{d\Sigma^{-1}}{dt}\Big|_{W_O V = I}", rhs),
-        (r"\Sigma(t)^{-1}\Big|_{W_O V = I}", simplify_matrix(
-            sp.MatAdd(sp.MatrixSymbol("Sigma_0", S.d, S.d).inv(), sp.Symbol("t") * rhs))),
+        rate,
+        ClosedForm("inverse_increment",
+                   r"\Sigma(t)^{-1} - \Sigma(0)^{-1}\Big|_{W_O V = I}", inc,
+                   "Sigma(t)^{-1} - Sigma(0)^{-1} = int_0^t d Sigma^{-1}/ds ds, with W_O V = I."),
     )
 
 
-def finish_affine(name, velocity, steps, notes=(), runtime=None, symmetric=(), realise=None):
-    """Steps 4-5 for an affine velocity: the closure rule, closed forms, code generation.
+def finish(name, velocity, steps, notes=(), runtime=None, symmetric=(), realise=None):
+    """The closure of a velocity: the affine closure rule when ``velocity`` is affine in ``x``.
 
     ``symmetric``: placeholder symbols known to be symmetric; ``realise``: a map applied to the
-    final expressions before code generation (replacing placeholders, e.g. ``Sigma^{1/2}``).
+    final expressions (replacing placeholders, e.g. ``Sigma^{1/2}``). A velocity that is not affine
+    needs a moment projection, which only the rules of :mod:`.projection` supply: raises
+    :class:`~.calculus.NotAffineError` naming the variant.
     """
-    cl = affine_closure(velocity, S.x, S.alpha, S.Sigma, symmetric)
+    try:
+        cl = affine_closure(velocity, S.x, S.alpha, S.Sigma, symmetric)
+    except NotAffineError:
+        raise NotAffineError(
+            f"{name}: the velocity is not affine in x, and this normalisation has no moment "
+            f"projection rule; Gamma(x) = {velocity}") from None
     steps = list(steps) + [
         Step(
             "Affine closure",
@@ -111,6 +156,10 @@ def finish_affine(name, velocity, steps, notes=(), runtime=None, symmetric=(), r
     return build(name, True, *exprs, steps, closed, notes, runtime)
 
 
+def kernel_step(log_kernel, text):
+    return Step("Kernel", text, ((r"\log k(x, y)", log_kernel),))
+
+
 def derive_normalised_exp(name, log_kernel, value=None, notes=()):
     """Derive the closure of attention with weights ``exp(log_kernel(x, y))`` normalised over y."""
     value = value_map() if value is None else value
@@ -118,8 +167,8 @@ def derive_normalised_exp(name, log_kernel, value=None, notes=()):
     tilt = complete_the_square(log_kernel, S.y, S.alpha, S.Sigma)
     velocity = simplify_matrix(value * tilt.mean, (S.Sigma,))
     steps = [
-        Step("Kernel", "Attention weights of key $y$ seen from query $x$, normalised over "
-             "$y \\sim \\mu$:", ((r"\log k(x, y)", log_kernel),)),
+        kernel_step(log_kernel, "Attention weights of key $y$ seen from query $x$, normalised "
+                    "over $y \\sim \\mu$:"),
         Step("Canonical form in y",
              "Read off $\\log k = c_0(x) + h(x)^\\top y - \\tfrac12 y^\\top P y$:",
              (("h(x)", quad.h), ("P", quad.P))),
@@ -127,13 +176,10 @@ def derive_normalised_exp(name, log_kernel, value=None, notes=()):
              "$\\mathcal N(\\alpha,\\Sigma)(dy)\\,k(x,y)/Z(x)$ is Gaussian with precision "
              "$\\Sigma^{-1}B$, $B = I + \\Sigma P$:",
              (("m(x)", tilt.mean), (r"\Sigma_x", tilt.cov))),
-        Step("Velocity", "$\\Gamma[\\mu](x) = W_O V\\, m(x)$:", ((r"\Gamma(x)", velocity),)),
+        Step("Velocity", "$\\Gamma[\\mu](x) = (\\text{value map})\\, m(x)$:",
+             ((r"\Gamma(x)", velocity),)),
     ]
-    return finish_affine(name, velocity, steps, notes)
-
-
-def zero_vector():
-    return ZeroMatrix(S.d, 1)
+    return finish(name, velocity, steps, notes)
 
 
 def derive_sinkhorn(name, log_kernel, value=None, notes=()):
@@ -145,15 +191,15 @@ def derive_sinkhorn(name, log_kernel, value=None, notes=()):
     """
     value = value_map() if value is None else value
     sc = gaussian_self_coupling(log_kernel, S.x, S.y, S.Sigma)
-    R, M = sc.R, sc.M
-    sym = (S.Sigma, R, M)
+    R = sc.R
+    sym = (S.Sigma, R, sc.M)
     # Conditioning on X = x in N((alpha, alpha), [[Sigma, C], [C^T, Sigma]]), with Sigma = R^2.
     cond = gaussian_conditioning(S.x, S.alpha, S.alpha, R**2, sc.cross_cov, R**2, sym)
     velocity = simplify_matrix(value * cond.mean, sym)
     lhs, rhs = sc.equation
     steps = [
-        Step("Kernel", "Attention weights of key $y$ seen from query $x$, before the Sinkhorn "
-             "scaling:", ((r"\log k(x, y)", log_kernel),)),
+        kernel_step(log_kernel, "Attention weights of key $y$ seen from query $x$, before the "
+                    "Sinkhorn scaling:"),
         Step("Schrödinger system",
              "Find $\\pi(x, y) = a(x)\\, b(y)\\, k(x, y)\\, \\mu(x) \\mu(y)$ with both marginals "
              "$\\mu = \\mathcal N(\\alpha, \\Sigma)$. With quadratic potentials $\\log a, \\log b$ the "
@@ -176,17 +222,17 @@ def derive_sinkhorn(name, log_kernel, value=None, notes=()):
              "$E[Y \\mid X = x] = \\alpha + C^\\top \\Sigma^{-1}(x - \\alpha)$, in which $\\Sigma^{-1}$ "
              "cancels against $R$:",
              ((r"E[Y \mid X = x]", cond.mean),)),
-        Step("Velocity", "$\\Gamma[\\mu](x) = W_O V\\, E[Y \\mid X = x]$:",
+        Step("Velocity", "$\\Gamma[\\mu](x) = (\\text{value map})\\, E[Y \\mid X = x]$:",
              ((r"\Gamma(x)", velocity),)),
     ]
-    return finish_affine(name, velocity, steps, notes, symmetric=(R, M), realise=sc.realise)
+    return finish(name, velocity, steps, notes, symmetric=(R, sc.M), realise=sc.realise)
 
 
 def derive_affine(name, velocity, notes=()):
     """Derive the closure of a velocity field that does not depend on ``mu`` (e.g. ``W x + b``)."""
     steps = [Step("Velocity", "The field does not depend on the token distribution:",
                   ((r"\Gamma(x)", velocity),))]
-    return finish_affine(name, velocity, steps, notes)
+    return finish(name, velocity, steps, notes)
 
 
 def _subscripted(derivation, i):
@@ -230,4 +276,10 @@ def sum_derivations(name, parts, notes=()):
                       "$\\dot\\alpha$, $J$ and $\\dot\\Sigma$ are the sums of the summands'.",
                       ((r"\Gamma(x)", velocity), ("J", J))))
     exact = all(D.exact for D in parts)
-    return build(name, exact, velocity, mean_rhs, J, cov_rhs, steps, (), notes, runtime)
+    projection = None if exact else "sum of the summands' moment projections"
+    return build(name, exact, velocity, mean_rhs, J, cov_rhs, steps, (), notes, runtime,
+                 projection=projection)
+
+
+def zero_vector():
+    return ZeroMatrix(S.d, 1)

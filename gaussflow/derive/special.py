@@ -1,9 +1,13 @@
-"""Symbolic functions that stand for a numerical rule (for the approximate closures).
+"""Symbolic nodes that stand for a numerical rule (matrix square root, quadrature).
 
-Each class has a ``_jax_name``: the code generator prints it as a call to that name, and the
-derivation's ``runtime`` dict (:data:`RUNTIME`) binds the name to the JAX implementation in
-:mod:`gaussflow.quadrature`. So the generated source stays readable and says which rule runs.
+Each class has a ``_jax_name``: the code generator prints a node ``N(a_1, ..., a_n)`` as the call
+``_jax_name(a_1, ..., a_n)`` of its printed arguments, and the code generator's runtime
+(:data:`gaussflow.codegen.RUNTIME`) binds the name to the JAX implementation
+(:mod:`gaussflow.linalg`, :mod:`gaussflow.quadrature`). So the generated source stays readable and
+says which rule runs. This module is symbolic only: it imports nothing numeric.
 
+- :class:`SqrtPSD`: the principal square root ``X^{1/2}`` of a symmetric positive semi-definite
+  matrix (symmetric itself: ``(X^{1/2})^T = X^{1/2}``).
 - :class:`Scalar`: the entry of a ``(1, 1)`` matrix expression, as a scalar.
 - :class:`LogisticGauss`: ``E[sigma^(k)(mu + s xi)]``, ``xi ~ N(0, 1)``, by ``n``-point
   Gauss–Hermite. Its derivatives are again of this form: ``d/dmu -> k + 1`` and, by Stein's lemma
@@ -18,7 +22,30 @@ from __future__ import annotations
 import sympy as sp
 from sympy import MatrixExpr
 
-from .. import quadrature
+
+class SqrtPSD(MatrixExpr):
+    """Principal square root of a symmetric positive semi-definite matrix (printed
+    ``_sqrtm_psd(X)``, an ``eigh``: :func:`gaussflow.linalg.sqrtm_psd`)."""
+
+    _jax_name = "_sqrtm_psd"
+
+    def __new__(cls, arg):
+        arg = sp.sympify(arg)
+        return super().__new__(cls, arg)
+
+    @property
+    def arg(self):
+        return self.args[0]
+
+    @property
+    def shape(self):
+        return self.arg.shape
+
+    def _eval_transpose(self):
+        return self
+
+    def _latex(self, printer):
+        return r"\left(%s\right)^{1/2}" % printer._print(self.arg)
 
 
 class Scalar(sp.Function):
@@ -66,21 +93,22 @@ class LogisticGauss(sp.Function):
 class GaussianExpectation(MatrixExpr):
     """``E[Gamma(X)]``, ``X ~ N(alpha, Sigma)``, by the field's cubature rule.
 
-    Arguments ``(integrand, rule, alpha, Sigma, *params)`` where ``integrand`` is the name (a
-    Symbol) of a generated function ``integrand(x, alpha, Sigma, *params)`` and ``rule`` the
+    Arguments ``(integrand, rule, t, alpha, Sigma, *params)`` where ``integrand`` is the name (a
+    Symbol) of a generated function ``integrand(t, x, alpha, Sigma, *params)`` and ``rule`` the
     parameter symbol holding the :class:`~gaussflow.quadrature.Cubature`. Printed
-    ``_gauss_expect(integrand, rule, alpha, Sigma, *params)``.
+    ``_gauss_expect(integrand, rule, t, alpha, Sigma, *params)``
+    (:func:`gaussflow.quadrature.gauss_expect`).
     """
 
     _jax_name = "_gauss_expect"
     _label = r"\Gamma(X)"
 
-    def __new__(cls, integrand, rule, alpha, Sigma, *params):
-        return super().__new__(cls, integrand, rule, alpha, Sigma, *params)
+    def __new__(cls, integrand, rule, t, alpha, Sigma, *params):
+        return super().__new__(cls, integrand, rule, t, alpha, Sigma, *params)
 
     @property
     def shape(self):
-        return (self.args[2].shape[0], 1)
+        return (self.args[3].shape[0], 1)
 
     @property
     def free_symbols(self):  # the integrand is a function name, not a parameter
@@ -88,7 +116,7 @@ class GaussianExpectation(MatrixExpr):
 
     def _latex(self, printer):
         return (r"\mathbb{E}^{\mathrm{cub}}_{X \sim \mathcal N(%s, %s)}\left[%s\right]"
-                % (printer._print(self.args[2]), printer._print(self.args[3]), self._label))
+                % (printer._print(self.args[3]), printer._print(self.args[4]), self._label))
 
     def _sympystr(self, printer):
         return f"E[{self._label} | {self.args[1]}]"
@@ -101,25 +129,12 @@ class GaussianExpectationJacobian(GaussianExpectation):
 
     @property
     def shape(self):
-        n = self.args[2].shape[0]
+        n = self.args[3].shape[0]
         return (n, n)
 
     def _eval_transpose(self):
         return None
 
 
-def _gauss_expect(f, rule, alpha, Sigma, *params):
-    """Cubature ``sum_i w_i f(x_i, alpha, Sigma, *params)`` over ``x_i = alpha + Sigma^{1/2} u_i``."""
-    a = alpha[:, 0]
-    return rule.expect(lambda x: f(x[:, None], alpha, Sigma, *params), a, Sigma)
-
-
-#: Runtime bindings of the ``_jax_name`` of every class above (pass as a derivation's ``runtime``).
-RUNTIME = {
-    "_scalar": lambda M: M[0, 0],
-    "_logistic_gauss": quadrature.logistic_gauss,
-    "_gauss_expect": _gauss_expect,
-}
-
-__all__ = ["Scalar", "LogisticGauss", "GaussianExpectation", "GaussianExpectationJacobian",
-           "RUNTIME"]
+__all__ = ["SqrtPSD", "Scalar", "LogisticGauss", "GaussianExpectation",
+           "GaussianExpectationJacobian"]

@@ -8,7 +8,7 @@ import equinox as eqx
 import numpy as np
 
 from .._checks import as_scalar
-from .base import Field
+from ..field import Field
 
 
 class Layers(Field):
@@ -38,6 +38,9 @@ class Layers(Field):
             if not isinstance(f, Field):
                 raise TypeError(f"schedule[{i}][0] must be a gaussflow field, got "
                                 f"{type(f).__name__}")
+            if getattr(f, "causal", False):
+                raise TypeError(f"schedule[{i}][0] is a causal gf.Masked field; layer schedules of "
+                                "masked fields are not supported (solve each masked layer in turn)")
             dur = float(as_scalar(f"schedule[{i}] duration", dur, positive=True))
             if isinstance(f, Layers):  # flatten; its own durations must add up to ``dur``
                 if not np.isclose(f.total, dur, rtol=1e-12, atol=0):
@@ -83,12 +86,12 @@ class Layers(Field):
     def velocity(self, g, x, t=0.0):
         """``Gamma[N(g)](x)`` of the layer acting at time ``t`` (default: the first)."""
         self._check_state(g)
-        return self.at(t).velocity(g, x)
+        return self.at(t).velocity(g, x, t)
 
     def moment_rhs(self, g, t=0.0):
         """``(d mean/dt, d cov/dt)`` of the layer acting at time ``t`` (default: the first)."""
         self._check_state(g)
-        return self.at(t).moment_rhs(g)
+        return self.at(t).moment_rhs(g, t)
 
     def _time_dependent(self, *args):
         raise TypeError("gf.Layers is piecewise constant in time: use layers.at(t) for the field "

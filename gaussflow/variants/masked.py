@@ -1,18 +1,17 @@
 """Causal (masked) attention on a position-indexed family of Gaussians.
 
-Tokens carry a position ``s in [0, 1]``; a token at ``s`` attends only to tokens at ``s' <= s``
-(softmax over its prefix). The state is one Gaussian per position block,
-:class:`~gaussflow.PositionalGaussians` (``B`` equal blocks ``[b/B, (b+1)/B)``, equal masses).
+Tokens carry a position ``s in [0, 1]``; a token at ``s`` attends only to tokens at ``s' <= s``.
+The state is one Gaussian per position block, :class:`~gaussflow.PositionalGaussians` (``B`` equal
+blocks ``[b/B, (b+1)/B)``, equal masses).
 
-**Closure (approximate, ``exact = False``).** Block ``b`` moves under the field of its prefix
-``mu_{<=b} = (1/(b+1)) sum_{c <= b} N(alpha_c, Sigma_c)`` (blocks up to and including its own),
-with the prefix mixture replaced by its moment-matched Gaussian ``N(alpha_{<=b}, Sigma_{<=b})``
-(law of total covariance, computed recursively:
-``alpha_{<=b} = p alpha_{<b} + (1 - p) alpha_b``,
-``Sigma_{<=b} = p Sigma_{<b} + (1 - p) Sigma_b + p (1 - p) D D^T``, ``D = alpha_{<b} - alpha_b``,
-``p = b / (b + 1)``). The inner field (softmax, or any exact field) is affine in x under a
-Gaussian, so each block stays Gaussian:
-``d alpha_b/dt = Gamma_{<=b}(alpha_b)``, ``d Sigma_b/dt = J_b Sigma_b + Sigma_b J_b^T``.
+**Closure (approximate, ``exact = False``).** Block ``b`` moves under the inner field of its
+prefix ``mu_{<=b} = (1/(b+1)) sum_{c <= b} N(alpha_c, Sigma_c)`` (blocks up to and including its
+own), with the prefix mixture replaced by its moment-matched Gaussian (law of total covariance,
+computed recursively), :func:`gaussflow.derive.causal.derive_masked`. The inner field must be
+exact (affine in x under a Gaussian) and its particle system must support masks: softmax-normalised
+declarations (softmax, L2, multi-head, your own), linear attention, affine layers and sums of them.
+``gf.derive(gf.Masked(inner, B))`` is the derivation whose generated functions
+(``prefix_moments``, ``block_closure``) this field runs.
 
 Two approximations: the prefix mixture is moment-matched, and a token sees its whole block
 (the particle system, :mod:`gaussflow.particles` with ``positions``, sees only ``s' <= s``; the
@@ -22,31 +21,45 @@ that Gaussian, and the closure coincides with the unmasked one (tested).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import sympy as sp
-from sympy import MatrixSymbol
 
+from .. import particles, registry
 from .._checks import as_array
-from ..codegen import generate_function
-from ..derive import symbols as S
-from ..derive.calculus import affine_closure, moment_match_mixture, simplify_matrix
-from ..derive.derivation import Step
-from ..derive.engine import build
+from ..derive.causal import derive_masked
 from ..gaussian import Gaussian, PositionalGaussians
-from .base import Field
+from ..field import DerivedField, Field, cov_from_flow, realise
+from .softmax import Softmax
+from .superposition import Sum
 
-#: Symbols of the masked derivation: prefix moments and the mixture weight.
-ALPHA_LT = MatrixSymbol("alpha_lt", S.d, 1)
-SIGMA_LT = MatrixSymbol("Sigma_lt", S.d, S.d)
-ALPHA_P = MatrixSymbol("alpha_p", S.d, 1)
-SIGMA_P = MatrixSymbol("Sigma_p", S.d, S.d)
-P = sp.Symbol("p", nonnegative=True)
+
+def _mask_support(field) -> str | None:
+    """Why ``field`` cannot be masked, or ``None`` when it can."""
+    if isinstance(field, Sum):
+        for p in field.parts:
+            why = _mask_support(p)
+            if why:
+                return why
+        return None
+    if not isinstance(field, DerivedField):
+        return (f"{type(field).__name__} is not a declared variant (layer schedules and masked "
+                "fields cannot be masked)")
+    if not field.exact:
+        return f"{type(field).__name__} is approximate; the mask rule needs an exact closure"
+    norm = getattr(type(field), "normalisation", None)
+    if norm is not None and not norm.supports_mask:
+        return (f"{type(field).__name__} uses {norm.describe()} normalisation, whose particle "
+                "system has no causal mask")
+    return None
+
+
+@functools.cache
+def _masked_derivation(inner_derivation):
+    return realise(derive_masked(inner_derivation))
 
 
 class Masked(Field):
@@ -68,9 +81,11 @@ class Masked(Field):
         if not isinstance(field, Field):
             raise TypeError(f"field must be a gaussflow field (e.g. gf.Softmax(Q, K, V)), got "
                             f"{type(field).__name__}")
-        if not field.exact:
-            raise ValueError(f"field must be an exact (affine-closure) field such as gf.Softmax; "
-                             f"{getattr(field, 'name', type(field).__name__)!r} is approximate")
+        why = _mask_support(field)
+        if why:
+            raise ValueError(f"gf.Masked cannot take this field: {why}. Supported: exact "
+                             "declarations with softmax normalisation (softmax, L2, multi-head, "
+                             "your own), linear attention, affine layers, and sums of them")
         if isinstance(n_blocks, bool) or not isinstance(n_blocks, (int, np.integer)) or n_blocks < 1:
             raise ValueError(f"n_blocks must be a positive integer, got {n_blocks!r}")
         self.field = field
@@ -80,10 +95,11 @@ class Masked(Field):
     def dim(self) -> int:
         return self.field.dim
 
-    @classmethod
-    def derivation(cls):
-        """The masked softmax closure (the mixture rule and the block ODEs), derived once."""
-        return _masked_derivation()
+    def derivation(self=None):
+        """The masked closure of the inner field (mixture rule and block ODEs); on the class, the
+        masked softmax closure (``gf.derive("masked")``)."""
+        inner = Softmax.derivation() if self is None else self.field.derivation()
+        return _masked_derivation(inner)
 
     # -- state ---------------------------------------------------------------------------------
     def _check_state(self, g, argname="g"):
@@ -101,7 +117,7 @@ class Masked(Field):
     # -- closure -------------------------------------------------------------------------------
     def _prefix(self, means, covs):
         """Moment-matched prefix Gaussians ``(alpha_{<=b}, Sigma_{<=b})`` for every block."""
-        mix = _masked_derivation().functions["prefix_moments"]
+        mix = self.derivation().functions["prefix_moments"]
 
         def step(carry, inp):
             m_lt, S_lt = carry
@@ -116,25 +132,33 @@ class Masked(Field):
         _, (mp, Sp) = jax.lax.scan(step, init, (means, covs, ps))
         return mp, Sp
 
-    def _closure(self, means, covs):
+    def _closure(self, t, means, covs):
         mp, Sp = self._prefix(means, covs)
-        inner = self.field
-        dm = jax.vmap(inner._velocity)(mp, Sp, means)
-        J = jax.vmap(lambda m, C: inner._closure(m, C)[1])(mp, Sp)
-        return dm, J
+        f = self.derivation().functions["block_closure"]
+        args = self.field._args()
 
-    def _moment_rhs(self, means, covs):
-        dm, J = self._closure(means, covs)
+        def block(m, C, m_p, S_p):
+            dm, J = f(t, m[:, None], C, m_p[:, None], S_p, *args)
+            return dm[:, 0], J
+
+        return jax.vmap(block)(means, covs, mp, Sp)
+
+    def _moment_rhs(self, t, means, covs):
+        dm, J = self._closure(t, means, covs)
         JS = J @ covs
         return dm, JS + jnp.swapaxes(JS, -1, -2)
 
-    def _domain_ok(self, means, covs):
-        mp, Sp = self._prefix(means, covs)
-        return jnp.all(jax.vmap(self.field._domain_ok)(mp, Sp))
+    def _flow_rhs(self, t, means, Phi, covs0):
+        dm, J = self._closure(t, means, cov_from_flow(Phi, covs0))
+        return dm, J @ Phi
 
-    def _velocity(self, means, covs, x, block):
+    def _domain_ok(self, t, means, covs):
+        return jnp.asarray(True)
+
+    def _velocity(self, t, means, covs, x, block):
         mp, Sp = self._prefix(means, covs)
-        return self.field._velocity(mp[block], Sp[block], x)
+        f = self.derivation().functions["block_velocity"]
+        return f(t, x[:, None], mp[block][:, None], Sp[block], *self.field._args())[:, 0]
 
     # -- public --------------------------------------------------------------------------------
     def prefix(self, g: PositionalGaussians) -> PositionalGaussians:
@@ -143,8 +167,8 @@ class Masked(Field):
         mp, Sp = _jit_prefix(self, g.means, g.covs)
         return PositionalGaussians(mp, Sp)
 
-    def velocity(self, g, x, block):
-        """Closure velocity of tokens ``x`` (``(..., d)``) in block ``block`` (0-based)."""
+    def velocity(self, g, x, block, t=0.0):
+        """Closure velocity of tokens ``x`` (``(..., d)``) in block ``block`` (0-based) at time ``t``."""
         self._check_state(g)
         if isinstance(block, bool) or not isinstance(block, (int, np.integer)) \
                 or not 0 <= block < self.n_blocks:
@@ -154,21 +178,19 @@ class Masked(Field):
             raise ValueError(f"x must have shape (..., {self.dim}), got {tuple(x.shape)}")
         mp, Sp = _jit_prefix(self, g.means, g.covs)
         g_b = Gaussian(mp[int(block)], Sp[int(block)])
-        return self.field.velocity(g_b, x)
+        return self.field.velocity(g_b, x, t)
 
-    def moment_rhs(self, g):
-        """``(d means/dt, d covs/dt)``, shapes ``(B, d)`` and ``(B, d, d)``."""
+    def moment_rhs(self, g, t=0.0):
+        """``(d means/dt, d covs/dt)`` at time ``t``, shapes ``(B, d)`` and ``(B, d, d)``."""
         self._check_state(g)
-        return _jit_moment_rhs(self, g.means, g.covs)
+        return _jit_moment_rhs(self, jnp.asarray(float(t)), g.means, g.covs)
 
     # -- particles -----------------------------------------------------------------------------
-    def _particle_velocity(self, X, ctx, positions=None, log_a=None):
-        from ..particles import particle_velocity
-
+    def _particle_velocity(self, X, ctx, positions=None, log_a=None, t=0.0):
         if positions is None:
             raise ValueError("a Masked field needs token positions: pass positions=... or "
                              "causal=True to gf.particles.simulate")
-        return particle_velocity(self.field, X, positions, ctx, log_a)
+        return particles.particle_velocity(self.field, X, positions, ctx, log_a, t)
 
     def sample(self, g: PositionalGaussians, n_per_block: int, seed=0, method="random"):
         """Particles for the causal system: ``(X, positions)``, block ``b`` holding ``n_per_block``
@@ -177,8 +199,6 @@ class Masked(Field):
         ``"sobol"`` (see :func:`gaussflow.particles.sample`); a Sobol block keeps the sequence's
         order, so every prefix of it is itself well spread (the joint empirical law of (position,
         value) still tends to uniform x Gaussian)."""
-        from .. import particles
-
         self._check_state(g)
         if isinstance(n_per_block, bool) or not isinstance(n_per_block, (int, np.integer)) \
                 or n_per_block < 1:
@@ -197,50 +217,8 @@ def _jit_prefix(field, means, covs):
 
 
 @eqx.filter_jit
-def _jit_moment_rhs(field, means, covs):
-    return field._moment_rhs(means, covs)
+def _jit_moment_rhs(field, t, means, covs):
+    return field._moment_rhs(t, means, covs)
 
 
-@functools.cache
-def _masked_derivation():
-    """Derive the masked softmax closure: mixture moment matching + the affine closure rule."""
-    from .softmax import Softmax
-
-    sym = (S.Sigma, SIGMA_LT, SIGMA_P)
-    mix = moment_match_mixture([P, 1 - P], [ALPHA_LT, S.alpha], [SIGMA_LT, S.Sigma])
-    base = Softmax.derivation()
-    velocity = simplify_matrix(base.velocity.xreplace({S.alpha: ALPHA_P, S.Sigma: SIGMA_P}), sym)
-    cl = affine_closure(velocity, S.x, S.alpha, S.Sigma, (SIGMA_P,))
-    steps = [
-        Step("Causal kernel",
-             "A token at position $s$ weighs a key at $s'$ by $\\exp(s(x, y))\\,1\\{s' \\le s\\}$, "
-             "normalised over its prefix. With $B$ blocks of equal mass, block $b$ sees the "
-             "mixture $\\mu_{\\le b} = \\frac{1}{b+1}\\sum_{c \\le b} \\mathcal N(\\alpha_c, \\Sigma_c)$ "
-             "(its own block included).", ((r"\log k(x, y)", Softmax.log_kernel()),)),
-        Step("Moment-matched prefix (mixture rule)",
-             "Replace the prefix mixture by the Gaussian with its mean and covariance (law of total "
-             "covariance), recursively: $\\mu_{\\le b} = p\\,\\mu_{<b} + (1-p)\\,\\mathcal N(\\alpha, "
-             "\\Sigma)$ with $p = b/(b+1)$:",
-             ((r"\alpha_{\le b}", mix.mean), (r"\Sigma_{\le b}", mix.cov))),
-        Step("Block velocity",
-             "Block $b$ moves under the softmax field of $\\mathcal N(\\alpha_p, \\Sigma_p) = "
-             "\\mathcal N(\\alpha_{\\le b}, \\Sigma_{\\le b})$ (from `gaussflow derive softmax`):",
-             ((r"\Gamma_{\le b}(x)", velocity),)),
-        Step("Affine closure per block",
-             "$\\Gamma_{\\le b}$ is affine in $x$, so block $b$ (law $\\mathcal N(\\alpha, \\Sigma)$) "
-             "stays Gaussian:",
-             (("J_b", cl.jacobian), (r"\frac{d\alpha_b}{dt}", cl.mean_rhs),
-              (r"\frac{d\Sigma_b}{dt}", cl.cov_rhs))),
-    ]
-    notes = (
-        "Approximation: each prefix mixture is moment-matched to one Gaussian, and a token sees "
-        "its whole block; exact when every block carries the same Gaussian (then the prefix "
-        "mixture is that Gaussian and the closure is the unmasked softmax closure).",
-        "alpha, Sigma in the generated code are the block's own moments; alpha_p, Sigma_p its "
-        "prefix moments (from prefix_moments). gf.Masked applies the same rule to any exact field.",
-    )
-    D = build("masked", False, velocity, cl.mean_rhs, cl.jacobian, cl.cov_rhs, steps, (), notes)
-    extra = generate_function("prefix_moments", (ALPHA_LT, SIGMA_LT, S.alpha, S.Sigma, P),
-                              [mix.mean, mix.cov],
-                              doc="Moments of p N(alpha_lt, Sigma_lt) + (1 - p) N(alpha, Sigma).")
-    return dataclasses.replace(D, jax_source=D.jax_source + "\n" + extra)
+registry.register(Masked)

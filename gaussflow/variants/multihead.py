@@ -7,8 +7,9 @@ import math
 import numpy as np
 
 from .._checks import as_array, as_scalar
-from .base import as_weight
+from ..field import as_weight
 from .softmax import Softmax
+from .. import registry
 from .superposition import Sum
 
 
@@ -46,6 +47,27 @@ class MultiHead(Sum):
     @property
     def n_heads(self) -> int:
         return len(self.parts)
+
+    @classmethod
+    def input_keys(cls) -> tuple:
+        """``(required, optional)`` keys of ``gaussflow solve --input`` (stacked weights)."""
+        return ("Q", "K", "V", "heads"), ("W_O", "beta")
+
+    @classmethod
+    def from_inputs(cls, Q, K, V, heads, W_O=None, beta=None):
+        return cls.split(Q, K, V, W_O, heads, beta=beta)
+
+    @classmethod
+    def scalar_keys(cls) -> tuple:
+        return ("beta",)
+
+    @classmethod
+    def example(cls, d: int = 3, seed: int = 0):
+        """Two softmax heads (``W_O = I / 2`` each) with the weights of :meth:`Softmax.example`."""
+        (h1, g0, t1), (h2, _, _) = Softmax.example(d, seed), Softmax.example(d, seed + 1)
+        half = np.eye(d) / 2
+        heads = [Softmax(h.Q, h.K, h.V, half, beta=h.beta) for h in (h1, h2)]
+        return cls(heads), g0, t1
 
     @classmethod
     def _example_parts(cls):
@@ -96,5 +118,8 @@ class MultiHead(Sum):
                                  "scale or one per head")
             betas = list(betas)
         heads = [Softmax(Q[h * k:(h + 1) * k], K[h * k:(h + 1) * k], V[h * kv:(h + 1) * kv],
-                         beta=betas[h], W_O=W_O[:, h * kv:(h + 1) * kv]) for h in range(H)]
+                         W_O[:, h * kv:(h + 1) * kv], beta=betas[h]) for h in range(H)]
         return cls(heads)
+
+
+registry.register(MultiHead)

@@ -1,29 +1,19 @@
 """Softmax self-attention: weights ``exp(beta <Q x, K y>)`` normalised over ``y ~ mu``."""
 
-from __future__ import annotations
-
-from ..derive import symbols as S
-from ..derive.engine import derive_normalised_exp
-from .attention import DotProductAttention
+from ..attention import Attention, SoftmaxNormalisation
+from ..attention.symbols import dot_score
 
 
-class Softmax(DotProductAttention):
-    """Softmax attention field ``Gamma[mu](x) = int exp(s(x,y)) W_O V y dmu(y) / int exp(s(x,y)) dmu(y)``.
+class Softmax(Attention):
+    """Softmax attention ``Gamma[mu](x) = int exp(s(x,y)) W_O V y dmu(y) / int exp(s(x,y)) dmu(y)``.
 
-    Score ``s(x, y) = beta <Q x, K y>`` (``beta`` explicit, default 1), value map ``y -> W_O V y``.
-    Exact Gaussian closure: ``Gamma(x) = W_O V (alpha + beta Sigma A x)``, ``A = K^T Q``.
+    ``Softmax(Q, K, V, W_O=None, *, beta=1.0)``: score ``s(x, y) = beta <Q x, K y>`` (``Q, K`` of
+    shape (k, d); ``beta`` explicit, any finite real), value map ``y -> W_O V y`` (``V`` (k_v, d),
+    ``W_O`` (d, k_v), identity by default when ``k_v = d``). Exact Gaussian closure (derived):
+    ``Gamma(x) = W_O V (alpha + beta Sigma A x)``, ``A = K^T Q``.
     """
 
     name = "softmax"
-    exact = True
-    normalisation = "softmax"  # weights normalised over y ~ mu
-    normalisation = "softmax"
-
-    @classmethod
-    def log_kernel(cls):
-        """``log k(x, y) = beta (Q x)^T (K y)``."""
-        return S.beta * (S.Q * S.x).T * (S.K * S.y)
-
-    @classmethod
-    def _derive(cls):
-        return derive_normalised_exp(cls.name, cls.log_kernel())
+    score = dot_score
+    normalisation = SoftmaxNormalisation()
+    defaults = {"W_O": "identity"}

@@ -10,7 +10,8 @@ import functools
 
 import jax.numpy as jnp
 
-from .base import Field
+from ..derive.engine import sum_derivations
+from ..field import Field, realise
 
 
 class SumDerivation:
@@ -33,16 +34,12 @@ def _with_notes(cls, derivations):
 
 
 def _derivation_of_part(p):
-    from ..derive import derive
-
-    return derive(p)
+    return p.derivation()
 
 
 @functools.cache
 def _sum_derivation(name, derivations, notes):
-    from ..derive.engine import sum_derivations
-
-    return sum_derivations(name, derivations, notes)
+    return realise(sum_derivations(name, derivations, notes))
 
 
 class Sum(Field):
@@ -63,8 +60,12 @@ class Sum(Field):
             if not isinstance(p, Field):
                 raise TypeError(f"parts[{i}] must be a gaussflow field, got {type(p).__name__}")
             if getattr(p, "time_dependent", False):
-                raise TypeError(f"parts[{i}] is a time-dependent {type(p).__name__}; a sum needs "
-                                "fields constant in time (put the sum inside each layer instead)")
+                raise TypeError(f"parts[{i}] is a time-dependent layer schedule "
+                                f"({type(p).__name__}); a sum of schedules is not supported: put "
+                                "the sum inside each layer instead")
+            if getattr(p, "causal", False):
+                raise TypeError(f"parts[{i}] is a causal gf.Masked field; a sum with masked fields "
+                                "is not supported: mask the sum instead, gf.Masked(f1 + f2, n_blocks)")
         dims = {p.dim for p in parts}
         if len(dims) != 1:
             raise ValueError(f"parts act on different dimensions {sorted(dims)}; all must match")
@@ -95,20 +96,31 @@ class Sum(Field):
     def dim(self) -> int:
         return self.parts[0].dim
 
-    def _velocity(self, mean, cov, x):
-        return functools.reduce(jnp.add, [p._velocity(mean, cov, x) for p in self.parts])
+    def _param_values(self) -> dict:
+        """Values of the summed derivation's parameters: part ``i``'s weights with subscript ``i``."""
+        out = {}
+        for i, p in enumerate(self.parts, 1):
+            out.update({f"{k}_{i}": v for k, v in p._param_values().items()})
+        return out
 
-    def _closure(self, mean, cov):
-        outs = [p._closure(mean, cov) for p in self.parts]
+    def _args(self):
+        vals = self._param_values()
+        return [vals[p.name] for p in self.derivation().params]
+
+    def _velocity(self, t, mean, cov, x):
+        return functools.reduce(jnp.add, [p._velocity(t, mean, cov, x) for p in self.parts])
+
+    def _closure(self, t, mean, cov):
+        outs = [p._closure(t, mean, cov) for p in self.parts]
         return sum(o[0] for o in outs), sum(o[1] for o in outs)
 
-    def _moment_rhs(self, mean, cov):
-        outs = [p._moment_rhs(mean, cov) for p in self.parts]
+    def _moment_rhs(self, t, mean, cov):
+        outs = [p._moment_rhs(t, mean, cov) for p in self.parts]
         return sum(o[0] for o in outs), sum(o[1] for o in outs)
 
-    def _flow_rhs(self, mean, Phi, cov0):
-        outs = [p._flow_rhs(mean, Phi, cov0) for p in self.parts]
+    def _flow_rhs(self, t, mean, Phi, cov0):
+        outs = [p._flow_rhs(t, mean, Phi, cov0) for p in self.parts]
         return sum(o[0] for o in outs), sum(o[1] for o in outs)
 
-    def _domain_ok(self, mean, cov):
-        return functools.reduce(jnp.logical_and, [p._domain_ok(mean, cov) for p in self.parts])
+    def _domain_ok(self, t, mean, cov):
+        return functools.reduce(jnp.logical_and, [p._domain_ok(t, mean, cov) for p in self.parts])

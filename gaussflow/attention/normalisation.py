@@ -1,0 +1,184 @@
+"""Normalisations of attention weights. Each object owns the two things that must agree:
+
+- its **derivation rule** (:meth:`Normalisation.derive`): from the declared score ``s(x, y)`` and
+  value map to the Gaussian closure, through the rules of :mod:`gaussflow.derive`;
+- its **particle evaluation** (:meth:`Normalisation.particle_velocity`): the same weights on a
+  cloud of ``N`` tokens, through the block-wise passes of :mod:`gaussflow.particles`.
+
+Built in: :class:`SoftmaxNormalisation` (``exp(s)`` normalised over keys),
+:class:`SinkhornNormalisation` (``exp(s / eps)`` made doubly stochastic; the score declares the
+``1/eps``) and :class:`NoNormalisation` (``w(s)`` averaged over keys, not normalised, with
+``w`` one of ``"exp"``, ``"sigmoid"``, ``"linear"``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import jax.numpy as jnp
+
+from .. import particles as _p
+from .._checks import as_scalar, positive_int
+from ..derive.engine import derive_normalised_exp, derive_sinkhorn
+from ..derive.projection import derive_linear, derive_sigmoid, derive_unnormalised_exp
+from ..quadrature import Cubature
+
+#: Default points per axis of the tensor Gauss-Hermite cubature of sigmoid weights, by dimension
+#: (``cubature="auto"`` uses it for d <= 3 and 4096 scrambled Sobol points above).
+AUTO_ORDER = {1: 16, 2: 10, 3: 6}
+
+
+class Normalisation:
+    """How the weights ``w(s(x, y))`` of the keys are normalised (abstract).
+
+    ``weight``: the weight function applied to the score (``"exp"``, ``"sigmoid"``, ``"linear"``);
+    ``kind``: the particle normalisation (``"softmax"``, ``"none"``, ``"sinkhorn"``);
+    ``supports_mask``: whether causal masks are supported (``gf.Masked``).
+    """
+
+    kind: ClassVar[str] = ""
+    supports_mask: ClassVar[bool] = False
+    weight: str = "exp"
+
+    def derive(self, name, score, value):
+        """The :class:`~gaussflow.derive.Derivation` of a declaration with this normalisation."""
+        raise NotImplementedError
+
+    def particle_velocity(self, sc, ctx, positions=None, log_a=None):
+        """Velocities of every token of the cloud behind the score blocks ``sc``."""
+        raise NotImplementedError
+
+    def options(self) -> dict:
+        """Keyword options of a declaration's constructor that configure this rule (default none)."""
+        return {}
+
+    def bind_options(self, d, **options) -> dict:
+        """Numeric values of the rule's own parameters (by symbol name) from the options."""
+        return {}
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.weight == other.weight
+
+    def __hash__(self):
+        return hash((type(self).__name__, self.weight))
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class SoftmaxNormalisation(Normalisation):
+    """Weights ``exp(s(x, y))`` normalised over ``y ~ mu``. Rule: tilt and complete the square
+    (score quadratic in ``y``); particles: block-wise log-sum-exp over keys (causal masks allowed)."""
+
+    kind = "softmax"
+    supports_mask = True
+
+    def derive(self, name, score, value):
+        return derive_normalised_exp(name, score, value)
+
+    def particle_velocity(self, sc, ctx, positions=None, log_a=None):
+        m, l, acc = _p.row_pass(sc, _p.add_bias(log_a, sc.key_const), positions, ctx)
+        return acc / l[:, None]
+
+    def describe(self):
+        return "softmax over keys"
+
+
+class SinkhornNormalisation(Normalisation):
+    """Weights ``exp(s(x, y))`` scaled to be doubly stochastic w.r.t. ``mu x mu`` (the score states
+    the temperature, e.g. ``beta <Q x, K y> / eps``). Rule: the Gaussian Schrödinger system and
+    conditioning (score jointly quadratic); particles: log-domain Sinkhorn on the cloud."""
+
+    kind = "sinkhorn"
+
+    def derive(self, name, score, value):
+        return derive_sinkhorn(name, score, value)
+
+    def particle_velocity(self, sc, ctx, positions=None, log_a=None):
+        if positions is not None:
+            raise ValueError("causal masks are not supported with Sinkhorn normalisation")
+        n = sc.q.shape[0]
+        la = jnp.full((n,), -math.log(n)) if log_a is None else log_a
+        g, _, _ = _p.sinkhorn_potentials(sc, la, ctx)
+        m, l, acc = _p.row_pass(sc, _p.add_bias(g, sc.key_const), None, ctx)
+        return acc / l[:, None]
+
+    def describe(self):
+        return "doubly stochastic (Sinkhorn)"
+
+
+class NoNormalisation(Normalisation):
+    """Weights ``w(s(x, y))`` averaged over ``y ~ mu`` without normalisation:
+    ``Gamma(x) = E_{Y ~ mu}[w(s(x, Y)) value(Y)]``.
+
+    ``weight``: ``"exp"`` (unnormalised exponential: closed-form moment projection),
+    ``"sigmoid"`` (Stein's lemma + Gauss–Hermite + cubature; options ``gh_order``, ``cubature``,
+    ``cubature_order``, ``cubature_points``, ``seed``) or ``"linear"`` (``w(s) = s``: exact when
+    the velocity is affine). Particles: ``(1/N) sum_j w(s_ij) v_j`` (log-sum-exp stabilised for
+    ``"exp"``; bounded and linear weights summed directly; causal masks average over the prefix).
+    """
+
+    kind = "none"
+    WEIGHTS = ("exp", "sigmoid", "linear")
+
+    def __init__(self, weight: str = "exp"):
+        if weight not in self.WEIGHTS:
+            raise ValueError(f"weight must be one of {self.WEIGHTS}, got {weight!r}")
+        self.weight = weight
+
+    @property
+    def supports_mask(self):  # type: ignore[override]
+        return self.weight == "linear"
+
+    def derive(self, name, score, value):
+        if self.weight == "exp":
+            return derive_unnormalised_exp(name, score, value)
+        if self.weight == "sigmoid":
+            return derive_sigmoid(name, score, value)
+        return derive_linear(name, score, value)
+
+    def particle_velocity(self, sc, ctx, positions=None, log_a=None):
+        n = sc.q.shape[0]
+        if self.weight != "exp":
+            a = jnp.full((n,), 1.0 / n) if log_a is None else jnp.exp(log_a)
+            return _p.direct_pass(sc, a, ctx, positions)
+        if positions is not None:
+            raise ValueError("causal masks are not supported with unnormalised exp weights")
+        m, l, acc = _p.row_pass(sc, _p.add_bias(log_a, sc.key_const), None, ctx)
+        m = _p.add_bias(m, sc.row_const)
+        out = jnp.exp(m)[:, None] * acc
+        return out / n if log_a is None else out
+
+    def options(self):
+        if self.weight != "sigmoid":
+            return {}
+        return {"gh_order": 192, "cubature": "auto", "cubature_order": None,
+                "cubature_points": 4096, "seed": 0}
+
+    def bind_options(self, d, gh_order=192, cubature="auto", cubature_order=None,
+                     cubature_points=4096, seed=0):
+        if self.weight != "sigmoid":
+            return {}
+        if not isinstance(cubature, str):
+            raise TypeError("cubature must be one of 'auto', 'gauss-hermite', 'degree5', 'qmc'; "
+                            f"got {type(cubature).__name__}")
+        if cubature == "auto":
+            cubature = "gauss-hermite" if d <= 3 else "qmc"
+        order = AUTO_ORDER.get(d, 4) if cubature_order is None else cubature_order
+        rule = Cubature(cubature, positive_int("cubature_order", order),
+                        positive_int("cubature_points", cubature_points),
+                        int(as_scalar("seed", seed)))
+        return {"n_GH": positive_int("gh_order", gh_order), "cubature": rule}
+
+    def describe(self):
+        return f"none ({self.weight} weights)"
+
+    def __repr__(self):
+        return f"NoNormalisation(weight={self.weight!r})"
+
+
+__all__ = ["Normalisation", "SoftmaxNormalisation", "SinkhornNormalisation", "NoNormalisation"]

@@ -1,0 +1,69 @@
+"""``gaussflow derive``: print a variant's derived ODEs, or write every derivation."""
+
+from __future__ import annotations
+
+import os
+
+from ._common import UsageError, fmt
+
+
+def add(sub):
+    p = sub.add_parser("derive", help="print the derived ODEs of a variant",
+                       description="Derive a variant's Gaussian closure symbolically and print it "
+                       "(plain text, LaTeX or Markdown). --all --out DIR writes one Markdown file "
+                       "per variant.",
+                       **fmt("gaussflow derive softmax --latex\n  gaussflow derive --all --out derivations/"))
+    p.add_argument("variant", nargs="?", help="variant name (softmax, ...)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--latex", action="store_true", help="print LaTeX")
+    g.add_argument("--markdown", action="store_true", help="print the Markdown derivation")
+    g.add_argument("--source", action="store_true", help="print the generated JAX source")
+    p.add_argument("--all", action="store_true", help="every variant (with --out: write files)")
+    p.add_argument("--out", help="folder for the Markdown files (with --all)")
+    p.set_defaults(func=cmd)
+
+
+def write_derivations(out_dir: str) -> list[str]:
+    """Write ``out_dir/NAME.md`` for every registered variant; returns the paths."""
+    from ..derive import derive
+    from ..variants import VARIANTS
+
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for name in sorted(VARIANTS):
+        path = os.path.join(out_dir, f"{name}.md")
+        with open(path, "w") as fh:
+            fh.write(derive(name).markdown())
+        paths.append(path)
+    return paths
+
+
+def cmd(args):
+    from ..derive import derive
+    from ..variants import VARIANTS
+
+    if args.out and not args.all:
+        raise UsageError("--out writes every derivation: use `gaussflow derive --all --out DIR` "
+                         "(one variant is printed)")
+    if args.all:
+        if args.out:
+            for p in write_derivations(args.out):
+                print(p)
+            return 0
+        names = sorted(VARIANTS)
+    else:
+        if not args.variant:
+            raise UsageError("derive needs a variant name (one of "
+                             f"{', '.join(sorted(VARIANTS))}) or --all")
+        names = [args.variant]
+    for name in names:
+        D = derive(name)
+        if args.latex:
+            print(D.latex())
+        elif args.markdown:
+            print(D.markdown())
+        elif args.source:
+            print(D.jax_source)
+        else:
+            print(D.text())
+    return 0

@@ -1,0 +1,155 @@
+"""``gaussflow solve``: integrate a variant's closure; write the trajectory and figures."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ._common import UsageError, fmt
+from .io import SOLVE_KEYS, problem_from_arrays, read_arrays, state_from_arrays
+
+_SOLVE_DOC = """\
+Integrate a variant's Gaussian closure from N(mean, cov) and write the trajectory
+(solve-VARIANT.npz: ts, means, covs, status, t_stop, blowup_time (NaN unless blow-up)),
+a JSON summary and figures (eigenvalues of Sigma and of Sigma/tr Sigma against depth; the
+unit disk when d = 2) as PNG and PDF.
+
+Weights and the initial Gaussian come from --input FILE (.npz or .json; JSON values are
+numbers or nested lists of numbers: no strings, null or true/false), from --checkpoint (a
+BERT-style safetensors layer, multihead only; the initial Gaussian is N(0, I) unless --input
+gives mean/cov), or are random (--d, --seed; the moderate weights of gaussflow.validate.example).
+
+Keys of --input (all variants: cov (d, d) required; mean (d,) default 0; t1 > 0):
+  softmax, unnormalized   Q (k, d), K (k, d), V (k_v, d); optional W_O (d, k_v), beta
+  l2                      Q, K, V; optional W_O, c
+  sinkhorn                Q, K, V; optional W_O, beta, eps
+  sigmoid                 Q, K, V; optional W_O, beta, bias
+  multihead               Q, K (H k, d), V (H k_v, d) stacked by heads, heads (H, an integer);
+                          optional W_O (d, H k_v), beta (default 1/sqrt(k))
+  affine                  W (d, d); optional b (d,)
+"""
+
+
+def add(sub):
+    p = sub.add_parser("solve", help="integrate a variant's closure; write trajectory and figures",
+                       description=_SOLVE_DOC,
+                       **fmt("gaussflow solve softmax --d 2 --seed 1 --t1 3 --out sol/\n"
+                             "  gaussflow solve l2 --input weights.npz --out sol/ --json\n"
+                             "  gaussflow solve multihead --checkpoint bert/ --layer 0 --t1 1"))
+    p.add_argument("variant", help=", ".join(SOLVE_KEYS))
+    p.add_argument("--input", metavar="FILE", help="weights and initial Gaussian (.npz or .json)")
+    p.add_argument("--checkpoint", metavar="PATH", help="BERT-style safetensors file or folder "
+                   "(multihead; see gf.load_attention)")
+    p.add_argument("--layer", type=int, default=0, help="layer of --checkpoint (default 0)")
+    p.add_argument("--heads", type=int, default=None, help="heads of --checkpoint (default: "
+                   "its config.json)")
+    p.add_argument("--d", type=int, default=2, help="dimension of random weights (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of random weights (default 0)")
+    p.add_argument("--t1", type=float, default=None, help="final time (default: the file's t1, "
+                   "else 1)")
+    p.add_argument("--n-save", type=int, default=201, help="number of save times (default 201)")
+    p.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance (default 1e-8)")
+    p.add_argument("--atol", type=float, default=1e-10, help="absolute tolerance (default 1e-10)")
+    p.add_argument("--out", default="gaussflow-out", help="output folder (default ./gaussflow-out)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress meter")
+    p.set_defaults(func=cmd)
+
+
+def _check_options(args):
+    """The numeric options, before any file is read."""
+    import math
+
+    if args.t1 is not None and not (math.isfinite(args.t1) and args.t1 > 0):
+        raise UsageError(f"--t1 must be a positive number, got {args.t1}")
+    if args.n_save < 2:
+        raise UsageError(f"--n-save must be at least 2, got {args.n_save}")
+    for name, v in (("--rtol", args.rtol), ("--atol", args.atol)):
+        if not (math.isfinite(v) and v > 0):
+            raise UsageError(f"{name} must be a positive number, got {v}")
+
+
+def problem(args):
+    """``(field, g0, t1 or None, source)`` from --checkpoint, --input or random weights."""
+    from ..gaussian import Gaussian
+
+    if args.checkpoint:
+        if args.variant != "multihead":
+            raise UsageError("--checkpoint gives a multi-head layer: use `gaussflow solve "
+                             "multihead --checkpoint PATH`")
+        arr = read_arrays(args.input) if args.input else {}
+        extra = sorted(set(arr) - {"mean", "cov", "t1"})
+        if extra:
+            raise UsageError(f"{args.input}: with --checkpoint only mean, cov, t1 are read; "
+                             f"remove {', '.join(extra)}")
+        from ..weights import load_attention
+
+        field = load_attention(args.checkpoint, layer=args.layer, heads=args.heads)
+        g0, t1 = Gaussian.standard(field.dim), None
+        if args.input:
+            g0, t1 = state_from_arrays(arr, args.input, d=field.dim)
+        return field, g0, t1, f"{args.checkpoint} layer {args.layer}"
+    if args.input:
+        field, g0, t1 = problem_from_arrays(args.variant, read_arrays(args.input), args.input)
+        return field, g0, t1, args.input
+    from ..validate import example
+
+    if args.variant not in SOLVE_KEYS:
+        raise UsageError(f"solve supports {', '.join(SOLVE_KEYS)}; got {args.variant!r}")
+    if args.d < 1:
+        raise UsageError(f"--d must be a positive integer, got {args.d}")
+    field, g0, _ = example(args.variant, d=args.d, seed=args.seed)
+    return field, g0, None, f"random (d = {args.d}, seed = {args.seed})"
+
+
+def cmd(args):
+    import numpy as np
+
+    from .. import plots
+    from ..solve import solve
+
+    _check_options(args)
+    field, g0, t1, source = problem(args)
+    t1 = float(args.t1 if args.t1 is not None else (t1 if t1 is not None else 1.0))
+    tr = solve(field, g0, t1, ts=np.linspace(0.0, t1, args.n_save), rtol=args.rtol,
+               atol=args.atol, progress=not args.quiet)
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, f"solve-{args.variant}")
+    bt = np.nan if tr.blowup_time is None else tr.blowup_time
+    np.savez(stem + ".npz", ts=tr.ts, means=tr.means, covs=tr.covs, status=np.array(tr.status),
+             t_stop=np.array(tr.t_stop), blowup_time=np.array(bt))
+    files = [stem + ".npz"]
+    label = f"{field.name}, {source}"
+    fig, axs = plots.plt.subplots(1, 2, figsize=(10, 4))
+    plots.eigenvalues([tr], ax=axs[0])
+    plots.eigenvalues([tr], ax=axs[1], normalised=True)
+    fig.suptitle(f"{label}: {tr.status}" + ("" if tr.blowup_time is None
+                                             else f", blow-up at t* = {tr.blowup_time:.4g}"),
+                 fontsize=10)
+    fig.tight_layout()
+    files.append(plots.save(fig, stem + "-eigenvalues"))
+    if g0.dim == 2:
+        fig = plots.unit_disk([tr], labels=[rf"$\Sigma(t)/\mathrm{{tr}}\,\Sigma$, $t \in [0, {tr.t_stop:.3g}]$"],
+                              title=label)
+        files.append(plots.save(fig, stem + "-disk"))
+    w = np.linalg.eigvalsh(tr.covs[-1])
+    summary = {"variant": field.name, "exact": bool(field.exact), "source": source, "d": g0.dim,
+               "t1": t1, "status": tr.status, "t_stop": float(tr.t_stop),
+               "blowup_time": tr.blowup_time, "num_steps": tr.num_steps,
+               "final_mean": np.asarray(tr.means[-1]).tolist(),
+               "final_eigenvalues": w.tolist(), "files": files}
+    with open(stem + ".json", "w") as fh:
+        json.dump(summary, fh, indent=2)
+    files.append(stem + ".json")
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    kind = "exact" if field.exact else "approximate"
+    print(f"{field.name} ({kind} closure), d = {g0.dim}, {source}")
+    line = f"status: {tr.status} at t = {tr.t_stop:.6g} ({tr.num_steps} steps)"
+    if tr.blowup_time is not None:
+        line += f"; blow-up time t* = {tr.blowup_time:.8g}"
+    print(line)
+    print("final eigenvalues of Sigma: " + ", ".join(f"{v:.4g}" for v in w))
+    print("files: " + ", ".join(files))
+    return 0

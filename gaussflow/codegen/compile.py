@@ -1,0 +1,58 @@
+"""Compile generated source: the package's single ``exec``, and the namespace it runs in.
+
+:data:`RUNTIME` is everything generated code may name besides its own arguments and
+temporaries: the modules ``jnp`` (``jax.numpy``), ``jsp`` (``jax.scipy.special``), ``jax``, and
+one implementation per ``_jax_name`` of the symbolic nodes in
+:mod:`gaussflow.derive.special` (``_sqrtm_psd``: :func:`gaussflow.linalg.sqrtm_psd`;
+``_scalar``: the entry of a ``(1, 1)`` matrix; ``_logistic_gauss``:
+:func:`gaussflow.quadrature.logistic_gauss`; ``_gauss_expect``:
+:func:`gaussflow.quadrature.gauss_expect`). The printer refuses arguments named like any of them.
+
+Source is produced in-process from the package's own expressions and never read from disk.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.special as jsp
+
+from ..linalg import sqrtm_psd
+from ..quadrature import gauss_expect, logistic_gauss
+
+
+def scalar_entry(M):
+    """The entry ``M[0, 0]`` of a ``(1, 1)`` matrix, as a scalar (the node ``Scalar``)."""
+    return M[0, 0]
+
+
+#: The namespace of generated code (see the module docstring).
+RUNTIME = {
+    "jnp": jnp,
+    "jsp": jsp,
+    "jax": jax,
+    "_sqrtm_psd": sqrtm_psd,
+    "_scalar": scalar_entry,
+    "_logistic_gauss": logistic_gauss,
+    "_gauss_expect": gauss_expect,
+}
+
+
+def compile_source(source: str, extra: dict | None = None) -> dict[str, Callable]:
+    """Execute generated source in a fresh namespace; return the functions it defines.
+
+    The namespace holds :data:`RUNTIME` and ``extra`` (runtime helpers, such as numerical rules,
+    that a caller's own nodes print calls to); the result maps each function name the source
+    defines to the function (the runtime itself is left out).
+    """
+    namespace = dict(RUNTIME)
+    namespace.update(extra or {})
+    code = compile(source, "<gaussflow-generated>", "exec")
+    exec(code, namespace)  # noqa: S102 - our own generated text, never read from disk
+    skip = set(RUNTIME) | set(extra or {})
+    return {k: v for k, v in namespace.items() if callable(v) and k not in skip}
+
+
+__all__ = ["RUNTIME", "compile_source", "scalar_entry"]

@@ -1,0 +1,187 @@
+"""The engine every variant sits on.
+
+A *field* is a velocity field ``Gamma[mu](x)`` depending on the token distribution ``mu`` and on
+the time (depth) ``t``. Every field exposes, for ``mu = N(alpha, Sigma)``:
+
+- ``_velocity(t, mean, cov, x)``: ``Gamma(x)`` for one token ``x`` of shape ``(d,)``;
+- ``_closure(t, mean, cov)``: ``(d alpha/dt, J)`` where ``d Sigma/dt = J Sigma + Sigma J^T``
+  (``J`` is the Jacobian of an affine field, or ``E[grad Gamma(X)]`` for a moment closure);
+- ``_moment_rhs(t, mean, cov)``: ``(d alpha/dt, d Sigma/dt)``;
+- ``_flow_rhs(t, mean, Phi, cov0)``: the solver's right-hand side in ``Sigma = Phi Sigma0 Phi^T``;
+- ``_domain_ok(t, mean, cov)``: False where an approximate closure's integrals stop existing.
+
+These are pure JAX functions (traceable, differentiable, vmappable); fields are equinox Modules,
+hence pytrees. :class:`DerivedField` gets them from the generated code of its
+:class:`~gaussflow.derive.Derivation`, derived and compiled once per process (:func:`realise`).
+The public methods ``velocity``/``moment_rhs`` validate their inputs and run jitted versions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from ._checks import as_array, as_scalar
+from .codegen import compile_source, generate_function
+from .derive.derivation import Derivation
+from .gaussian import Gaussian
+
+
+def cov_from_flow(Phi, cov0):
+    """``Sigma = Phi Sigma0 Phi^T`` (symmetrised; leading axes are blocks or save times)."""
+    S = jnp.einsum("...ij,...jk,...lk->...il", Phi, cov0, Phi)
+    return (S + jnp.swapaxes(S, -1, -2)) / 2
+
+
+class Field(eqx.Module):
+    """Abstract mean-field velocity field. Subclasses set ``name`` and ``exact``."""
+
+    name: ClassVar[str] = "field"
+    exact: ClassVar[bool] = True
+
+    # -- to implement ------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        raise NotImplementedError
+
+    def _velocity(self, t, mean, cov, x):
+        raise NotImplementedError
+
+    def _closure(self, t, mean, cov):
+        raise NotImplementedError
+
+    def _moment_rhs(self, t, mean, cov):
+        dm, J = self._closure(t, mean, cov)
+        JS = J @ cov
+        return dm, JS + JS.T
+
+    def _flow_rhs(self, t, mean, Phi, cov0):
+        """``(d alpha/dt, dPhi/dt = J Phi)`` for the solver's state ``Sigma = Phi Sigma0 Phi^T``."""
+        dm, J = self._closure(t, mean, cov_from_flow(Phi, cov0))
+        return dm, J @ Phi
+
+    def _domain_ok(self, t, mean, cov):
+        """False where the closure's integrals stop existing (approximate closures override)."""
+        return jnp.asarray(True)
+
+    # -- public API --------------------------------------------------------------------------
+    def _check_state(self, g, argname="g"):
+        if not isinstance(g, Gaussian):
+            raise TypeError(f"{argname} must be a gf.Gaussian, got {type(g).__name__}; "
+                            "wrap it as gf.Gaussian(mean, cov)")
+        if g.dim != self.dim:
+            raise ValueError(f"{argname} has dimension {g.dim} but the field {self.name!r} acts "
+                             f"on dimension {self.dim}")
+
+    def velocity(self, g: Gaussian, x, t=0.0):
+        """``Gamma[N(g.mean, g.cov)](x)`` at time ``t`` for tokens ``x`` of shape ``(..., d)``."""
+        self._check_state(g)
+        x = as_array("x", x)
+        if x.ndim == 0 or x.shape[-1] != self.dim:
+            raise ValueError(f"x must have shape (..., {self.dim}), got {tuple(x.shape)}")
+        t = as_scalar("t", t)
+        flat = jnp.reshape(jnp.asarray(x), (-1, self.dim))
+        out = _jit_velocity(self, jnp.asarray(t, float), g.mean, g.cov, flat)
+        return jnp.reshape(out, x.shape)
+
+    def moment_rhs(self, g: Gaussian, t=0.0):
+        """``(d mean/dt, d cov/dt)`` of the Gaussian closure at ``g`` and time ``t``."""
+        self._check_state(g)
+        t = as_scalar("t", t)
+        return _jit_moment_rhs(self, jnp.asarray(t, float), g.mean, g.cov)
+
+    def __add__(self, other):
+        from .variants.superposition import Sum
+
+        if not isinstance(other, Field):
+            return NotImplemented
+        return Sum.of(self, other)
+
+
+@eqx.filter_jit
+def _jit_velocity(field, t, mean, cov, xs):
+    return jax.vmap(lambda x: field._velocity(t, mean, cov, x))(xs)
+
+
+@eqx.filter_jit
+def _jit_moment_rhs(field, t, mean, cov):
+    return field._moment_rhs(t, mean, cov)
+
+
+def realise(derivation: Derivation) -> Derivation:
+    """Print a symbolic derivation's programs as JAX source and compile them: the derivation with
+    ``jax_source`` and ``functions`` filled in."""
+    if derivation.functions:
+        return derivation
+    runtime = dict(derivation.runtime)
+    header = f"# gaussflow generated code: {derivation.name} closure. Vectors are (n, 1) columns.\n"
+    src = "\n".join([header] + [
+        generate_function(p.name, p.args, list(p.outputs), doc=p.doc, symmetric=p.symmetric,
+                          constants=p.constants, state=p.state)
+        for p in derivation.programs])
+    functions = compile_source(src, runtime)
+    return dataclasses.replace(derivation, jax_source=src, functions=functions)
+
+
+class DerivedField(Field):
+    """A field whose closure is derived symbolically from a declaration.
+
+    Subclasses implement the classmethod ``_derive()`` (returning a symbolic
+    :class:`~gaussflow.derive.Derivation`) and ``_param_values()`` (the numeric value of each
+    derivation parameter, by symbol name). ``derivation()`` realises it once per class and process.
+    """
+
+    @classmethod
+    def _derive(cls):
+        raise NotImplementedError
+
+    @classmethod
+    def derivation(cls) -> Derivation:
+        """The class's :class:`~gaussflow.derive.Derivation`, with its generated JAX (once per process)."""
+        return _derivation_of(cls)
+
+    def _param_values(self) -> dict:
+        raise NotImplementedError
+
+    def _args(self):
+        vals = self._param_values()
+        return [vals[p.name] for p in self.derivation().params]
+
+    def _velocity(self, t, mean, cov, x):
+        f = self.derivation().functions["velocity"]
+        return f(t, x[:, None], mean[:, None], cov, *self._args())[:, 0]
+
+    def _closure(self, t, mean, cov):
+        f = self.derivation().functions["closure"]
+        dm, J = f(t, mean[:, None], cov, *self._args())
+        return dm[:, 0], J
+
+    def _moment_rhs(self, t, mean, cov):
+        f = self.derivation().functions["moment_rhs"]
+        dm, dS = f(t, mean[:, None], cov, *self._args())
+        return dm[:, 0], dS
+
+    def _flow_rhs(self, t, mean, Phi, cov0):
+        # The generated flow_rhs forms Q Phi, K Phi first (accurate where Sigma collapses); only
+        # when the closure is the generated one (subclasses may override _closure).
+        f = self.derivation().functions.get("flow_rhs")
+        if f is None or type(self)._closure is not DerivedField._closure:
+            return super()._flow_rhs(t, mean, Phi, cov0)
+        dm, dPhi = f(t, mean[:, None], Phi, cov0, *self._args())
+        return dm[:, 0], dPhi
+
+
+@functools.cache
+def _derivation_of(cls):
+    return realise(cls._derive())
+
+
+def as_weight(name, value, shape=None):
+    """A weight matrix as a float64 JAX array, with its shape checked."""
+    arr = as_array(name, value, ndim=2, shape=shape)
+    return jnp.asarray(arr, dtype=jnp.float64)
