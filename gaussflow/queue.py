@@ -20,7 +20,8 @@ reject, next step). gaussflow supplies the loop around them, written to take the
 as ``diffrax.diffeqsolve`` with a boolean event: a non-NaN error estimate, the end time clipped
 as diffrax clips it, a step counted whether accepted or rejected, save times written from the
 step's dense output, the event tested at the state after each step, ``max_steps`` steps at most.
-The first step is :data:`DT0`, as ``gf.solve`` takes it. So a member's values agree with
+The first step and the step controller are ``gf.solve``'s (:func:`gaussflow.solve.first_step`,
+:class:`gaussflow.solve.FiniteErrorPID`). So a member's values agree with
 :func:`gaussflow.solve` to rounding (batched and single products may round differently), and its
 status, stop time and blow-up estimate are computed by the same formulas (``solve._integrate``):
 the raw per-member dictionary this module returns is the one ``solve._status`` /
@@ -45,13 +46,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .passes import pow2_at_most, run_schedule, schedule
-from .solve import BLOWUP_TAU_RATIO, _trace
-from .variants.base import cov_from_flow
-
-#: First step (in the solver's time variable), as ``solve._integrate`` takes it: there
-#: ``diffeqsolve(dt0=None)`` wraps the term, and diffrax 0.7's initial-step selection returns
-#: 0.01 for a wrapped term. Keep the two in step (the queue equals ``gf.solve`` member by member).
-DT0 = 0.01
+from .field import StaticKey, cov_from_flow
+from .solve import BLOWUP_TAU_RATIO, FiniteErrorPID, _trace, first_step
 
 _OK = int(diffrax.RESULTS.successful._value)
 _EVENT = int(diffrax.RESULTS.event_occurred._value)
@@ -65,12 +61,12 @@ _COMPILED: dict = {}
 # The only place this module calls a field's private methods.
 def _field_rhs(field, t, mean, Phi, cov0):
     """``(d mean/dt, dPhi/dt)`` at time ``t``."""
-    return field._flow_rhs(mean, Phi, cov0)
+    return field._flow_rhs(t, mean, Phi, cov0)
 
 
 def _field_closure(field, t, mean, S):
     """``((d mean/dt, J), domain ok)`` at time ``t``."""
-    return field._closure(mean, S), field._domain_ok(mean, S)
+    return field._closure(t, mean, S), field._domain_ok(t, mean, S)
 
 
 # -------------------------------------------------------------------- one member's functions
@@ -130,7 +126,7 @@ class Engine:
 
     def __init__(self, field_static, field_batched, solver, rtol, atol, max_steps, time_scale):
         self.field_static, self.field_batched = field_static, field_batched
-        self.controller = diffrax.PIDController(rtol=rtol, atol=atol)
+        self.controller = FiniteErrorPID(rtol=rtol, atol=atol)
         self.solver = with_controller_tols(solver, self.controller)
         self.max_steps, self.log = int(max_steps), time_scale == "log"
         self.key = (field_static, field_batched, solver, rtol, atol, int(max_steps), time_scale)
@@ -138,7 +134,7 @@ class Engine:
     # -- helpers --------------------------------------------------------------------------
     def _member(self, fdyn, cov0, scale, targs):
         t0, thr = targs["t0"], targs["thr"]
-        return _Member(eqx.combine(fdyn, self.field_static), cov0, scale, t0, thr, self.log)
+        return _Member(eqx.combine(fdyn, self.field_static.tree), cov0, scale, t0, thr, self.log)
 
     def _load(self, queue, fshared, idx, targs):
         """Fresh slots for members ``idx`` (vmapped diffrax init)."""
@@ -153,7 +149,9 @@ class Engine:
             terms = diffrax.ODETerm(mem.vf)
             y0 = (m, jnp.broadcast_to(jnp.eye(c.shape[-1]), c.shape).astype(c.dtype))
             err_order = self.solver.error_order(terms)
-            s_next, cstate = self.controller.init(terms, s0, s1, y0, targs["dt0"], None,
+            dm, J = _field_closure(mem.field, targs["t0"], m, c)[0]
+            dt0 = first_step(dm, J, m, c, s1 - s0)
+            s_next, cstate = self.controller.init(terms, s0, s1, y0, dt0, None,
                                                   self.solver.func, err_order)
             s_next = jnp.minimum(s_next, s1)
             sstate = self.solver.init(terms, s0, s_next, y0, None)
@@ -479,13 +477,13 @@ def sweep_queue(field, field_batched, means0, covs0, state_batched, B, d, ts_arr
     floor = s1
     for _ in range(100):  # diffrax's end-time clipping threshold: 100 ULPs below s1
         floor = float(np.nextafter(floor, -np.inf))
-    targs = dict(dt0=DT0, t0=t0, t1=t1, s0=float(to_s(t0)), s1=s1, floor=floor, thr=thr,
+    targs = dict(t0=t0, t1=t1, s0=float(to_s(t0)), s1=s1, floor=floor, thr=thr,
                  ts_s=to_s(np.asarray(ts_arr, float)), ts_t=np.asarray(ts_arr, float))
     with jax.default_device(device):
         nslots = min(128 if slots is None else int(slots), chunk)
 
         def run_pass(members, solver, steps, first_pass):
-            eng = Engine(field_static, field_batched, solver, rtol, atol, steps, time_scale)
+            eng = Engine(StaticKey(field_static), field_batched, solver, rtol, atol, steps, time_scale)
             c = chunk if first_pass else pow2_at_most(len(members), chunk)
             return run(eng, field_dyn, means0, covs0, targs, chunk=c, slots=min(nslots, c),
                        members=members, progress=progress)

@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._checks import SYM_TOL, as_array, check_times, positive_int, psd_tolerance
+from .field import StaticKey
 from .gaussian import Gaussian
 from .passes import SCALARS, run_schedule, schedule
 from .solve import (TIME_SCALES, _integrate, _resolve_solver, _status, _trajectory,
@@ -56,23 +57,6 @@ _AXIS = "batch"
 #: Lowerings of the batched core so far (one per compilation; see :func:`cache_info`).
 _TRACES = 0
 _COMPILED: dict = {}
-
-
-class _StaticTree:
-    """The non-array part of a field as a hashable key (its tree structure and static leaves;
-    a declaration's ``params`` dict is not hashable itself)."""
-
-    def __init__(self, tree):
-        self.tree = tree
-        leaves, self.treedef = jax.tree_util.tree_flatten(tree)
-        self.leaves = tuple(leaves)
-
-    def __hash__(self):
-        return hash((self.treedef, self.leaves))
-
-    def __eq__(self, other):
-        return (isinstance(other, _StaticTree) and self.treedef == other.treedef
-                and self.leaves == other.leaves)
 
 
 # ------------------------------------------------------------------------------ batched core
@@ -418,7 +402,7 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
     chunk = -(-min(int(chunk_size), B) // ndev) * ndev
 
     field_dyn, field_static = eqx.partition(field, eqx.is_array)
-    field_static = _StaticTree(field_static)
+    field_static = StaticKey(field_static)
     targs = (jnp.asarray(t0), jnp.asarray(t1), jnp.asarray(ts_arr))
     if mesh is not None:
         rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
