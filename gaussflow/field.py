@@ -181,6 +181,24 @@ def _derivation_of(cls):
     return realise(cls._derive())
 
 
+class StaticKey:
+    """The non-array part of a field (``eqx.partition(field, eqx.is_array)[1]``) as a hashable key:
+    its tree structure and static leaves (a declaration's ``params`` dict is not hashable itself).
+    ``.tree`` is the part, for ``eqx.combine``."""
+
+    def __init__(self, tree):
+        self.tree = tree
+        leaves, self.treedef = jax.tree_util.tree_flatten(tree)
+        self.leaves = tuple(leaves)
+
+    def __hash__(self):
+        return hash((self.treedef, self.leaves))
+
+    def __eq__(self, other):
+        return (isinstance(other, StaticKey) and self.treedef == other.treedef
+                and self.leaves == other.leaves)
+
+
 def as_weight(name, value, shape=None):
     """A weight matrix as a float64 JAX array, with its shape checked."""
     arr = as_array(name, value, ndim=2, shape=shape)

@@ -7,9 +7,9 @@ construction and keeps the rank of ``Sigma0`` exactly (as long as ``Phi`` is inv
 mean is integrated directly.
 
 **Steps.** The first step is ``min(t1 - t0, 0.01 / rate)`` with ``rate`` the closure's own inverse
-time scale at ``t0`` (:func:`_first_step`), so a huge score scale does not make the first trial
+time scale at ``t0`` (:func:`first_step`), so a huge score scale does not make the first trial
 step land past a blow-up; a trial step that produces a non-finite state or error estimate is
-rejected and the step shrunk by 5 (:class:`_FiniteErrorPID`).
+rejected and the step shrunk by 5 (:class:`FiniteErrorPID`).
 
 **Statuses.** ``gf.solve`` never raises on a numerical event; it returns the trajectory up to the
 stopping time ``t_stop`` with ``status``:
@@ -81,7 +81,7 @@ def _closure_at(field, t, mean, S):
     return field._closure(t, mean, S)
 
 
-class _FiniteErrorPID(diffrax.PIDController):
+class FiniteErrorPID(diffrax.PIDController):
     """diffrax's ``PIDController``, except that a trial step whose candidate state or error
     estimate is not finite (the step crossed into a region where the right-hand side is NaN, e.g.
     past a blow-up) counts as an infinite error: the step is rejected and the next one is
@@ -98,11 +98,11 @@ class _FiniteErrorPID(diffrax.PIDController):
                                        controller_state)
 
 
-#: First step ``dt0 = min(t1 - t0, FIRST_STEP / rate)`` (see :func:`_first_step`).
+#: First step ``dt0 = min(t1 - t0, FIRST_STEP / rate)`` (see :func:`first_step`).
 FIRST_STEP = 1e-2
 
 
-def _first_step(dm, J, mean, S, span):
+def first_step(dm, J, mean, S, span):
     """The first step from the problem's own time scale: ``min(span, FIRST_STEP / rate)`` with
     ``rate = |d tr Sigma/dt| / tr Sigma + ||J||_F + |d alpha/dt| / (|alpha| + (tr Sigma)^{1/2})``
     at ``t0`` (``d Sigma/dt = J Sigma + Sigma J^T``; for position blocks the largest block rate, so
@@ -205,13 +205,13 @@ def _integrate(field, mean0, cov0, t0, t1, ts, solver, rtol, atol, max_steps, th
 
     Phi0 = jnp.broadcast_to(jnp.eye(cov0.shape[-1]), cov0.shape)
     s1 = to_s(t1)
-    dt0 = _first_step(*_closure_at(field, t0, mean0, cov0), mean0, cov0, s1 - to_s(t0))
+    dt0 = first_step(*_closure_at(field, t0, mean0, cov0), mean0, cov0, s1 - to_s(t0))
     with _checks_without_callbacks():
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(vf), solver, to_s(t0), s1, dt0, (mean0, Phi0),
             saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=to_s(ts)),
                                         diffrax.SubSaveAt(t1=True)]),
-            stepsize_controller=_FiniteErrorPID(rtol=rtol, atol=atol),
+            stepsize_controller=FiniteErrorPID(rtol=rtol, atol=atol),
             event=diffrax.Event(cond),
             max_steps=max_steps, throw=False, progress_meter=progress_meter, adjoint=adjoint,
         )

@@ -1,11 +1,22 @@
 """Integrate many Gaussian closures at once: ``gf.sweep``.
 
-A sweep runs the same jitted core as :func:`gaussflow.solve` (``solve._integrate``: flow-map
-state ``Sigma = Phi Sigma0 Phi^T``, diffrax events for blow-up / non-finite / not-integrable
-stops) under ``jax.vmap`` over a batch of fields and/or initial states, so every member gets
-its own adaptive step sizes and its own stopping time and status: a member that blows up
-early stops there (its events fire) while the others carry on, and it cannot change their
-values. Conventions (``beta``, ``A = K^T Q``, ...) are those of the fields themselves.
+Every member gets its own adaptive steps, stopping time and status, the same as
+:func:`gaussflow.solve` gives it (flow-map state ``Sigma = Phi Sigma0 Phi^T``; blow-up /
+non-finite / not-integrable stops): a member that blows up early stops there while the others
+carry on, and it cannot change their values. Conventions (``beta``, ``A = K^T Q``, ...) are
+those of the fields themselves. Two methods:
+
+- ``"queue"`` (default on one device): the refilling work queue of :mod:`gaussflow.queue`, a
+  pool of slots each taking diffrax steps (solver ``step``, ``PIDController``) for one member
+  and loading the next pending member when it finishes; slow members move to smaller pools.
+  No member waits for another.
+- ``"vmap"`` (default on several devices): ``solve._integrate`` (``diffrax.diffeqsolve``) under
+  ``jax.vmap`` in chunks, each chunk split over all ``jax.devices()`` with ``jax.shard_map`` on
+  a one-dimensional mesh (every device runs its own while-loop); a chunk runs as many steps as
+  its slowest member.
+
+Members that run out of steps are run again (:mod:`gaussflow.passes`): with an implicit solver
+(stiff members), then with the full budget.
 
 **Batching.** ``fields`` is one field (shared by every member), a sequence of fields of the
 same class and shapes (stacked), or a *batched field*: a field whose array leaves carry a
@@ -13,16 +24,14 @@ leading batch axis, e.g. ``jax.vmap(lambda Q: gf.Softmax(Q, -Q, V))(Qs)``. ``g0s
 :class:`~gaussflow.Gaussian`, a sequence of them, or a batched Gaussian
 (``jax.vmap(gf.Gaussian)(means, covs)``).
 
-**Memory and devices.** Members run in chunks of ``chunk_size`` (the last chunk is padded, so
-one compilation serves every chunk); each chunk is split over all ``jax.devices()`` with
-``jax.shard_map`` on a one-dimensional mesh (every device integrates its own slice with its
-own while-loop, so a slow slice does not hold the others' steps). Results are copied to the
-host after each chunk.
+**Memory.** Members run in chunks of ``chunk_size`` (the last chunk is padded, so one
+compilation serves every chunk); results are copied to the host after each chunk.
 
 **Compilation.** One compilation per (field class and static data, shapes, chunk size, solver
-options, devices), kept for the life of the process (:func:`cache_info`); compile and run times
-are reported separately on the result. Enable JAX's persistent compilation cache (the
-``gaussflow`` CLI does) to reuse compilations across processes.
+options, devices; for the queue, per pool size), kept for the life of the process
+(:func:`cache_info`); compile and run times are reported separately on the result. Enable JAX's
+persistent compilation cache (the ``gaussflow`` CLI does) to reuse compilations across
+processes.
 """
 
 from __future__ import annotations
@@ -38,7 +47,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._checks import SYM_TOL, as_array, check_times, positive_int, psd_tolerance
+from .field import StaticKey
 from .gaussian import Gaussian
+from .passes import SCALARS, run_schedule, schedule
 from .solve import (TIME_SCALES, _integrate, _resolve_solver, _status, _trajectory,
                     check_solver_options)
 
@@ -46,23 +57,6 @@ _AXIS = "batch"
 #: Lowerings of the batched core so far (one per compilation; see :func:`cache_info`).
 _TRACES = 0
 _COMPILED: dict = {}
-
-
-class _StaticTree:
-    """The non-array part of a field as a hashable key (its tree structure and static leaves;
-    a declaration's ``params`` dict is not hashable itself)."""
-
-    def __init__(self, tree):
-        self.tree = tree
-        leaves, self.treedef = jax.tree_util.tree_flatten(tree)
-        self.leaves = tuple(leaves)
-
-    def __hash__(self):
-        return hash((self.treedef, self.leaves))
-
-    def __eq__(self, other):
-        return (isinstance(other, _StaticTree) and self.treedef == other.treedef
-                and self.leaves == other.leaves)
 
 
 # ------------------------------------------------------------------------------ batched core
@@ -116,12 +110,18 @@ def _compiled(dyn, t0, t1, ts, static, field_batched, state_batched, mesh):
 def cache_info() -> dict:
     """``{"compilations": n, "traces": n}``: executables kept by :func:`sweep`, and how many
     times its core has been traced in this process (equal unless the cache was cleared)."""
-    return {"compilations": len(_COMPILED), "traces": _TRACES}
+    from . import queue
+
+    return {"compilations": len(_COMPILED) + queue.cache_size(),
+            "traces": _TRACES + queue.cache_size() + queue.cleared()}
 
 
 def clear_cache() -> None:
     """Forget the compiled sweeps (the next call compiles again)."""
+    from . import queue
+
     _COMPILED.clear()
+    queue.clear_cache()
 
 
 # ----------------------------------------------------------------------------------- result
@@ -133,8 +133,11 @@ class SweepResult:
     states, NaN where ``mask`` (B, n) is False (save times at or after a member's stop, or
     non-finite values). ``final_means`` (B, d), ``final_covs`` (B, d, d): the state at ``t_stop``
     (B,). ``status`` (B,) strings as in :data:`gaussflow.solve.STATUSES`; ``blowup_time`` (B,)
-    NaN unless the member blew up; ``num_steps`` (B,). ``member(i)`` is the
-    :class:`~gaussflow.Trajectory` that ``gf.solve`` returns for member ``i``.
+    NaN unless the member blew up; ``num_steps`` (B,). ``solvers`` (B,) the name of the diffrax
+    solver that finished each member (``"tsit5"``, or ``"kvaerno5"`` for members rerun as
+    stiff); ``method`` ``"queue"`` or ``"vmap"``. ``member(i)`` is the
+    :class:`~gaussflow.Trajectory` that ``gf.solve(..., solver=solvers[i])`` returns for member
+    ``i``.
     ``compile_seconds`` / ``run_seconds``: time spent compiling (0 when every chunk shape was
     already compiled) and integrating (including host transfers).
     """
@@ -156,6 +159,8 @@ class SweepResult:
     field_name: str = ""
     t0: float = 0.0
     raw: dict = dc_field(default_factory=dict, repr=False)
+    solvers: np.ndarray | None = None
+    method: str = "vmap"
 
     def __len__(self) -> int:
         return len(self.status)
@@ -307,9 +312,10 @@ def _take(tree, idx):
 
 # ------------------------------------------------------------------------------------ sweep
 def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
-          max_steps=16384, blowup_threshold=1e8, chunk_size=1024, devices=None,
+          max_steps=16384, blowup_threshold=1e8, chunk_size=None, devices=None,
           progress=False, time_scale="linear", first_pass_steps=None,
-          tail_chunk_size=None) -> SweepResult:
+          tail_chunk_size=None, method=None, slots=None,
+          stiff_solver="kvaerno5", stiff_steps=None) -> SweepResult:
     """Integrate the Gaussian closures of a batch of fields and/or initial states.
 
     Parameters
@@ -321,18 +327,32 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
     t1, ts, t0, rtol, atol, solver, max_steps, blowup_threshold, time_scale : as in
         :func:`gaussflow.solve`
         (the same for every member).
-    chunk_size : members integrated together (bounds memory; rounded up to a multiple of the
-        number of devices). devices : the devices to shard over (default all ``jax.devices()``).
+    method : ``"queue"`` (default on one device: the refilling work queue of
+        :mod:`gaussflow.queue`, a pool of ``slots`` member slots refilled as members finish) or
+        ``"vmap"`` (default on several devices: chunks under ``jax.vmap``, sharded over the
+        devices with ``jax.shard_map``; the queue does not shard yet and runs on the first
+        device).
+    chunk_size : members placed on the device together (bounds memory). Default: queue, as many
+        as keep the saved states under about 256 MB; vmap, 1024 (a vmapped chunk runs as many
+        steps as its slowest member; rounded up to a multiple of the number of devices).
+    slots : queue only: the first pool's size (default ``min(128, chunk_size)``; later pools
+        ``slots // 16``, ..., 1 hold the slow members once the queue is drained).
+    devices : the devices to use (default all ``jax.devices()``).
     progress : a tqdm bar over chunks (nothing is printed otherwise).
-    first_pass_steps, tail_chunk_size : for heavy-tailed step counts. A chunk runs as many steps
-        as its slowest member; with ``first_pass_steps`` (< ``max_steps``) every member first
-        runs with that budget, and the members that used it up are run again from the start, with
-        ``max_steps``, in chunks of ``tail_chunk_size`` (default ``chunk_size // 4``). Results are
-        unchanged (a member's steps do not depend on its budget); the cost is a second
-        compilation and at most ``first_pass_steps`` repeated steps per rerun member.
+    first_pass_steps, stiff_solver, stiff_steps : passes for the members that run out of steps.
+        Every member first runs with ``solver`` and ``first_pass_steps`` steps (default
+        ``max_steps``). Those that use them up (status ``"max_steps"``) run again from the start
+        with ``stiff_solver`` (default ``"kvaerno5"``, implicit: stiff members need an implicit
+        solver, not a bigger explicit budget; ``None`` to skip, skipped too when ``solver`` is
+        that solver) and ``stiff_steps`` steps (default ``max_steps``); those that use these up
+        as well (not stiff, just many steps) run again with ``solver`` and ``max_steps`` (only
+        when ``first_pass_steps < max_steps``; then results are those of one pass with
+        ``max_steps``: a member's steps do not depend on its budget). Each member's result is
+        that of its last pass; ``SweepResult.solvers`` names the solver of that pass.
+    tail_chunk_size : vmap only: chunk size of the rerun members (default ``chunk_size // 4``).
 
-    Returns a :class:`SweepResult`; member ``i`` equals ``gf.solve(fields[i], g0s[i], ...)``.
-    Never raises on numerical events (per-member statuses).
+    Returns a :class:`SweepResult`; member ``i`` equals ``gf.solve(fields[i], g0s[i], ...,
+    solver=result.solvers[i])``. Never raises on numerical events (per-member statuses).
     """
     means0, covs0, state_batched, B_state, d = _batch_states(g0s)
     field, field_batched, B_field, name = _batch_fields(fields, d)
@@ -345,11 +365,13 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
     B = B_field if field_batched else B_state
     t0, t1, ts_arr = check_times(t0, t1, ts)
     rtol, atol, thr = check_solver_options(rtol, atol, blowup_threshold, max_steps)
-    positive_int("chunk_size", chunk_size)
+    positive_int("chunk_size", chunk_size, allow_none=True)
+    positive_int("slots", slots, allow_none=True)
     if time_scale not in TIME_SCALES:
         raise ValueError(f"time_scale must be one of {TIME_SCALES}, got {time_scale!r}")
     first = positive_int("first_pass_steps", first_pass_steps, allow_none=True)
     tail_chunk_size = positive_int("tail_chunk_size", tail_chunk_size, allow_none=True)
+    stiff_steps = positive_int("stiff_steps", stiff_steps, allow_none=True)
     passes = [int(max_steps)] if first is None or first >= max_steps else [first, int(max_steps)]
     solver = _resolve_solver(solver)
     if ts_arr is None:
@@ -358,11 +380,29 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
     if not devices:
         raise ValueError("devices is empty; pass None to use every device")
     ndev = len(devices)
+    if method is None:
+        method = "queue" if ndev == 1 else "vmap"
+    if method not in ("queue", "vmap"):
+        raise ValueError(f"method must be 'queue' or 'vmap', got {method!r}")
+    stiff = None if stiff_solver is None else _resolve_solver(stiff_solver)
+    if stiff is not None and type(stiff) is type(solver):
+        stiff = None
+    if method == "queue":
+        from .queue import sweep_queue
+
+        raw, compile_s, run_s, chunk, solvers = sweep_queue(
+            field, field_batched, means0, covs0, state_batched, B, d, ts_arr,
+            (t0, t1, thr), solver, stiff, (rtol, atol, int(max_steps), first, stiff_steps,
+                                           time_scale), chunk_size, slots, devices[0],
+            progress)
+        return _result(raw, ts_arr, t0, name, compile_s, run_s, 1, chunk, solvers, "queue")
+    if chunk_size is None:
+        chunk_size = 1024
     mesh = jax.sharding.Mesh(np.array(devices), (_AXIS,)) if ndev > 1 else None
     chunk = -(-min(int(chunk_size), B) // ndev) * ndev
 
     field_dyn, field_static = eqx.partition(field, eqx.is_array)
-    field_static = _StaticTree(field_static)
+    field_static = StaticKey(field_static)
     targs = (jnp.asarray(t0), jnp.asarray(t1), jnp.asarray(ts_arr))
     if mesh is not None:
         rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -374,7 +414,7 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
         spec = jax.sharding.PartitionSpec(_AXIS) if batched else jax.sharding.PartitionSpec()
         return jax.device_put(x, jax.sharding.NamedSharding(mesh, spec))
 
-    def run(members, chunk, steps):
+    def run(members, chunk, steps, solver):
         """Raw outputs of ``members`` (indices), in chunks of ``chunk`` with budget ``steps``."""
         static = (field_static, solver, rtol, atol, steps, thr,
                   diffrax.RecursiveCheckpointAdjoint(), time_scale)
@@ -401,27 +441,23 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
         raw = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
         return raw, compile_s, run_s
 
-    raw, compile_s, run_s = run(np.arange(B), chunk, passes[0])
-    if len(passes) == 2:  # rerun the members that used up the first budget
-        status = np.array([_status({k: raw[k][i] for k in _SCALARS}) for i in range(B)])
-        redo = np.flatnonzero(status == "max_steps")
-        if redo.size:
-            tail = chunk // 4 if tail_chunk_size is None else int(tail_chunk_size)
-            tail = -(-min(max(tail, 1), redo.size) // ndev) * ndev
-            raw2, c2, r2 = run(redo, tail, passes[1])
-            compile_s, run_s = compile_s + c2, run_s + r2
-            for k in raw:
-                raw[k][redo] = raw2[k]
-    return _result(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk)
+    def run_pass(members, solver, steps, first_pass):
+        c = chunk
+        if not first_pass:
+            c = chunk // 4 if tail_chunk_size is None else int(tail_chunk_size)
+            c = -(-min(max(c, 1), len(members)) // ndev) * ndev
+        return run(members, c, steps, solver)
+
+    passes_ = schedule(solver, stiff, passes[0], stiff_steps, int(max_steps))
+    raw, solvers, compile_s, run_s = run_schedule(passes_, B, run_pass)
+    return _result(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk, solvers, "vmap")
 
 
-_SCALARS = ("event_nonfinite", "event_blowup", "event_domain", "result", "finite_ahead")
-
-
-def _result(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk) -> SweepResult:
+def _result(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk, solvers,
+            method) -> SweepResult:
     """Per-member statuses and masks, with the rules of ``solve._trajectory``."""
     B, n = raw["t_stop"].shape[0], len(ts_arr)
-    status = np.array([_status({k: raw[k][i] for k in _SCALARS}) for i in range(B)],
+    status = np.array([_status({k: raw[k][i] for k in SCALARS}) for i in range(B)],
                       dtype=object)
     t_stop = raw["t_stop"].astype(float)
     saved_t = raw["ts"][:, :n]
@@ -444,4 +480,4 @@ def _result(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk) -> SweepResult
                        status=status.astype(str), t_stop=t_stop, blowup_time=blowup_time,
                        num_steps=raw["num_steps"].astype(int), compile_seconds=compile_s,
                        run_seconds=run_s, n_devices=ndev, chunk_size=chunk, field_name=name,
-                       t0=t0, raw=raw)
+                       t0=t0, raw=raw, solvers=solvers.astype(str), method=method)

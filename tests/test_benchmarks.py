@@ -1,5 +1,8 @@
 """The benchmarks' --quick modes run and print their ratios (targets are judged on full runs)."""
 
+import contextlib
+import functools
+import io
 import math
 import os
 import sys
@@ -12,10 +15,18 @@ sys.path.insert(0, ROOT)
 import benchmarks  # noqa: E402
 
 
+@functools.cache
+def _quick(name):
+    """``(result, printed text)`` of a quick run, run once per process (tests share it)."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        (res,) = benchmarks.run([name], quick=True)
+    return res, buf.getvalue()
+
+
 @pytest.mark.parametrize("name", benchmarks.NAMES)
-def test_quick_benchmark_runs_and_prints_ratio(name, capsys):
-    (res,) = benchmarks.run([name], quick=True)
-    out = capsys.readouterr().out
+def test_quick_benchmark_runs_and_prints_ratio(name):
+    res, out = _quick(name)
     assert res["name"] == name and math.isfinite(res["ratio"]) and res["ratio"] > 0
     assert f"## {name}" in out and "ratio (" in out and "| " in out
 
@@ -50,3 +61,19 @@ def test_rank_sweep_padding_is_the_unpadded_flow_plus_zeros():
     C = got.covs[-1]
     assert np.all(C[3:, :] == 0) and np.all(C[:, 3:] == 0) and np.all(got.means[-1] == 0)
     assert np.abs(C[:3, :3] - ref.covs[-1]).max() <= 1e-7 * np.abs(ref.covs[-1]).max()
+
+
+def test_rank_sweep_quick_figures():
+    """The quick rank sweep reports the exact limit rank ceil(d/2) for every V = I draw, errors
+    against the closed form at the tolerance level, every flow completed, and no NaN anywhere
+    (no closed form for V = M^T M: "n/a")."""
+    res, out = _quick("rank_sweep")
+    assert "nan" not in out
+    for row in res["rows"]:
+        d, hist = row["d"], [int(k) for k in row["rank hist (1..d)"].split("/")]
+        assert row["statuses"] == f"completed: {row['runs']}"
+        if row["V"] == "I":
+            assert hist[(d + 1) // 2 - 1] == row["runs"], (d, hist)  # rank ceil(d/2)
+            assert row["max err gaussflow"] <= 1e-8
+        else:
+            assert row["max err gaussflow"] == "n/a"

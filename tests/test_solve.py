@@ -284,7 +284,7 @@ def test_nonfinite_trial_step_shrinks_the_step():
     next trial is shorter and finite (diffrax's stock controller returns a NaN step size)."""
     import sys
 
-    ctrl = sys.modules["gaussflow.solve"]._FiniteErrorPID(rtol=1e-8, atol=1e-10)
+    ctrl = sys.modules["gaussflow.solve"].FiniteErrorPID(rtol=1e-8, atol=1e-10)
     y0 = jnp.ones(3)
     state = (jnp.asarray(1.0), jnp.asarray(1.0), jnp.asarray(False))
     for bad in (jnp.nan, jnp.inf):

@@ -98,13 +98,15 @@ def test_sweep_input_errors(swept):
 
 
 def test_first_pass_budget_reruns_only_the_slow_members(swept):
-    """With ``first_pass_steps``, members that use up the first budget are rerun with
-    ``max_steps``: same results as one pass (steps do not depend on the budget)."""
+    """With ``first_pass_steps`` and ``stiff_solver=None``, members that use up the first budget
+    are rerun with ``max_steps`` and the same solver: same results as one pass (steps do not
+    depend on the budget)."""
     fields, states, res = swept
     budget = int(np.median(res.num_steps))  # about half the members need more
     assert (res.num_steps > budget).any() and (res.num_steps <= budget).any()
     two = gf.sweep(fields, states, T1, TS, chunk_size=4, first_pass_steps=budget,
-                   tail_chunk_size=2)
+                   stiff_solver=None)
+    assert (two.solvers == "tsit5").all()
     np.testing.assert_array_equal(two.status, res.status)
     np.testing.assert_array_equal(two.num_steps, res.num_steps)
     np.testing.assert_array_equal(two.mask, res.mask)
@@ -121,11 +123,13 @@ _SHARDED = textwrap.dedent("""
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
     import jax, numpy as np
     sys.path.insert(0, os.path.dirname(sys.argv[1]))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(sys.argv[1])))  # this checkout's gaussflow
     import gaussflow as gf
     from test_sweep import _problem, T1, TS
     assert len(jax.devices()) == 4
     fields, states = _problem()
     res = gf.sweep(fields, states, T1, TS, chunk_size=4)
+    assert res.method == "vmap"  # the queue does not shard: several devices take the vmap path
     np.savez(sys.argv[2], covs=res.covs, means=res.means, final_covs=res.final_covs,
              blowup_time=res.blowup_time,
              status=res.status.astype(str), num_steps=res.num_steps, n_devices=res.n_devices)
@@ -133,7 +137,8 @@ _SHARDED = textwrap.dedent("""
 
 
 def test_sharded_equals_unsharded(swept, tmp_path):
-    """The batch axis split over 4 (forced host) devices gives the unsharded results."""
+    """The batch axis split over 4 (forced host) devices (the vmapped path) gives the results
+    of the work queue on one device."""
     _, _, res = swept
     script = tmp_path / "sharded.py"
     script.write_text(_SHARDED)
@@ -177,3 +182,124 @@ def test_log_time_scale_matches_linear(swept):
         gf.sweep(fields, states, T1, TS, time_scale="exp")
     with pytest.raises(ValueError, match="time_scale must be one of"):
         gf.solve(fields[0], states[0], T1, time_scale="exp")
+
+
+# ------------------------------------------------------------------ the work queue on a mix
+T1_MIX, TS_MIX, MAX_MIX, FIRST_MIX = 4.0, np.linspace(0.0, 4.0, 9), 4096, 1000
+
+
+def _mix():
+    """d = 2 members, in this order: one that completes (collapse), one that blows up early,
+    one that needs many steps (a fast rotation, ~450 steps), one that is stiff (V = -3000 I:
+    Tsit5 does not get through 1000 steps; Kvaerno5 completes)."""
+    rng = np.random.default_rng(3)
+    Q = rng.normal(size=(2, 2))
+    b = 1 / np.sqrt(2)
+    rot = np.array([[0.0, -10.0], [10.0, 0.0]])
+    fields = [gf.Softmax(Q, -Q, np.eye(2), beta=b), gf.Softmax(3 * Q, 3 * Q, np.eye(2), beta=b),
+              gf.Softmax(0.3 * Q, -0.3 * Q, rot, beta=b),
+              gf.Softmax(Q, Q, -3000 * np.eye(2), beta=b)]
+    M = rng.normal(size=(2, 2))
+    return fields, gf.Gaussian(rng.normal(size=2), M @ M.T / 2 + 0.1 * np.eye(2))
+
+
+def _sweep_mix(order):
+    fields, g0 = _mix()
+    # 2 slots for 3 members a chunk: slots refill; the second chunk is padded.
+    return gf.sweep([fields[i] for i in order], g0, T1_MIX, TS_MIX, max_steps=MAX_MIX,
+                    first_pass_steps=FIRST_MIX, chunk_size=3, slots=2)
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    return _sweep_mix([0, 1, 2, 3])
+
+
+def test_queue_equals_solve_member_by_member(mixed):
+    """Each member of the work-queue sweep equals gf.solve with the solver that finished it:
+    saved means/covs (relative 1e-8), status, stop time, blow-up time, step count."""
+    res = mixed
+    assert res.method == "queue"
+    assert list(res.status) == ["completed", "blowup", "completed", "completed"]
+    assert list(res.solvers) == ["tsit5", "tsit5", "tsit5", "kvaerno5"]
+    assert res.num_steps[2] > 300  # the many-steps member is one
+    fields, g0 = _mix()
+    for i, f in enumerate(fields):
+        ref = gf.solve(f, g0, T1_MIX, TS_MIX, max_steps=MAX_MIX, solver=str(res.solvers[i]))
+        got = res.member(i)
+        assert got.status == ref.status
+        assert len(got.ts) == len(ref.ts)
+        np.testing.assert_allclose(got.ts, ref.ts, rtol=1e-12)
+        scale = np.abs(ref.covs).max()
+        assert np.abs(got.covs - ref.covs).max() <= 1e-8 * scale
+        assert np.abs(got.means - ref.means).max() <= 1e-8 * max(1, np.abs(ref.means).max())
+        if ref.status == "blowup":
+            assert abs(got.blowup_time - ref.blowup_time) <= 1e-8 * ref.blowup_time
+            assert abs(res.t_stop[i] - ref.t_stop) <= 1e-8 * ref.t_stop
+        else:
+            assert res.num_steps[i] == ref.num_steps and res.t_stop[i] == ref.t_stop == T1_MIX
+    # Without the implicit rerun, the stiff member is what Tsit5 makes of it: out of steps.
+    stuck = gf.solve(fields[3], g0, T1_MIX, TS_MIX, max_steps=MAX_MIX)
+    assert stuck.status == "max_steps"
+
+
+def test_queue_order_and_padding_do_not_change_results(mixed, monkeypatch):
+    """The same members in another order (other chunks, slots and padding), with the last busy
+    slots moved to the pool of 1 at once (no grace iterations), give the same per-member
+    results."""
+    from gaussflow import queue
+
+    monkeypatch.setattr(queue, "GRACE_ITERS", 0)
+    order = [3, 2, 0, 1]
+    again = _sweep_mix(order)
+    res = mixed
+    for j, i in enumerate(order):
+        assert again.status[j] == res.status[i] and again.solvers[j] == res.solvers[i]
+        np.testing.assert_array_equal(again.mask[j], res.mask[i])
+        m = res.mask[i]
+        scale = np.abs(res.covs[i][m]).max()
+        assert np.abs(again.covs[j][m] - res.covs[i][m]).max() <= 1e-12 * scale
+        if res.status[i] == "blowup":
+            assert abs(again.blowup_time[j] - res.blowup_time[i]) <= 1e-8 * res.blowup_time[i]
+        else:
+            assert again.num_steps[j] == res.num_steps[i]
+
+
+def test_queue_options_are_checked(mixed):
+    fields, g0 = _mix()
+    with pytest.raises(ValueError, match="method must be"):
+        gf.sweep(fields, g0, T1_MIX, method="loop")
+    with pytest.raises(ValueError, match="slots"):
+        gf.sweep(fields, g0, T1_MIX, slots=0)
+
+
+def test_pass_schedule_reruns_only_members_out_of_steps():
+    """The pass logic without integrating: explicit budget -> implicit -> explicit full budget,
+    each pass on the members whose status after the previous one is "max_steps"."""
+    import diffrax
+
+    from gaussflow.passes import run_schedule, schedule
+
+    ts5, kv5 = diffrax.Tsit5(), diffrax.Kvaerno5()
+    assert schedule(ts5, kv5, 100, None, 1000) == [(ts5, 100), (kv5, 1000), (ts5, 1000)]
+    assert schedule(ts5, kv5, 1000, 50, 1000) == [(ts5, 1000), (kv5, 50)]
+    assert schedule(ts5, None, 1000, None, 1000) == [(ts5, 1000)]
+    ok, out = diffrax.RESULTS.successful._value, diffrax.RESULTS.max_steps_reached._value
+    needs = {0: 10, 1: 500, 2: 5000}  # steps member i needs; member 2 is "stiff"
+    calls = []
+
+    def run_pass(members, solver, steps, first):
+        calls.append((list(members), type(solver).__name__, steps, first))
+        n = len(members)
+        done = [needs[int(m)] <= steps or (solver is kv5 and m == 2) for m in members]
+        raw = {k: np.zeros(n, bool) for k in ("event_nonfinite", "event_blowup",
+                                              "event_domain")}
+        raw.update(result=np.where(done, ok, out), finite_ahead=np.ones(n, bool),
+                   t_stop=np.asarray(members, float))
+        return raw, 1.0, 2.0
+
+    raw, solvers, c, r = run_schedule(schedule(ts5, kv5, 100, 10, 1000), 3, run_pass)
+    assert calls == [([0, 1, 2], "Tsit5", 100, True), ([1, 2], "Kvaerno5", 10, False),
+                     ([1], "Tsit5", 1000, False)]
+    assert list(solvers) == ["tsit5", "tsit5", "kvaerno5"] and (c, r) == (3.0, 6.0)
+    assert (raw["result"] == ok).all() and list(raw["t_stop"]) == [0, 1, 2]
