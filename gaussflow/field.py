@@ -96,11 +96,21 @@ class Field(eqx.Module):
         return _jit_moment_rhs(self, jnp.asarray(t, float), g.mean, g.cov)
 
     def __add__(self, other):
-        from .variants.superposition import Sum
-
         if not isinstance(other, Field):
             return NotImplemented
-        return Sum.of(self, other)
+        if not _SUM:
+            raise TypeError("field sums need gaussflow.variants (import gaussflow first)")
+        return _SUM[0].of(self, other)
+
+
+#: The class of ``f1 + f2`` (:class:`gaussflow.variants.superposition.Sum`, which registers itself
+#: with :func:`register_sum`; the superposition layer sits above this module).
+_SUM: list = []
+
+
+def register_sum(cls) -> None:
+    """Make ``cls`` (a ``Sum`` class with a classmethod ``of(a, b)``) the class of ``f1 + f2``."""
+    _SUM[:] = [cls]
 
 
 @eqx.filter_jit
@@ -152,6 +162,11 @@ class DerivedField(Field):
         vals = self._param_values()
         return [vals[p.name] for p in self.derivation().params]
 
+    def _closure_is_generated(self) -> bool:
+        """Whether ``_closure`` is exactly the generated ``closure`` (then the generated
+        ``flow_rhs`` is its flow-map form); subclasses that alter the closure say False."""
+        return type(self)._closure is DerivedField._closure
+
     def _velocity(self, t, mean, cov, x):
         f = self.derivation().functions["velocity"]
         return f(t, x[:, None], mean[:, None], cov, *self._args())[:, 0]
@@ -170,7 +185,7 @@ class DerivedField(Field):
         # The generated flow_rhs forms Q Phi, K Phi first (accurate where Sigma collapses); only
         # when the closure is the generated one (subclasses may override _closure).
         f = self.derivation().functions.get("flow_rhs")
-        if f is None or type(self)._closure is not DerivedField._closure:
+        if f is None or not self._closure_is_generated():
             return super()._flow_rhs(t, mean, Phi, cov0)
         dm, dPhi = f(t, mean[:, None], Phi, cov0, *self._args())
         return dm[:, 0], dPhi

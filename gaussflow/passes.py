@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .solve import _status
+from .solve import status_of
 
-#: The raw outputs ``solve._status`` reads.
+#: The raw outputs ``solve.status_of`` reads.
 SCALARS = ("event_nonfinite", "event_blowup", "event_domain", "result", "finite_ahead")
 
 
@@ -53,7 +53,7 @@ def solver_name(solver) -> str:
 
 def used_up(raw) -> np.ndarray:
     """Indices of the members whose status is ``"max_steps"``."""
-    status = [_status({k: raw[k][i] for k in SCALARS}) for i in range(len(raw["t_stop"]))]
+    status = [status_of({k: raw[k][i] for k in SCALARS}) for i in range(len(raw["t_stop"]))]
     return np.flatnonzero(np.array(status) == "max_steps")
 
 

@@ -23,9 +23,9 @@ step's dense output, the event tested at the state after each step, ``max_steps`
 The first step and the step controller are ``gf.solve``'s (:func:`gaussflow.solve.first_step`,
 :class:`gaussflow.solve.FiniteErrorPID`). So a member's values agree with
 :func:`gaussflow.solve` to rounding (batched and single products may round differently), and its
-status, stop time and blow-up estimate are computed by the same formulas (``solve._integrate``):
-the raw per-member dictionary this module returns is the one ``solve._status`` /
-``solve._trajectory`` read.
+status, stop time and blow-up estimate are computed by the same formulas (``solve.integrate_closure``):
+the raw per-member dictionary this module returns is the one ``solve.status_of`` /
+``solve.trajectory_of`` read.
 
 **State.** The flow-map state of :mod:`gaussflow.solve`: ``y = (mean, Phi)``,
 ``Sigma = Phi Sigma0 Phi^T``; with ``time_scale="log"`` the solver steps in
@@ -47,7 +47,7 @@ import numpy as np
 
 from .passes import pow2_at_most, run_schedule, schedule
 from .field import StaticKey, cov_from_flow
-from .solve import BLOWUP_TAU_RATIO, FiniteErrorPID, _trace, first_step
+from .solve import BLOWUP_TAU_RATIO, FiniteErrorPID, trace_total, first_step
 
 _OK = int(diffrax.RESULTS.successful._value)
 _EVENT = int(diffrax.RESULTS.event_occurred._value)
@@ -71,7 +71,7 @@ def _field_closure(field, t, mean, S):
 
 # -------------------------------------------------------------------- one member's functions
 class _Member:
-    """The vector field and stop flags of one member (as in ``solve._integrate``)."""
+    """The vector field and stop flags of one member (as in ``solve.integrate_closure``)."""
 
     def __init__(self, field, cov0, scale, t0, thr, log):
         self.field, self.cov0, self.scale, self.t0, self.thr, self.log = \
@@ -95,7 +95,7 @@ class _Member:
         (dm, J), ok = _field_closure(self.field, t, mean, S)
         finite = (jnp.all(jnp.isfinite(mean)) & jnp.all(jnp.isfinite(Phi))
                   & jnp.all(jnp.isfinite(dm)) & jnp.all(jnp.isfinite(J)))
-        f = _trace(S) / self.scale
+        f = trace_total(S) / self.scale
         fp = 2.0 * jnp.sum(J * jnp.swapaxes(S, -1, -2)) / self.scale
         tau = f / jnp.where(fp > 0, fp, jnp.inf)
         blowup = (f > self.thr) & (fp > 0) & (tau < BLOWUP_TAU_RATIO * (t - self.t0))
@@ -144,7 +144,7 @@ class Engine:
         s0, s1 = targs["s0"], targs["s1"]
 
         def one(fd, m, c):
-            scale = jnp.maximum(_trace(c), 1e-300)
+            scale = jnp.maximum(trace_total(c), 1e-300)
             mem = self._member(fshared if fd is None else fd, c, scale, targs)
             terms = diffrax.ODETerm(mem.vf)
             y0 = (m, jnp.broadcast_to(jnp.eye(c.shape[-1]), c.shape).astype(c.dtype))
@@ -283,12 +283,12 @@ class Engine:
         return dict(slots, member=jnp.zeros(pool, jnp.int32)), jnp.zeros(pool, bool)
 
     def finalize(self, queue, fshared, out, targs):
-        """The raw per-member dictionary of ``solve._integrate`` (vmapped over the chunk)."""
+        """The raw per-member dictionary of ``solve.integrate_closure`` (vmapped over the chunk)."""
         fq, means0, covs0 = queue
         s0, s1, t1 = targs["s0"], targs["s1"], targs["t1"]
 
         def one(fd, c, o):
-            scale = jnp.maximum(_trace(c), 1e-300)
+            scale = jnp.maximum(trace_total(c), 1e-300)
             mem = self._member(fshared if fd is None else fd, c, scale, targs)
             s_stop = o["s_stop"]
             t_stop = jnp.where(s_stop >= s1, t1, mem.to_t(s_stop)) if self.log else s_stop

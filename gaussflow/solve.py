@@ -58,7 +58,7 @@ _SOLVERS = {
 BLOWUP_TAU_RATIO = 1e-3
 
 
-def _resolve_solver(solver):
+def resolve_solver(solver):
     if solver is None:
         return diffrax.Tsit5()
     if isinstance(solver, str):
@@ -72,7 +72,7 @@ def _resolve_solver(solver):
     raise TypeError(f"solver must be a diffrax solver or a name, got {type(solver).__name__}")
 
 
-def _trace(S):
+def trace_total(S):
     return jnp.trace(S, axis1=-2, axis2=-1).sum()
 
 
@@ -158,14 +158,14 @@ TIME_SCALES = ("linear", "log")
 
 
 @eqx.filter_jit
-def _integrate(field, mean0, cov0, t0, t1, ts, solver, rtol, atol, max_steps, threshold,
+def integrate_closure(field, mean0, cov0, t0, t1, ts, solver, rtol, atol, max_steps, threshold,
                progress_meter, adjoint, time_scale="linear"):
     """Jitted core: returns a dict of arrays (shapes fixed by ``ts``).
 
     ``time_scale="log"``: the solver steps in ``s = log(1 + t - t0)`` (``dy/ds = (1 + t - t0)
     dy/dt``), where power-law approaches ``t^{-p}`` become exponentials ``e^{-p s}``.
     """
-    scale = jnp.maximum(_trace(cov0), 1e-300)
+    scale = jnp.maximum(trace_total(cov0), 1e-300)
     log = time_scale == "log"
 
     def to_t(s):
@@ -192,7 +192,7 @@ def _integrate(field, mean0, cov0, t0, t1, ts, solver, rtol, atol, max_steps, th
         dm, J = _closure_at(field, t, mean, S)
         finite = (jnp.all(jnp.isfinite(mean)) & jnp.all(jnp.isfinite(Phi))
                   & jnp.all(jnp.isfinite(dm)) & jnp.all(jnp.isfinite(J)))
-        f = _trace(S) / scale
+        f = trace_total(S) / scale
         fp = 2.0 * jnp.sum(J * jnp.swapaxes(S, -1, -2)) / scale
         tau = f / jnp.where(fp > 0, fp, jnp.inf)
         blowup = (f > threshold) & (fp > 0) & (tau < BLOWUP_TAU_RATIO * (t - t0))
@@ -239,7 +239,7 @@ def _integrate(field, mean0, cov0, t0, t1, ts, solver, rtol, atol, max_steps, th
     }
 
 
-def _status(out) -> str:
+def status_of(out) -> str:
     if bool(out["event_nonfinite"]):
         return "nonfinite"
     if bool(out["event_blowup"]):
@@ -307,7 +307,7 @@ def check_solver_options(rtol, atol, blowup_threshold, max_steps):
     return rtol, atol, thr
 
 
-def _check_field_state(field, g0):
+def check_field_state(field, g0):
     from .field import Field
 
     if not isinstance(field, Field):
@@ -341,7 +341,7 @@ def solve(field, g0, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
 
     Returns a :class:`Trajectory`; never raises on numerical events (see the module docstring).
     """
-    _check_field_state(field, g0)
+    check_field_state(field, g0)
     t0, t1, ts_arr = check_times(t0, t1, ts)
     rtol, atol, thr = check_solver_options(rtol, atol, blowup_threshold, max_steps)
     if getattr(field, "time_dependent", False):
@@ -351,7 +351,7 @@ def solve(field, g0, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
                              f"{end}); lengthen the last layer or pass a smaller t1")
     if time_scale not in TIME_SCALES:
         raise ValueError(f"time_scale must be one of {TIME_SCALES}, got {time_scale!r}")
-    solver = _resolve_solver(solver)
+    solver = resolve_solver(solver)
     if ts_arr is None:
         ts_arr = np.linspace(t0, t1, 101)
     meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
@@ -362,11 +362,11 @@ def solve(field, g0, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
         return _solve_schedule(field, g0, t0, t1, ts_arr, run, time_scale)
     positional = getattr(g0, "positional", False)  # gf.PositionalGaussians: (B, d), (B, d, d)
     mean0, cov0 = (g0.means, g0.covs) if positional else (g0.mean, g0.cov)
-    out = _integrate(field, mean0, cov0, jnp.asarray(t0), jnp.asarray(t1),
+    out = integrate_closure(field, mean0, cov0, jnp.asarray(t0), jnp.asarray(t1),
                      jnp.asarray(ts_arr), *run, time_scale=time_scale)
     if not is_concrete(out["cov_end"]):  # under jax.grad / jit / vmap
         return _traced_trajectory(out, field)
-    tr = _trajectory(out, ts_arr, field, t0)
+    tr = trajectory_of(out, ts_arr, field, t0)
     if positional:
         tr.extra["positional"] = type(g0)
     return tr
@@ -397,10 +397,10 @@ def _solve_schedule(layers, g0, t0, t1, ts_arr, run, time_scale="linear") -> Tra
         added = len(seg) == 0 or seg[-1] < b
         seg = np.append(seg, b) if added else seg
         thr_i = thr * scale0 / max(float(np.trace(np.asarray(cov))), 1e-300)
-        out = _integrate(f, mean, cov, jnp.asarray(a), jnp.asarray(b), jnp.asarray(seg),
+        out = integrate_closure(f, mean, cov, jnp.asarray(a), jnp.asarray(b), jnp.asarray(seg),
                          solver, rtol, atol, max_steps, jnp.asarray(max(thr_i, 1.0 + 1e-12)), meter,
                          adjoint, time_scale=time_scale)
-        tr = _trajectory(out, seg, f, a)
+        tr = trajectory_of(out, seg, f, a)
         steps += tr.num_steps
         n = len(tr.ts) - (1 if added and not last and tr.status == "completed" else 0)
         ts_all.append(tr.ts[:n])
@@ -414,9 +414,9 @@ def _solve_schedule(layers, g0, t0, t1, ts_arr, run, time_scale="linear") -> Tra
                       blowup_time=tr.blowup_time, num_steps=steps, field_name=layers.name)
 
 
-def _trajectory(out, ts_arr, field, t0) -> Trajectory:
+def trajectory_of(out, ts_arr, field, t0) -> Trajectory:
     out = jax.tree_util.tree_map(np.asarray, out)
-    status = _status(out)
+    status = status_of(out)
     t_stop = float(out["t_stop"])
     n = len(ts_arr)
     ts, means, covs = out["ts"][:n], out["means"][:n], out["covs"][:n]

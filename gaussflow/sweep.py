@@ -10,7 +10,7 @@ those of the fields themselves. Two methods:
   pool of slots each taking diffrax steps (solver ``step``, ``PIDController``) for one member
   and loading the next pending member when it finishes; slow members move to smaller pools.
   No member waits for another.
-- ``"vmap"`` (default on several devices): ``solve._integrate`` (``diffrax.diffeqsolve``) under
+- ``"vmap"`` (default on several devices): ``solve.integrate_closure`` (``diffrax.diffeqsolve``) under
   ``jax.vmap`` in chunks, each chunk split over all ``jax.devices()`` with ``jax.shard_map`` on
   a one-dimensional mesh (every device runs its own while-loop); a chunk runs as many steps as
   its slowest member.
@@ -50,7 +50,7 @@ from ._checks import SYM_TOL, as_array, check_times, positive_int, psd_tolerance
 from .field import StaticKey
 from .gaussian import Gaussian
 from .passes import SCALARS, run_schedule, schedule
-from .solve import (TIME_SCALES, _integrate, _resolve_solver, _status, _trajectory,
+from .solve import (TIME_SCALES, integrate_closure, resolve_solver, status_of, trajectory_of,
                     check_solver_options)
 
 _AXIS = "batch"
@@ -61,7 +61,7 @@ _COMPILED: dict = {}
 
 # ------------------------------------------------------------------------------ batched core
 def _core(dyn, t0, t1, ts, *, static, field_batched, state_batched, mesh):
-    """``dyn = (field arrays, means0, covs0)``; vmapped (and shard_mapped) ``solve._integrate``."""
+    """``dyn = (field arrays, means0, covs0)``; vmapped (and shard_mapped) ``solve.integrate_closure``."""
     global _TRACES
     _TRACES += 1
     field_static, solver, rtol, atol, max_steps, thr, adjoint, time_scale = static
@@ -72,7 +72,7 @@ def _core(dyn, t0, t1, ts, *, static, field_batched, state_batched, mesh):
         field = eqx.combine(field_dyn, field_static.tree)
 
         def one(f, m, c):
-            return _integrate(f, m, c, t0, t1, ts, solver, rtol, atol, max_steps, thr, meter,
+            return integrate_closure(f, m, c, t0, t1, ts, solver, rtol, atol, max_steps, thr, meter,
                               adjoint, time_scale=time_scale)
 
         axes = (0 if field_batched else None, 0 if state_batched else None,
@@ -168,9 +168,9 @@ class SweepResult:
     def member(self, i: int):
         """Member ``i`` as a :class:`~gaussflow.Trajectory` (the same as ``gf.solve`` gives)."""
         out = {k: v[i] for k, v in self.raw.items()}
-        class _Named:  # _trajectory only reads the field's name
+        class _Named:  # trajectory_of only reads the field's name
             name = self.field_name
-        return _trajectory(out, self.ts, _Named, self.t0)
+        return trajectory_of(out, self.ts, _Named, self.t0)
 
     def counts(self) -> dict:
         """``{status: number of members}``."""
@@ -373,7 +373,7 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
     tail_chunk_size = positive_int("tail_chunk_size", tail_chunk_size, allow_none=True)
     stiff_steps = positive_int("stiff_steps", stiff_steps, allow_none=True)
     passes = [int(max_steps)] if first is None or first >= max_steps else [first, int(max_steps)]
-    solver = _resolve_solver(solver)
+    solver = resolve_solver(solver)
     if ts_arr is None:
         ts_arr = np.linspace(t0, t1, 101)
     devices = list(jax.devices() if devices is None else devices)
@@ -384,7 +384,7 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
         method = "queue" if ndev == 1 else "vmap"
     if method not in ("queue", "vmap"):
         raise ValueError(f"method must be 'queue' or 'vmap', got {method!r}")
-    stiff = None if stiff_solver is None else _resolve_solver(stiff_solver)
+    stiff = None if stiff_solver is None else resolve_solver(stiff_solver)
     if stiff is not None and type(stiff) is type(solver):
         stiff = None
     if method == "queue":
@@ -455,9 +455,9 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
 
 def _result(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk, solvers,
             method) -> SweepResult:
-    """Per-member statuses and masks, with the rules of ``solve._trajectory``."""
+    """Per-member statuses and masks, with the rules of ``solve.trajectory_of``."""
     B, n = raw["t_stop"].shape[0], len(ts_arr)
-    status = np.array([_status({k: raw[k][i] for k in SCALARS}) for i in range(B)],
+    status = np.array([status_of({k: raw[k][i] for k in SCALARS}) for i in range(B)],
                       dtype=object)
     t_stop = raw["t_stop"].astype(float)
     saved_t = raw["ts"][:, :n]

@@ -80,7 +80,7 @@ def test_approximate_variant_names_its_projection(custom):
     rep = gf.validate(f, g0, 0.5, n_particles=(128, 512), seeds=(0, 1))
     assert rep.verdict == "approximate"
     # The closure's error against particles is measured and small at moderate scores.
-    assert max(rep.cov.central) < 0.05, str(rep)
+    assert max(rep.cov.rms) < 0.05, str(rep)
 
 
 def test_declaration_errors_are_clear():

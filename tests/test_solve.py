@@ -182,12 +182,12 @@ def test_solver_core_has_no_host_callbacks():
     code = """
 import diffrax, equinox as eqx, jax.numpy as jnp, numpy as np
 import gaussflow as gf
-from gaussflow.solve import _integrate
+from gaussflow.solve import integrate_closure
 term = diffrax.ODETerm(lambda t, y, a: -y)
 diffrax.diffeqsolve(term, diffrax.Tsit5(), 0.0, 1.0, 0.1, jnp.ones(2),
                     saveat=diffrax.SaveAt(ts=jnp.linspace(0.0, 1.0, 3)))
 field = gf.Softmax(np.eye(2), -np.eye(2), np.eye(2))
-jaxpr = eqx.filter_make_jaxpr(_integrate)(
+jaxpr = eqx.filter_make_jaxpr(integrate_closure)(
     field, jnp.zeros(2), 0.5 * jnp.eye(2), jnp.asarray(0.0), jnp.asarray(1.0),
     jnp.linspace(0.0, 1.0, 3), diffrax.Tsit5(), 1e-8, 1e-10, 64, 1e8,
     diffrax.NoProgressMeter(), diffrax.RecursiveCheckpointAdjoint())[0]

@@ -10,7 +10,8 @@ A variant is a subclass that states, as class attributes:
   none with a weight function), which owns both the derivation rule and the particle evaluation;
 - ``value`` (optional): the value matrix ``M`` of the value map ``y -> M y`` (default ``W_O V``);
 - ``defaults`` (optional): default values by parameter name (``"identity"`` for a square matrix),
-  ``keywords`` (optional): keyword names of scalar parameters whose SymPy names differ.
+  ``keywords`` (optional): keyword names of scalar parameters whose SymPy names differ,
+  ``notes`` (optional): remarks appended to the derivation's document.
 
 From that alone: the derivation (steps, LaTeX, Markdown, exact or the named moment projection),
 the generated JAX, the constructor (matrices positional in the order ``Q, K, V, W_O``, then the
@@ -65,6 +66,7 @@ class Attention(DerivedField):
     normalisation: ClassVar = None
     defaults: ClassVar[dict] = {}
     keywords: ClassVar[dict] = {}
+    notes: ClassVar[tuple] = ()
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -232,7 +234,7 @@ class Attention(DerivedField):
     # -- derivation -----------------------------------------------------------------------
     @classmethod
     def _derive(cls):
-        return cls.normalisation.derive(cls.name, cls.score, cls.value)
+        return cls.normalisation.derive(cls.name, cls.score, cls.value, tuple(cls.notes))
 
     @classmethod
     def particle_score(cls):
@@ -283,6 +285,9 @@ class Attention(DerivedField):
     def _margin(self, t, mean, cov):
         M = self.derivation().functions["integrability"](t, mean[:, None], cov, *self._args())
         return jnp.linalg.eigvalsh((M + M.T) / 2)[0]
+
+    def _closure_is_generated(self) -> bool:
+        return "integrability" not in self.derivation().functions
 
     def _closure(self, t, mean, cov):
         dm, J = super()._closure(t, mean, cov)

@@ -41,8 +41,9 @@ class Normalisation:
     supports_mask: ClassVar[bool] = False
     weight: str = "exp"
 
-    def derive(self, name, score, value):
-        """The :class:`~gaussflow.derive.Derivation` of a declaration with this normalisation."""
+    def derive(self, name, score, value, notes=()):
+        """The :class:`~gaussflow.derive.Derivation` of a declaration with this normalisation
+        (``notes``: the declaration's own remarks, appended to the document)."""
         raise NotImplementedError
 
     def particle_velocity(self, sc, ctx, positions=None, log_a=None):
@@ -77,8 +78,8 @@ class SoftmaxNormalisation(Normalisation):
     kind = "softmax"
     supports_mask = True
 
-    def derive(self, name, score, value):
-        return derive_normalised_exp(name, score, value)
+    def derive(self, name, score, value, notes=()):
+        return derive_normalised_exp(name, score, value, notes)
 
     def particle_velocity(self, sc, ctx, positions=None, log_a=None):
         m, l, acc = _p.row_pass(sc, _p.add_bias(log_a, sc.key_const), positions, ctx)
@@ -95,8 +96,8 @@ class SinkhornNormalisation(Normalisation):
 
     kind = "sinkhorn"
 
-    def derive(self, name, score, value):
-        return derive_sinkhorn(name, score, value)
+    def derive(self, name, score, value, notes=()):
+        return derive_sinkhorn(name, score, value, notes)
 
     def particle_velocity(self, sc, ctx, positions=None, log_a=None):
         if positions is not None:
@@ -134,12 +135,12 @@ class NoNormalisation(Normalisation):
     def supports_mask(self):  # type: ignore[override]
         return self.weight == "linear"
 
-    def derive(self, name, score, value):
+    def derive(self, name, score, value, notes=()):
         if self.weight == "exp":
-            return derive_unnormalised_exp(name, score, value)
+            return derive_unnormalised_exp(name, score, value, notes)
         if self.weight == "sigmoid":
-            return derive_sigmoid(name, score, value)
-        return derive_linear(name, score, value)
+            return derive_sigmoid(name, score, value, notes)
+        return derive_linear(name, score, value, notes)
 
     def particle_velocity(self, sc, ctx, positions=None, log_a=None):
         n = sc.q.shape[0]

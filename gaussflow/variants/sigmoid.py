@@ -35,4 +35,6 @@ class Sigmoid(Attention):
     normalisation = NoNormalisation("sigmoid")
     defaults = {"W_O": "identity", bias.name: 0.0}
     keywords = {bias.name: "bias"}
+    notes = ("Bias: a layer over n tokens is n times this field; with b = -log n, "
+             "n sigma(s - log n) -> e^s as n grows (the unnormalised field).",)
     example_scales = {bias.name: -1.0}

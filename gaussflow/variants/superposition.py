@@ -11,7 +11,7 @@ import functools
 import jax.numpy as jnp
 
 from ..derive.engine import sum_derivations
-from ..field import Field, realise
+from ..field import Field, realise, register_sum
 
 
 class SumDerivation:
@@ -124,3 +124,6 @@ class Sum(Field):
 
     def _domain_ok(self, t, mean, cov):
         return functools.reduce(jnp.logical_and, [p._domain_ok(t, mean, cov) for p in self.parts])
+
+
+register_sum(Sum)
