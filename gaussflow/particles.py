@@ -651,7 +651,7 @@ def simulate_batch(field, x0s, ts, *, t0=0.0, n_valid=None, positions=None, caus
     (weight zero: it does not act on the others), so clouds of different sizes share one
     compilation. Returned trajectories hold the valid particles only.
     """
-    from .solve import _resolve_solver
+    from .solve import resolve_solver
 
     x0s = as_array("x0s", x0s, ndim=3)
     B, n, d = x0s.shape
@@ -689,7 +689,7 @@ def simulate_batch(field, x0s, ts, *, t0=0.0, n_valid=None, positions=None, caus
     else:
         nv = [n] * B
     ctx = Context(block=block, dense=bool(dense), sinkhorn_tol=stol, sinkhorn_max_iter=smax)
-    solver = _resolve_solver(solver)
+    solver = resolve_solver(solver)
 
     segs = _segments(field)
     if segs is None:

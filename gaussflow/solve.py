@@ -58,7 +58,9 @@ _SOLVERS = {
 BLOWUP_TAU_RATIO = 1e-3
 
 
-def _resolve_solver(solver):
+def resolve_solver(solver):
+    """``solver`` as a diffrax solver: ``None`` -> ``Tsit5()``, a name from ``_SOLVERS``, or a
+    diffrax solver instance (returned as is); anything else is refused."""
     if solver is None:
         return diffrax.Tsit5()
     if isinstance(solver, str):
@@ -307,7 +309,8 @@ def check_solver_options(rtol, atol, blowup_threshold, max_steps):
     return rtol, atol, thr
 
 
-def _check_field_state(field, g0):
+def check_field_state(field, g0):
+    """TypeError unless ``field`` is a gaussflow field; then the field's own check of ``g0``."""
     from .field import Field
 
     if not isinstance(field, Field):
@@ -341,7 +344,7 @@ def solve(field, g0, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
 
     Returns a :class:`Trajectory`; never raises on numerical events (see the module docstring).
     """
-    _check_field_state(field, g0)
+    check_field_state(field, g0)
     t0, t1, ts_arr = check_times(t0, t1, ts)
     rtol, atol, thr = check_solver_options(rtol, atol, blowup_threshold, max_steps)
     if getattr(field, "time_dependent", False):
@@ -351,7 +354,7 @@ def solve(field, g0, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
                              f"{end}); lengthen the last layer or pass a smaller t1")
     if time_scale not in TIME_SCALES:
         raise ValueError(f"time_scale must be one of {TIME_SCALES}, got {time_scale!r}")
-    solver = _resolve_solver(solver)
+    solver = resolve_solver(solver)
     if ts_arr is None:
         ts_arr = np.linspace(t0, t1, 101)
     meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()

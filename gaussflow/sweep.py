@@ -50,8 +50,8 @@ from ._checks import SYM_TOL, as_array, check_times, positive_int, psd_tolerance
 from .field import StaticKey
 from .gaussian import Gaussian
 from .passes import SCALARS, run_schedule, schedule
-from .solve import (TIME_SCALES, _integrate, _resolve_solver, _status, _trajectory,
-                    check_solver_options)
+from .solve import (TIME_SCALES, _integrate, _status, _trajectory, check_solver_options,
+                    resolve_solver)
 
 _AXIS = "batch"
 #: Lowerings of the batched core so far (one per compilation; see :func:`cache_info`).
@@ -373,7 +373,7 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
     tail_chunk_size = positive_int("tail_chunk_size", tail_chunk_size, allow_none=True)
     stiff_steps = positive_int("stiff_steps", stiff_steps, allow_none=True)
     passes = [int(max_steps)] if first is None or first >= max_steps else [first, int(max_steps)]
-    solver = _resolve_solver(solver)
+    solver = resolve_solver(solver)
     if ts_arr is None:
         ts_arr = np.linspace(t0, t1, 101)
     devices = list(jax.devices() if devices is None else devices)
@@ -384,7 +384,7 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
         method = "queue" if ndev == 1 else "vmap"
     if method not in ("queue", "vmap"):
         raise ValueError(f"method must be 'queue' or 'vmap', got {method!r}")
-    stiff = None if stiff_solver is None else _resolve_solver(stiff_solver)
+    stiff = None if stiff_solver is None else resolve_solver(stiff_solver)
     if stiff is not None and type(stiff) is type(solver):
         stiff = None
     if method == "queue":

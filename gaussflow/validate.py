@@ -304,10 +304,10 @@ def validate(field, g0, t1, n_particles=(256, 1024, 4096), seeds=(0, 1, 2, 3, 4)
 
     Returns a :class:`ValidationReport`.
     """
-    from .solve import _check_field_state, solve
+    from .solve import check_field_state, solve
 
     masked = _check_positional(field, g0, "field")
-    _check_field_state(field, g0)
+    check_field_state(field, g0)
     t1 = float(as_scalar("t1", t1, positive=True))
     ns = _check_sizes(n_particles, g0.dim, "tokens per block in " if masked else "")
     seeds = _check_seeds(seeds)
@@ -338,7 +338,7 @@ def validate(field, g0, t1, n_particles=(256, 1024, 4096), seeds=(0, 1, 2, 3, 4)
     pfield = field if particle_field is None else particle_field
     if particle_field is not None:
         _check_positional(particle_field, g0, "particle_field")
-        _check_field_state(particle_field, g0)
+        check_field_state(particle_field, g0)
     started = time.time()
 
     if masked:  # causal clouds (B N, d) sorted by position; positions depend on N only
