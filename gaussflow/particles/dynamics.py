@@ -313,7 +313,8 @@ def simulate(field, x0, ts, *, t0=0.0, positions=None, causal=False, rtol=1e-8, 
     field : a gaussflow field (the same objects as the closures: ``gf.Softmax``, sums, ...).
     x0 : initial token positions, shape ``(N, d)`` (e.g. :func:`sample`).
     ts : save times, strictly increasing, ``ts[0] >= t0``; the run ends at ``ts[-1]``.
-    positions, causal : causal mask (see :mod:`gaussflow.particles`); ``positions`` (N,) overrides.
+    positions, causal : causal mask (see :mod:`gaussflow.particles`); ``positions`` (N,)
+        overrides.
     rtol, atol, solver, max_steps : diffrax ``PIDController`` tolerances, solver (default adaptive
         ``Tsit5``) and step budget.
     block : keys per block (default ``BLOCK_ELEMENTS // N``); ``dense=True`` uses the full score
