@@ -202,14 +202,14 @@ def test_zero_weight_padding_is_invisible(name, cloud):
     X = jnp.asarray(cloud)
     log_a = jnp.where(jnp.arange(37) < n, -np.log(n), -jnp.inf)
     ctx = P.Context(block=6, sinkhorn_tol=TOL)
-    padded = np.asarray(P._jit_velocity(f, X, None, ctx, log_a))[:n]
-    plain = np.asarray(P._jit_velocity(f, X[:n], None, ctx))
+    padded = np.asarray(P.jit_velocity(f, X, None, ctx, log_a))[:n]
+    plain = np.asarray(P.jit_velocity(f, X[:n], None, ctx))
     assert np.max(np.abs(padded - plain)) <= 1e-11
 
 
 def test_sinkhorn_marginals_and_iterations(cloud):
     f = FIELDS["sinkhorn"]
-    sc = P._Scores(P.kernel_spec(type(f)), f, jnp.asarray(cloud))
+    sc = P.Scores(P.kernel_spec(type(f)), f, jnp.asarray(cloud))
     la = jnp.full((37,), -np.log(37))
     g, it, err = P.sinkhorn_potentials(sc, la, P.Context(block=5, sinkhorn_tol=1e-12))
     assert 1 < int(it) < 1000 and float(err) <= 1e-12

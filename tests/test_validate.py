@@ -8,6 +8,7 @@ import pytest
 
 import gaussflow as gf
 from gaussflow.validate import example
+from gaussflow.validation_report import quantity_stats
 
 V = importlib.import_module("gaussflow.validate")  # the module (gf.validate is the function)
 
@@ -128,15 +129,15 @@ def _synthetic(c, b, seed=0, ns=(256, 1024, 4096), seeds=5):
 
 def test_statistics_on_synthetic_errors():
     ns, E = _synthetic(0.5, 0.0)
-    st = V._quantity(ns, E, True, BAND, 2.0, 1e-6)
+    st = quantity_stats(ns, E, True, BAND, 2.0, 1e-6)
     assert st.ok and BAND[0] <= st.slope <= BAND[1] and st.bias < 0.005
     ns, E = _synthetic(0.5, 0.02)  # a bias of 2%: plateau
-    st = V._quantity(ns, E, True, BAND, 2.0, 1e-6)
+    st = quantity_stats(ns, E, True, BAND, 2.0, 1e-6)
     assert not st.ok and st.slope > BAND[1]
     assert abs(st.bias - 0.02) < 0.004 and abs(st.mc_constant - 0.5) < 0.15
-    st = V._quantity(ns, E, False, BAND, 2.0, 1e-6)  # approximate: reports, no pass/fail
+    st = quantity_stats(ns, E, False, BAND, 2.0, 1e-6)  # approximate: reports, no pass/fail
     assert st.ok is None
-    st = V._quantity(ns, np.full((3, 2), 1e-9), True, BAND, 2.0, 1e-6)
+    st = quantity_stats(ns, np.full((3, 2), 1e-9), True, BAND, 2.0, 1e-6)
     assert st.at_floor and st.ok
 
 

@@ -18,10 +18,10 @@ from typing import ClassVar
 
 import jax.numpy as jnp
 
-from .. import particles as _p
 from .._checks import as_scalar, positive_int
 from ..derive.engine import derive_normalised_exp, derive_sinkhorn
 from ..derive.projection import derive_linear, derive_sigmoid, derive_unnormalised_exp
+from ..particles.kernels import add_bias, direct_pass, row_pass, sinkhorn_potentials
 from ..quadrature import Cubature
 
 #: Default points per axis of the tensor Gauss-Hermite cubature of sigmoid weights, by dimension
@@ -82,7 +82,7 @@ class SoftmaxNormalisation(Normalisation):
         return derive_normalised_exp(name, score, value, notes)
 
     def particle_velocity(self, sc, ctx, positions=None, log_a=None):
-        m, l, acc = _p.row_pass(sc, _p.add_bias(log_a, sc.key_const), positions, ctx)
+        m, l, acc = row_pass(sc, add_bias(log_a, sc.key_const), positions, ctx)
         return acc / l[:, None]
 
     def describe(self):
@@ -104,8 +104,8 @@ class SinkhornNormalisation(Normalisation):
             raise ValueError("causal masks are not supported with Sinkhorn normalisation")
         n = sc.q.shape[0]
         la = jnp.full((n,), -math.log(n)) if log_a is None else log_a
-        g, _, _ = _p.sinkhorn_potentials(sc, la, ctx)
-        m, l, acc = _p.row_pass(sc, _p.add_bias(g, sc.key_const), None, ctx)
+        g, _, _ = sinkhorn_potentials(sc, la, ctx)
+        m, l, acc = row_pass(sc, add_bias(g, sc.key_const), None, ctx)
         return acc / l[:, None]
 
     def describe(self):
@@ -146,11 +146,11 @@ class NoNormalisation(Normalisation):
         n = sc.q.shape[0]
         if self.weight != "exp":
             a = jnp.full((n,), 1.0 / n) if log_a is None else jnp.exp(log_a)
-            return _p.direct_pass(sc, a, ctx, positions)
+            return direct_pass(sc, a, ctx, positions)
         if positions is not None:
             raise ValueError("causal masks are not supported with unnormalised exp weights")
-        m, l, acc = _p.row_pass(sc, _p.add_bias(log_a, sc.key_const), None, ctx)
-        m = _p.add_bias(m, sc.row_const)
+        m, l, acc = row_pass(sc, add_bias(log_a, sc.key_const), None, ctx)
+        m = add_bias(m, sc.row_const)
         out = jnp.exp(m)[:, None] * acc
         return out / n if log_a is None else out
 

@@ -29,10 +29,10 @@ def add(sub):
 
 def cmd(args):
     from .._checks import as_scalar
-    from ..validate import _check_seeds, _check_sizes, example, validate
+    from ..validate import check_seeds, check_sizes, example, validate
 
     ns, seeds = int_list("n", args.n), int_list("seeds", args.seeds)
-    _check_sizes(ns, max(args.d, 1)), _check_seeds(seeds)  # before any work
+    check_sizes(ns, max(args.d, 1)), check_seeds(seeds)  # before any work
     try:
         as_scalar("t1", args.t1, positive=True)
     except ValueError as e:

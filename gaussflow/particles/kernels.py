@@ -1,0 +1,361 @@
+"""Attention kernels on a cloud: declarations to generated score code, and the block-wise passes.
+
+**Same declarations as the closures.** An attention class declares its log-weight
+``log k(x, y)`` (classmethod ``log_kernel()``, a SymPy ``(1, 1)`` expression in the column
+vectors ``x`` (query) and ``y`` (key)), its ``normalisation`` and its value map (``W_O V`` unless
+the class has a classmethod ``value_map()``). From the declaration we generate, once per class
+(:func:`kernel_spec`), JAX code for the pieces of the canonical form
+``log k = c0(x) + (H x + h0)^T y - 1/2 y^T P y`` (read off by the same rules the closures use),
+so a block of scores is ``c0(X)[:, None] + (X H^T + h0^T) Y^T - 1/2 rowsum((Y P) * Y)[None, :]``
+(:class:`Scores`); no score formula is written twice. Kernels that are not quadratic in ``y`` fall
+back to a generated pairwise function ``log_kernel(x, y)`` (vmapped over blocks).
+
+A per-weight-type hook (:data:`WEIGHT_HOOKS`, selected by the class attribute ``weight``,
+default ``"exp"``) turns a score ``s`` into the log-weight: ``"exp"``: ``log w = s``;
+``"sigmoid"``: ``log w = log sigmoid(s)``. Under normalisation ``"none"``, bounded weights listed
+in :data:`DIRECT_WEIGHTS` (sigmoid) are summed directly, ``sum_j a_j w(s_ij) v_j``, without the
+log-sum-exp stabilisation (which unbounded ``exp`` weights need; :func:`direct_pass`).
+
+**Memory.** Scores are computed block-wise with a numerically stable running log-sum-exp
+(``lax.scan`` over key blocks; never the full ``N x N`` matrix; :func:`row_pass`): peak extra
+memory is one ``N x block`` score block, ``block = max(1, BLOCK_ELEMENTS // N)`` keys by default
+(``BLOCK_ELEMENTS = 2**20``, i.e. 8 MiB of float64 scores; small blocks stay in cache).
+
+**Sinkhorn cost.** Each Sinkhorn iteration (:func:`sinkhorn_potentials`) is two block-wise passes
+over the ``N^2`` pairs (``O(N^2 d)`` flops, ``O(N block)`` memory); one velocity evaluation is
+``2 n_iter + 1`` passes. Iterations run (cold-started, ``f = 0``) until the largest relative
+violation of the row marginal, ``max_i |N sum_j pi_ij - 1|``, is below ``sinkhorn_tol`` (default
+``1e-10``) or ``sinkhorn_max_iter`` (default 1000) is reached. The count grows with the spread of
+the scores ``beta <Qx, Ky> / eps`` over the cloud; :func:`gaussflow.particles.simulate` reports the
+count (and the remaining marginal error) recomputed at every saved time.
+
+The normalisation objects (:mod:`gaussflow.attention.normalisation`) combine these passes into
+particle velocities; :class:`Context` says how they are evaluated.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field as dc_field
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+#: Score elements per block (float64): the block-wise passes hold one ``N x block`` block.
+BLOCK_ELEMENTS = 2**20
+
+#: Score -> log-weight, per weight type (class attribute ``weight`` of an attention class).
+WEIGHT_HOOKS: dict[str, Callable] = {
+    "exp": lambda s: s,
+    "sigmoid": jax.nn.log_sigmoid,
+}
+
+#: Bounded weights ``w(s)`` evaluated directly under normalisation ``"none"`` (no log-sum-exp:
+#: one ``w`` per pair instead of ``log w`` followed by ``exp``; 3-4 times faster for sigmoid).
+DIRECT_WEIGHTS: dict[str, Callable] = {
+    "sigmoid": jax.nn.sigmoid,
+    "linear": lambda s: s,  # linear attention: the score itself (may be negative)
+}
+
+NORMALISATIONS = ("softmax", "none", "sinkhorn")
+
+
+# ------------------------------------------------------------------- kernel declarations
+@dataclass(frozen=True)
+class KernelSpec:
+    """What the particle engine generated from an attention class's declaration."""
+
+    name: str
+    normalisation: str
+    weight: str
+    params: tuple  # parameter symbols, in the order of the generated functions' arguments
+    quadratic: bool  # scores from (H, h0, P, c0) blocks; else the pairwise log_kernel
+    p_zero: bool  # P == 0 (no key term)
+    c0_zero: bool  # c0 == 0 (no row term)
+    source: str  # the generated JAX source
+    functions: dict = dc_field(repr=False)
+
+    def param_values(self, field):
+        vals = field._param_values()
+        missing = [p.name for p in self.params if p.name not in vals]
+        if missing:
+            raise TypeError(f"{type(field).__name__}._param_values() lacks {missing}")
+        return [vals[p.name] for p in self.params]
+
+
+def is_attention(field) -> bool:
+    """Whether ``field`` is an attention declaration (a score and a normalisation object)."""
+    cls = type(field)
+    return (callable(getattr(cls, "particle_score", None))
+            and getattr(cls, "normalisation", None) is not None)
+
+
+@functools.cache
+def kernel_spec(cls) -> KernelSpec:
+    """Generate (once per class) the particle-score code from the declaration of ``cls``.
+
+    ``cls.particle_score()`` is the score ``s(x, y)`` (a SymPy ``(1, 1)`` expression of the
+    columns ``x``, ``y``, the parameters and the time ``t``), ``cls.value_map()`` the value matrix,
+    ``cls.normalisation`` a normalisation object (``kind`` and ``weight``). Every generated
+    function takes the time first.
+    """
+    norm = cls.normalisation
+    kind, weight = getattr(norm, "kind", None), getattr(norm, "weight", None)
+    if kind not in NORMALISATIONS:
+        raise TypeError(f"{cls.__name__}.normalisation must be a gaussflow normalisation object, "
+                        f"got {norm!r}")
+    lk, vm = cls.particle_score(), cls.value_map()
+    parts_src = cls.particle_source(lk, vm)
+    return KernelSpec(name=cls.__name__, normalisation=kind, weight=weight, **parts_src)
+
+
+# ----------------------------------------------------------------------- evaluation context
+@dataclass(frozen=True)
+class Context:
+    """How particle velocities are evaluated (hashable; static under ``jit``).
+
+    ``block``: keys per block (``None``: ``BLOCK_ELEMENTS // N``); ``dense``: compute the full
+    score matrix instead (reference implementation for tests, small N only);
+    ``sinkhorn_tol``/``sinkhorn_max_iter``: stopping rule of the Sinkhorn iterations.
+    Positions for causal masks are passed next to the context, as arrays.
+    """
+
+    block: int | None = None
+    dense: bool = False
+    sinkhorn_tol: float = 1e-10
+    sinkhorn_max_iter: int = 1000
+
+    def block_size(self, n):
+        b = self.block if self.block is not None else max(1, BLOCK_ELEMENTS // max(n, 1))
+        return int(max(1, min(b, n)))
+
+
+class Scores:
+    """Block log-weights of one attention field on the cloud ``X`` (queries = keys = X).
+
+    Fast path (``"exp"`` weights, quadratic kernel): ``log w_ij = q_i . y_j + kc_j + c0_i`` with
+    query features ``q = X H^T + h0^T``, key term ``kc_j = -1/2 y_j^T P y_j`` (folded into the key
+    bias) and row term ``c0_i`` (cancels under softmax/Sinkhorn normalisation; applied at the end
+    for ``"none"``). Otherwise the full score is formed before the weight hook.
+    """
+
+    def __init__(self, spec: KernelSpec, field, X, t=0.0):
+        self.spec = spec
+        vals = spec.param_values(field)
+        n, d = X.shape
+        fns = spec.functions
+        outs = fns["kernel_parts"](t, jnp.zeros((d, 1)), *vals)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        self.values = X @ jnp.broadcast_to(outs[-1], (d, d)).T  # v_j = W_O V y_j
+        self.hook = WEIGHT_HOOKS.get(spec.weight)
+        self.fast = spec.quadratic and spec.weight == "exp"
+        self.y = X
+        self.key_const = None  # (N,) or None
+        self.row_const = None  # (N,) or None
+        if spec.quadratic:
+            H = jnp.broadcast_to(outs[0], (d, d))
+            h0 = jnp.broadcast_to(outs[1], (d, 1))[:, 0]
+            self.q = X @ H.T + h0[None, :]
+            kc = None if spec.p_zero else -0.5 * jnp.sum((X @ jnp.broadcast_to(outs[2], (d, d)))
+                                                          * X, axis=1)
+            c0 = None if spec.c0_zero else jax.vmap(
+                lambda x: jnp.reshape(fns["kernel_c0"](t, x[:, None], *vals), ()))(X)
+            if self.fast:
+                self.key_const, self.row_const = kc, c0
+            else:
+                zero = jnp.zeros((n,))
+                self._kc = zero if kc is None else kc
+                self._c0 = zero if c0 is None else c0
+        else:
+            self.q = X
+            lk = fns["log_kernel"]
+            pair = lambda x, y: jnp.reshape(lk(t, x[:, None], y[:, None], *vals), ())  # noqa: E731
+            self._pair = jax.vmap(jax.vmap(pair, (None, 0)), (0, None))
+
+    def query_data(self):
+        """Per-query arrays the block logits need (sliced into blocks by the column pass)."""
+        if self.spec.quadratic and not self.fast:
+            return (self.q, self._c0)
+        return (self.q,)
+
+    def key_data(self):
+        if self.spec.quadratic and not self.fast:
+            return (self.y, self._kc)
+        return (self.y,)
+
+    def scores(self, qd, kd):
+        """Scores ``s_ij`` (before the weight hook) of query data ``qd`` against key data ``kd``."""
+        if self.spec.quadratic:
+            s = qd[0] @ kd[0].T
+            return s if self.fast else s + qd[1][:, None] + kd[1][None, :]
+        return self._pair(qd[0], kd[0])
+
+    def logits(self, qd, kd):
+        """Log-weights ``(a, b)`` of query data ``qd`` against key data ``kd`` (no biases)."""
+        s = self.scores(qd, kd)
+        return s if self.fast else self.hook(s)
+
+
+def add_bias(a, b):
+    """``a + b`` where either may be ``None`` (no bias)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b
+
+
+def _blocks(a, n_blocks, block, fill):
+    """Pad the leading axis of ``a`` to ``n_blocks * block`` with ``fill`` and split into blocks."""
+    pad = n_blocks * block - a.shape[0]
+    if pad:
+        a = jnp.concatenate([a, jnp.full((pad,) + a.shape[1:], fill, a.dtype)], axis=0)
+    return a.reshape((n_blocks, block) + a.shape[1:])
+
+
+def _scan_lse(n_out, xs, block_logits, dv=None):
+    """Running log-sum-exp over blocks: returns ``(m, l, acc)`` with
+    ``sum_j exp(logit_j) = exp(m) l`` and ``sum_j exp(logit_j) v_j = exp(m) acc`` per output row.
+
+    ``block_logits(x) -> (logits (n_out, B), -inf where excluded; values (B, dv) or None)``.
+    """
+
+    def body(carry, x):
+        m, l, acc = carry
+        s, v = block_logits(x)
+        m_new = jnp.maximum(m, jnp.max(s, axis=1))
+        m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+        p = jnp.exp(s - m_safe[:, None])
+        scale = jnp.exp(m - m_safe)
+        l = l * scale + jnp.sum(p, axis=1)
+        if dv is not None:
+            acc = acc * scale[:, None] + p @ v
+        return (m_new, l, acc), None
+
+    init = (jnp.full((n_out,), -jnp.inf), jnp.zeros((n_out,)), jnp.zeros((n_out, dv or 0)))
+    (m, l, acc), _ = jax.lax.scan(body, init, xs)
+    return m, l, acc
+
+
+def row_pass(sc: Scores, key_bias, positions, ctx: Context, with_values=True):
+    """For every query ``i``, over keys ``j`` (masked to ``positions[j] <= positions[i]`` when
+    given): ``(m_i, l_i, acc_i)`` of the logits ``log w_ij + key_bias_j`` (see :func:`_scan_lse`)."""
+    n = sc.q.shape[0]
+    dv = sc.values.shape[1] if with_values else None
+    qd, kd = sc.query_data(), sc.key_data()
+    if ctx.dense:
+        s = sc.logits(qd, kd)
+        if key_bias is not None:
+            s = s + key_bias[None, :]
+        if positions is not None:
+            s = jnp.where(positions[None, :] <= positions[:, None], s, -jnp.inf)
+        m = jnp.max(s, axis=1)
+        m_safe = jnp.where(jnp.isfinite(m), m, 0.0)
+        p = jnp.exp(s - m_safe[:, None])
+        acc = p @ sc.values if with_values else jnp.zeros((n, 0))
+        return m, jnp.sum(p, axis=1), acc
+    B = ctx.block_size(n)
+    nb = -(-n // B)
+    if nb * B != n and key_bias is None:
+        key_bias = jnp.zeros((n,))  # padded keys get bias -inf
+    xs = {"kd": tuple(_blocks(a, nb, B, 0.0) for a in kd)}
+    if key_bias is not None:
+        xs["kb"] = _blocks(key_bias, nb, B, -jnp.inf)
+    if with_values:
+        xs["v"] = _blocks(sc.values, nb, B, 0.0)
+    if positions is not None:
+        xs["kp"] = _blocks(positions, nb, B, jnp.inf)
+
+    def block_logits(x):
+        s = sc.logits(qd, x["kd"])
+        if "kb" in x:
+            s = s + x["kb"][None, :]
+        if "kp" in x:
+            s = jnp.where(x["kp"][None, :] <= positions[:, None], s, -jnp.inf)
+        return s, x.get("v")
+
+    return _scan_lse(n, xs, block_logits, dv)
+
+
+def direct_pass(sc: Scores, a, ctx: Context, positions=None):
+    """``sum_j a_j w(s_ij) v_j`` for every query ``i``, with a bounded or linear weight
+    ``w = DIRECT_WEIGHTS[weight]`` (block-wise over keys; ``a`` (N,) the key masses). With
+    ``positions``: the average over the prefix, ``sum_{j <= i} a_j w_ij v_j / sum_{j <= i} a_j``."""
+    w = DIRECT_WEIGHTS[sc.spec.weight]
+    n = sc.q.shape[0]
+    qd, kd = sc.query_data(), sc.key_data()
+    if positions is None:
+        mask = lambda kp: 1.0  # noqa: E731
+        kpos = jnp.zeros((n,))
+    else:
+        mask = lambda kp: (kp[None, :] <= positions[:, None]).astype(a.dtype)  # noqa: E731
+        kpos = positions
+    if ctx.dense:
+        aw = a[None, :] * mask(kpos)
+        acc, mass = (w(sc.scores(qd, kd)) * aw) @ sc.values, jnp.sum(aw * jnp.ones((n, n)), axis=1)
+    else:
+        B = ctx.block_size(n)
+        nb = -(-n // B)
+        xs = (tuple(_blocks(k, nb, B, 0.0) for k in kd), _blocks(a, nb, B, 0.0),
+              _blocks(sc.values, nb, B, 0.0), _blocks(kpos, nb, B, jnp.inf))
+
+        def body(carry, x):
+            acc, mass = carry
+            aw = x[1][None, :] * mask(x[3])
+            return (acc + (w(sc.scores(qd, x[0])) * aw) @ x[2],
+                    mass + jnp.sum(aw * jnp.ones((n, 1)), axis=1)), None
+
+        (acc, mass), _ = jax.lax.scan(body, (jnp.zeros((n, sc.values.shape[1])), jnp.zeros(n)), xs)
+    return acc if positions is None else acc / mass[:, None]
+
+
+def _row_lse(sc, key_bias, ctx):
+    m, l, _ = row_pass(sc, key_bias, None, ctx, with_values=False)
+    return m + jnp.log(l)
+
+
+def _col_lse(sc: Scores, query_bias, ctx: Context):
+    """For every key ``j``: ``log sum_i exp(log w_ij + query_bias_i)`` (block-wise over queries;
+    includes the key term ``kc_j`` of the fast path, excludes the row term ``c0_i``)."""
+    n = sc.q.shape[0]
+    qd, kd = sc.query_data(), sc.key_data()
+    if ctx.dense:
+        out = jax.scipy.special.logsumexp(sc.logits(qd, kd) + query_bias[:, None], axis=0)
+    else:
+        B = ctx.block_size(n)
+        nb = -(-n // B)
+        xs = (tuple(_blocks(a, nb, B, 0.0) for a in qd), _blocks(query_bias, nb, B, -jnp.inf))
+
+        def block_logits(x):
+            return (sc.logits(x[0], kd) + x[1][:, None]).T, None
+
+        m, l, _ = _scan_lse(n, xs, block_logits)
+        out = m + jnp.log(l)
+    return add_bias(out, sc.key_const)
+
+
+def sinkhorn_potentials(sc: Scores, log_a, ctx: Context):
+    """Log-domain Sinkhorn for the self-coupling of the weighted cloud ``sum_i a_i delta_{x_i}``.
+
+    Coupling ``pi_ij = exp(f_i + g_j + log w_ij)`` with both marginals ``a``:
+    ``g_j = log a_j - LSE_i(f_i + log w_ij)``, ``f_i = log a_i - LSE_j(g_j + log w_ij)``, from
+    ``f = log a``. Returns ``(g, n_iter, err)``; ``softmax_j(log w_ij + g_j)`` is then the
+    row-conditional of the coupling. ``err = max_i |sum_j pi_ij / a_i - 1|`` for the coupling of the
+    previous half-step (stopping rule ``err <= ctx.sinkhorn_tol``, at most ``ctx.sinkhorn_max_iter``).
+    """
+
+    def cond(st):
+        it, f, g, err = st
+        return (err > ctx.sinkhorn_tol) & (it < ctx.sinkhorn_max_iter)
+
+    def body(st):
+        it, f, g, err = st
+        g = log_a - _col_lse(sc, f, ctx)
+        f_new = log_a - _row_lse(sc, add_bias(g, sc.key_const), ctx)
+        dev = jnp.where(jnp.isfinite(f_new), jnp.expm1(f - f_new), 0.0)
+        return it + 1, f_new, g, jnp.max(jnp.abs(dev))
+
+    init = (jnp.asarray(0), log_a, jnp.zeros_like(log_a), jnp.asarray(jnp.inf))
+    it, f, g, err = jax.lax.while_loop(cond, body, init)
+    return g, it, err
