@@ -4,7 +4,7 @@ For each variant and three interaction strengths (beta small / moderate / large;
 weights), run ``gf.validate`` (for masked: on causal particles, ``n`` tokens per block) and
 print a Markdown table of the closure's bias over time: at every saved time the error ``e(N)``
 (cov: relative Frobenius; mean: in units of the spread, see
-:mod:`gaussflow.validate`) is fitted over cloud sizes and seeds as ``e^2 = b^2 + C^2 / N``; ``b``
+:mod:`gaussflow.validation`) is fitted over cloud sizes and seeds as ``e^2 = b^2 + C^2 / N``; ``b``
 is the bias, ``C / sqrt(N_max)`` the Monte Carlo noise left at the largest cloud (the table flags
 cells where it is not below the bias).
 
@@ -75,7 +75,7 @@ from scipy.optimize import nnls
 
 import gaussflow as gf
 from gaussflow import particles as P
-from gaussflow.validate import moment_errors
+from gaussflow.validation import moment_errors
 
 REGIMES = {"small": 0.25, "moderate": 0.5, "large": 1.0}
 #: Unnormalised (integrability margin of the closure at g0: 0.87, 0.80, 0.72). Not beta = 1: there

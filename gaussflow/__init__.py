@@ -11,17 +11,17 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from .gaussian import Gaussian, PositionalGaussians  # noqa: E402
-from .derive import Derivation, derive  # noqa: E402
+from .symbolic import Derivation, derive  # noqa: E402
 from . import attention  # noqa: E402
 from .attention import Attention, NoNormalisation, SinkhornNormalisation  # noqa: E402
 from .attention import SoftmaxNormalisation  # noqa: E402
 from .variants import EXPORTS as _VARIANT_CLASSES, Field  # noqa: E402
 
 globals().update(_VARIANT_CLASSES)  # every built-in variant class: gf.Softmax, gf.L2, ...
-from .solve import Trajectory, solve  # noqa: E402
-from .sweep import SweepResult, sweep  # noqa: E402
+from .integrate import Trajectory, solve  # noqa: E402
+from .batch import SweepResult, sweep  # noqa: E402
 from . import particles, theory  # noqa: E402
-from .validate import ValidationReport, validate  # noqa: E402
+from .validation import ValidationReport, validate  # noqa: E402
 from .weights import load_attention  # noqa: E402
 
 __version__ = "0.1.0"

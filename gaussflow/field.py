@@ -12,7 +12,7 @@ the time (depth) ``t``. Every field exposes, for ``mu = N(alpha, Sigma)``:
 
 These are pure JAX functions (traceable, differentiable, vmappable); fields are equinox Modules,
 hence pytrees. :class:`DerivedField` gets them from the generated code of its
-:class:`~gaussflow.derive.Derivation`, derived and compiled once per process (:func:`realise`).
+:class:`~gaussflow.symbolic.Derivation`, derived and compiled once per process (:func:`realise`).
 The public methods ``velocity``/``moment_rhs`` validate their inputs and run jitted versions.
 """
 
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from ._checks import as_array, as_scalar
 from .codegen import compile_source, generate_function
-from .derive.derivation import Derivation
+from .symbolic.derivation import Derivation
 from .gaussian import Gaussian
 
 
@@ -142,7 +142,7 @@ class DerivedField(Field):
     """A field whose closure is derived symbolically from a declaration.
 
     Subclasses implement the classmethod ``_derive()`` (returning a symbolic
-    :class:`~gaussflow.derive.Derivation`) and ``_param_values()`` (the numeric value of each
+    :class:`~gaussflow.symbolic.Derivation`) and ``_param_values()`` (the numeric value of each
     derivation parameter, by symbol name). ``derivation()`` realises it once per class and process.
     """
 
@@ -152,7 +152,7 @@ class DerivedField(Field):
 
     @classmethod
     def derivation(cls) -> Derivation:
-        """The class's :class:`~gaussflow.derive.Derivation`, with its generated JAX (once per process)."""
+        """The class's :class:`~gaussflow.symbolic.Derivation`, with its generated JAX (once per process)."""
         return _derivation_of(cls)
 
     def _param_values(self) -> dict:

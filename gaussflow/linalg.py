@@ -2,7 +2,7 @@
 
 :func:`sqrtm_psd` is the principal square root ``S = X^{1/2}`` of a symmetric positive
 semi-definite matrix ``X`` (``S`` symmetric PSD, ``S S = X``). It is what the generated code runs
-for the symbolic node :class:`~gaussflow.derive.special.SqrtPSD`, and what the cubature rules use
+for the symbolic node :class:`~gaussflow.symbolic.special.SqrtPSD`, and what the cubature rules use
 to map standard-normal nodes ``u`` to ``alpha + Sigma^{1/2} u``.
 """
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .solve import status_of
+from .integrate import status_of
 
 #: The raw outputs ``solve.status_of`` reads.
 SCALARS = ("event_nonfinite", "event_blowup", "event_domain", "result", "finite_ahead")

@@ -100,7 +100,7 @@ def save(fig, path_stem):
 
 def validation_errors(report, ax=None):
     """Closure-vs-particle error against the number of particles (log-log), for a
-    :class:`~gaussflow.validate.ValidationReport`: every seed (dots), the root mean square over
+    :class:`~gaussflow.validation.ValidationReport`: every seed (dots), the root mean square over
     seeds (line) and the ``N^{-1/2}`` Monte Carlo reference through the smallest ``N`` (dashed)."""
     fig, ax = _axes(ax, figsize=(5.5, 4))
     ns = np.asarray(report.n_particles, float)

@@ -20,14 +20,14 @@ reject, next step). gaussflow supplies the loop around them, written to take the
 as ``diffrax.diffeqsolve`` with a boolean event: a non-NaN error estimate, the end time clipped
 as diffrax clips it, a step counted whether accepted or rejected, save times written from the
 step's dense output, the event tested at the state after each step, ``max_steps`` steps at most.
-The first step and the step controller are ``gf.solve``'s (:func:`gaussflow.solve.first_step`,
-:class:`gaussflow.solve.FiniteErrorPID`). So a member's values agree with
+The first step and the step controller are ``gf.solve``'s (:func:`gaussflow.integrate.first_step`,
+:class:`gaussflow.integrate.FiniteErrorPID`). So a member's values agree with
 :func:`gaussflow.solve` to rounding (batched and single products may round differently), and its
 status, stop time and blow-up estimate are computed by the same formulas (``solve.integrate_closure``):
 the raw per-member dictionary this module returns is the one ``solve.status_of`` /
 ``solve.trajectory_of`` read.
 
-**State.** The flow-map state of :mod:`gaussflow.solve`: ``y = (mean, Phi)``,
+**State.** The flow-map state of :mod:`gaussflow.integrate`: ``y = (mean, Phi)``,
 ``Sigma = Phi Sigma0 Phi^T``; with ``time_scale="log"`` the solver steps in
 ``s = log(1 + t - t0)``.
 
@@ -47,7 +47,7 @@ import numpy as np
 
 from .passes import pow2_at_most, run_schedule, schedule
 from .field import StaticKey, cov_from_flow
-from .solve import BLOWUP_TAU_RATIO, FiniteErrorPID, trace_total, first_step
+from .integrate import BLOWUP_TAU_RATIO, FiniteErrorPID, trace_total, first_step
 
 _OK = int(diffrax.RESULTS.successful._value)
 _EVENT = int(diffrax.RESULTS.event_occurred._value)

@@ -32,7 +32,7 @@ import numpy as np
 
 from . import theory
 from .gaussian import Gaussian
-from .solve import solve
+from .integrate import solve
 from .study import trace_one_grid
 from .variants import L2, Layers, MultiHead, Sinkhorn, Softmax
 

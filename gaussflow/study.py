@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from .gaussian import Gaussian
-from .solve import solve
+from .integrate import solve
 from .variants import Softmax
 
 

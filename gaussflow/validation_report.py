@@ -5,7 +5,7 @@
 square over seeds, least-squares slope of its logarithm against ``log N`` with a jackknife
 standard error, Monte Carlo band ratio, bias fit ``e^2 = b^2 + C^2 / N``), the relative moment
 errors (:func:`moment_errors`) and the verdict (:func:`judge`). The protocol and the verdict rules
-are described in :mod:`gaussflow.validate`.
+are described in :mod:`gaussflow.validation`.
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ def moment_errors(means_p, covs_p, means_c, covs_c):
 
 def judge(ns, seeds, errors, statuses, stops, info, curves, exact, slope_band, band_factor,
           floor, t1):
-    """Statistics, verdict and reasons of a validation (rules: :mod:`gaussflow.validate`).
+    """Statistics, verdict and reasons of a validation (rules: :mod:`gaussflow.validation`).
 
     ``errors``: ``{"mean": E, "cov": E}`` with ``E[i, j]`` the max-over-time error of size
     ``ns[i]`` and seed ``seeds[j]`` (NaN where no save time was compared); ``statuses``:

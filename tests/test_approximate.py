@@ -16,7 +16,7 @@ import pytest
 
 import gaussflow as gf
 from gaussflow.quadrature import Cubature, gauss_hermite, logistic_gauss
-from gaussflow.validate import moment_errors
+from gaussflow.validation import moment_errors
 
 D = 2
 

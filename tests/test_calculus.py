@@ -5,8 +5,8 @@ import pytest
 import sympy as sp
 
 import gaussflow as gf
-from gaussflow.derive import symbols as S
-from gaussflow.derive.calculus import (
+from gaussflow.symbolic import symbols as S
+from gaussflow.symbolic.calculus import (
     NotAffineError,
     affine_closure,
     complete_the_square,

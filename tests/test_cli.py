@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from gaussflow.cli import main
-from gaussflow.derive import derive
+from gaussflow.symbolic import derive
 from gaussflow.variants import VARIANTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -11,8 +11,8 @@ from sympy import Identity, ImmutableMatrix, Inverse, MatrixSymbol
 
 import gaussflow as gf
 from gaussflow.codegen import compile_source, generate_function
-from gaussflow.derive.special import SqrtPSD
-from gaussflow.derive import symbols as S
+from gaussflow.symbolic.special import SqrtPSD
+from gaussflow.symbolic import symbols as S
 
 DIMS = {S.d: 3, S.k: 2, S.k_v: 4}
 

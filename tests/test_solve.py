@@ -182,7 +182,7 @@ def test_solver_core_has_no_host_callbacks():
     code = """
 import diffrax, equinox as eqx, jax.numpy as jnp, numpy as np
 import gaussflow as gf
-from gaussflow.solve import integrate_closure
+from gaussflow.integrate import integrate_closure
 term = diffrax.ODETerm(lambda t, y, a: -y)
 diffrax.diffeqsolve(term, diffrax.Tsit5(), 0.0, 1.0, 0.1, jnp.ones(2),
                     saveat=diffrax.SaveAt(ts=jnp.linspace(0.0, 1.0, 3)))
@@ -284,7 +284,7 @@ def test_nonfinite_trial_step_shrinks_the_step():
     next trial is shorter and finite (diffrax's stock controller returns a NaN step size)."""
     import sys
 
-    ctrl = sys.modules["gaussflow.solve"].FiniteErrorPID(rtol=1e-8, atol=1e-10)
+    ctrl = sys.modules["gaussflow.integrate"].FiniteErrorPID(rtol=1e-8, atol=1e-10)
     y0 = jnp.ones(3)
     state = (jnp.asarray(1.0), jnp.asarray(1.0), jnp.asarray(False))
     for bad in (jnp.nan, jnp.inf):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import gaussflow as gf
-from gaussflow.sweep import cache_info
+from gaussflow.batch import cache_info
 
 D, B, T1 = 3, 6, 4.0
 TS = np.linspace(0.0, T1, 9)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import gaussflow as gf
-from gaussflow.validate import example
+from gaussflow.validation import example
 from gaussflow.validation_report import quantity_stats
 
-V = importlib.import_module("gaussflow.validate")  # the module (gf.validate is the function)
+V = importlib.import_module("gaussflow.validation")  # the module (gf.validate is the function)
 
 D = 3
 T1 = 0.5

@@ -34,9 +34,9 @@ from sympy import MatrixExpr, MatrixSymbol, ZeroMatrix
 
 from .._checks import as_array, as_scalar
 from ..codegen import compile_source, generate_function
-from ..derive import symbols as S
-from ..derive.calculus import is_zero_matrix, jacobian, quadratic_coefficients, simplify_matrix
-from ..derive.derivation import order_params
+from ..symbolic import symbols as S
+from ..symbolic.calculus import is_zero_matrix, jacobian, quadratic_coefficients, simplify_matrix
+from ..symbolic.derivation import order_params
 from ..gaussian import example_state
 from ..field import DerivedField
 from .normalisation import Normalisation

@@ -1,7 +1,7 @@
 """Normalisations of attention weights. Each object owns the two things that must agree:
 
 - its **derivation rule** (:meth:`Normalisation.derive`): from the declared score ``s(x, y)`` and
-  value map to the Gaussian closure, through the rules of :mod:`gaussflow.derive`;
+  value map to the Gaussian closure, through the rules of :mod:`gaussflow.symbolic`;
 - its **particle evaluation** (:meth:`Normalisation.particle_velocity`): the same weights on a
   cloud of ``N`` tokens, through the block-wise passes of :mod:`gaussflow.particles`.
 
@@ -19,8 +19,8 @@ from typing import ClassVar
 import jax.numpy as jnp
 
 from .._checks import as_scalar, positive_int
-from ..derive.engine import derive_normalised_exp, derive_sinkhorn
-from ..derive.projection import derive_linear, derive_sigmoid, derive_unnormalised_exp
+from ..symbolic.engine import derive_normalised_exp, derive_sinkhorn
+from ..symbolic.projection import derive_linear, derive_sigmoid, derive_unnormalised_exp
 from ..particles.kernels import add_bias, direct_pass, row_pass, sinkhorn_potentials
 from ..quadrature import Cubature
 
@@ -42,7 +42,7 @@ class Normalisation:
     weight: str = "exp"
 
     def derive(self, name, score, value, notes=()):
-        """The :class:`~gaussflow.derive.Derivation` of a declaration with this normalisation
+        """The :class:`~gaussflow.symbolic.Derivation` of a declaration with this normalisation
         (``notes``: the declaration's own remarks, appended to the document)."""
         raise NotImplementedError
 

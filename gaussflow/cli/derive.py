@@ -25,7 +25,7 @@ def add(sub):
 
 def write_derivations(out_dir: str) -> list[str]:
     """Write ``out_dir/NAME.md`` for every registered variant; returns the paths."""
-    from ..derive import derive
+    from ..symbolic import derive
     from ..variants import VARIANTS
 
     os.makedirs(out_dir, exist_ok=True)
@@ -39,7 +39,7 @@ def write_derivations(out_dir: str) -> list[str]:
 
 
 def cmd(args):
-    from ..derive import derive
+    from ..symbolic import derive
     from ..variants import VARIANTS
 
     if args.out and not args.all:

@@ -17,7 +17,7 @@ unit disk when d = 2) as PNG and PDF.
 Weights and the initial Gaussian come from --input FILE (.npz or .json; JSON values are
 numbers or nested lists of numbers: no strings, null or true/false), from --checkpoint (a
 BERT-style safetensors layer, multihead only; the initial Gaussian is N(0, I) unless --input
-gives mean/cov), or are random (--d, --seed; the moderate weights of gaussflow.validate.example).
+gives mean/cov), or are random (--d, --seed; the moderate weights of gaussflow.validation.example).
 
 Keys of --input (all variants: cov (d, d) required; mean (d,) default 0; t1 > 0):
   softmax, unnormalized   Q (k, d), K (k, d), V (k_v, d); optional W_O (d, k_v), beta
@@ -92,7 +92,7 @@ def problem(args):
     if args.input:
         field, g0, t1 = problem_from_arrays(args.variant, read_arrays(args.input), args.input)
         return field, g0, t1, args.input
-    from ..validate import example
+    from ..validation import example
 
     if args.variant not in SOLVE_KEYS:
         raise UsageError(f"solve supports {', '.join(SOLVE_KEYS)}; got {args.variant!r}")
@@ -106,7 +106,7 @@ def cmd(args):
     import numpy as np
 
     from .. import plots
-    from ..solve import solve
+    from ..integrate import solve
 
     _check_options(args)
     field, g0, t1, source = problem(args)

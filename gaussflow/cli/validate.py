@@ -12,7 +12,7 @@ def add(sub):
                        description="Sample particles from a Gaussian, start the closure from their "
                        "empirical moments, integrate both and report the error against N (see "
                        "gaussflow.validate). Weights are random (--seed) and moderate (see "
-                       "gaussflow.validate.example). Exit code 1 if an exact closure is "
+                       "gaussflow.validation.example). Exit code 1 if an exact closure is "
                        "inconsistent or the check is inconclusive.",
                        **fmt("gaussflow validate softmax --d 3 --n 256,1024,4096 --out val/"))
     p.add_argument("variant", help="softmax, multihead, l2, sinkhorn, affine, sigmoid, unnormalized")
@@ -29,7 +29,7 @@ def add(sub):
 
 def cmd(args):
     from .._checks import as_scalar
-    from ..validate import check_seeds, check_sizes, example, validate
+    from ..validation import check_seeds, check_sizes, example, validate
 
     ns, seeds = int_list("n", args.n), int_list("seeds", args.seeds)
     check_sizes(ns, max(args.d, 1)), check_seeds(seeds)  # before any work

@@ -3,7 +3,7 @@
 :data:`RUNTIME` is everything generated code may name besides its own arguments and
 temporaries: the modules ``jnp`` (``jax.numpy``), ``jsp`` (``jax.scipy.special``), ``jax``, and
 one implementation per ``_jax_name`` of the symbolic nodes in
-:mod:`gaussflow.derive.special` (``_sqrtm_psd``: :func:`gaussflow.linalg.sqrtm_psd`;
+:mod:`gaussflow.symbolic.special` (``_sqrtm_psd``: :func:`gaussflow.linalg.sqrtm_psd`;
 ``_scalar``: the entry of a ``(1, 1)`` matrix; ``_logistic_gauss``:
 :func:`gaussflow.quadrature.logistic_gauss`; ``_gauss_expect``:
 :func:`gaussflow.quadrature.gauss_expect`). The printer refuses arguments named like any of them.

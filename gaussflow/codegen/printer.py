@@ -8,7 +8,7 @@ rules work on whole matrices: ``MatMul`` becomes ``@`` (ordered and shared by
 ``jnp.linalg.solve(B, Y)`` (never an explicit inverse when a solve serves), special functions map
 to ``jax.numpy`` / ``jax.scipy.special`` (SymPy's own JAX printer emits ``math.erf``, which breaks
 under ``jit``), and a symbolic node whose class has a ``_jax_name``
-(:mod:`gaussflow.derive.special`) prints as a call of that runtime name. Repeated sub-expressions
+(:mod:`gaussflow.symbolic.special`) prints as a call of that runtime name. Repeated sub-expressions
 are bound once to temporaries ``_t0, _t1, ...``. Vectors are ``(n, 1)`` columns, exactly as in the
 symbolic derivation; the field classes reshape at the boundary. Scalars print as float64 literals
 (``2`` as ``2.0``).
@@ -30,7 +30,7 @@ import sympy as sp
 from sympy import Identity, MatMul, MatrixSymbol, OneMatrix, ZeroMatrix
 from sympy.printing.codeprinter import CodePrinter
 
-from ..derive import symbols as S
+from ..symbolic import symbols as S
 from .compile import RUNTIME
 from .products import ProductRules
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy import Inverse, MatMul, MatPow, MatrixExpr, MatrixSymbol, Transpose
 
-from ..derive.special import SqrtPSD
+from ..symbolic.special import SqrtPSD
 
 #: Size assumed for a symbolic dimension when choosing the order of a matrix product.
 DIM_GUESS = 64

@@ -2,7 +2,7 @@
 
 ``N`` tokens ``x_1, ..., x_N`` in ``R^d`` move by ``dx_i/dt = Gamma[mu^N](x_i)`` where
 ``mu^N = (1/N) sum_j delta_{x_j}`` is their empirical measure; the Gaussian closures are the
-``N -> infinity`` limit of this system started from Gaussian samples (see :mod:`gaussflow.validate`).
+``N -> infinity`` limit of this system started from Gaussian samples (see :mod:`gaussflow.validation`).
 
 Modules:
 

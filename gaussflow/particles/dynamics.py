@@ -193,7 +193,7 @@ def simulate_batch(field, x0s, ts, *, t0=0.0, n_valid=None, positions=None, caus
     (weight zero: it does not act on the others), so clouds of different sizes share one
     compilation. Returned trajectories hold the valid particles only.
     """
-    from ..solve import resolve_solver
+    from ..integrate import resolve_solver
 
     x0s = as_array("x0s", x0s, ndim=3)
     B, n, d = x0s.shape

@@ -8,8 +8,8 @@ import numpy as np
 
 from .._checks import as_array
 from ..gaussian import example_state
-from ..derive import symbols as S
-from ..derive.engine import derive_affine
+from ..symbolic import symbols as S
+from ..symbolic.engine import derive_affine
 from .. import registry
 from ..field import DerivedField, as_weight
 

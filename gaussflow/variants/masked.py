@@ -7,7 +7,7 @@ blocks ``[b/B, (b+1)/B)``, equal masses).
 **Closure (approximate, ``exact = False``).** Block ``b`` moves under the inner field of its
 prefix ``mu_{<=b} = (1/(b+1)) sum_{c <= b} N(alpha_c, Sigma_c)`` (blocks up to and including its
 own), with the prefix mixture replaced by its moment-matched Gaussian (law of total covariance,
-computed recursively), :func:`gaussflow.derive.causal.derive_masked`. The inner field must be
+computed recursively), :func:`gaussflow.symbolic.causal.derive_masked`. The inner field must be
 exact (affine in x under a Gaussian) and its particle system must support masks: softmax-normalised
 declarations (softmax, L2, multi-head, your own), linear attention, affine layers and sums of them.
 ``gf.derive(gf.Masked(inner, B))`` is the derivation whose generated functions
@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import particles, registry
 from .._checks import as_array
-from ..derive.causal import derive_masked
+from ..symbolic.causal import derive_masked
 from ..gaussian import Gaussian, PositionalGaussians
 from ..field import DerivedField, Field, cov_from_flow, realise
 from .softmax import Softmax

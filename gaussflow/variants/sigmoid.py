@@ -20,7 +20,7 @@ import sympy as sp
 
 from ..attention import Attention, NoNormalisation
 from ..attention.symbols import dot_score
-from ..derive.symbols import bias
+from ..symbolic.symbols import bias
 
 
 class Sigmoid(Attention):

@@ -1,6 +1,6 @@
 """Superposition of fields: ``f1 + f2`` is the field ``Gamma_1[mu] + Gamma_2[mu]``.
 
-The derivation of a sum is the sum of the derivations (:func:`~gaussflow.derive.engine.sum_derivations`):
+The derivation of a sum is the sum of the derivations (:func:`~gaussflow.symbolic.engine.sum_derivations`):
 each summand's weights get an index (``Q_1``, ``beta_1``, ...).
 """
 
@@ -10,7 +10,7 @@ import functools
 
 import jax.numpy as jnp
 
-from ..derive.engine import sum_derivations
+from ..symbolic.engine import sum_derivations
 from ..field import Field, realise, register_sum
 
 

@@ -1,7 +1,7 @@
 """Gaussian calculus on SymPy matrix expressions.
 
 Each function here is one rule of the calculus. Variants never call SymPy integration; they
-declare a kernel and the engine (:mod:`gaussflow.derive.engine`) chains these rules. Every rule
+declare a kernel and the engine (:mod:`gaussflow.symbolic.engine`) chains these rules. Every rule
 is checked against brute force in ``tests/test_calculus.py`` (SymPy integration for d = 1,
 Monte Carlo for d >= 2).
 
@@ -344,7 +344,7 @@ def expect_exp_quadratic_affine(log_weight: MatrixExpr, F: MatrixExpr, v, alpha,
     expectation is ``mass (J_F + F(mean) g(mean)^T + J_F cov J_g^T)`` (:func:`gaussian_affine_product`).
 
     ``scalar`` wraps a ``(1, 1)`` expression into a scalar (default: element ``[0, 0]``; the
-    derivations pass :class:`~gaussflow.derive.special.Scalar`, which codegen prints).
+    derivations pass :class:`~gaussflow.symbolic.special.Scalar`, which codegen prints).
     """
     scalar = scalar or (lambda M: M[0, 0])
     sym = (Sigma,)

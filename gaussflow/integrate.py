@@ -77,7 +77,7 @@ def trace_total(S):
 
 
 def _closure_at(field, t, mean, S):
-    """``(d alpha/dt, J)`` of the field's closure at time ``t``: the one place solve.py calls it."""
+    """``(d alpha/dt, J)`` of the field's closure at time ``t``: the one place this module calls it."""
     return field._closure(t, mean, S)
 
 

@@ -50,7 +50,7 @@ from ._checks import SYM_TOL, as_array, check_times, positive_int, psd_tolerance
 from .field import StaticKey
 from .gaussian import Gaussian
 from .passes import SCALARS, run_schedule, schedule
-from .solve import (TIME_SCALES, integrate_closure, resolve_solver, status_of, trajectory_of,
+from .integrate import (TIME_SCALES, integrate_closure, resolve_solver, status_of, trajectory_of,
                     check_solver_options)
 
 _AXIS = "batch"
@@ -132,7 +132,7 @@ class SweepResult:
     ``ts`` (n,) the requested save times; ``means`` (B, n, d), ``covs`` (B, n, d, d): the saved
     states, NaN where ``mask`` (B, n) is False (save times at or after a member's stop, or
     non-finite values). ``final_means`` (B, d), ``final_covs`` (B, d, d): the state at ``t_stop``
-    (B,). ``status`` (B,) strings as in :data:`gaussflow.solve.STATUSES`; ``blowup_time`` (B,)
+    (B,). ``status`` (B,) strings as in :data:`gaussflow.integrate.STATUSES`; ``blowup_time`` (B,)
     NaN unless the member blew up; ``num_steps`` (B,). ``solvers`` (B,) the name of the diffrax
     solver that finished each member (``"tsit5"``, or ``"kvaerno5"`` for members rerun as
     stiff); ``method`` ``"queue"`` or ``"vmap"``. ``member(i)`` is the

@@ -112,7 +112,7 @@ def validate(field, g0, t1, n_particles=(256, 1024, 4096), seeds=(0, 1, 2, 3, 4)
 
     Returns a :class:`ValidationReport`.
     """
-    from .solve import check_field_state, solve
+    from .integrate import check_field_state, solve
 
     masked = _check_positional(field, g0, "field")
     check_field_state(field, g0)
