@@ -1,4 +1,5 @@
-"""Reproductions of the reference experiments (DESIGN.md §6) and a clustering figure.
+"""Reproductions of the reference experiments (the 2-D regimes and rank histograms of the reference
+code's figures) and a clustering figure.
 
 ``gaussflow reproduce [--out DIR] [--quick]`` runs :func:`reproduce`, which calls
 
@@ -61,7 +62,7 @@ def _variants(Q, K, V, which, d=2):
 
 
 def regime_cases(seed: int = 1):
-    """The six 2-D regimes of DESIGN.md §6: list of dicts with ``name``, ``title``, ``weights``,
+    """The six 2-D regimes of the reference figures: list of dicts with ``name``, ``title``, ``weights``,
     ``fields`` ({variant: field}), ``t1`` ({variant: horizon}), ``expected`` ({variant: kinds})."""
     rng = np.random.default_rng(seed)
     Qc = rng.uniform(0, 1, size=(2, 2))
@@ -247,7 +248,7 @@ def clustering(out_dir, quick=False, seed=0, log=print):
     g0 = Gaussian(np.zeros(d), np.eye(d))
     x0 = particles.sample(g0, n_particles, seed=seed)
     m0, S0 = particles.empirical_moments(np.asarray(x0))
-    # DESIGN §5: the closure starts from the particles' empirical moments
+    # validation protocol: the closure starts from the particles' empirical moments
     tr = solve(sched, Gaussian(np.asarray(m0), np.asarray(S0)), T, ts=np.linspace(0, T, N_SAVE))
     tp = np.linspace(0, T, 4 * n_layers + 1)
     pt = particles.simulate(sched, x0, tp)

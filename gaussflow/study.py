@@ -1,6 +1,6 @@
 """The default study run by ``gaussflow run``.
 
-Softmax self-attention in d = 2 (DESIGN.md §6 conventions, ``beta = 1/sqrt(d)``) from a grid of
+Softmax self-attention in d = 2 (the reference figures' convention ``beta = 1/sqrt(d)``) from a grid of
 trace-one initial covariances ``Sigma0 = [[(1+u)/2, w/2], [w/2, (1-u)/2]]``, ``u^2 + w^2 < 1``,
 for two choices of weights:
 

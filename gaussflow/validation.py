@@ -1,6 +1,6 @@
 """Monte Carlo validation of a closure against its particle system.
 
-Protocol (DESIGN.md §5). For each cloud size ``N`` and seed: draw ``N`` tokens from ``g0``, start
+Protocol. For each cloud size ``N`` and seed: draw ``N`` tokens from ``g0``, start
 the closure from the cloud's *empirical* moments ``(m_N(0), S_N(0))`` (``1/N`` normalisation),
 integrate the particles (:func:`gaussflow.particles.simulate`) and the closure
 (:func:`gaussflow.solve`) over the same save times, and measure at every saved time

@@ -126,3 +126,17 @@ def test_masked_documents_the_inner_variant_and_refuses_what_it_cannot_take():
         gf.Masked(gf.Sigmoid(I, -I, I), 3)
     with pytest.raises(ValueError, match="cannot take"):
         gf.Masked(gf.Layers([(gf.Softmax(I, -I, I), 1.0)]), 3)
+
+
+def test_start_outside_the_integrable_domain_is_not_integrable():
+    """Unnormalised weights with the integrals already divergent at t0: the documented status,
+    found before integrating, and moment_rhs refuses instead of returning NaN."""
+    I = np.eye(2)
+    f = gf.Unnormalized(I, I, I, beta=5.0)
+    g = gf.Gaussian([0.1, 0.0], np.diag([0.5, 0.3]))
+    assert f.integrability_margin(g) < 0
+    tr = gf.solve(f, g, 1.0)
+    assert tr.status == "not_integrable" and tr.t_stop == 0.0 and tr.num_steps == 0
+    assert np.all(np.isfinite(tr.covs))
+    with pytest.raises(ValueError, match="integrability margin"):
+        f.moment_rhs(g)

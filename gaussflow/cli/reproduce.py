@@ -10,7 +10,7 @@ from ._common import fmt, report_files
 def add(sub):
     p = sub.add_parser("reproduce", help="reproduce the reference figures (regimes, rank histograms, "
                        "clustering)",
-                       description="Reproduce DESIGN.md section 6: the six 2-D regimes for softmax, "
+                       description="Reproduce the reference experiments: the six 2-D regimes for softmax, "
                        "L2, multi-head and Sinkhorn (unit disk and PSD cone), the rank histograms "
                        "(d = 3, 4, 5) and a d = 8 clustering figure (closure vs particles). Writes "
                        "PNG/PDF figures and summary.json.",

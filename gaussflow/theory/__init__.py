@@ -1,6 +1,6 @@
 """Theory toolkit: anisotropy measures, closed forms, exact limits and regime classification.
 
-Conventions (DESIGN.md §1): score ``s(x, y) = beta y^T A x`` with ``A = K^T Q``; value map
+Conventions: score ``s(x, y) = beta y^T A x`` with ``A = K^T Q``; value map
 ``y -> W_O V y``. Everything here is NumPy (float64) on concrete arrays.
 
 Modules (every public name is re-exported here, ``gf.theory.X``):

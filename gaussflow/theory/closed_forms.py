@@ -1,6 +1,6 @@
 """Closed forms and exact limits for softmax attention with ``W_O V = v I``.
 
-Conventions (DESIGN.md §1): score ``s(x, y) = beta y^T A x`` with ``A = K^T Q``; value map
+Conventions: score ``s(x, y) = beta y^T A x`` with ``A = K^T Q``; value map
 ``y -> W_O V y``. Everything here is NumPy (float64) on concrete arrays.
 
 **Closed forms for softmax with** ``W_O V = v I`` (a single :class:`~gaussflow.Softmax`, or a sum /

@@ -92,7 +92,7 @@ def classify(traj, thresholds=None) -> Regime:
        the trace, and large for exponential decay; ``p_i`` vanishes if ``k_i > decay_exponent``
        (1/2, half-way between 0 and 1) or ``p_i(t_end) < floor``. The rank r counts the others.
        For ``p = a + c/t`` the exponent is about ``c / (a t)``, so ``t_end`` must be long compared
-       with the flow's time scale (e.g. 10^3 for the DESIGN.md §6 weights).
+       with the flow's time scale (e.g. 10^3 for the reference 2-D weights).
     5. ``tr Sigma(t_end) / tr Sigma(t_h) > growth``: ``growth`` (rate = slope of log tr in time).
        Trace exponent ``k_tr > decay_exponent`` or ``tr Sigma(t_end) < floor tr Sigma0``:
        ``collapse`` (Sigma -> 0).
