@@ -362,6 +362,15 @@ def solve(field, g0, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
         return _solve_schedule(field, g0, t0, t1, ts_arr, run, time_scale)
     positional = getattr(g0, "positional", False)  # gf.PositionalGaussians: (B, d), (B, d, d)
     mean0, cov0 = (g0.means, g0.covs) if positional else (g0.mean, g0.cov)
+    if is_concrete(cov0) and not bool(field._domain_ok(jnp.asarray(t0), mean0, cov0)):
+        # Outside the closure's domain already at t0 (e.g. unnormalised weights whose integrals
+        # diverge): the documented status, found before integrating.
+        tr = Trajectory(ts=np.asarray([t0]), means=np.asarray(mean0)[None],
+                        covs=np.asarray(cov0)[None], status="not_integrable", t_stop=float(t0),
+                        field_name=getattr(field, "name", type(field).__name__))
+        if positional:
+            tr.extra["positional"] = type(g0)
+        return tr
     out = integrate_closure(field, mean0, cov0, jnp.asarray(t0), jnp.asarray(t1),
                      jnp.asarray(ts_arr), *run, time_scale=time_scale)
     if not is_concrete(out["cov_end"]):  # under jax.grad / jit / vmap

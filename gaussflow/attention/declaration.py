@@ -318,6 +318,17 @@ class Attention(DerivedField):
                                  f"{fn!r}")
         return self.derivation().functions[fn]
 
+    def moment_rhs(self, g, t=0.0):
+        """``(d mean/dt, d cov/dt)`` at ``g`` and time ``t``; refused (``ValueError``) where the
+        closure's integrals do not exist (exp weights without normalisation)."""
+        if "integrability" in self.derivation().functions:
+            margin = self.integrability_margin(g, t)
+            if margin <= 0:
+                raise ValueError(f"{type(self).__name__}: the closure's Gaussian integrals do not "
+                                 f"exist at this state (integrability margin {margin:.3g} <= 0); "
+                                 "gf.solve reports such a state as 'not_integrable'")
+        return super().moment_rhs(g, t)
+
     def integrability_margin(self, g, t=0.0):
         """Smallest eigenvalue of the integrability matrix ``I + Sigma^{1/2} P Sigma^{1/2}`` (the
         closure's integrals exist while it is > 0; exp weights without normalisation only)."""
