@@ -20,6 +20,12 @@ stopping time ``t_stop`` with ``status``:
   singularity of a ``1/(T* - t)`` growth) is below ``1e-3 (t - t0)``; exponential growth never
   satisfies the latter (there ``tau (t - t0)^{-1}`` stays near ``1 / log f``). ``blowup_time`` is
   ``t_stop + tau``, accurate to ``O(1/f)`` relative.
+- ``"escaped"``: exponential (not finite-time) growth past ``ESCAPE_FACTOR * blowup_threshold``
+  (``1e12`` by default): ``tr Sigma`` grew that much without the blow-up signature, and the run
+  stops there, at ``t_stop``. Beyond such factors the covariance's condition number leaves too few
+  significant digits in its small directions for error control (growing L2 and Sinkhorn flows
+  then crawl until ``max_steps``, implicit solvers included); the growth itself is the result
+  (``gf.theory.classify`` calls it ``growth``).
 - ``"max_steps"``: the solver used ``max_steps`` steps; ``t_stop`` is the time reached.
 - ``"nonfinite"``: the state or its right-hand side became NaN/inf (also when the solver stalls at
   the edge of a region where the right-hand side is NaN: every step across it is rejected).
@@ -43,7 +49,7 @@ from ._checks import as_scalar, check_times, is_concrete, positive_int
 from .gaussian import Gaussian
 from .field import cov_from_flow as _cov_from_flow
 
-STATUSES = ("completed", "blowup", "max_steps", "nonfinite", "not_integrable")
+STATUSES = ("completed", "blowup", "escaped", "max_steps", "nonfinite", "not_integrable")
 
 _SOLVERS = {
     "tsit5": diffrax.Tsit5,
@@ -56,6 +62,25 @@ _SOLVERS = {
 
 #: ``tau / (t - t0)`` below which a trace above the threshold counts as finite-time blow-up.
 BLOWUP_TAU_RATIO = 1e-3
+
+#: A run whose ``tr Sigma / tr Sigma0`` passes ``ESCAPE_FACTOR * blowup_threshold`` without the
+#: blow-up signature stops with status ``"escaped"`` (exponential growth).
+ESCAPE_FACTOR = 1e4
+
+
+def growth_flags(J, S, scale, threshold, t, t0):
+    """``(blowup, escaped, tau)`` of a state with covariance ``S`` and closure matrix ``J``.
+
+    ``f = tr Sigma / scale`` (``scale = tr Sigma0``), ``f' = 2 tr(J Sigma) / scale``,
+    ``tau = f / f'``: blow-up when ``f > threshold``, ``f' > 0`` and
+    ``tau < BLOWUP_TAU_RATIO (t - t0)``; escape when ``f > ESCAPE_FACTOR threshold`` otherwise.
+    """
+    f = trace_total(S) / scale
+    fp = 2.0 * jnp.sum(J * jnp.swapaxes(S, -1, -2)) / scale
+    tau = f / jnp.where(fp > 0, fp, jnp.inf)
+    blowup = (f > threshold) & (fp > 0) & (tau < BLOWUP_TAU_RATIO * (t - t0))
+    escaped = ~blowup & (f > ESCAPE_FACTOR * threshold)
+    return blowup, escaped, tau
 
 
 def resolve_solver(solver):
@@ -186,22 +211,19 @@ def integrate_closure(field, mean0, cov0, t0, t1, ts, solver, rtol, atol, max_st
         return dm, dPhi
 
     def flags(t, y):
-        """(nonfinite, blowup, outside domain, tau) at state y: one closure evaluation."""
+        """(nonfinite, blowup, escaped, outside domain, tau) at state y: one closure evaluation."""
         mean, Phi = y
         S = _cov_from_flow(Phi, cov0)
         dm, J = _closure_at(field, t, mean, S)
         finite = (jnp.all(jnp.isfinite(mean)) & jnp.all(jnp.isfinite(Phi))
                   & jnp.all(jnp.isfinite(dm)) & jnp.all(jnp.isfinite(J)))
-        f = trace_total(S) / scale
-        fp = 2.0 * jnp.sum(J * jnp.swapaxes(S, -1, -2)) / scale
-        tau = f / jnp.where(fp > 0, fp, jnp.inf)
-        blowup = (f > threshold) & (fp > 0) & (tau < BLOWUP_TAU_RATIO * (t - t0))
+        blowup, escaped, tau = growth_flags(J, S, scale, threshold, t, t0)
         outside = ~field._domain_ok(t, mean, S)
-        return ~finite, blowup, outside, tau
+        return ~finite, blowup, escaped, outside, tau
 
     def cond(s, y, args, **kw):
-        nonfinite, blowup, outside, _ = flags(to_t(s), y)
-        return nonfinite | blowup | outside
+        nonfinite, blowup, escaped, outside, _ = flags(to_t(s), y)
+        return nonfinite | blowup | escaped | outside
 
     Phi0 = jnp.broadcast_to(jnp.eye(cov0.shape[-1]), cov0.shape)
     s1 = to_s(t1)
@@ -223,7 +245,7 @@ def integrate_closure(field, mean0, cov0, t0, t1, ts, solver, rtol, atol, max_st
     saved = sol.ts[0]
     saved = jnp.where(jnp.isfinite(saved), ts, saved) if log else saved  # exact save times
     y_end = (mean_end[-1], Phi_end[-1])
-    nonfinite, blowup, outside, tau = flags(t_stop, y_end)
+    nonfinite, blowup, escaped, outside, tau = flags(t_stop, y_end)
     # Probe just ahead of the last state: a field that turns NaN makes the adaptive solver crawl
     # up to the edge (every step that crosses it is rejected) until max_steps.
     h = 1e-6 * (s1 - to_s(t0))
@@ -236,6 +258,7 @@ def integrate_closure(field, mean0, cov0, t0, t1, ts, solver, rtol, atol, max_st
         "result": sol.result._value, "num_steps": sol.stats["num_steps"],
         "event_nonfinite": event & nonfinite, "event_blowup": event & ~nonfinite & blowup,
         "event_domain": event & ~nonfinite & ~blowup & outside, "finite_ahead": ~nonfinite_ahead,
+        "event_escape": event & ~nonfinite & ~blowup & ~outside & escaped,
     }
 
 
@@ -246,6 +269,8 @@ def status_of(out) -> str:
         return "blowup"
     if bool(out["event_domain"]):
         return "not_integrable"
+    if bool(out.get("event_escape", False)):
+        return "escaped"
     res = int(out["result"])
     if res == diffrax.RESULTS.max_steps_reached._value:
         return "max_steps" if bool(out["finite_ahead"]) else "nonfinite"

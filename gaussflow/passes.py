@@ -13,7 +13,8 @@ import numpy as np
 from .integrate import status_of
 
 #: The raw outputs ``solve.status_of`` reads.
-SCALARS = ("event_nonfinite", "event_blowup", "event_domain", "result", "finite_ahead")
+SCALARS = ("event_nonfinite", "event_blowup", "event_domain", "event_escape", "result",
+           "finite_ahead")
 
 
 def schedule(solver, stiff, budget, stiff_steps, max_steps):

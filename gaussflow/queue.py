@@ -47,7 +47,7 @@ import numpy as np
 
 from .passes import pow2_at_most, run_schedule, schedule
 from .field import StaticKey, cov_from_flow
-from .integrate import BLOWUP_TAU_RATIO, FiniteErrorPID, trace_total, first_step
+from .integrate import FiniteErrorPID, first_step, growth_flags, trace_total
 
 _OK = int(diffrax.RESULTS.successful._value)
 _EVENT = int(diffrax.RESULTS.event_occurred._value)
@@ -89,21 +89,19 @@ class _Member:
         return dm, dPhi
 
     def flags(self, t, y):
-        """(nonfinite, blowup, outside domain, tau) at state ``y``: one closure evaluation."""
+        """(nonfinite, blowup, escaped, outside domain, tau) at state ``y``: one closure
+        evaluation (:func:`gaussflow.integrate.growth_flags`)."""
         mean, Phi = y
         S = cov_from_flow(Phi, self.cov0)
         (dm, J), ok = _field_closure(self.field, t, mean, S)
         finite = (jnp.all(jnp.isfinite(mean)) & jnp.all(jnp.isfinite(Phi))
                   & jnp.all(jnp.isfinite(dm)) & jnp.all(jnp.isfinite(J)))
-        f = trace_total(S) / self.scale
-        fp = 2.0 * jnp.sum(J * jnp.swapaxes(S, -1, -2)) / self.scale
-        tau = f / jnp.where(fp > 0, fp, jnp.inf)
-        blowup = (f > self.thr) & (fp > 0) & (tau < BLOWUP_TAU_RATIO * (t - self.t0))
-        return ~finite, blowup, ~ok, tau
+        blowup, escaped, tau = growth_flags(J, S, self.scale, self.thr, t, self.t0)
+        return ~finite, blowup, escaped, ~ok, tau
 
     def stop(self, s, y):
-        nonfinite, blowup, outside, _ = self.flags(self.to_t(s), y)
-        return nonfinite | blowup | outside
+        nonfinite, blowup, escaped, outside, _ = self.flags(self.to_t(s), y)
+        return nonfinite | blowup | escaped | outside
 
 
 def with_controller_tols(solver, controller):
@@ -293,7 +291,7 @@ class Engine:
             s_stop = o["s_stop"]
             t_stop = jnp.where(s_stop >= s1, t1, mem.to_t(s_stop)) if self.log else s_stop
             y_end = (o["mean_end"], o["Phi_end"])
-            nonfinite, blowup, outside, tau = mem.flags(t_stop, y_end)
+            nonfinite, blowup, escaped, outside, tau = mem.flags(t_stop, y_end)
             h = 1e-6 * (s1 - s0)
             ahead = jax.tree_util.tree_map(lambda a, b: a + h * b, y_end,
                                            mem.vf(s_stop, y_end, None))
@@ -306,6 +304,7 @@ class Engine:
                 "num_steps": o["num_steps"], "event_nonfinite": event & nonfinite,
                 "event_blowup": event & ~nonfinite & blowup,
                 "event_domain": event & ~nonfinite & ~blowup & outside,
+                "event_escape": event & ~nonfinite & ~blowup & ~outside & escaped,
                 "finite_ahead": ~nonfinite_ahead,
             }
 

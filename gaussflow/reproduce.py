@@ -94,7 +94,7 @@ def regime_cases(seed: int = 1):
                        "sinkhorn": {"growth"}}),
         dict(name="either", title="either: A = diag(1, -1), V random",
              fields=_variants(Qi, _I2, V_either, ("softmax", "l2")),
-             t1={"softmax": 100.0, "l2": 8.0},
+             t1={"softmax": 100.0, "l2": 40.0},
              expected={"softmax": {"converge", "blowup"}, "l2": {"converge", "growth"}}),
     ]
     for c in cases:

@@ -147,6 +147,37 @@ def test_exponential_growth_is_not_blowup():
     assert traj.blowup_time is None
 
 
+def test_exponential_growth_escapes_at_the_escape_factor():
+    # tr Sigma / tr Sigma0 = e^{2t} passes ESCAPE_FACTOR * 1e8 = 1e12 at t = log(1e12) / 2
+    from gaussflow.integrate import ESCAPE_FACTOR
+    traj = gf.solve(_Scripted(2, "ok"), gf.Gaussian.standard(2), 20.0)
+    t_esc = np.log(ESCAPE_FACTOR * 1e8) / 2
+    assert traj.status == "escaped" and traj.blowup_time is None
+    assert t_esc <= traj.t_stop < t_esc + 0.5
+    assert np.isclose(np.trace(traj.final.cov) / 2, np.exp(2 * traj.t_stop), rtol=1e-6)
+    reg = gf.theory.classify(traj)
+    assert reg.kind == "growth" and reg.rate == pytest.approx(2.0, rel=1e-3)
+
+
+def test_growing_l2_runs_of_the_reproduction_are_all_classified():
+    """The L2 'either' case of ``gaussflow reproduce`` at its horizon: growing runs stop as
+    'escaped' (growth), slow ones converge; none is left undetermined."""
+    from gaussflow.reproduce import regime_cases
+    from gaussflow.study import trace_one_grid
+    case = next(c for c in regime_cases(1) if c["name"] == "either")
+    field, t1 = case["fields"]["l2"], case["t1"]["l2"]
+    g0s = [gf.Gaussian(np.zeros(2), S) for S in trace_one_grid(3, 8)[::3]]
+    kinds, statuses = [], []
+    for g0 in g0s:
+        traj = gf.solve(field, g0, t1, ts=np.linspace(0, t1, 201))
+        statuses.append(traj.status)
+        kinds.append(gf.theory.classify(traj).kind)
+    assert set(statuses) <= {"completed", "escaped"} and "escaped" in statuses
+    assert set(kinds) <= {"growth", "converge"} and "growth" in kinds
+    res = gf.sweep(field, g0s, t1)  # the work queue stops the same members the same way
+    assert list(res.status) == statuses
+
+
 def test_max_steps_status():
     field, g0, T, _ = _blowup_case(11, 3)
     traj = gf.solve(field, g0, 0.99 * T, max_steps=3)

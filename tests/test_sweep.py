@@ -292,7 +292,7 @@ def test_pass_schedule_reruns_only_members_out_of_steps():
         calls.append((list(members), type(solver).__name__, steps, first))
         n = len(members)
         done = [needs[int(m)] <= steps or (solver is kv5 and m == 2) for m in members]
-        raw = {k: np.zeros(n, bool) for k in ("event_nonfinite", "event_blowup",
+        raw = {k: np.zeros(n, bool) for k in ("event_nonfinite", "event_blowup", "event_escape",
                                               "event_domain")}
         raw.update(result=np.where(done, ok, out), finite_ahead=np.ones(n, bool),
                    t_stop=np.asarray(members, float))

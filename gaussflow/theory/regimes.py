@@ -84,7 +84,10 @@ def classify(traj, thresholds=None) -> Regime:
     1. ``status == "blowup"``: ``blowup`` with ``traj.blowup_time``; ``limit`` is the last
        ``Sigma/tr Sigma`` projected on the directions with ``p_i > blowup_share`` (the solver
        stops once ``tr Sigma`` grew 1e8-fold, so bounded directions keep a share ~1e-8).
-    2. any other status but ``completed``: ``undetermined`` (the reason names the status).
+    2. ``status == "escaped"`` (the solver stopped an exponential growth of ``tr Sigma`` far past
+       the blow-up threshold): ``growth``, rate = slope of ``log tr Sigma`` over the last half of
+       the saved path. Any other status but ``completed``: ``undetermined`` (the reason names
+       the status).
     3. ``max_s |Sigma(s) - Sigma0| / |Sigma0| < stationary`` (Frobenius): ``stationary``.
     4. *Vanishing directions* (rank). The exponent
        ``k_i = -log(p_i(t_end)/p_i(t_h)) / log((t_end - t0)/(t_h - t0))`` is 1 for the O(1/t)
@@ -128,6 +131,14 @@ def classify(traj, thresholds=None) -> Regime:
         rank = int(np.sum(p_end > th["blowup_share"]))
         return Regime("blowup", rank=rank, limit=_top(S_end, max(rank, 1), normalise=True),
                       blowup_time=traj.blowup_time, reason="solver detected finite-time blow-up")
+    if status == "escaped" and len(ts) >= 3:
+        t_h, S_half = _at(ts, covs, ts[0] + (ts[-1] - ts[0]) / 2)
+        tre, trh = np.trace(S_end), np.trace(S_half)
+        rate = math.log(tre / trh) / (ts[-1] - t_h) if trh > 0 and ts[-1] > t_h else math.inf
+        rank = int(np.sum(p_end > th["blowup_share"]))
+        return Regime("growth", rank=rank, limit=_top(S_end, max(rank, 1), normalise=True),
+                      rate=rate, reason="tr Sigma grew exponentially past the solver's escape "
+                                        "threshold (status 'escaped')")
     if status != "completed":
         return Regime("undetermined", reason=f"solve stopped with status {status!r}")
     if len(ts) < 5:
