@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import cache
 from ._checks import SYM_TOL, as_array, check_times, positive_int, psd_tolerance
 from .field import StaticKey
 from .gaussian import Gaussian
@@ -387,6 +388,7 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
     stiff = None if stiff_solver is None else resolve_solver(stiff_solver)
     if stiff is not None and type(stiff) is type(solver):
         stiff = None
+    cache.ensure_enabled()  # the persistent compilation cache, once per process
     if method == "queue":
         from .queue import sweep_queue
 

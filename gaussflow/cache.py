@@ -47,6 +47,13 @@ anything that does not also rewrite the manifest. A process running as the same 
 the manifest too (as it could the installed package); an entry swapped *during* a run, or while
 another gaussflow process is live, is only caught at the next start after those processes end.
 ``path = "off"`` (CLI ``--cache-dir off``) disables the cache.
+
+**Python API.** The CLI enables the cache at start. A Python program gets it too: the first
+call of `gf.solve`, `gf.sweep`, `gf.particles.simulate` or `gf.validate` in a process calls
+:func:`ensure_enabled`, which enables the default folder (``$GAUSSFLOW_CACHE_DIR`` or
+``~/.cache/gaussflow/jax``) unless JAX's cache folder is already set (by the program itself or an
+earlier :func:`enable`) or ``GAUSSFLOW_CACHE_DIR=off``. So a fresh process's first sweep loads its
+compiled pieces instead of compiling them again.
 """
 
 from __future__ import annotations
@@ -356,6 +363,26 @@ def enable(path=None):
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     _reset_jax_cache()
     return path
+
+
+_ensured = False
+
+
+def ensure_enabled() -> str | None:
+    """Enable the default cache once per process for the Python API (see the module docstring).
+
+    Does nothing when JAX's ``jax_compilation_cache_dir`` is already set or
+    ``GAUSSFLOW_CACHE_DIR`` is ``off``/empty; otherwise :func:`enable` (which warns, never raises,
+    when the folder cannot be used). Returns the folder in use, or ``None``.
+    """
+    global _ensured
+    import jax
+
+    current = jax.config.jax_compilation_cache_dir
+    if _ensured or current:
+        return current or None
+    _ensured = True
+    return enable(None)
 
 
 def _reset_jax_cache():

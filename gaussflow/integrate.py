@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import cache
 from ._checks import as_scalar, check_times, is_concrete, positive_int
 from .gaussian import Gaussian
 from .field import cov_from_flow as _cov_from_flow
@@ -383,6 +384,7 @@ def solve(field, g0, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
     adjoint = diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
     # thr as an array: a traced argument, so per-layer thresholds share one compilation
     run = (solver, rtol, atol, int(max_steps), jnp.asarray(thr), meter, adjoint)
+    cache.ensure_enabled()  # the persistent compilation cache, once per process
     if getattr(field, "time_dependent", False):  # gf.Layers: one integration per layer
         return _solve_schedule(field, g0, t0, t1, ts_arr, run, time_scale)
     positional = getattr(g0, "positional", False)  # gf.PositionalGaussians: (B, d), (B, d, d)

@@ -265,3 +265,33 @@ def test_tampered_entries_are_removed_foreign_files_kept(shared_cache, tmp_path)
     report = cache.verify(str(c))  # the recompiled entries were recorded at exit
     assert report["removed"] == [] and report["pending"] == []
     assert sorted(report["kept"]) == sorted(n for n in os.listdir(c) if n.endswith("-cache"))
+
+
+_API_RUN = """
+import sys
+import jax
+import numpy as np
+import gaussflow as gf
+if sys.argv[1] == "preset":
+    jax.config.update("jax_compilation_cache_dir", sys.argv[2])
+f = gf.Softmax(np.array([[1.0, 0.5]]), np.array([[-1.0, 0.2]]), np.eye(2))
+tr = gf.solve(f, gf.Gaussian.standard(2), 0.5)
+print(tr.status, jax.config.jax_compilation_cache_dir)
+"""
+
+
+def test_python_api_uses_the_default_cache(tmp_path):
+    """A plain `gf.solve` in a fresh process enables the default cache folder (entries and the
+    manifest written); a folder the program set itself is left as it is."""
+    default, own = tmp_path / "default", tmp_path / "own"
+    env = dict(os.environ, GAUSSFLOW_CACHE_DIR=str(default),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    out = subprocess.run([sys.executable, "-c", _API_RUN, "default"], env=env,
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["completed", str(default)]
+    names = os.listdir(default)
+    assert cache.MANIFEST in names and any(n.endswith(cache.ENTRY_SUFFIX) for n in names)
+    out = subprocess.run([sys.executable, "-c", _API_RUN, "preset", str(own)], env=env,
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["completed", str(own)]
+    assert cache.MANIFEST not in os.listdir(own)  # not gaussflow's folder: left to JAX alone

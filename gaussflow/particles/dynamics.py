@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import cache
 from .._checks import as_array, as_scalar, check_times
 from ..gaussian import Gaussian
 from .kernels import Context, Scores, is_attention, kernel_spec, sinkhorn_potentials
@@ -216,6 +217,7 @@ def simulate_batch(field, x0s, ts, *, t0=0.0, n_valid=None, positions=None, caus
     stol = float(as_scalar("sinkhorn_tol", sinkhorn_tol, positive=True))
     smax = check_count("sinkhorn_max_iter", sinkhorn_max_iter)
     pos = _check_positions(positions, causal, n)
+    cache.ensure_enabled()  # the persistent compilation cache, once per process
     log_as = None
     if n_valid is not None:
         nv = [check_count(f"n_valid[{i}]", v)
