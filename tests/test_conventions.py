@@ -21,7 +21,6 @@ PENDING = {
     "attention/symbols.py", "field.py", "gaussian.py", "_checks.py", "registry.py", "linalg.py",
     "quadrature.py",
     # -- group 2
-    "theory/__init__.py", "theory/metrics.py", "theory/regimes.py", "theory/affine.py",
     "variants/__init__.py", "variants/affine.py", "variants/l2.py", "variants/layers.py",
     "variants/multihead.py", "variants/sigmoid.py", "variants/sinkhorn.py", "variants/softmax.py",
     "variants/superposition.py", "variants/unnormalized.py", "weights.py", "cache.py", "study.py",
