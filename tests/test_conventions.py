@@ -21,9 +21,7 @@ PENDING = {
     "attention/symbols.py", "field.py", "gaussian.py", "_checks.py", "registry.py", "linalg.py",
     "quadrature.py",
     # -- group 2
-    "variants/__init__.py", "variants/affine.py", "variants/l2.py", "variants/layers.py",
-    "variants/multihead.py", "variants/sigmoid.py", "variants/sinkhorn.py", "variants/softmax.py",
-    "variants/superposition.py", "variants/unnormalized.py", "weights.py", "cache.py", "study.py",
+    "weights.py", "cache.py", "study.py",
     "cli/__init__.py", "cli/_common.py", "cli/bench.py", "cli/derive.py", "cli/io.py",
     "cli/run.py", "cli/solve.py", "__init__.py", "__main__.py",
     # -- group 3
