@@ -21,7 +21,6 @@ PENDING = {
     "attention/symbols.py", "field.py", "gaussian.py", "_checks.py", "registry.py", "linalg.py",
     "quadrature.py",
     # -- group 2
-    "weights.py", "cache.py", "study.py",
     "cli/__init__.py", "cli/_common.py", "cli/bench.py", "cli/derive.py", "cli/io.py",
     "cli/run.py", "cli/solve.py", "__init__.py", "__main__.py",
     # -- group 3
