@@ -21,8 +21,6 @@ PENDING = {
     "attention/symbols.py", "field.py", "gaussian.py", "_checks.py", "registry.py", "linalg.py",
     "quadrature.py",
     # -- group 2
-    "cli/__init__.py", "cli/_common.py", "cli/bench.py", "cli/derive.py", "cli/io.py",
-    "cli/run.py", "cli/solve.py", "__init__.py", "__main__.py",
     # -- group 3
     "integrate.py", "batch.py", "queue.py", "passes.py", "theory/closed_forms.py",
     "particles/__init__.py", "particles/dynamics.py", "particles/kernels.py",
