@@ -28,7 +28,7 @@ from .variants import Softmax
 
 
 def trace_one_grid(n_radii: int = 3, n_angles: int = 8) -> list[np.ndarray]:
-    """Trace-one 2x2 covariances on circles of radius < 1 in the $(u, w)$ disk, plus the centre.
+    r"""Trace-one 2x2 covariances on circles of radius < 1 in the $(u, w)$ disk, plus the centre.
 
     Parameters
     ----------

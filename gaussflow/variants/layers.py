@@ -94,7 +94,7 @@ class Layers(Field):
 
     @property
     def switch_times(self) -> np.ndarray:
-        """$T_1, \dots, T_n$ (relative to the start): the end of each layer."""
+        r"""$T_1, \dots, T_n$ (relative to the start): the end of each layer."""
         return np.cumsum(self.durations)
 
     def at(self, t: float) -> Field:
