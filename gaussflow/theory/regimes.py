@@ -67,13 +67,13 @@ class Regime:
 
 
 def _at(ts, covs, t):
-    """Saved time and covariance nearest to time t."""
+    """Saved time and covariance nearest to time `t`."""
     i = int(np.argmin(np.abs(ts - t)))
     return ts[i], covs[i]
 
 
 def _top(S, r, normalise=False):
-    """Projection of symmetric S on its top-r eigenspace (optionally divided by its trace)."""
+    """Projection of symmetric $S$ on its top-$r$ eigenspace (optionally divided by its trace)."""
     w, U = np.linalg.eigh((S + S.T) / 2)
     Ur, wr = U[:, ::-1][:, :r], np.clip(w[::-1][:r], 0, None)
     L = (Ur * wr) @ Ur.T

@@ -1,4 +1,4 @@
-"""Multi-head softmax attention: the sum of H softmax heads, each normalised separately."""
+"""Multi-head softmax attention: the sum of $H$ softmax heads, each normalised separately."""
 
 from __future__ import annotations
 
