@@ -1,10 +1,14 @@
 """gaussflow: mean-field dynamics of deep Transformers on Gaussian token distributions.
 
-Pipeline: variants (kernel declarations) -> derive (SymPy Gaussian calculus) -> codegen (JAX
-source) -> solve (diffrax) -> theory / plots / CLI; particles -> validate.
+Pipeline: variants (kernel declarations) → derive (SymPy Gaussian calculus) → codegen (JAX
+source) → solve (diffrax) → theory / plots / CLI; particles → validate.
 
-float64 is switched on at import (``jax_enable_x64``).
+float64 is switched on at import (`jax_enable_x64`).
 """
+
+from __future__ import annotations
+
+import types
 
 import jax
 
@@ -27,8 +31,8 @@ from .weights import load_attention  # noqa: E402
 __version__ = "0.1.0"
 
 
-def __getattr__(name):
-    """``gf.plots`` is imported on first use (matplotlib adds ~0.7 s to ``import gaussflow``)."""
+def __getattr__(name: str) -> types.ModuleType:
+    """`gf.plots` is imported on first use (matplotlib adds ~0.7 s to `import gaussflow`)."""
     if name == "plots":
         import importlib
 

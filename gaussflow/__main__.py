@@ -1,4 +1,4 @@
-"""``python -m gaussflow``: the command line (see :mod:`gaussflow.cli`)."""
+"""`python -m gaussflow`: the command line (see `gaussflow.cli`)."""
 
 import sys
 

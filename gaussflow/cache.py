@@ -2,57 +2,57 @@
 
 The cache holds *compiled executables* (machine code), so it is code read back from a writable
 folder. What JAX 0.10 does with a damaged or altered entry (measured, see
-``tests/test_codegen_safety.py``):
+`tests/test_codegen_safety.py`):
 
 - flipped or truncated bytes in an entry: rejected. Entries are zlib streams (zstd when the
-  ``zstandard`` package or Python 3.14's ``compression.zstd`` is present); zlib's checksum fails,
+  `zstandard` package or Python 3.14's `compression.zstd` is present); zlib's checksum fails,
   JAX warns and recompiles. zstd frames written by JAX carry no checksum, so this is not assured.
 - an entry replaced by another *valid* executable (e.g. two entries swapped, or an executable
   re-compressed after editing): **accepted and run** — the cache file name (a hash of the
   program) is not checked against the content, and a jitted function silently returns another
   function's results.
 
-So gaussflow adds a manifest: ``gaussflow-manifest.json`` in the cache folder holds the SHA-256 of
+So gaussflow adds a manifest: `gaussflow-manifest.json` in the cache folder holds the SHA-256 of
 every entry written by a gaussflow process, together with the gaussflow, jax and jaxlib versions,
 and the gaussflow processes using the folder now ("sessions": host, process id, start time).
-:func:`enable` verifies the folder *before* switching the cache on; at exit, the entries written
+`enable` verifies the folder *before* switching the cache on; at exit, the entries written
 during the run are added to the manifest.
 
 Rules (what is removed, what is left alone):
 
-- An entry (``<key>-cache``) whose digest matches the manifest is kept.
+- An entry (`<key>-cache`) whose digest matches the manifest is kept.
 - An entry the manifest does not vouch for (unknown, or a different digest; every entry when the
-  versions differ) is removed together with its ``<key>-atime`` file — *unless* it was modified
+  versions differ) is removed together with its `<key>-atime` file — *unless* it was modified
   after the start of a live gaussflow session registered in the manifest: another process may be
   writing it right now (JAX writes entries in place, not atomically), and that process records it
   at its exit. Such an entry is left alone (not vouched for; it is checked again at the next start
   after its writer has ended). A session is live while its process id runs on this host; one
-  from another host counts as live for :data:`REMOTE_SESSION_S` seconds.
+  from another host counts as live for `REMOTE_SESSION_S` seconds.
 - A symbolic link named like an entry is removed (the link only, never its target): JAX would read
   through it or write through it to another place.
-- Only gaussflow's own names are ever removed or written: JAX entries (``*-cache``, ``*-atime``),
-  the manifest, its lock file ``gaussflow-manifest.lock`` and its temporary files
-  (``.gaussflow-manifest.*.tmp``, replaced atomically with ``os.replace``; stale ones older than an
+- Only gaussflow's own names are ever removed or written: JAX entries (`*-cache`, `*-atime`),
+  the manifest, its lock file `gaussflow-manifest.lock` and its temporary files
+  (`.gaussflow-manifest.*.tmp`, replaced atomically with `os.replace`; stale ones older than an
   hour are removed). Folders and any other file in the cache folder are left alone and ignored.
-- The manifest is read, merged and rewritten under an exclusive ``fcntl.flock`` on the lock file,
+- The manifest is read, merged and rewritten under an exclusive `fcntl.flock` on the lock file,
   so concurrent processes do not lose each other's records.
 
 The cache is an optimisation and never stops a computation: when the folder cannot be created or
 written (read-only home, a path under a file, a dangling link), is not safe (owned by another user,
-writable by group or others) or holds a manifest that is not a regular file, :func:`enable` warns
-once (:class:`CacheWarning`, naming the folder and ``--cache-dir off``) and leaves the cache off.
+writable by group or others) or holds a manifest that is not a regular file, `enable` warns
+once (`CacheWarning`, naming the folder and `--cache-dir off`) and leaves the cache off.
 
 Scope: this guards against corruption, stale or foreign entries and tampering between runs by
 anything that does not also rewrite the manifest. A process running as the same user can rewrite
 the manifest too (as it could the installed package); an entry swapped *during* a run, or while
 another gaussflow process is live, is only caught at the next start after those processes end.
-``path = "off"`` (CLI ``--cache-dir off``) disables the cache.
+`path = "off"` (CLI `--cache-dir off`) disables the cache.
 
 **Python API.** The CLI enables the cache at start. A Python program gets it too: the first
 call of `gf.solve`, `gf.sweep`, `gf.particles.simulate` or `gf.validate` in a process calls
-:func:`ensure_enabled`, which enables the default folder (``$GAUSSFLOW_CACHE_DIR`` or
-``~/.cache/gaussflow/jax``) unless JAX's cache folder is already set (by the program itself or an
-earlier :func:`enable`) or ``GAUSSFLOW_CACHE_DIR=off``. So a fresh process's first sweep loads its
+`ensure_enabled`, which enables the default folder (`$GAUSSFLOW_CACHE_DIR` or
+`~/.cache/gaussflow/jax`) unless JAX's cache folder is already set (by the program itself or an
+earlier `enable`) or `GAUSSFLOW_CACHE_DIR=off`. So a fresh process's first sweep loads its
 compiled pieces instead of compiling them again.
 """
 
@@ -78,7 +78,7 @@ except ImportError:  # pragma: no cover - not POSIX: no locking
 MANIFEST = "gaussflow-manifest.json"
 LOCK = "gaussflow-manifest.lock"
 _TMP_PREFIX, _TMP_SUFFIX = ".gaussflow-manifest.", ".tmp"
-#: File name endings of JAX's cache entries (``<key>-cache``) and their access-time files.
+#: File name endings of JAX's cache entries (`<key>-cache`) and their access-time files.
 ENTRY_SUFFIX, ATIME_SUFFIX = "-cache", "-atime"
 #: A session registered from another host is taken as live for this many seconds.
 REMOTE_SESSION_S = 86400.0
@@ -97,7 +97,7 @@ class CacheUnusable(OSError):
 
 
 def default_path() -> str:
-    """``$GAUSSFLOW_CACHE_DIR`` or ``~/.cache/gaussflow/jax``."""
+    """The default cache folder: `$GAUSSFLOW_CACHE_DIR`, or `~/.cache/gaussflow/jax`."""
     return os.environ.get("GAUSSFLOW_CACHE_DIR",
                           os.path.join(os.path.expanduser("~"), ".cache", "gaussflow", "jax"))
 
@@ -114,7 +114,7 @@ def versions() -> dict:
 
 
 def owned(name: str) -> bool:
-    """Whether ``name`` (a file name in the cache folder) is one gaussflow or JAX writes."""
+    """Whether `name` (a file name in the cache folder) is one gaussflow or JAX writes."""
     return (name in (MANIFEST, LOCK) or name.endswith((ENTRY_SUFFIX, ATIME_SUFFIX))
             or (name.startswith(_TMP_PREFIX) and name.endswith(_TMP_SUFFIX)))
 
@@ -231,11 +231,25 @@ def _unsafe_folder(path: str) -> str | None:
 
 
 def verify(path: str, session_start: float | None = None) -> dict:
-    """Remove the entries of ``path`` that the manifest does not vouch for (see the rules above).
+    """Remove the entries of `path` that the manifest does not vouch for (see the module's rules).
 
-    Returns ``{"kept": [...], "removed": [...], "pending": [...]}`` (entry file names; pending:
-    unverified entries left alone because a live session may be writing them). With
-    ``session_start``, registers this process as a session that started then.
+    Parameters
+    ----------
+    path : str
+        The cache folder.
+    session_start : float, optional
+        With it, registers this process as a session that started then (a `time.time()` value).
+
+    Returns
+    -------
+    dict
+        `{"kept": [...], "removed": [...], "pending": [...]}` (entry file names; pending:
+        unverified entries left alone because a live session may be writing them).
+
+    Raises
+    ------
+    CacheUnusable
+        If the manifest or its lock file is not a regular file.
     """
     now = time.time()
     with _locked(path):
@@ -278,9 +292,16 @@ def verify(path: str, session_start: float | None = None) -> dict:
 
 
 def record(path: str, since: float = 0.0, final: bool = True) -> None:
-    """Add the entries written since ``since`` to the manifest (merged with what is on disk).
+    """Add the entries written since `since` to the manifest (merged with what is on disk).
 
-    ``final``: this process is done with the folder (its session is removed from the manifest).
+    Parameters
+    ----------
+    path : str
+        The cache folder (nothing happens if it is not a folder).
+    since : float
+        A `time.time()` value: entries modified at or after it are recorded.
+    final : bool
+        This process is done with the folder (its session is removed from the manifest).
     """
     if not os.path.isdir(path):
         return
@@ -312,12 +333,26 @@ def _warn(path: str, why: str) -> None:
                   "or set GAUSSFLOW_CACHE_DIR=off to skip the cache)", CacheWarning, stacklevel=3)
 
 
-def enable(path=None):
-    """Verify ``path`` (default :func:`default_path`) and switch JAX's persistent cache on there.
+def enable(path: str | os.PathLike | None = None) -> str | None:
+    """Verify `path` (default `default_path()`) and switch JAX's persistent cache on there.
 
-    ``path = ""`` or ``"off"`` leaves it off. Returns the folder, or ``None`` when the cache stays
-    off: also when the folder cannot be used, with a :class:`CacheWarning` saying why (never an
-    error: the cache is an optimisation).
+    `path = ""` or `"off"` leaves it off.
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        The cache folder (created with mode `0o700` if missing).
+
+    Returns
+    -------
+    str or None
+        The folder (absolute), or `None` when the cache stays off: also when the folder cannot be
+        used, with a `CacheWarning` saying why (never an error: the cache is an optimisation).
+
+    Raises
+    ------
+    TypeError
+        If `path` is not a folder name.
     """
     import jax
 
@@ -371,9 +406,13 @@ _ensured = False
 def ensure_enabled() -> str | None:
     """Enable the default cache once per process for the Python API (see the module docstring).
 
-    Does nothing when JAX's ``jax_compilation_cache_dir`` is already set or
-    ``GAUSSFLOW_CACHE_DIR`` is ``off``/empty; otherwise :func:`enable` (which warns, never raises,
-    when the folder cannot be used). Returns the folder in use, or ``None``.
+    Does nothing when JAX's `jax_compilation_cache_dir` is already set or `GAUSSFLOW_CACHE_DIR` is
+    `off`/empty; otherwise `enable` (which warns, never raises, when the folder cannot be used).
+
+    Returns
+    -------
+    str or None
+        The folder in use, or `None`.
     """
     global _ensured
     import jax
@@ -386,8 +425,10 @@ def ensure_enabled() -> str | None:
 
 
 def _reset_jax_cache():
-    """Make JAX pick up the new cache folder: it fixes its cache at the first compilation (which
-    may already have happened in this process), so a folder set later is otherwise ignored."""
+    """Make JAX pick up the new cache folder.
+
+    JAX fixes its cache at the first compilation (which may already have happened in this
+    process), so a folder set later is otherwise ignored."""
     try:
         from jax.experimental.compilation_cache import compilation_cache as _cc
 

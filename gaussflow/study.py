@@ -1,14 +1,17 @@
-"""The default study run by ``gaussflow run``.
+r"""The default study run by `gaussflow run`.
 
-Softmax self-attention in d = 2 (the reference figures' convention ``beta = 1/sqrt(d)``) from a grid of
-trace-one initial covariances ``Sigma0 = [[(1+u)/2, w/2], [w/2, (1-u)/2]]``, ``u^2 + w^2 < 1``,
+Softmax self-attention in $d = 2$ (the reference figures' convention $\beta = 1/\sqrt{d}$) from a
+grid of trace-one initial covariances
+$$\Sigma_0 = \frac{1}{2}\begin{pmatrix} 1 + u & w \\ w & 1 - u \end{pmatrix}, \qquad
+u^2 + w^2 < 1,$$
 for two choices of weights:
 
-- *collapse*: ``K = -Q`` with ``Q`` uniform on [0, 1) (seeded), ``V = M M^T``: ``Sigma -> 0``;
-- *blow-up*: ``A + A^T`` positive definite, ``V = I``: finite-time blow-up at
-  ``T* = 1/lambda_max(beta Sigma0^{1/2} (A + A^T) Sigma0^{1/2})``.
+- *collapse*: $K = -Q$ with $Q$ uniform on $[0, 1)$ (seeded), $V = M M^\top$ ($M$ standard
+  normal, seeded): $\Sigma \to 0$;
+- *blow-up*: $A + A^\top$ positive definite, $V = I$: finite-time blow-up at
+  $$T^* = 1/\lambda_{\max}\big(\beta\, \Sigma_0^{1/2} (A + A^\top) \Sigma_0^{1/2}\big).$$
 
-Writes figures and ``summary.json`` / ``summary.md`` into the output folder.
+Writes figures and `summary.json` / `summary.md` into the output folder.
 """
 
 from __future__ import annotations
@@ -24,8 +27,22 @@ from .integrate import solve
 from .variants import Softmax
 
 
-def trace_one_grid(n_radii: int = 3, n_angles: int = 8):
-    """Trace-one 2x2 covariances on circles of radius < 1 in the ``(u, w)`` disk, plus the centre."""
+def trace_one_grid(n_radii: int = 3, n_angles: int = 8) -> list[np.ndarray]:
+    r"""Trace-one 2x2 covariances on circles of radius < 1 in the $(u, w)$ disk, plus the centre.
+
+    Parameters
+    ----------
+    n_radii : int
+        Number of circles, radii evenly spaced in $[0.3, 0.9]$.
+    n_angles : int
+        Points per circle, evenly spaced in angle.
+
+    Returns
+    -------
+    list of np.ndarray
+        `1 + n_radii * n_angles` covariances of shape `(2, 2)`, the centre ($\Sigma_0 = I/2$)
+        first.
+    """
     pts = [(0.0, 0.0)]
     for r in np.linspace(0.3, 0.9, n_radii):
         for th in np.linspace(0, 2 * np.pi, n_angles, endpoint=False):
@@ -33,8 +50,12 @@ def trace_one_grid(n_radii: int = 3, n_angles: int = 8):
     return [np.array([[(1 + u) / 2, w / 2], [w / 2, (1 - u) / 2]]) for u, w in pts]
 
 
-def default_weights(seed: int = 0):
-    """The two weight choices of the study, as ``{name: (field, t1)}``."""
+def default_weights(seed: int = 0) -> dict[str, tuple[Softmax, float]]:
+    """The two weight choices of the study, as `{name: (field, t1)}`.
+
+    `"collapse"` (`t1 = 100`) and `"blowup"` (`t1 = 10`); see the module docstring. `seed` draws
+    the collapse case's weights.
+    """
     rng = np.random.default_rng(seed)
     d = 2
     beta = 1 / np.sqrt(d)
@@ -47,7 +68,24 @@ def default_weights(seed: int = 0):
 
 
 def run_study(out_dir: str = "gaussflow-out", seed: int = 0, quick: bool = False) -> dict:
-    """Run the default study; return the summary dict (also written to ``out_dir``)."""
+    """Run the default study; return the summary dict (also written to `out_dir`).
+
+    Parameters
+    ----------
+    out_dir : str
+        The output folder (created if missing): figures, `summary.json` and `summary.md`.
+    seed : int
+        Seed of the collapse case's weights.
+    quick : bool
+        A coarser grid (2 radii, 6 angles instead of 3 and 8).
+
+    Returns
+    -------
+    dict
+        The summary: per case the score matrix `A`, `beta`, `t1`, the runs (initial covariance,
+        status, stop time, blow-up time, final trace) and the status counts; `seconds`, and
+        `files`, the paths written.
+    """
     from . import plots
 
     os.makedirs(out_dir, exist_ok=True)

@@ -1,24 +1,25 @@
-"""Attention weights of real Transformer checkpoints (Hugging Face BERT layout, safetensors).
+r"""Attention weights of real Transformer checkpoints (Hugging Face BERT layout, safetensors).
 
-A BERT self-attention layer maps a token ``x`` (``d`` = hidden size) with PyTorch ``Linear``
-layers, which store ``weight`` as ``(out, in)`` and compute ``W x + b``:
+A BERT self-attention layer maps a token $x$ ($d$ = hidden size) with PyTorch `Linear`
+layers, which store `weight` as `(out, in)` and compute $W x + b$:
 
-- ``encoder.layer.N.attention.self.query.weight`` (``H k x d``) is the stacked ``Q``, ``key`` the
-  stacked ``K``, ``value`` the stacked ``V`` (``H k_v x d``);
-- ``encoder.layer.N.attention.output.dense.weight`` (``d x H k_v``) is ``W_O``.
+- `encoder.layer.N.attention.self.query.weight` ($H k \times d$) is the stacked $Q$, `key` the
+  stacked $K$, `value` the stacked $V$ ($H k_v \times d$);
+- `encoder.layer.N.attention.output.dense.weight` ($d \times H k_v$) is $W_O$.
 
-Head ``h`` uses rows ``h k .. (h+1) k`` and score ``beta <Q_h x, K_h y>`` with ``beta = 1/sqrt(k)``,
-so the layer is ``gf.MultiHead.split(Q, K, V, W_O, H)``.
+Head $h$ uses rows $h k, \dots, (h+1) k - 1$ and score $\beta \langle Q_h x, K_h y\rangle$ with
+$\beta = 1/\sqrt{k}$, so the layer is `gf.MultiHead.split(Q, K, V, W_O, H)`.
 
 **What is kept and what is dropped.** With biases the head's score is
-``beta <Q_h x + b_q, K_h y + b_k>``. Terms that depend on the query ``x`` only (``x^T Q_h^T b_k``,
-``b_q^T b_k``) cancel in the softmax normalisation over keys, so the **key bias has no effect**
-(dropped exactly). The **query bias** adds ``beta b_q^T K_h y``, a key-only term that is not of the
-``<Q x, K y>`` form: it is **dropped** (an approximation; reported). Since the softmax weights sum
-to one, the **value bias** and the **output bias** add the constant velocity
-``b_O + W_O b_V``: exact as a ``gf.Affine(0, b_O + W_O b_V)`` summand (``with_bias=True``),
-dropped otherwise. Layer norm, the feed-forward block (MLP), dropout and the residual scaling are
-not part of the attention field and are always dropped.
+$\beta \langle Q_h x + b_q, K_h y + b_k\rangle$. Terms that depend on the query $x$ only
+($x^\top Q_h^\top b_k$, $b_q^\top b_k$) cancel in the softmax normalisation over keys, so the
+**key bias has no effect** (dropped exactly). The **query bias** adds $\beta\, b_q^\top K_h y$, a
+key-only term that is not of the $\langle Q x, K y\rangle$ form: it is **dropped** (an
+approximation; reported). Since the softmax weights sum to one, the **value bias** and the
+**output bias** add the constant velocity $b_O + W_O b_V$: exact as a
+`gf.Affine(0, b_O + W_O b_V)` summand (`with_bias=True`), dropped otherwise. Layer norm, the
+feed-forward block (MLP), dropout and the residual scaling are not part of the attention field and
+are always dropped.
 """
 
 from __future__ import annotations
@@ -28,8 +29,12 @@ import math
 import os
 import re
 from dataclasses import dataclass, field as dc_field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .field import Field
 
 PREFIXES = ("", "bert.", "model.", "roberta.")
 _SELF = "encoder.layer.{n}.attention.self.{name}.{kind}"
@@ -38,15 +43,15 @@ _OUT = "encoder.layer.{n}.attention.output.dense.{kind}"
 
 @dataclass(frozen=True)
 class AttentionLayer:
-    """What :func:`load_attention` read: the field and a record of what it dropped.
+    """What `load_attention` read: the field and a record of what it dropped.
 
-    ``field``: ``gf.MultiHead`` (or ``gf.MultiHead + gf.Affine`` with ``with_bias=True``);
-    ``dropped``: one sentence per dropped part; ``info``: layer, heads, sizes, bias norms.
+    `field`: `gf.MultiHead` (or `gf.MultiHead + gf.Affine` with `with_bias=True`);
+    `dropped`: one sentence per dropped part; `info`: layer, heads, sizes, bias norms.
     """
 
-    field: object
-    dropped: list
-    info: dict = dc_field(default_factory=dict)
+    field: Field
+    dropped: list[str]
+    info: dict[str, Any] = dc_field(default_factory=dict)
 
 
 def _checkpoint_file(path) -> tuple[str, str]:
@@ -95,8 +100,28 @@ def _layers_present(tensors, prefix):
     return sorted({int(m.group(1)) for k in tensors for m in [pat.match(k)] if m})
 
 
-def read_attention(path, layer=0, heads=None, with_bias=False) -> AttentionLayer:
-    """:func:`load_attention` with the record of what was dropped (:class:`AttentionLayer`)."""
+def read_attention(path: str | os.PathLike, layer: int = 0, heads: int | None = None,
+                   with_bias: bool = False) -> AttentionLayer:
+    """`load_attention` with the record of what was dropped (`AttentionLayer`).
+
+    The arguments are those of `load_attention`.
+
+    Returns
+    -------
+    AttentionLayer
+        The field, one sentence per dropped part, and `info` (file, layer, heads, `d`, `k`,
+        `k_v`, `beta`, key prefix, layers present, norm of the constant velocity, `with_bias`).
+
+    Raises
+    ------
+    TypeError
+        If `path` is not a file or folder name.
+    FileNotFoundError
+        If the checkpoint (or `model.safetensors` in the folder) does not exist.
+    ValueError
+        For an unreadable or non-BERT checkpoint, a layer it does not hold, or an unknown or
+        invalid number of heads.
+    """
     from .variants import Affine, MultiHead
 
     if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or layer < 0:
@@ -169,25 +194,66 @@ def read_attention(path, layer=0, heads=None, with_bias=False) -> AttentionLayer
     return AttentionLayer(field=field, dropped=dropped, info=info)
 
 
-def load_attention(path, layer=0, heads=None, with_bias=False):
-    """The self-attention of layer ``layer`` of a BERT-style safetensors checkpoint as a field.
+def load_attention(path: str | os.PathLike, layer: int = 0, heads: int | None = None,
+                   with_bias: bool = False) -> Field:
+    r"""The self-attention of layer `layer` of a BERT-style safetensors checkpoint as a field.
 
-    ``path``: a ``.safetensors`` file or a folder holding ``model.safetensors``; keys
-    ``[bert.]encoder.layer.N.attention.self.{query,key,value}.{weight,bias}`` and
-    ``...attention.output.dense.{weight,bias}``. ``heads``: the number of heads (default: the
-    ``num_attention_heads`` of a ``config.json`` beside the checkpoint). Returns the layer's
-    ``gf.MultiHead`` (per-head ``beta = 1/sqrt(k)``, output projection ``W_O``), or with
-    ``with_bias=True`` the sum ``MultiHead + gf.Affine(0, b_O + W_O b_V)``. Query biases, layer
-    norm and the MLP are dropped (see the module docstring; :func:`read_attention` returns the
-    list). Prints nothing.
+    Query biases, layer norm and the MLP are dropped (see the module docstring; `read_attention`
+    returns the list). Prints nothing.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A `.safetensors` file or a folder holding `model.safetensors`; keys
+        `[bert.]encoder.layer.N.attention.self.{query,key,value}.{weight,bias}` and
+        `...attention.output.dense.{weight,bias}` (the prefix may also be `model.` or `roberta.`).
+    layer : int
+        The layer index `N` (non-negative).
+    heads : int, optional
+        The number of heads (default: the `num_attention_heads` of a `config.json` beside the
+        checkpoint).
+    with_bias : bool
+        Keep the value and output biases as a constant velocity (see Returns).
+
+    Returns
+    -------
+    Field
+        The layer's `gf.MultiHead` (per-head $\beta = 1/\sqrt{k}$, output projection $W_O$), or
+        with `with_bias=True` the sum `MultiHead + gf.Affine(0, b_O + W_O b_V)`.
     """
     return read_attention(path, layer=layer, heads=heads, with_bias=with_bias).field
 
 
-def write_random_bert(path, d=8, heads=2, layers=1, seed=0, scale=0.5, prefix="bert."):
-    """Write a small random BERT-like attention checkpoint (``path``: a folder; writes
-    ``model.safetensors`` and ``config.json``) for examples and tests. Weights are Gaussian with
-    standard deviation ``scale / sqrt(d)``, biases ``0.1 scale``. Returns the safetensors path."""
+def write_random_bert(path: str | os.PathLike, d: int = 8, heads: int = 2, layers: int = 1,
+                      seed: int = 0, scale: float = 0.5, prefix: str = "bert.") -> str:
+    r"""Write a small random BERT-like attention checkpoint for examples and tests.
+
+    Weights are Gaussian with standard deviation $\mathrm{scale} / \sqrt{d}$, biases
+    $0.1\,\mathrm{scale}$; the query, key and value matrices are $d \times d$ (so `heads` should
+    divide `d`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A folder (created if missing); it receives `model.safetensors` and `config.json`.
+    d : int
+        The hidden size.
+    heads : int
+        `num_attention_heads` written to `config.json`.
+    layers : int
+        The number of attention layers.
+    seed : int
+        Seed of the random weights.
+    scale : float
+        Scale of the weights (see above).
+    prefix : str
+        Prefix of every key (`"bert."`, or `""` for a bare encoder).
+
+    Returns
+    -------
+    str
+        The path of the safetensors file.
+    """
     from safetensors.numpy import save_file
 
     rng = np.random.default_rng(seed)

@@ -21,12 +21,6 @@ PENDING = {
     "attention/symbols.py", "field.py", "gaussian.py", "_checks.py", "registry.py", "linalg.py",
     "quadrature.py",
     # -- group 2
-    "theory/__init__.py", "theory/metrics.py", "theory/regimes.py", "theory/affine.py",
-    "variants/__init__.py", "variants/affine.py", "variants/l2.py", "variants/layers.py",
-    "variants/multihead.py", "variants/sigmoid.py", "variants/sinkhorn.py", "variants/softmax.py",
-    "variants/superposition.py", "variants/unnormalized.py", "weights.py", "cache.py", "study.py",
-    "cli/__init__.py", "cli/_common.py", "cli/bench.py", "cli/derive.py", "cli/io.py",
-    "cli/run.py", "cli/solve.py", "__init__.py", "__main__.py",
     # -- group 3
     "integrate.py", "batch.py", "queue.py", "passes.py", "theory/closed_forms.py",
     "particles/__init__.py", "particles/dynamics.py", "particles/kernels.py",
@@ -62,7 +56,7 @@ def _public_defs(tree):
     yield from visit(tree, "")
 
 
-def _docstrings(tree):
+def _docstrings(tree, source=None):
     nodes = [tree] + [n for n in ast.walk(tree)
                       if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
     for n in nodes:
@@ -117,8 +111,12 @@ def test_public_functions_have_type_hints(rel, path):
 @pytest.mark.parametrize("rel,path", list(_modules()), ids=lambda v: str(v))
 def test_docstrings_follow_the_convention(rel, path):
     problems = []
-    for name, node in _docstrings(ast.parse(path.read_text())):
+    source = path.read_text()
+    for name, node in _docstrings(ast.parse(source)):
         problems += [f"{name}: {p}" for p in docstring_problems(node.value)]
+        literal = ast.get_source_segment(source, node) or ""
+        if "\\" in literal and not literal.lstrip()[:1] in ("r", "R"):
+            problems.append(f"{name}: a backslash in a docstring that is not a raw string")
     assert not problems, f"{rel}:\n" + "\n".join(problems)
 
 

@@ -1,20 +1,23 @@
-"""The ``gaussflow`` command line.
+"""The `gaussflow` command line.
 
-Errors in the input (``ValueError``/``TypeError`` raised by gaussflow's checks, bad files, an
-output folder that cannot be written) print one line ``gaussflow: error: ...`` to stderr and exit
-with code 2, before any work; ``--debug`` shows the traceback. The optional compilation cache never
-stops a command: a cache that cannot be used prints one line ``gaussflow: warning: ...``.
+Errors in the input (`ValueError`/`TypeError` raised by gaussflow's checks, bad files, an
+output folder that cannot be written) print one line `gaussflow: error: ...` to stderr and exit
+with code 2, before any work; `--debug` shows the traceback. The optional compilation cache never
+stops a command: a cache that cannot be used prints one line `gaussflow: warning: ...`.
 
-One module per subcommand (``run``, ``derive``, ``solve``, ``validate``, ``reproduce``, ``bench``),
-each with ``add(subparsers)`` and ``cmd(args)``; input files are read in :mod:`.io`.
+One module per subcommand (`run`, `derive`, `solve`, `validate`, `reproduce`, `bench`),
+each with `add(subparsers)` and `cmd(args)`; input files are read in `gaussflow.cli.io`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 import warnings
+
+from collections.abc import Sequence
 
 from . import bench, derive, reproduce, run, solve, validate
 from ._common import UsageError, prepare_out, remove_created
@@ -27,24 +30,37 @@ __all__ = ["COMMANDS", "SOLVE_KEYS", "UsageError", "build_parser", "enable_compi
 COMMANDS = [run.add, derive.add, solve.add, validate.add, reproduce.add, bench.add]
 
 
-def enable_compilation_cache(path=None):
-    """Switch on JAX's persistent compilation cache at ``path`` (default ``$GAUSSFLOW_CACHE_DIR``
-    or ``~/.cache/gaussflow/jax``), after verifying its entries against gaussflow's manifest (see
-    :mod:`gaussflow.cache`); ``path = ""`` or ``"off"`` leaves it off. Returns the folder, or
-    ``None`` when the cache stays off (a folder that cannot be used only warns)."""
+def enable_compilation_cache(path: str | os.PathLike | None = None) -> str | None:
+    """Switch on JAX's persistent compilation cache at `path`.
+
+    The entries are verified against gaussflow's manifest first (see `gaussflow.cache`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        The cache folder (default `$GAUSSFLOW_CACHE_DIR` or `~/.cache/gaussflow/jax`);
+        `""` or `"off"` leaves the cache off.
+
+    Returns
+    -------
+    str or None
+        The folder, or `None` when the cache stays off (a folder that cannot be used only warns,
+        with a `gaussflow.cache.CacheWarning`).
+    """
     from ..cache import enable
 
     return enable(path)
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (``gaussflow CMD: error: ...``), exit code 2."""
+    """argparse with one-line errors (`gaussflow CMD: error: ...`), exit code 2."""
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of the `gaussflow` command: the global options and one subcommand per module."""
     parser = _Parser(
         prog="gaussflow",
         description=textwrap.dedent("""\
@@ -76,7 +92,21 @@ def _enable_cache(path) -> None:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `gaussflow` command line.
+
+    Parameters
+    ----------
+    argv : Sequence of str, optional
+        The arguments (default `sys.argv[1:]`).
+
+    Returns
+    -------
+    int
+        The exit code: the subcommand's (0 on success), 2 for an error in the input (one line
+        `gaussflow: error: ...` on stderr; `--debug` raises instead) or when no subcommand is
+        given (the help is printed).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+from collections.abc import Iterable
 
 
 class UsageError(ValueError):
@@ -12,12 +13,12 @@ class UsageError(ValueError):
 
 
 def fmt(example: str) -> dict:
-    """``add_parser`` keywords for a help text ending in an example."""
+    """`add_parser` keywords for a help text ending in an example."""
     return {"epilog": "example:\n  " + example, "formatter_class": argparse.RawDescriptionHelpFormatter}
 
 
-def report_files(seconds, out, files) -> int:
-    """Print the run time and the files a command wrote; exit code 0."""
+def report_files(seconds: float, out: str, files: Iterable[str]) -> int:
+    """Print the run time and the files a command wrote (into the folder `out`); exit code 0."""
     print(f"done in {seconds:.1f} s; files written to {os.path.abspath(out)}:")
     for f in files:
         print(f"  {f}")
@@ -29,10 +30,29 @@ def _why(e: OSError) -> str:
     return f"{text}: {e.filename}" if e.filename else text
 
 
-def prepare_out(out, flag: str = "--out") -> list[str]:
-    """Create the folder ``out`` and check a file can be written in it (a probe file is written
-    and removed), before any work. Returns the folders it created, deepest first (see
-    :func:`remove_created`); raises :class:`UsageError` naming ``flag`` otherwise."""
+def prepare_out(out: str, flag: str = "--out") -> list[str]:
+    """Create the folder `out` and check a file can be written in it, before any work.
+
+    A probe file is written and removed.
+
+    Parameters
+    ----------
+    out : str
+        The output folder.
+    flag : str
+        The option named in the error.
+
+    Returns
+    -------
+    list of str
+        The folders it created, deepest first (see `remove_created`).
+
+    Raises
+    ------
+    UsageError
+        Naming `flag`, if `out` is not a folder name, is a file or a dangling link, or cannot be
+        created or written.
+    """
     if not isinstance(out, str) or not out.strip():
         raise UsageError(f"{flag} must be a folder name, got {out!r}")
     path = os.path.abspath(out)
@@ -55,8 +75,11 @@ def prepare_out(out, flag: str = "--out") -> list[str]:
     return created
 
 
-def prepare_file(path, flag: str) -> None:
-    """Check that the file ``path`` can be written (its folder exists and takes a probe file)."""
+def prepare_file(path: str, flag: str) -> None:
+    """Check that the file `path` can be written (its folder exists and takes a probe file).
+
+    Raises `UsageError` naming `flag` otherwise.
+    """
     if not isinstance(path, str) or not path.strip():
         raise UsageError(f"{flag} must be a file name, got {path!r}")
     if os.path.isdir(path):
@@ -73,8 +96,8 @@ def prepare_file(path, flag: str) -> None:
                          "location") from None
 
 
-def remove_created(created) -> None:
-    """Remove the folders :func:`prepare_out` created, if still empty (after a failed command)."""
+def remove_created(created: Iterable[str]) -> None:
+    """Remove the folders `prepare_out` created, if still empty (after a failed command)."""
     for d in created:
         try:
             os.rmdir(d)
@@ -82,8 +105,8 @@ def remove_created(created) -> None:
             break
 
 
-def int_list(name, text):
-    """``"1,2,3"`` as ``[1, 2, 3]`` (error names ``--name``)."""
+def int_list(name: str, text: str) -> list[int]:
+    """`"1,2,3"` as `[1, 2, 3]` (a `UsageError` names `--name` otherwise)."""
     try:
         return [int(v) for v in str(text).split(",") if v.strip()]
     except ValueError:

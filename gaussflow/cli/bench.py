@@ -1,15 +1,18 @@
-"""``gaussflow bench``: the benchmarks of a source checkout."""
+"""`gaussflow bench`: the benchmarks of a source checkout."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
+import types
 
 from ._common import UsageError, fmt, prepare_file
 
 
-def add(sub):
+def add(sub: argparse._SubParsersAction) -> None:
+    """Register the `bench` subcommand on `sub` (the subparsers of the `gaussflow` parser)."""
     p = sub.add_parser("bench", help="run the benchmarks (gaussflow vs baselines, same process)",
                        description="Run the benchmarks of the benchmarks/ package of a gaussflow "
                        "checkout; each prints its ratio against a baseline measured in the same "
@@ -22,8 +25,11 @@ def add(sub):
     p.set_defaults(func=cmd)
 
 
-def benchmarks_package():
-    """Import ``benchmarks`` from the checkout this package sits in (it is not installed)."""
+def benchmarks_package() -> types.ModuleType:
+    """Import `benchmarks` from the checkout this package sits in (it is not installed).
+
+    Raises `UsageError` outside a source checkout.
+    """
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if not os.path.isfile(os.path.join(root, "benchmarks", "__init__.py")):
         raise UsageError("the benchmarks are not installed with the package: run `gaussflow "
@@ -35,7 +41,8 @@ def benchmarks_package():
     return benchmarks
 
 
-def cmd(args):
+def cmd(args: argparse.Namespace) -> int:
+    """Run the named benchmarks (default all); `--json` also writes the results. Exit code 0."""
     if args.json is not None:
         prepare_file(args.json, "--json")
     bm = benchmarks_package()

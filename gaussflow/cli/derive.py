@@ -1,13 +1,15 @@
-"""``gaussflow derive``: print a variant's derived ODEs, or write every derivation."""
+"""`gaussflow derive`: print a variant's derived ODEs, or write every derivation."""
 
 from __future__ import annotations
 
+import argparse
 import os
 
 from ._common import UsageError, fmt
 
 
-def add(sub):
+def add(sub: argparse._SubParsersAction) -> None:
+    """Register the `derive` subcommand on `sub` (the subparsers of the `gaussflow` parser)."""
     p = sub.add_parser("derive", help="print the derived ODEs of a variant",
                        description="Derive a variant's Gaussian closure symbolically and print it "
                        "(plain text, LaTeX or Markdown). --all --out DIR writes one Markdown file "
@@ -24,7 +26,7 @@ def add(sub):
 
 
 def write_derivations(out_dir: str) -> list[str]:
-    """Write ``out_dir/NAME.md`` for every registered variant; returns the paths."""
+    """Write `out_dir/NAME.md` for every built-in variant; returns the paths."""
     from ..symbolic import derive
     from ..variants import VARIANTS
 
@@ -38,7 +40,9 @@ def write_derivations(out_dir: str) -> list[str]:
     return paths
 
 
-def cmd(args):
+def cmd(args: argparse.Namespace) -> int:
+    """Print the derivation of `args.variant` (or of every variant with `--all`) as text, LaTeX,
+    Markdown or JAX source; with `--all --out DIR`, write the Markdown files. Exit code 0."""
     from ..symbolic import derive
     from ..variants import VARIANTS
 

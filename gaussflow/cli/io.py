@@ -1,39 +1,51 @@
-"""Input files of ``gaussflow solve --input`` (``.npz`` or JSON): reading and strict checks.
+"""Input files of `gaussflow solve --input` (`.npz` or JSON): reading and strict checks.
 
-The values of a file obey the same rules as the API (``gaussflow._checks``): numbers only — no
-strings (also not numeric strings such as ``"0.5"``), no ``null``, no booleans (``true`` is not
-the integer 1) — scalars where a scalar is expected (``t1``, ``beta``, ``c``, ``eps``, ``bias``),
-an integer for ``heads``. Every error names the file and the key.
+The values of a file obey the same rules as the API (`gaussflow._checks`): numbers only — no
+strings (also not numeric strings such as `"0.5"`), no `null`, no booleans (`true` is not
+the integer 1) — scalars where a scalar is expected (`t1`, `beta`, `c`, `eps`, `bias`),
+an integer for `heads`. Every error names the file and the key.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from .. import registry, variants  # noqa: F401  (importing variants registers the built-ins)
 from ._common import UsageError
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..field import Field
+    from ..gaussian import Gaussian
+
 
 def _solve_keys() -> dict:
-    """``{variant: (required keys, optional keys)}`` read from the declarations (``input_keys``)."""
+    """`{variant: (required keys, optional keys)}` read from the declarations (`input_keys`)."""
     return {name: cls.input_keys() for name, cls in registry.variants().items()
             if callable(getattr(cls, "input_keys", None))}
 
 
-#: Keys of a ``gaussflow solve --input`` file (``.npz`` or JSON), per variant (from the
-#: declarations). Every variant also takes ``mean`` (d,), ``cov`` (d, d) (required) and ``t1``
-#: (optional; ``--t1`` overrides it).
+#: Keys of a `gaussflow solve --input` file (`.npz` or JSON), per variant (from the
+#: declarations). Every variant also takes `mean` (d,), `cov` (d, d) (required) and `t1`
+#: (optional; `--t1` overrides it).
 SOLVE_KEYS = _solve_keys()
-#: Keys that hold one number (``beta`` of multihead may also be one per head), and those > 0.
+#: Keys that hold one number (`beta` of multihead may also be one per head), and those > 0.
 SCALAR_KEYS = ("t1", *sorted({k for cls in registry.variants().values()
                               for k in getattr(cls, "scalar_keys", lambda: ())()}))
 POSITIVE_KEYS = tuple(sorted({k for cls in registry.variants().values()
                               for k in getattr(cls, "positive_keys", lambda: ())()}))
 
 
-def read_arrays(path) -> dict:
-    """The arrays of an ``.npz`` or JSON file as a dict (errors name the file and the fix)."""
+def read_arrays(path: str) -> dict[str, Any]:
+    """The arrays of an `.npz` or JSON file as a dict (errors name the file and the fix).
+
+    `.npz` entries are NumPy arrays; JSON values are returned as parsed (checked later by
+    `file_value`). Raises `UsageError` for a missing, unreadable or malformed file.
+    """
     import numpy as np
 
     if not os.path.isfile(path):
@@ -78,8 +90,12 @@ def _walk(path, key, value):
             _walk(path, key, v)
 
 
-def file_value(path, key, value):
-    """``value`` of ``key`` in file ``path`` as a float array (or the int of ``heads``)."""
+def file_value(path: str, key: str, value: Any) -> np.ndarray | int:
+    """`value` of `key` in file `path` as a float array (or the int of `heads`).
+
+    Raises `UsageError`, naming the file and the key, for anything but finite real numbers (or a
+    positive integer for `heads`).
+    """
     import numpy as np
 
     if value is None:
@@ -132,8 +148,24 @@ def _api(path, build, *args, **kw):
         raise UsageError(f"{path}: {e}") from None
 
 
-def state_from_arrays(arrays, path, d=None):
-    """``(g0, t1 or None)`` from the keys ``mean``, ``cov`` (required), ``t1`` of a file."""
+def state_from_arrays(arrays: Mapping[str, Any], path: str,
+                      d: int | None = None) -> tuple[Gaussian, float | None]:
+    """`(g0, t1 or None)` from the keys `mean`, `cov` (required), `t1` of a file.
+
+    Parameters
+    ----------
+    arrays : Mapping of str to Any
+        The file's values (`read_arrays`); `mean` defaults to zero.
+    path : str
+        The file name, for the errors.
+    d : int, optional
+        The dimension the state must have (the weights').
+
+    Returns
+    -------
+    tuple of (Gaussian, float or None)
+        The initial Gaussian and the file's `t1` (`None` when absent).
+    """
     import numpy as np
 
     from ..gaussian import Gaussian
@@ -155,8 +187,30 @@ def state_from_arrays(arrays, path, d=None):
     return g0, t1
 
 
-def problem_from_arrays(variant, arrays, path="input"):
-    """``(field, g0, t1 or None)`` from named arrays (keys in :data:`SOLVE_KEYS`)."""
+def problem_from_arrays(variant: str, arrays: Mapping[str, Any],
+                        path: str = "input") -> tuple[Field, Gaussian, float | None]:
+    """`(field, g0, t1 or None)` from named arrays (keys in `SOLVE_KEYS`).
+
+    Parameters
+    ----------
+    variant : str
+        A variant name of `SOLVE_KEYS`.
+    arrays : Mapping of str to Any
+        The named values (`read_arrays`), checked strictly (see the module docstring).
+    path : str
+        The file name, for the errors.
+
+    Returns
+    -------
+    tuple of (Field, Gaussian, float or None)
+        The field, the initial Gaussian and the file's `t1` (`None` when absent).
+
+    Raises
+    ------
+    UsageError
+        For an unknown variant, unknown, missing or null keys, or values the API rejects (the
+        error names the file).
+    """
     if variant not in SOLVE_KEYS:
         raise UsageError(f"solve supports {', '.join(SOLVE_KEYS)}; got {variant!r}")
     required, optional = SOLVE_KEYS[variant]

@@ -1,13 +1,15 @@
-"""``gaussflow run``: the embedded default study."""
+"""`gaussflow run`: the embedded default study."""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from ._common import fmt, report_files
 
 
-def add(sub):
+def add(sub: argparse._SubParsersAction) -> None:
+    """Register the `run` subcommand on `sub` (the subparsers of the `gaussflow` parser)."""
     p = sub.add_parser("run", help="run the default study (softmax, d = 2) and write figures",
                        description="Run the embedded default study: softmax attention in d = 2 on "
                        "a grid of trace-one initial covariances, for collapsing and blowing-up "
@@ -20,7 +22,8 @@ def add(sub):
     p.set_defaults(func=cmd)
 
 
-def cmd(args):
+def cmd(args: argparse.Namespace) -> int:
+    """Run the default study (`gaussflow.study.run_study`) and print its outcome; exit code 0."""
     from ..study import run_study
 
     summary = run_study(args.out, seed=args.seed, quick=args.quick)

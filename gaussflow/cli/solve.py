@@ -1,12 +1,18 @@
-"""``gaussflow solve``: integrate a variant's closure; write the trajectory and figures."""
+"""`gaussflow solve`: integrate a variant's closure; write the trajectory and figures."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+from typing import TYPE_CHECKING
 
 from ._common import UsageError, fmt
 from .io import SOLVE_KEYS, problem_from_arrays, read_arrays, state_from_arrays
+
+if TYPE_CHECKING:
+    from ..field import Field
+    from ..gaussian import Gaussian
 
 _SOLVE_DOC = """\
 Integrate a variant's Gaussian closure from N(mean, cov) and write the trajectory
@@ -30,7 +36,8 @@ Keys of --input (all variants: cov (d, d) required; mean (d,) default 0; t1 > 0)
 """
 
 
-def add(sub):
+def add(sub: argparse._SubParsersAction) -> None:
+    """Register the `solve` subcommand on `sub` (the subparsers of the `gaussflow` parser)."""
     p = sub.add_parser("solve", help="integrate a variant's closure; write trajectory and figures",
                        description=_SOLVE_DOC,
                        **fmt("gaussflow solve softmax --d 2 --seed 1 --t1 3 --out sol/\n"
@@ -69,8 +76,11 @@ def _check_options(args):
             raise UsageError(f"{name} must be a positive number, got {v}")
 
 
-def problem(args):
-    """``(field, g0, t1 or None, source)`` from --checkpoint, --input or random weights."""
+def problem(args: argparse.Namespace) -> tuple[Field, Gaussian, float | None, str]:
+    """`(field, g0, t1 or None, source)` from `--checkpoint`, `--input` or random weights.
+
+    `source` describes where the weights came from (for the summary and the figures).
+    """
     from ..gaussian import Gaussian
 
     if args.checkpoint:
@@ -102,7 +112,9 @@ def problem(args):
     return field, g0, None, f"random (d = {args.d}, seed = {args.seed})"
 
 
-def cmd(args):
+def cmd(args: argparse.Namespace) -> int:
+    """Integrate the problem of `args` (see `problem`); write `solve-VARIANT.npz`, `.json` and the
+    figures into `args.out`, and print a summary (or the JSON summary). Exit code 0."""
     import numpy as np
 
     from .. import plots

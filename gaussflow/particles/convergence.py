@@ -35,6 +35,7 @@ import numpy as np
 import ot
 
 from .._checks import as_array, as_scalar
+from ..field import Field
 from ..gaussian import Gaussian, PositionalGaussians
 from ..integrate import solve
 from .dynamics import simulate
@@ -116,8 +117,9 @@ def wasserstein2(X: np.ndarray, Y: np.ndarray, method: str = "auto") -> float:
         Point clouds in the same dimension.
     method : str
         `"exact"` (POT's network simplex, `ot.emd2`, on squared Euclidean costs), `"sinkhorn"`
-        (POT's debiased Sinkhorn divergence $S_\varepsilon$ with $\varepsilon = 0.01\,
-        \overline{c}$, $\overline{c}$ the mean cost; $\sqrt{S_\varepsilon}$ is reported, a
+        (POT's debiased Sinkhorn divergence $S_\varepsilon$ with
+        $\varepsilon = 0.01\,\overline{c}$, $\overline{c}$ the total variance of the two
+        clouds; $\sqrt{S_\varepsilon}$ is reported, a
         slight underestimate of $W_2$ that keeps the $N$-dependence), or `"auto"` (exact while
         $n m \le$ `EXACT_W2_PAIRS`).
 
@@ -219,9 +221,9 @@ def _moment_errors(m, S, m_ref, S_ref):
             float(np.linalg.norm(S - S_ref) / max(np.linalg.norm(S_ref), 1e-300)))
 
 
-def mean_field_convergence(field, measure: InitialMeasure, ns: Sequence[int], t1: float, *,
+def mean_field_convergence(field: Field, measure: InitialMeasure, ns: Sequence[int], t1: float, *,
                            n_ref: int = 4096, n_times: int = 5, repeats: int = 3, seed: int = 0,
-                           method: str = "auto", **simulate_options) -> ConvergenceReport:
+                           method: str = "auto", **simulate_options: object) -> ConvergenceReport:
     r"""Particle systems of growing $N$ against a large-$N$ reference (see the module docstring).
 
     Parameters

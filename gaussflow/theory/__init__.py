@@ -1,21 +1,21 @@
-"""Theory toolkit: anisotropy measures, closed forms, exact limits and regime classification.
+r"""Theory toolkit: anisotropy measures, closed forms, exact limits and regime classification.
 
-Conventions: score ``s(x, y) = beta y^T A x`` with ``A = K^T Q``; value map
-``y -> W_O V y``. Everything here is NumPy (float64) on concrete arrays.
+Conventions: score $s(x, y) = \beta\, y^\top A x$ with $A = K^\top Q$; value map
+$y \mapsto W_O V y$. Everything here is NumPy (float64) on concrete arrays.
 
-Modules (every public name is re-exported here, ``gf.theory.X``):
+Modules (every public name is re-exported here, `gf.theory.X`):
 
-- :mod:`~gaussflow.theory.metrics`: anisotropy of a covariance or a stack ``(..., d, d)``:
-  :func:`normalised_spectrum`, :func:`effective_rank`, :func:`condition_number`,
-  :func:`alignment`, :func:`anisotropy` (along a trajectory), :func:`angle_to_disk`;
-- :mod:`~gaussflow.theory.closed_forms`: softmax with ``W_O V = v I``, where
-  ``Sigma(t)^{-1} = Sigma0^{-1} - t S``: :func:`blowup_time`, :func:`blowup_direction`,
-  :func:`covariance`, :func:`mean`, :func:`limit_rank`, :func:`limit_covariance`, and
-  :func:`stationary_lines` (d = 2, softmax or L2);
-- :mod:`~gaussflow.theory.affine`: ``Affine(W, b) + softmax`` (Alcalde–Ji–Zuazua):
-  :func:`affine_attention`, :class:`AffineAttentionRegime`;
-- :mod:`~gaussflow.theory.regimes`: :func:`classify` a solved trajectory into a :class:`Regime`
-  (:data:`REGIMES`, :data:`THRESHOLDS`).
+- `gaussflow.theory.metrics`: anisotropy of a covariance or a stack `(..., d, d)`:
+  `normalised_spectrum`, `effective_rank`, `condition_number`,
+  `alignment`, `anisotropy` (along a trajectory), `angle_to_disk`;
+- `gaussflow.theory.closed_forms`: softmax with $W_O V = v I$, where
+  $\Sigma(t)^{-1} = \Sigma_0^{-1} - t S$: `blowup_time`, `blowup_direction`,
+  `covariance`, `mean`, `limit_rank`, `limit_covariance`, and
+  `stationary_lines` ($d = 2$, softmax or L2);
+- `gaussflow.theory.affine`: `Affine(W, b) + softmax` (Alcalde–Ji–Zuazua):
+  `affine_attention`, `AffineAttentionRegime`;
+- `gaussflow.theory.regimes`: `classify` a solved trajectory into a `Regime`
+  (`REGIMES`, `THRESHOLDS`).
 """
 
 from .metrics import (alignment, angle_to_disk, anisotropy, condition_number, effective_rank,

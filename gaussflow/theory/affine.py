@@ -1,17 +1,20 @@
-"""Affine layers plus softmax attention: the regime of the covariance (:func:`affine_attention`).
+r"""Affine layers plus softmax attention: the regime of the covariance (`affine_attention`).
 
-**Affine + attention** (Alcalde–Ji–Zuazua; :func:`affine_attention`): for ``Affine(W, b)`` plus
-softmax parts with ``W_O V = v I``, ``dSigma/dt = W Sigma + Sigma W^T + Sigma S Sigma`` and
-``P = Sigma^{-1}`` solves the *linear* equation ``dP/dt = -(W^T P + P W) - S``:
-``P(t) = P* + e^{-W^T t} (P0 - P*) e^{-W t}`` with ``W^T P* + P* W = -S``. In d = 1 with
-``Affine(w) + Softmax(a)`` (``V = 1``) this is the Riccati equation
-``dSigma/dt = 2 w Sigma + 2 beta a Sigma^2``.
+**Affine + attention** (Alcalde–Ji–Zuazua; `affine_attention`): for `Affine(W, b)` plus
+softmax parts with $W_O V = v I$,
+$$\frac{\mathrm{d}\Sigma}{\mathrm{d}t} = W\Sigma + \Sigma W^\top + \Sigma S \Sigma$$
+and $P = \Sigma^{-1}$ solves the *linear* equation
+$\mathrm{d}P/\mathrm{d}t = -(W^\top P + P W) - S$:
+$$P(t) = P^* + e^{-W^\top t} (P_0 - P^*) e^{-W t}, \qquad W^\top P^* + P^* W = -S.$$
+In $d = 1$ with `Affine(w) + Softmax(a)` ($V = 1$) this is the Riccati equation
+$\mathrm{d}\Sigma/\mathrm{d}t = 2 w \Sigma + 2 \beta a \Sigma^2$.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.linalg
@@ -19,15 +22,20 @@ import scipy.optimize
 
 from .closed_forms import RANK_TOL, field_state, softmax_S
 
+if TYPE_CHECKING:
+    from ..field import Field
+    from ..gaussian import Gaussian
+
 
 @dataclass(frozen=True)
 class AffineAttentionRegime:
-    """Outcome of :func:`affine_attention`.
+    r"""Outcome of `affine_attention`.
 
-    ``kind``: ``"equilibrium"`` (Sigma -> ``equilibrium``), ``"blowup"`` (at ``blowup_time``),
-    ``"collapse"`` (Sigma -> 0 exponentially), ``"growth"`` (unbounded, no finite-time blow-up),
-    or ``"depends"`` (no g0 given and the answer depends on it). ``P_star`` solves
-    ``W^T P + P W = -S``.
+    `kind`: `"equilibrium"` ($\Sigma \to$ `equilibrium`), `"blowup"` (at `blowup_time`),
+    `"collapse"` ($\Sigma \to 0$ exponentially), `"growth"` (unbounded, no finite-time blow-up),
+    or `"depends"` (no `g0` given and the answer depends on it, or no blow-up decided before
+    `t_max` for a mixed spectrum). `P_star` solves $W^\top P + P W = -S$; `reason` gives the
+    decision in words.
     """
 
     kind: str
@@ -47,19 +55,41 @@ def _lyapunov_P(W, S):
     return (P + P.T) / 2
 
 
-def affine_attention(field, g0=None, t_max=1e4):
-    """Regime of ``Affine(W, b) + softmax`` (constant weights, ``W_O V = v I``), Alcalde–Ji–Zuazua.
+def affine_attention(field: Field, g0: Gaussian | None = None,
+                     t_max: float = 1e4) -> AffineAttentionRegime:
+    r"""Regime of `Affine(W, b) + softmax` (constant weights, $W_O V = v I$), Alcalde–Ji–Zuazua.
 
-    ``P = Sigma^{-1}`` follows ``P(t) = P* + e^{-W^T t} (P0 - P*) e^{-W t}`` with
-    ``W^T P* + P* W = -S``, ``S = sum_h beta_h v_h (A_h + A_h^T)``:
+    $P = \Sigma^{-1}$ follows $P(t) = P^* + e^{-W^\top t} (P_0 - P^*) e^{-W t}$ with
+    $W^\top P^* + P^* W = -S$, $S = \sum_h \beta_h v_h (A_h + A_h^\top)$:
 
-    - every eigenvalue of ``W`` with positive real part: ``P -> P*``; the stable equilibrium
-      ``Sigma* = P*^{-1}`` if ``P* > 0``, otherwise finite-time blow-up (P leaves the PD cone);
-    - every eigenvalue with negative real part: ``Sigma -> 0`` when ``Sigma0^{-1} - P* > 0``,
-      otherwise blow-up (``"depends"`` without ``g0``);
-    - mixed spectra: decided from ``g0`` by following ``lambda_min(P(t))`` up to ``t_max``.
+    - every eigenvalue of $W$ with positive real part: $P \to P^*$; the stable equilibrium
+      $\Sigma^* = (P^*)^{-1}$ if $P^* \succ 0$, otherwise finite-time blow-up ($P$ leaves the
+      PD cone);
+    - every eigenvalue with negative real part: $\Sigma \to 0$ when
+      $\Sigma_0^{-1} - P^* \succ 0$, otherwise blow-up (`"depends"` without `g0`);
+    - mixed spectra: decided from `g0` by following $\lambda_{\min}(P(t))$ up to `t_max`.
 
-    With ``g0`` the blow-up time is the first root of ``lambda_min(P(t)) = 0`` (brentq).
+    With `g0` the blow-up time is the first root of $\lambda_{\min}(P(t)) = 0$ (brentq).
+
+    Parameters
+    ----------
+    field : Field
+        `Affine(W, b)` plus softmax parts with $W_O V = v I$ (constant weights).
+    g0 : Gaussian, optional
+        The initial state; without it the regime may be `"depends"`.
+    t_max : float
+        The horizon up to which $\lambda_{\min}(P(t))$ is followed (with `g0`).
+
+    Returns
+    -------
+    AffineAttentionRegime
+        The regime, $P^*$, and the equilibrium or blow-up time where they apply.
+
+    Raises
+    ------
+    ValueError
+        If `field` has no affine part, if $\lambda_i(W) + \lambda_j(W) = 0$ for some $i, j$
+        (no unique $P^*$: use `gf.solve`), or if `g0.cov` is not positive definite.
     """
     S, _, W = softmax_S(field, allow_affine=True)
     if not np.any(W):
@@ -77,9 +107,11 @@ def affine_attention(field, g0=None, t_max=1e4):
         P0 = (P0 + P0.T) / 2
 
     def lam_min(t):
-        """``lambda_min(P(t))``, computed as ``s lambda_min(P / s)`` with ``s = max|P_ij|`` (the
-        entries of ``P`` grow like ``e^{2 |Re lambda(W)| t}`` for a contracting ``W``: unscaled,
-        ``P + P^T`` overflows and LAPACK's eigensolver fails). NaN once ``P`` is not finite."""
+        r"""$\lambda_{\min}(P(t))$, computed as $s\,\lambda_{\min}(P / s)$ with $s = \max|P_{ij}|$.
+
+        The entries of $P$ grow like $e^{2 |\operatorname{Re}\lambda(W)| t}$ for a contracting
+        $W$: unscaled, $P + P^\top$ overflows and LAPACK's eigensolver fails. NaN once $P$ is not
+        finite."""
         with np.errstate(over="ignore", invalid="ignore"):
             E = scipy.linalg.expm(-W * t)
             P = P_star + E.T @ (P0 - P_star) @ E

@@ -1,26 +1,31 @@
-"""Anisotropy measures of covariances and trajectories.
+r"""Anisotropy measures of covariances and trajectories.
 
-**Anisotropy** (of a covariance or a stack ``(..., d, d)``):
+**Anisotropy** (of a covariance or a stack of shape `(..., d, d)`):
 
-- :func:`normalised_spectrum`: eigenvalues of ``Sigma / tr Sigma``, in decreasing order (they sum
-  to one; a rank-r covariance has r non-zero entries);
-- :func:`effective_rank`: ``exp(H(p))`` with ``H(p) = -sum p_i log p_i`` the Shannon entropy of the
-  normalised spectrum (Roy & Vetterli's effective rank: ``d`` for ``Sigma ∝ I``, 1 for rank one,
-  continuous in between); ``method="threshold"`` counts the ``p_i > tol`` instead;
-- :func:`condition_number`: ``lambda_max / lambda_min`` (``inf`` for a singular covariance);
-- :func:`alignment`: ``|<e_1, u>| / |u|``, the cosine of the angle between the top eigenvector
-  ``e_1`` and a direction ``u`` (1 = aligned, 0 = orthogonal).
-- :func:`anisotropy`: the measures above along a trajectory; :func:`angle_to_disk`: the point of
-  the unit circle of a rank-one covariance (d = 2).
+- `normalised_spectrum`: eigenvalues of $\Sigma / \operatorname{tr}\Sigma$, in decreasing order
+  (they sum to one; a rank-$r$ covariance has $r$ non-zero entries);
+- `effective_rank`: $\exp(H(p))$ with $H(p) = -\sum_i p_i \log p_i$ the Shannon entropy of the
+  normalised spectrum (Roy & Vetterli's effective rank: $d$ for $\Sigma \propto I$, 1 for rank
+  one, continuous in between); `method="threshold"` counts the $p_i > \mathrm{tol}$ instead;
+- `condition_number`: $\lambda_{\max} / \lambda_{\min}$ (`inf` for a singular covariance);
+- `alignment`: $|\langle e_1, u\rangle| / |u|$, the cosine of the angle between the top
+  eigenvector $e_1$ and a direction $u$ (1 = aligned, 0 = orthogonal).
+- `anisotropy`: the measures above along a trajectory; `angle_to_disk`: the point of the unit
+  circle of a rank-one covariance ($d = 2$).
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .._checks import as_array, as_scalar
+
+if TYPE_CHECKING:
+    from ..integrate import Trajectory
 
 
 def _covs(covs, name="covs"):
@@ -30,10 +35,20 @@ def _covs(covs, name="covs"):
     return (covs + np.swapaxes(covs, -1, -2)) / 2
 
 
-def normalised_spectrum(covs):
-    """Eigenvalues of ``Sigma / tr Sigma`` in decreasing order, shape ``(..., d)``.
+def normalised_spectrum(covs: ArrayLike) -> np.ndarray:
+    r"""Eigenvalues of $\Sigma / \operatorname{tr}\Sigma$ in decreasing order.
 
     Round-off negatives are clipped to zero; a zero covariance gives NaN (no direction).
+
+    Parameters
+    ----------
+    covs : ArrayLike
+        Covariances, shape `(..., d, d)` (symmetrised before use).
+
+    Returns
+    -------
+    np.ndarray
+        The normalised spectra, shape `(..., d)`; each sums to one.
     """
     covs = _covs(covs)
     w = np.clip(np.linalg.eigvalsh(covs)[..., ::-1], 0.0, None)
@@ -42,11 +57,29 @@ def normalised_spectrum(covs):
         return np.where(tr > 0, w / np.where(tr > 0, tr, 1.0), np.nan)
 
 
-def effective_rank(covs, method="entropy", tol=1e-3):
-    """Effective rank of covariances ``(..., d, d)``.
+def effective_rank(covs: ArrayLike, method: Literal["entropy", "threshold"] = "entropy",
+                   tol: float = 1e-3) -> np.ndarray:
+    r"""Effective rank of covariances of shape `(..., d, d)`.
 
-    ``method="entropy"`` (default): ``exp(-sum p_i log p_i)``, ``p`` the normalised spectrum (between
-    1 and d). ``method="threshold"``: the number of ``p_i > tol`` (an integer).
+    Parameters
+    ----------
+    covs : ArrayLike
+        Covariances, shape `(..., d, d)`.
+    method : {"entropy", "threshold"}
+        `"entropy"` (default): $\exp(-\sum_i p_i \log p_i)$, $p$ the normalised spectrum (between
+        1 and $d$). `"threshold"`: the number of $p_i > \mathrm{tol}$ (an integer).
+    tol : float
+        The threshold of `method="threshold"` (positive).
+
+    Returns
+    -------
+    np.ndarray
+        The effective ranks, shape `(...)` (NaN for a zero covariance with `"entropy"`).
+
+    Raises
+    ------
+    ValueError
+        For another `method`.
     """
     p = normalised_spectrum(covs)
     if method == "entropy":
@@ -59,15 +92,33 @@ def effective_rank(covs, method="entropy", tol=1e-3):
     raise ValueError(f"method must be 'entropy' or 'threshold', got {method!r}")
 
 
-def condition_number(covs):
-    """``lambda_max / lambda_min`` of covariances ``(..., d, d)`` (``inf`` when singular)."""
+def condition_number(covs: ArrayLike) -> np.ndarray:
+    r"""Condition number $\lambda_{\max} / \lambda_{\min}$ of covariances `(..., d, d)`.
+
+    `inf` for a singular covariance.
+    """
     w = np.linalg.eigvalsh(_covs(covs))
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(w[..., 0] > 0, w[..., -1] / np.where(w[..., 0] > 0, w[..., 0], 1.0), np.inf)
 
 
-def alignment(covs, direction):
-    """Cosine ``|<e_1, u>| / |u|`` between the top eigenvector ``e_1`` of each covariance and ``u``."""
+def alignment(covs: ArrayLike, direction: ArrayLike) -> np.ndarray:
+    r"""Cosine $|\langle e_1, u\rangle| / |u|$ between the top eigenvector $e_1$ and $u$.
+
+    $e_1$ is the top eigenvector of each covariance.
+
+    Parameters
+    ----------
+    covs : ArrayLike
+        Covariances, shape `(..., d, d)`.
+    direction : ArrayLike
+        The direction $u$, shape `(d,)`, non-zero.
+
+    Returns
+    -------
+    np.ndarray
+        The cosines, shape `(...)`, in $[0, 1]$ (1 = aligned, 0 = orthogonal).
+    """
     covs = _covs(covs)
     u = np.asarray(as_array("direction", direction, ndim=1))
     if u.shape[0] != covs.shape[-1]:
@@ -79,11 +130,21 @@ def alignment(covs, direction):
     return np.abs(e1 @ (u / nu))
 
 
-def anisotropy(traj, direction=None):
-    """Anisotropy measures along a trajectory: dict of arrays over ``traj.ts``.
+def anisotropy(traj: Trajectory, direction: ArrayLike | None = None) -> dict[str, np.ndarray]:
+    """Anisotropy measures along a trajectory: dict of arrays over `traj.ts`.
 
-    Keys: ``ts``, ``trace``, ``spectrum`` (normalised, decreasing), ``effective_rank`` (entropy),
-    ``condition``, and ``alignment`` when ``direction`` is given.
+    Parameters
+    ----------
+    traj : Trajectory
+        A solved trajectory (anything with `ts` and `covs`).
+    direction : ArrayLike, optional
+        A direction $u$ of shape `(d,)` for the `alignment` entry.
+
+    Returns
+    -------
+    dict of str to np.ndarray
+        Keys: `ts`, `trace`, `spectrum` (normalised, decreasing), `effective_rank` (entropy),
+        `condition`, and `alignment` when `direction` is given.
     """
     covs = np.asarray(traj.covs)
     out = {"ts": np.asarray(traj.ts), "trace": np.trace(covs, axis1=-2, axis2=-1),
@@ -94,8 +155,13 @@ def anisotropy(traj, direction=None):
     return out
 
 
-def angle_to_disk(u):
-    """The point of the unit circle ``(a - b, 2c)/tr`` of the rank-one covariance ``u u^T`` (d = 2)."""
+def angle_to_disk(u: ArrayLike) -> np.ndarray:
+    r"""The point of the unit circle of the rank-one covariance $u u^\top$ ($d = 2$).
+
+    For $\Sigma = \begin{pmatrix} a & c \\ c & b \end{pmatrix}$ the point is
+    $(a - b, 2c) / \operatorname{tr}\Sigma$; for $\Sigma = u u^\top$ it is
+    $(\cos 2\theta, \sin 2\theta)$, $\theta$ the angle of $u$.
+    """
     u = np.asarray(u, dtype=float)
     th = math.atan2(u[1], u[0])
     return np.array([math.cos(2 * th), math.sin(2 * th)])

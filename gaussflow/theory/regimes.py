@@ -1,22 +1,27 @@
-"""Regime classification of solved trajectories (:func:`classify`, :class:`Regime`).
+"""Regime classification of solved trajectories (`classify`, `Regime`).
 
-The decision rules are in the docstring of :func:`classify`; the thresholds in :data:`THRESHOLDS`.
+The decision rules are in the docstring of `classify`; the thresholds in `THRESHOLDS`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field as dc_field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .metrics import normalised_spectrum
 
+if TYPE_CHECKING:
+    from ..integrate import Trajectory
 
-#: Regimes returned by :func:`classify`.
+
+#: Regimes returned by `classify`.
 REGIMES = ("stationary", "collapse", "converge", "blowup", "growth", "undetermined")
 
-#: Decision thresholds of :func:`classify` (see its docstring).
+#: Decision thresholds of `classify` (see its docstring).
 THRESHOLDS = {
     "stationary": 1e-6,     # max_t |Sigma(t) - Sigma0| / |Sigma0| below this: stationary
     "decay_exponent": 0.5,  # p_i ~ t^{-k}: k above this over [t/2, t] counts as vanishing
@@ -31,13 +36,15 @@ THRESHOLDS = {
 
 @dataclass(frozen=True)
 class Regime:
-    """What a trajectory does. ``kind`` in :data:`REGIMES`.
+    r"""What a trajectory does. `kind` in `REGIMES`.
 
-    ``rank``: the rank of the limit of ``Sigma`` (converge, stationary) or of ``Sigma / tr Sigma``
-    (blowup, growth); ``limit``: the limit covariance (converge: extrapolated, see
-    :func:`classify`; stationary: Sigma0) or the limit of ``Sigma / tr Sigma`` (blowup, growth,
-    collapse); ``blowup_time``: t* (blowup); ``rate``: ``d log tr Sigma / dt`` over the last half
-    (growth, collapse); ``exponents``: the decay exponents ``k_i`` of the normalised spectrum.
+    `rank`: the rank of the limit of $\Sigma$ (converge, stationary) or of
+    $\Sigma / \operatorname{tr}\Sigma$ (blowup, growth; 0 for collapse); `limit`: the limit
+    covariance (converge: extrapolated, see `classify`; stationary: $\Sigma_0$) or the limit of
+    $\Sigma / \operatorname{tr}\Sigma$ (blowup, growth, collapse); `blowup_time`: $t^*$ (blowup);
+    `rate`: $\mathrm{d} \log \operatorname{tr}\Sigma / \mathrm{d}t$ over the last half (growth,
+    collapse); `reason`: the decision in words; `exponents`: the decay exponents $k_i$ of the
+    normalised spectrum.
     """
 
     kind: str
@@ -60,13 +67,13 @@ class Regime:
 
 
 def _at(ts, covs, t):
-    """Saved time and covariance nearest to time t."""
+    """Saved time and covariance nearest to time `t`."""
     i = int(np.argmin(np.abs(ts - t)))
     return ts[i], covs[i]
 
 
 def _top(S, r, normalise=False):
-    """Projection of symmetric S on its top-r eigenspace (optionally divided by its trace)."""
+    """Projection of symmetric $S$ on its top-$r$ eigenspace (optionally divided by its trace)."""
     w, U = np.linalg.eigh((S + S.T) / 2)
     Ur, wr = U[:, ::-1][:, :r], np.clip(w[::-1][:r], 0, None)
     L = (Ur * wr) @ Ur.T
@@ -74,44 +81,70 @@ def _top(S, r, normalise=False):
     return L / np.trace(L) if normalise and np.trace(L) > 0 else L
 
 
-def classify(traj, thresholds=None) -> Regime:
-    """Classify a solved trajectory (``gf.Trajectory``) into one of :data:`REGIMES`.
+def classify(traj: Trajectory, thresholds: Mapping[str, float] | None = None) -> Regime:
+    r"""Classify a solved trajectory (`gf.Trajectory`) into one of `REGIMES`.
 
-    Rules, in order. Write ``t0 = ts[0]``, ``t_end`` the last saved time, ``t_q, t_h`` the saved
-    times nearest to ``t0 + (t_end - t0)/4`` and ``t0 + (t_end - t0)/2`` (save densely enough,
-    e.g. 101 equally spaced times), ``p`` the normalised spectrum (:func:`normalised_spectrum`).
+    Rules, in order. Write $t_0$ = `ts[0]`, $t_\mathrm{end}$ the last saved time, $t_q, t_h$ the
+    saved times nearest to $t_0 + (t_\mathrm{end} - t_0)/4$ and $t_0 + (t_\mathrm{end} - t_0)/2$
+    (save densely enough, e.g. 101 equally spaced times), $p$ the normalised spectrum
+    (`normalised_spectrum`).
 
-    1. ``status == "blowup"``: ``blowup`` with ``traj.blowup_time``; ``limit`` is the last
-       ``Sigma/tr Sigma`` projected on the directions with ``p_i > blowup_share`` (the solver
-       stops once ``tr Sigma`` grew 1e8-fold, so bounded directions keep a share ~1e-8).
-    2. ``status == "escaped"`` (the solver stopped an exponential growth of ``tr Sigma`` far past
-       the blow-up threshold): ``growth``, rate = slope of ``log tr Sigma`` over the last half of
-       the saved path. Any other status but ``completed``: ``undetermined`` (the reason names
-       the status).
-    3. ``max_s |Sigma(s) - Sigma0| / |Sigma0| < stationary`` (Frobenius): ``stationary``.
+    1. `status == "blowup"`: `blowup` with `traj.blowup_time`; `limit` is the last
+       $\Sigma / \operatorname{tr}\Sigma$ projected on the directions with
+       $p_i >$ `blowup_share` (the solver stops once $\operatorname{tr}\Sigma$ grew $10^8$-fold,
+       the default `blowup_threshold`, so bounded directions keep a share $\sim 10^{-8}$).
+    2. `status == "escaped"` (the solver stopped an exponential growth of
+       $\operatorname{tr}\Sigma$ far past the blow-up threshold): `growth`, rate = slope of
+       $\log \operatorname{tr}\Sigma$ over the last half of the saved path. Any other status
+       but `completed`: `undetermined` (the reason names the status).
+    3. $\max_s \|\Sigma(s) - \Sigma_0\| / \|\Sigma_0\| <$ `stationary` (Frobenius):
+       `stationary`.
     4. *Vanishing directions* (rank). The exponent
-       ``k_i = -log(p_i(t_end)/p_i(t_h)) / log((t_end - t0)/(t_h - t0))`` is 1 for the O(1/t)
-       decay of the softmax limits (``p_i ~ c/t``), near 0 for a direction that keeps a share of
-       the trace, and large for exponential decay; ``p_i`` vanishes if ``k_i > decay_exponent``
-       (1/2, half-way between 0 and 1) or ``p_i(t_end) < floor``. The rank r counts the others.
-       For ``p = a + c/t`` the exponent is about ``c / (a t)``, so ``t_end`` must be long compared
-       with the flow's time scale (e.g. 10^3 for the reference 2-D weights).
-    5. ``tr Sigma(t_end) / tr Sigma(t_h) > growth``: ``growth`` (rate = slope of log tr in time).
-       Trace exponent ``k_tr > decay_exponent`` or ``tr Sigma(t_end) < floor tr Sigma0``:
-       ``collapse`` (Sigma -> 0).
-    6. *Convergence* of the kept part: with ``K(t)`` the projection of ``Sigma(t)`` on its top-r
-       eigenspace, ``delta_2 = |K(t_end) - K(t_h)| / |Sigma(t_end)|`` and ``delta_1`` the same over
-       ``[t_q, t_h]`` (the vanishing directions are left out: their 1/t decay would mask a slow
-       drift of the rest). A ``1/t`` approach gives ``delta_2/delta_1 = 1/2``,
-       an exponential one much less; a slow drift (e.g. a collapse on a long time scale) gives
-       about 1 or more. ``converge`` if ``delta_2 < settled``, or ``delta_2 < moving`` and
-       ``delta_2/delta_1 < settling``; otherwise ``undetermined`` ("still evolving").
-       The limit is the Richardson extrapolation of a ``1/t`` approach,
-       ``((t_end - t0) Sigma(t_end) - (t_h - t0) Sigma(t_h)) / (t_end - t_h)``, projected on its
-       top-r eigenspace (exact to O(1/t^2) for the softmax limits).
+       $$k_i = -\frac{\log\big(p_i(t_\mathrm{end}) / p_i(t_h)\big)}
+                    {\log\big((t_\mathrm{end} - t_0) / (t_h - t_0)\big)}$$
+       is 1 for the $O(1/t)$ decay of the softmax limits ($p_i \sim c/t$), near 0 for a
+       direction that keeps a share of the trace, and large for exponential decay; $p_i$
+       vanishes if $k_i >$ `decay_exponent` (1/2, half-way between 0 and 1) or
+       $p_i(t_\mathrm{end}) <$ `floor`. The rank $r$ counts the others.
+       For $p = a + c/t$ the exponent is about $c / (a t)$, so $t_\mathrm{end}$ must be long
+       compared with the flow's time scale (e.g. $10^3$ for the reference 2-D weights).
+    5. $\operatorname{tr}\Sigma(t_\mathrm{end}) / \operatorname{tr}\Sigma(t_h) >$ `growth`:
+       `growth` (rate = slope of $\log\operatorname{tr}\Sigma$ in time).
+       Trace exponent $k_\mathrm{tr} >$ `decay_exponent` or
+       $\operatorname{tr}\Sigma(t_\mathrm{end}) <$ `floor` $\cdot \operatorname{tr}\Sigma_0$:
+       `collapse` ($\Sigma \to 0$).
+    6. *Convergence* of the kept part: with $K(t)$ the projection of $\Sigma(t)$ on its top-$r$
+       eigenspace, $\delta_2 = \|K(t_\mathrm{end}) - K(t_h)\| / \|\Sigma(t_\mathrm{end})\|$ and
+       $\delta_1$ the same over $[t_q, t_h]$ (the vanishing directions are left out: their $1/t$
+       decay would mask a slow drift of the rest). A $1/t$ approach gives
+       $\delta_2/\delta_1 = 1/2$, an exponential one much less; a slow drift (e.g. a collapse on
+       a long time scale) gives about 1 or more. `converge` if $\delta_2 <$ `settled`, or
+       $\delta_2 <$ `moving` and $\delta_2/\delta_1 <$ `settling`; otherwise `undetermined`
+       ("still evolving"). The limit is the Richardson extrapolation of a $1/t$ approach,
+       $$\frac{(t_\mathrm{end} - t_0)\,\Sigma(t_\mathrm{end}) - (t_h - t_0)\,\Sigma(t_h)}
+              {t_\mathrm{end} - t_h},$$
+       projected on its top-$r$ eigenspace (exact to $O(1/t^2)$ for the softmax limits).
 
-    Thresholds (:data:`THRESHOLDS`, overridable by ``thresholds={...}``) sit between the values
+    Thresholds (`THRESHOLDS`, overridable by `thresholds={...}`) sit between the values
     the regimes produce, so modest changes of the solver tolerances do not change decisions.
+
+    Parameters
+    ----------
+    traj : Trajectory
+        A solved trajectory of one Gaussian (`covs` of shape `(n, d, d)`, `ts`, `status`,
+        `blowup_time`).
+    thresholds : Mapping of str to float, optional
+        Overrides of entries of `THRESHOLDS`.
+
+    Returns
+    -------
+    Regime
+        The regime, with its rank, limit, rate and reason as applicable.
+
+    Raises
+    ------
+    ValueError
+        For an unknown threshold name, or a `traj` that is not a trajectory of one Gaussian.
     """
     th = dict(THRESHOLDS)
     if thresholds:

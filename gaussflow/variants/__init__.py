@@ -1,7 +1,7 @@
-"""The built-in variants: one module per variant, each a declaration (see :mod:`gaussflow.attention`).
+"""The built-in variants: one module per variant, each a declaration (see `gaussflow.attention`).
 
 Every module of this package is imported here, in alphabetical order; each declaration registers
-itself (:mod:`gaussflow.registry`), so a new built-in variant is one new file.
+itself (`gaussflow.registry`), so a new built-in variant is one new file.
 """
 
 import importlib
@@ -24,7 +24,7 @@ for _m in _MODULES:
             EXPORTS[_k] = _v
 globals().update(EXPORTS)
 
-#: Variants by name, read from the registry (built-ins), for ``gf.derive("name")`` and the CLI.
+#: Variants by name, read from the registry (built-ins), for `gf.derive("name")` and the CLI.
 VARIANTS = {k: v for k, v in registry.variants().items() if k in registry.builtin_names()}
 
 __all__ = ["Field", "DerivedField", "VARIANTS", "EXPORTS", *EXPORTS]

@@ -1,10 +1,13 @@
-"""Affine layer: the velocity ``W x + b`` (a feed-forward layer without nonlinearity)."""
+"""Affine layer: the velocity $W x + b$ (a feed-forward layer without nonlinearity)."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from .._checks import as_array
 from ..gaussian import example_state
@@ -13,13 +16,29 @@ from ..symbolic.engine import derive_affine
 from .. import registry
 from ..field import DerivedField, as_weight
 
+if TYPE_CHECKING:
+    from ..gaussian import Gaussian
+
 
 class Affine(DerivedField):
-    """The field ``Gamma(x) = W x + b``, independent of the token distribution.
+    r"""The field $\Gamma(x) = W x + b$, independent of the token distribution.
 
-    ``W`` is (d, d), ``b`` (d,) (default zero). Exact: ``d alpha/dt = W alpha + b``,
-    ``d Sigma/dt = W Sigma + Sigma W^T``. Not an attention variant: its velocity is declared
-    directly (no score, no normalisation). In the derivation ``b`` is a (d, 1) column.
+    Exact: $\mathrm{d}\alpha/\mathrm{d}t = W \alpha + b$,
+    $\mathrm{d}\Sigma/\mathrm{d}t = W \Sigma + \Sigma W^\top$. Not an attention variant: its
+    velocity is declared directly (no score, no normalisation). In the derivation `b` is a
+    `(d, 1)` column.
+
+    Parameters
+    ----------
+    W : ArrayLike
+        Shape `(d, d)`.
+    b : ArrayLike, optional
+        Shape `(d,)`; default zero.
+
+    Raises
+    ------
+    ValueError
+        If `W` is not square or `b` does not have shape `(d,)`.
     """
 
     W: jax.Array
@@ -28,7 +47,7 @@ class Affine(DerivedField):
     name = "affine"
     exact = True
 
-    def __init__(self, W, b=None):
+    def __init__(self, W: ArrayLike, b: ArrayLike | None = None) -> None:
         W = as_weight("W", W)
         d = W.shape[0]
         if W.shape != (d, d):
@@ -45,17 +64,21 @@ class Affine(DerivedField):
 
     @classmethod
     def input_keys(cls) -> tuple:
-        """``(required, optional)`` keys of ``gaussflow solve --input``."""
+        """`(required, optional)` keys of `gaussflow solve --input`."""
         return ("W",), ("b",)
 
     @classmethod
-    def from_inputs(cls, W, b=None):
+    def from_inputs(cls, W: ArrayLike, b: ArrayLike | None = None) -> Affine:
+        """The field from the named inputs of `gaussflow solve --input`: `Affine(W, b)`."""
         return cls(W, b)
 
     @classmethod
-    def example(cls, d: int = 3, seed: int = 0):
-        """A validation problem: ``W = 0.5 G / sqrt(d)``, ``b ~ 0.5 N(0, I)``, ``t1 = 1`` (see
-        :meth:`gaussflow.Attention.example` for the initial state)."""
+    def example(cls, d: int = 3, seed: int = 0) -> tuple[Affine, Gaussian, float]:
+        r"""A validation problem `(field, g0, t1)` with random weights from `seed`.
+
+        $W = 0.5\, G / \sqrt{d}$ ($G$ with standard normal entries), $b \sim 0.5\, N(0, I)$,
+        `t1 = 1`; see `gaussflow.Attention.example` for the initial state `g0`.
+        """
         rng = np.random.default_rng(seed)
         g0 = example_state(rng, d)
         return cls(0.5 * rng.normal(size=(d, d)) / np.sqrt(d), 0.5 * rng.normal(size=d)), g0, 1.0

@@ -1,10 +1,13 @@
-"""Multi-head softmax attention: the sum of H softmax heads, each normalised separately."""
+"""Multi-head softmax attention: the sum of $H$ softmax heads, each normalised separately."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .._checks import as_array, as_scalar
 from ..field import as_weight
@@ -12,21 +15,39 @@ from .softmax import Softmax
 from .. import registry
 from .superposition import Sum
 
+if TYPE_CHECKING:
+    from ..gaussian import Gaussian
+
 
 class MultiHead(Sum):
-    """``Gamma[mu](x) = sum_h Gamma_h[mu](x)`` with each head ``h`` a :class:`Softmax` field
-    (own ``Q_h, K_h`` (k, d), ``V_h`` (k_v, d), ``W_O^h`` (d, k_v) and ``beta_h``).
+    r"""Multi-head softmax attention, $\Gamma[\mu](x) = \sum_h \Gamma_h[\mu](x)$.
 
-    Exact: the closure is the sum of the heads' closures (``d alpha/dt`` and ``J`` add). Build it
-    from heads, ``MultiHead([h1, h2])``, or from stacked Transformer weights with :meth:`split`.
-    ``gf.derive("multihead")`` shows a two-head example; ``gf.derive(field)`` the field's own H.
+    Each head $h$ is a `Softmax` field (own $Q_h, K_h$ of shape $(k, d)$, $V_h$ of shape
+    $(k_v, d)$, $W_O^h$ of shape $(d, k_v)$ and $\beta_h$).
+
+    Exact: the closure is the sum of the heads' closures ($\mathrm{d}\alpha/\mathrm{d}t$ and $J$
+    add). Build it from heads, `MultiHead([h1, h2])`, or from stacked Transformer weights with
+    `split`. `gf.derive("multihead")` shows a two-head example; `gf.derive(field)` the field's
+    own $H$.
+
+    Parameters
+    ----------
+    heads : Sequence of Softmax
+        The heads (at least one), all acting on the same token dimension $d$.
+
+    Raises
+    ------
+    TypeError
+        If `heads` is not a list or tuple of `gf.Softmax` fields.
+    ValueError
+        For no heads, or heads of different token dimensions.
     """
 
     name = "multihead"
     exact = True
     normalisation = "softmax"  # per head
 
-    def __init__(self, heads):
+    def __init__(self, heads: Sequence[Softmax]) -> None:
         if isinstance(heads, Softmax) or not isinstance(heads, (list, tuple)):
             raise TypeError("heads must be a list of gf.Softmax fields, e.g. "
                             "gf.MultiHead([gf.Softmax(Q1, K1, V1), gf.Softmax(Q2, K2, V2)])")
@@ -42,28 +63,40 @@ class MultiHead(Sum):
 
     @property
     def heads(self) -> tuple:
+        """The `Softmax` heads."""
         return self.parts
 
     @property
     def n_heads(self) -> int:
+        """The number of heads $H$."""
         return len(self.parts)
 
     @classmethod
     def input_keys(cls) -> tuple:
-        """``(required, optional)`` keys of ``gaussflow solve --input`` (stacked weights)."""
+        """`(required, optional)` keys of `gaussflow solve --input` (stacked weights)."""
         return ("Q", "K", "V", "heads"), ("W_O", "beta")
 
     @classmethod
-    def from_inputs(cls, Q, K, V, heads, W_O=None, beta=None):
+    def from_inputs(cls, Q: ArrayLike, K: ArrayLike, V: ArrayLike, heads: int,
+                    W_O: ArrayLike | None = None,
+                    beta: float | ArrayLike | None = None) -> MultiHead:
+        """The field from the named inputs of `gaussflow solve --input`: `split` of stacked weights.
+
+        `heads` is the number of heads $H$; see `split` for the other arguments.
+        """
         return cls.split(Q, K, V, W_O, heads, beta=beta)
 
     @classmethod
     def scalar_keys(cls) -> tuple:
+        """Keys of the scalar inputs (`beta`)."""
         return ("beta",)
 
     @classmethod
-    def example(cls, d: int = 3, seed: int = 0):
-        """Two softmax heads (``W_O = I / 2`` each) with the weights of :meth:`Softmax.example`."""
+    def example(cls, d: int = 3, seed: int = 0) -> tuple[MultiHead, Gaussian, float]:
+        """Two softmax heads ($W_O = I / 2$ each) with the weights of `Softmax.example`.
+
+        Returns `(field, g0, t1)`: the state and end time of `Softmax.example(d, seed)`.
+        """
         (h1, g0, t1), (h2, _, _) = Softmax.example(d, seed), Softmax.example(d, seed + 1)
         half = np.eye(d) / 2
         heads = [Softmax(h.Q, h.K, h.V, half, beta=h.beta) for h in (h1, h2)]
@@ -80,12 +113,33 @@ class MultiHead(Sum):
                 "(`gf.derive(field)` gives a field's own H).",)
 
     @classmethod
-    def split(cls, Q, K, V, W_O, n_heads, beta=None) -> "MultiHead":
-        """Split stacked weights the way Transformer layers store them.
+    def split(cls, Q: ArrayLike, K: ArrayLike, V: ArrayLike, W_O: ArrayLike | None, n_heads: int,
+              beta: float | ArrayLike | None = None) -> MultiHead:
+        r"""Split stacked weights the way Transformer layers store them.
 
-        ``Q, K`` of shape (H k, d) and ``V`` of shape (H k_v, d) are split by rows into H blocks;
-        ``W_O`` of shape (d, H k_v) by columns (``None``: identity, allowed when ``H k_v = d``).
-        ``beta``: one scale for every head, or a sequence of H; default ``1/sqrt(k)`` per head.
+        Parameters
+        ----------
+        Q, K : ArrayLike
+            Shape $(H k, d)$, split by rows into $H$ blocks of $k$ rows.
+        V : ArrayLike
+            Shape $(H k_v, d)$, split by rows into $H$ blocks of $k_v$ rows.
+        W_O : ArrayLike or None
+            Shape $(d, H k_v)$, split by columns; `None`: identity, allowed when $H k_v = d$.
+        n_heads : int
+            The number of heads $H$ (positive).
+        beta : float or ArrayLike, optional
+            One scale for every head, or a sequence of $H$; default $1/\sqrt{k}$ per head.
+
+        Returns
+        -------
+        MultiHead
+            The $H$ softmax heads.
+
+        Raises
+        ------
+        ValueError
+            For a non-positive `n_heads`, row counts not divisible by $H$, a missing `W_O` when
+            $H k_v \ne d$, or a `beta` of another length than $H$.
         """
         if isinstance(n_heads, bool) or not isinstance(n_heads, (int, np.integer)) or n_heads < 1:
             raise ValueError(f"n_heads must be a positive integer, got {n_heads!r}")

@@ -1,19 +1,21 @@
-"""Sigmoid attention: weights ``sigma(beta <Q x, K y> + bias)``, not normalised.
+r"""Sigmoid attention: weights $\sigma(\beta \langle Q x, K y\rangle + b)$, not normalised.
 
-``Gamma[mu](x) = E_{Y ~ mu}[sigma(beta <Q x, K Y> + bias) W_O V Y]``, ``sigma(z) = 1 / (1 + e^{-z})``.
+$$\Gamma[\mu](x) = \mathbb{E}_{Y \sim \mu}\big[\sigma(\beta \langle Q x, K Y\rangle + b)\,
+W_O V Y\big], \qquad \sigma(z) = \frac{1}{1 + e^{-z}},$$
+with $b$ the keyword argument `bias`.
 
-**Relation to the bias ``-log n``.** A sigmoid-attention layer over ``n`` tokens computes
-``sum_j sigma(s_ij + b) W_O V x_j = n * (1/n) sum_j ...``, i.e. ``n`` times this mean-field
-velocity (a time rescaling by ``n``). With ``b = -log n``,
-``n sigma(s - log n) = e^s / (1 + e^s / n) -> e^s`` as ``n -> infinity``, so
-``n * Sigmoid(bias=-log n)`` tends to :class:`~gaussflow.Unnormalized` (pointwise in x, error
-``O(e^{2 s} / n)``).
+**Relation to the bias $-\log n$.** A sigmoid-attention layer over $n$ tokens computes
+$\sum_j \sigma(s_{ij} + b)\, W_O V x_j = n \cdot \frac{1}{n} \sum_j \dots$, i.e. $n$ times this
+mean-field velocity (a time rescaling by $n$). With $b = -\log n$,
+$n\, \sigma(s - \log n) = e^s / (1 + e^s / n) \to e^s$ as $n \to \infty$, so
+$n \cdot$ `Sigmoid(bias=-log n)` tends to `gaussflow.Unnormalized` (pointwise in $x$, error
+$O(e^{2 s} / n)$).
 
-**Closure (approximate, ``exact = False``).** Stein's lemma in the key (1-D Gauss–Hermite with
-``gh_order`` points: error below ``1e-10`` for ``sd(Z) <= 3`` at the default 192), chain rule in
-the query, and a cubature rule for the moment projection (``cubature``: ``"auto"`` = tensor
-Gauss–Hermite for d <= 3 with ``cubature_order`` points per axis, else ``"qmc"`` Sobol with
-``cubature_points`` points; also ``"gauss-hermite"``, ``"degree5"``).
+**Closure (approximate, `exact = False`).** Stein's lemma in the key (1-D Gauss–Hermite with
+`gh_order` points: error below $10^{-10}$ for $\operatorname{sd}(Z) \le 3$ at the default 192),
+chain rule in the query, and a cubature rule for the moment projection (`cubature`: `"auto"` =
+tensor Gauss–Hermite for $d \le 3$ with `cubature_order` points per axis, else `"qmc"` Sobol with
+`cubature_points` points; also `"gauss-hermite"`, `"degree5"`).
 """
 
 import sympy as sp
@@ -24,10 +26,11 @@ from ..symbolic.symbols import bias
 
 
 class Sigmoid(Attention):
-    """Sigmoid attention ``E_{Y ~ mu}[sigma(beta <Q x, K Y> + bias) W_O V Y]`` (approximate closure).
+    r"""Sigmoid attention $\mathbb{E}_{Y \sim \mu}[\sigma(\beta\langle Qx, KY\rangle + b) W_O V Y]$.
 
-    ``Sigmoid(Q, K, V, W_O=None, *, beta=1.0, bias=0.0, gh_order=192, cubature="auto",
-    cubature_order=None, cubature_points=4096, seed=0)``; see the module docstring.
+    An approximate closure. `Sigmoid(Q, K, V, W_O=None, *, beta=1.0, bias=0.0, gh_order=192,
+    cubature="auto", cubature_order=None, cubature_points=4096, seed=0)`, with $b$ = `bias`; see
+    the module docstring.
     """
 
     name = "sigmoid"

@@ -1,12 +1,14 @@
-"""Superposition of fields: ``f1 + f2`` is the field ``Gamma_1[mu] + Gamma_2[mu]``.
+r"""Superposition of fields: `f1 + f2` is the field $\Gamma_1[\mu] + \Gamma_2[\mu]$.
 
-The derivation of a sum is the sum of the derivations (:func:`~gaussflow.symbolic.engine.sum_derivations`):
-each summand's weights get an index (``Q_1``, ``beta_1``, ...).
+The derivation of a sum is the sum of the derivations
+(`gaussflow.symbolic.engine.sum_derivations`): each summand's weights get an index ($Q_1$,
+$\beta_1$, ...).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 
 import jax.numpy as jnp
 
@@ -15,10 +17,10 @@ from ..field import Field, realise, register_sum
 
 
 class SumDerivation:
-    """``f.derivation()`` on a sum: the sum of its parts' derivations (cached per kind of parts).
+    """`f.derivation()` on a sum: the sum of its parts' derivations (cached per kind of parts).
 
-    On the class (``Sum.derivation()``, ``MultiHead.derivation()``) it gives the class's example
-    (:meth:`Sum._example_parts`), so that ``gf.derive("multihead")`` works by name.
+    On the class (`Sum.derivation()`, `MultiHead.derivation()`) it gives the class's example
+    (`Sum._example_parts`), so that `gf.derive("multihead")` works by name.
     """
 
     def __get__(self, obj, cls):
@@ -43,16 +45,29 @@ def _sum_derivation(name, derivations, notes):
 
 
 class Sum(Field):
-    """Sum of fields acting on the same dimension; exact iff every summand is exact.
+    r"""Sum of fields acting on the same dimension; exact iff every summand is exact.
 
-    Velocities, closures ``(d alpha/dt, J)`` and moment right-hand sides add.
+    Velocities, closures $(\mathrm{d}\alpha/\mathrm{d}t, J)$ and moment right-hand sides add.
+
+    Parameters
+    ----------
+    parts : Iterable of Field
+        The summands (at least one), all acting on the same dimension; no time-dependent layer
+        schedules (`gf.Layers`) and no causal `gf.Masked` fields.
+
+    Raises
+    ------
+    TypeError
+        For a part that is not a field, a layer schedule or a masked field.
+    ValueError
+        For no parts, or parts of different dimensions.
     """
 
     parts: tuple
 
     name = "sum"
 
-    def __init__(self, parts):
+    def __init__(self, parts: Iterable[Field]) -> None:
         parts = tuple(parts)
         if len(parts) < 1:
             raise ValueError("parts must hold at least one field")
@@ -81,7 +96,8 @@ class Sum(Field):
         return ()
 
     @classmethod
-    def of(cls, a, b):
+    def of(cls, a: Field, b: Field) -> Sum:
+        """The sum `a + b`, flattened: the parts of a `Sum` operand are taken over one by one."""
         pa = a.parts if isinstance(a, Sum) else (a,)
         pb = b.parts if isinstance(b, Sum) else (b,)
         return cls(pa + pb)
@@ -97,7 +113,7 @@ class Sum(Field):
         return self.parts[0].dim
 
     def _param_values(self) -> dict:
-        """Values of the summed derivation's parameters: part ``i``'s weights with subscript ``i``."""
+        """Values of the summed derivation's parameters: part `i`'s weights with subscript `i`."""
         out = {}
         for i, p in enumerate(self.parts, 1):
             out.update({f"{k}_{i}": v for k, v in p._param_values().items()})
