@@ -1,13 +1,14 @@
-"""Figures (matplotlib, non-interactive Agg backend). Each function takes ``ax=`` and returns the figure."""
+"""Figures (matplotlib). Each function takes ``ax=`` and returns the figure.
+
+Importing this module leaves matplotlib's backend alone (in a notebook, figures keep displaying
+inline); the command-line tool selects the non-interactive Agg backend for itself
+(`MPLBACKEND=Agg` unless the environment names another).
+"""
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display anywhere gaussflow runs
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def _axes(ax, **kw):

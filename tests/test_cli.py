@@ -62,3 +62,19 @@ def test_cli_process_exit_code():
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("gaussflow: error:")
+
+
+def test_output_into_a_closed_pipe_is_not_an_error():
+    """`gaussflow derive --all | head -1`: the reader stops early; no traceback, exit code 0."""
+    proc = subprocess.run(f"{sys.executable} -m gaussflow derive --all | head -c 20",
+                          shell=True, capture_output=True, text=True,
+                          executable="/bin/bash", env=dict(os.environ))
+    assert proc.stdout.startswith("affine")
+    assert "Error" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_importing_plots_leaves_the_backend_alone():
+    code = "import matplotlib, gaussflow.plots; print(matplotlib.get_backend())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, MPLBACKEND="svg")).stdout.strip()
+    assert out == "svg"

@@ -107,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         `gaussflow: error: ...` on stderr; `--debug` raises instead) or when no subcommand is
         given (the help is printed).
     """
+    os.environ.setdefault("MPLBACKEND", "Agg")  # figures to files; no display needed
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -119,7 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _enable_cache(args.cache_dir)
         code = int(args.func(args) or 0)
         done = True
+        sys.stdout.flush()
         return code
+    except BrokenPipeError:  # the reader stopped early (`gaussflow derive ... | head`): not an error
+        done = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except (ValueError, TypeError, OSError, KeyError) as e:
         if args.debug:
             raise

@@ -13,7 +13,9 @@ Modules:
   passes the normalisations use (:func:`row_pass`, :func:`direct_pass`,
   :func:`sinkhorn_potentials`); its docstring describes the memory and the Sinkhorn cost;
 - :mod:`~gaussflow.particles.dynamics`: :func:`particle_velocity`, :func:`velocity`,
-  :func:`simulate`, :func:`simulate_batch` and :class:`ParticleTrajectory`.
+  :func:`simulate`, :func:`simulate_batch` and :class:`ParticleTrajectory`;
+- :mod:`~gaussflow.particles.convergence`: the mean-field limit from non-Gaussian initial
+  measures (:func:`mean_field_convergence`, :func:`wasserstein2` with POT).
 
 Normalisations (class attribute ``normalisation``):
 
@@ -47,7 +49,11 @@ from .kernels import (BLOCK_ELEMENTS, DIRECT_WEIGHTS, NORMALISATIONS, WEIGHT_HOO
                       row_pass, sinkhorn_potentials)
 from .dynamics import (ParticleTrajectory, jit_velocity, particle_velocity, simulate,
                        simulate_batch, sinkhorn_fields, velocity)
+from .convergence import (ConvergenceReport, InitialMeasure, gaussian_mixture,
+                          mean_field_convergence, uniform_ball, uniform_sphere, wasserstein2)
 
 __all__ = ["sample", "SAMPLERS", "simulate", "simulate_batch", "velocity", "particle_velocity",
            "empirical_moments", "ParticleTrajectory", "Context", "kernel_spec",
-           "sinkhorn_potentials", "WEIGHT_HOOKS", "DIRECT_WEIGHTS", "BLOCK_ELEMENTS"]
+           "sinkhorn_potentials", "WEIGHT_HOOKS", "DIRECT_WEIGHTS", "BLOCK_ELEMENTS",
+           "mean_field_convergence", "ConvergenceReport", "InitialMeasure", "uniform_ball",
+           "uniform_sphere", "gaussian_mixture", "wasserstein2"]
