@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 from ._common import UsageError, fmt
@@ -22,6 +23,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--source", action="store_true", help="print the generated JAX source")
     p.add_argument("--all", action="store_true", help="every variant (with --out: write files)")
     p.add_argument("--out", help="folder for the Markdown files (with --all)")
+    p.add_argument("--json", action="store_true", help="print the derivations as JSON "
+                   "(name, exactness, equations as text and LaTeX)")
+    p.add_argument("--quiet", action="store_true", help="with --all --out: do not list the files")
     p.set_defaults(func=cmd)
 
 
@@ -52,7 +56,8 @@ def cmd(args: argparse.Namespace) -> int:
     if args.all:
         if args.out:
             for p in write_derivations(args.out):
-                print(p)
+                if not args.quiet:
+                    print(p)
             return 0
         names = sorted(VARIANTS)
     else:
@@ -60,6 +65,14 @@ def cmd(args: argparse.Namespace) -> int:
             raise UsageError("derive needs a variant name (one of "
                              f"{', '.join(sorted(VARIANTS))}) or --all")
         names = [args.variant]
+    if args.json:
+        docs = []
+        for name in names:
+            D = derive(name)
+            docs.append({"name": name, "exact": bool(D.exact), "text": D.text(),
+                         "latex": D.latex(), "equations": [list(e) for e in D.equations()]})
+        print(json.dumps(docs[0] if len(docs) == 1 and not args.all else docs, indent=2))
+        return 0
     for name in names:
         D = derive(name)
         if args.latex:

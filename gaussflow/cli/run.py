@@ -19,6 +19,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     p.add_argument("--quick", action="store_true", help="a smaller grid")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors (and --json)")
     p.set_defaults(func=cmd)
 
 
@@ -29,6 +30,8 @@ def cmd(args: argparse.Namespace) -> int:
     summary = run_study(args.out, seed=args.seed, quick=args.quick)
     if args.json:
         print(json.dumps({k: v for k, v in summary.items()}, indent=2))
+        return 0
+    if args.quiet:
         return 0
     for name, case in summary["cases"].items():
         st = ", ".join(f"{k}: {v}" for k, v in case["statuses"].items())
