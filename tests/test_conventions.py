@@ -15,8 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "gaussflow"
 PENDING = {
     # -- group 1
     "symbolic/engine.py",
-    "codegen/compile.py", "codegen/printer.py",
-    "codegen/products.py", "attention/declaration.py",
+    "attention/declaration.py",
     "field.py", "gaussian.py", "_checks.py",
     "quadrature.py",
     # -- group 2
