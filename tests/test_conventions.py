@@ -15,7 +15,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "gaussflow"
 PENDING = {
     # -- group 1
     "symbolic/engine.py",
-    "attention/declaration.py",
     "field.py", "gaussian.py", "_checks.py",
     "quadrature.py",
     # -- group 2

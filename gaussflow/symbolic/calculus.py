@@ -59,7 +59,7 @@ def is_zero_matrix(expr: sp.Basic) -> bool:
 
 
 def jacobian(F: MatrixExpr, v: MatrixSymbol) -> MatrixExpr:
-    """$\partial F / \partial v$ in numerator layout, shape `(len F, len v)`.
+    r"""$\partial F / \partial v$ in numerator layout, shape `(len F, len v)`.
 
     SymPy's `MatrixExpr.diff` returns the transposed (denominator) layout for column vectors;
     we transpose it back so that $F(v + dv) = F(v) + J\, dv$.
