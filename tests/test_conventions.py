@@ -15,7 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "gaussflow"
 PENDING = {
     # -- group 1
     "symbolic/engine.py",
-    "field.py", "gaussian.py", "_checks.py",
+    "_checks.py",
     "quadrature.py",
     # -- group 2
     "theory/__init__.py", "theory/metrics.py", "theory/regimes.py", "theory/affine.py",
