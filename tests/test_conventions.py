@@ -15,8 +15,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "gaussflow"
 PENDING = {
     # -- group 1
     "symbolic/engine.py",
-    "_checks.py",
-    "quadrature.py",
     # -- group 2
     "theory/__init__.py", "theory/metrics.py", "theory/regimes.py", "theory/affine.py",
     "variants/__init__.py", "variants/affine.py", "variants/l2.py", "variants/layers.py",
