@@ -258,9 +258,9 @@ def signature(params: Sequence[sp.Basic]) -> tuple[tuple, tuple]:
 
 
 def order_params(exprs: Iterable[sp.Basic]) -> tuple:
-    """The weight symbols appearing in `exprs`, in a fixed order: `Q, K, V, W_O, W, b, bias,
-    beta, c, epsilon` first, then the others by name (the state, dimensions and `t` are left
-    out)."""
+    """The weight symbols appearing in `exprs`, in a fixed order: those named
+    `Q, K, V, W_O, W, b, bias, beta, c, epsilon` first (in that order), then the others by name
+    (the state symbols, the dimensions and `t` are left out)."""
     state = set(S.STATE)
     found = set()
     for e in exprs:
