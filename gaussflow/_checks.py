@@ -1,42 +1,60 @@
-"""Input validation shared by every public entry point.
+r"""Input validation shared by every public entry point.
 
-Every check raises ``ValueError`` (or ``TypeError`` for a wrong kind of object) whose message
-names the argument and says how to fix it. Checks on values (finiteness, symmetry, definiteness)
-run only on concrete arrays; under ``jax.jit``/``vmap``/``grad`` only shapes are checked.
+Every check raises `ValueError` (or `TypeError` for a wrong kind of object) whose message names
+the argument and says how to fix it. Checks on values (finiteness, symmetry, definiteness) run
+only on concrete arrays; under `jax.jit`/`vmap`/`grad` only shapes are checked.
 
 Accepted numbers: real (float, int or bool) arrays and scalars, converted to float64. Rejected
-with ``TypeError``: ``None``, strings (also arrays of numeric strings), complex values (even with a
-zero imaginary part: NumPy would silently drop it), object arrays holding ``None`` or non-numbers,
-ragged nested lists. Rejected with ``ValueError``: NaN/inf, wrong shapes (the message names the
+with `TypeError`: `None`, strings (also arrays of numeric strings), complex values (even with a
+zero imaginary part: NumPy would silently drop it), object arrays holding `None` or non-numbers,
+ragged nested lists. Rejected with `ValueError`: NaN/inf, wrong shapes (the message names the
 axis that disagrees).
 
-Scale parameters: ``beta`` may be any finite real (``beta < 0`` scores ``-<Qx, Ky>``, i.e. ``A -> -A``;
-``beta = 0`` is uniform attention); temperatures ``c`` (L2) and ``eps`` (Sinkhorn) must be ``> 0``
-(``c <= 0`` makes the L2 kernel non-integrable or constant, ``eps -> 0`` is unregularised OT).
+Scale parameters: `beta` may be any finite real ($\beta < 0$ scores
+$-|\beta| \langle Q x, K y\rangle$, i.e. $A \to -A$; $\beta = 0$ is uniform attention);
+temperatures `c` (L2) and `eps` (Sinkhorn) must be $> 0$ ($c \le 0$ makes the L2 kernel
+non-integrable or constant, $\epsilon \to 0$ is unregularised OT).
 """
 
 from __future__ import annotations
 
 import math
 
+from typing import Any
+
 import jax
 import numpy as np
+from numpy.typing import ArrayLike
 
 #: Tolerances for symmetry and positive semi-definiteness of covariances:
-#: ``|S - S^T| <= SYM_TOL * max(1, max|S|)`` and ``lambda_min(S) >= -psd_tolerance(...)``, i.e.
-#: ``-max(PSD_TOL * max_i |lambda_i|, d * eps * max|S_ij|)`` (relative to the matrix's own scale).
+#: $\max |S - S^\top| \le \mathtt{SYM\_TOL} \max(1, \max |S|)$ and
+#: $\lambda_{\min}(S) \ge -\max(\mathtt{PSD\_TOL} \max_i |\lambda_i|,\ d\, \epsilon \max_{ij} |S_{ij}|)$
+#: (`psd_tolerance`; relative to the matrix's own scale).
 SYM_TOL = 1e-10
 PSD_TOL = 1e-10
 
 
-def psd_tolerance(eigenvalues, cov):
-    """How negative the smallest eigenvalue of the symmetric ``cov`` (``(..., d, d)``) may be:
-    ``max(PSD_TOL * max_i |lambda_i|, d * eps * max_ij |S_ij|)`` (``eps`` the float64 machine
-    epsilon), per matrix of a batch.
+def psd_tolerance(eigenvalues: ArrayLike, cov: ArrayLike) -> np.ndarray:
+    r"""How negative the smallest eigenvalue of the symmetric `cov` (`(..., d, d)`) may be:
+    $\max(\mathtt{PSD\_TOL} \max_i |\lambda_i|,\ d\, \epsilon \max_{ij} |S_{ij}|)$ ($\epsilon$ the
+    float64 machine epsilon), per matrix of a batch.
 
     Relative to the largest eigenvalue magnitude, so the verdict does not depend on the units:
-    ``diag(1e-20, -1e-21)`` is rejected like ``diag(1, -0.1)``. The absolute part is the round-off
-    of the data's own scale, so an all-zero covariance (every ``lambda = 0``) is valid.
+    $\operatorname{diag}(10^{-20}, -10^{-21})$ is rejected like $\operatorname{diag}(1, -0.1)$.
+    The absolute part is the round-off of the data's own scale, so an all-zero covariance (every
+    $\lambda = 0$) is valid.
+
+    Parameters
+    ----------
+    eigenvalues : array_like, shape `(..., d)`
+        The eigenvalues $\lambda_i$ of each matrix.
+    cov : array_like, shape `(..., d, d)`
+        The matrices $S$ themselves.
+
+    Returns
+    -------
+    numpy.ndarray, shape `(...)`
+        The tolerance of each matrix.
     """
     w = np.asarray(eigenvalues)
     cov = np.asarray(cov)
@@ -46,12 +64,13 @@ def psd_tolerance(eigenvalues, cov):
     return np.maximum(PSD_TOL * big, d * np.finfo(np.float64).eps * entries)
 
 
-def is_concrete(x) -> bool:
+def is_concrete(x: Any) -> bool:
+    """Whether `x` is not a JAX tracer (so its values can be checked)."""
     return not isinstance(x, jax.core.Tracer)
 
 
 def _real_array(name: str, value, what: str = "an array of real numbers") -> np.ndarray:
-    """``value`` as a float64 NumPy array; ``TypeError`` for anything that is not real numbers."""
+    """`value` as a float64 NumPy array; `TypeError` for anything that is not real numbers."""
     if isinstance(value, (str, bytes)) or value is None:
         raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
     try:
@@ -72,8 +91,33 @@ def _real_array(name: str, value, what: str = "an array of real numbers") -> np.
         raise TypeError(f"{name} must be {what} ({e})") from None
 
 
-def as_array(name: str, value, ndim: int | None = None, shape: tuple | None = None):
-    """Convert ``value`` to a float64 array (a JAX array if it is a tracer) and check its shape."""
+def as_array(name: str, value: ArrayLike, ndim: int | None = None,
+             shape: tuple[int | None, ...] | None = None) -> np.ndarray | jax.Array:
+    """Convert `value` to a float64 array (a tracer is returned as is) and check it.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the error messages.
+    value : array_like
+        Real numbers (see the module docstring).
+    ndim : int, optional
+        The required number of dimensions.
+    shape : tuple, optional
+        The required shape, `None` for an axis of any length (compared on the leading axes).
+
+    Returns
+    -------
+    numpy.ndarray or jax.Array
+        The float64 array (or the tracer), finite when concrete.
+
+    Raises
+    ------
+    TypeError
+        For values that are not real numbers.
+    ValueError
+        For a wrong number of dimensions or shape, or NaN/inf entries.
+    """
     if isinstance(value, jax.core.Tracer):
         arr = value
     else:
@@ -93,8 +137,8 @@ def as_array(name: str, value, ndim: int | None = None, shape: tuple | None = No
     return arr
 
 
-def positive_int(name: str, value, allow_none: bool = False):
-    """``value`` as an ``int >= 1`` (``None`` passes when ``allow_none``); ValueError otherwise."""
+def positive_int(name: str, value: Any, allow_none: bool = False) -> int | None:
+    """`value` as an `int >= 1` (`None` passes when `allow_none`); `ValueError` otherwise."""
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -103,8 +147,14 @@ def positive_int(name: str, value, allow_none: bool = False):
     return int(value)
 
 
-def as_scalar(name: str, value, positive: bool = False, nonnegative: bool = False):
-    """A real scalar; ``positive=True`` requires ``> 0``."""
+def as_scalar(name: str, value: ArrayLike, positive: bool = False,
+              nonnegative: bool = False) -> np.ndarray | jax.Array:
+    """A real, finite scalar, as a 0-d float64 NumPy array (a tracer is returned as is);
+    `positive=True` requires `> 0`, `nonnegative=True` requires `>= 0`.
+
+    Raises `TypeError` for `None`, a bool, a string or a non-real value, and `ValueError` for a
+    non-scalar, a non-finite value or one out of range, naming `name`.
+    """
     if isinstance(value, jax.core.Tracer):
         return value
     if isinstance(value, bool) or value is None or isinstance(value, (str, bytes)):
@@ -122,13 +172,15 @@ def as_scalar(name: str, value, positive: bool = False, nonnegative: bool = Fals
     return arr
 
 
-def check_covariance(name: str, cov, d: int | None = None):
-    """Square, finite, symmetric and positive semi-definite; returns ``(S + S^T) / 2``.
+def check_covariance(name: str, cov: ArrayLike, d: int | None = None) -> np.ndarray | jax.Array:
+    r"""Square, finite, symmetric and positive semi-definite; returns $(S + S^\top) / 2$.
 
-    Symmetric: ``max|S - S^T| <= SYM_TOL * max(1, max|S|)``. Positive semi-definite: the smallest
-    eigenvalue of ``(S + S^T) / 2`` is ``>= -max(PSD_TOL * max_i |lambda_i|, d * eps * max|S_ij|)``
-    (:func:`psd_tolerance`; ``PSD_TOL = 1e-10``): relative to the matrix's own largest eigenvalue,
-    with a floor at the round-off of its entries (an all-zero matrix is valid).
+    Symmetric: $\max |S - S^\top| \le \mathtt{SYM\_TOL} \max(1, \max |S|)$. Positive
+    semi-definite: the smallest eigenvalue of $(S + S^\top) / 2$ is
+    $\ge -\max(\mathtt{PSD\_TOL} \max_i |\lambda_i|,\ d\, \epsilon \max_{ij} |S_{ij}|)$
+    (`psd_tolerance`; `PSD_TOL = 1e-10`): relative to the matrix's own largest eigenvalue, with
+    a floor at the round-off of its entries (an all-zero matrix is valid). `d`, when given, is
+    the required size (that of the mean). Under a JAX transformation only the shape is checked.
     """
     cov = as_array(name, cov, ndim=2)
     if cov.shape[0] != cov.shape[1]:
@@ -154,8 +206,12 @@ def check_covariance(name: str, cov, d: int | None = None):
     return sym
 
 
-def check_times(t0, t1, ts=None):
-    """``t1 > t0`` finite; ``ts`` (optional) one-dimensional, increasing, inside ``[t0, t1]``."""
+def check_times(t0: float, t1: float,
+                ts: ArrayLike | None = None) -> tuple[float, float, np.ndarray | None]:
+    """`t1 > t0` finite; `ts` (optional) one-dimensional, strictly increasing, inside `[t0, t1]`.
+
+    Returns `(t0, t1, ts)` as floats and a NumPy array (or `None`).
+    """
     t0 = float(as_scalar("t0", t0))
     t1 = float(as_scalar("t1", t1))
     if not t1 > t0:

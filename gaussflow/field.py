@@ -1,30 +1,32 @@
-"""The engine every variant sits on.
+r"""The engine every variant sits on.
 
-A *field* is a velocity field ``Gamma[mu](x)`` depending on the token distribution ``mu`` and on
-the time (depth) ``t``. Every field exposes, for ``mu = N(alpha, Sigma)``:
+A *field* is a velocity field $\Gamma[\mu](x)$ depending on the token distribution $\mu$ and on
+the time (depth) $t$. Every field exposes, for $\mu = \mathcal N(\alpha, \Sigma)$:
 
-- ``_velocity(t, mean, cov, x)``: ``Gamma(x)`` for one token ``x`` of shape ``(d,)``;
-- ``_closure(t, mean, cov)``: ``(d alpha/dt, J)`` where ``d Sigma/dt = J Sigma + Sigma J^T``
-  (``J`` is the Jacobian of an affine field, or ``E[grad Gamma(X)]`` for a moment closure);
-- ``_moment_rhs(t, mean, cov)``: ``(d alpha/dt, d Sigma/dt)``;
-- ``_flow_rhs(t, mean, Phi, cov0)``: the solver's right-hand side in ``Sigma = Phi Sigma0 Phi^T``;
-- ``_domain_ok(t, mean, cov)``: False where an approximate closure's integrals stop existing.
+- `_velocity(t, mean, cov, x)`: $\Gamma(x)$ for one token `x` of shape `(d,)`;
+- `_closure(t, mean, cov)`: $(d\alpha/dt, J)$ where $d\Sigma/dt = J \Sigma + \Sigma J^\top$
+  ($J$ is the Jacobian of an affine field, or $E[\nabla\Gamma(X)]$ for a moment closure);
+- `_moment_rhs(t, mean, cov)`: $(d\alpha/dt, d\Sigma/dt)$;
+- `_flow_rhs(t, mean, Phi, cov0)`: the solver's right-hand side in
+  $\Sigma = \Phi \Sigma_0 \Phi^\top$;
+- `_domain_ok(t, mean, cov)`: `False` where an approximate closure's integrals stop existing.
 
 These are pure JAX functions (traceable, differentiable, vmappable); fields are equinox Modules,
-hence pytrees. :class:`DerivedField` gets them from the generated code of its
-:class:`~gaussflow.symbolic.Derivation`, derived and compiled once per process (:func:`realise`).
-The public methods ``velocity``/``moment_rhs`` validate their inputs and run jitted versions.
+hence pytrees. `DerivedField` gets them from the generated code of its
+`gaussflow.symbolic.Derivation`, derived and compiled once per process (`realise`).
+The public methods `velocity`/`moment_rhs` validate their inputs and run jitted versions.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from numpy.typing import ArrayLike
 
 from ._checks import as_array, as_scalar
 from .codegen import compile_source, generate_function
@@ -32,14 +34,14 @@ from .symbolic.derivation import Derivation
 from .gaussian import Gaussian
 
 
-def cov_from_flow(Phi, cov0):
-    """``Sigma = Phi Sigma0 Phi^T`` (symmetrised; leading axes are blocks or save times)."""
+def cov_from_flow(Phi: jax.Array, cov0: jax.Array) -> jax.Array:
+    r"""$\Sigma = \Phi \Sigma_0 \Phi^\top$ (symmetrised; leading axes are blocks or save times)."""
     S = jnp.einsum("...ij,...jk,...lk->...il", Phi, cov0, Phi)
     return (S + jnp.swapaxes(S, -1, -2)) / 2
 
 
 class Field(eqx.Module):
-    """Abstract mean-field velocity field. Subclasses set ``name`` and ``exact``."""
+    """Abstract mean-field velocity field. Subclasses set `name` and `exact`."""
 
     name: ClassVar[str] = "field"
     exact: ClassVar[bool] = True
@@ -47,6 +49,7 @@ class Field(eqx.Module):
     # -- to implement ------------------------------------------------------------------------
     @property
     def dim(self) -> int:
+        """The token dimension $d$ the field acts on."""
         raise NotImplementedError
 
     def _velocity(self, t, mean, cov, x):
@@ -61,7 +64,8 @@ class Field(eqx.Module):
         return dm, JS + JS.T
 
     def _flow_rhs(self, t, mean, Phi, cov0):
-        """``(d alpha/dt, dPhi/dt = J Phi)`` for the solver's state ``Sigma = Phi Sigma0 Phi^T``."""
+        r"""$(d\alpha/dt,\ d\Phi/dt = J \Phi)$ for the solver's state
+        $\Sigma = \Phi \Sigma_0 \Phi^\top$."""
         dm, J = self._closure(t, mean, cov_from_flow(Phi, cov0))
         return dm, J @ Phi
 
@@ -78,8 +82,9 @@ class Field(eqx.Module):
             raise ValueError(f"{argname} has dimension {g.dim} but the field {self.name!r} acts "
                              f"on dimension {self.dim}")
 
-    def velocity(self, g: Gaussian, x, t=0.0):
-        """``Gamma[N(g.mean, g.cov)](x)`` at time ``t`` for tokens ``x`` of shape ``(..., d)``."""
+    def velocity(self, g: Gaussian, x: ArrayLike, t: float = 0.0) -> jax.Array:
+        r"""$\Gamma[\mathcal N(\mathtt{g.mean}, \mathtt{g.cov})](x)$ at time `t` for tokens `x`
+        of shape `(..., d)` (the result has the shape of `x`)."""
         self._check_state(g)
         x = as_array("x", x)
         if x.ndim == 0 or x.shape[-1] != self.dim:
@@ -89,8 +94,8 @@ class Field(eqx.Module):
         out = _jit_velocity(self, jnp.asarray(t, float), g.mean, g.cov, flat)
         return jnp.reshape(out, x.shape)
 
-    def moment_rhs(self, g: Gaussian, t=0.0):
-        """``(d mean/dt, d cov/dt)`` of the Gaussian closure at ``g`` and time ``t``."""
+    def moment_rhs(self, g: Gaussian, t: float = 0.0) -> tuple[jax.Array, jax.Array]:
+        """`(d mean/dt, d cov/dt)` of the Gaussian closure at `g` and time `t`."""
         self._check_state(g)
         t = as_scalar("t", t)
         return _jit_moment_rhs(self, jnp.asarray(t, float), g.mean, g.cov)
@@ -103,13 +108,13 @@ class Field(eqx.Module):
         return _SUM[0].of(self, other)
 
 
-#: The class of ``f1 + f2`` (:class:`gaussflow.variants.superposition.Sum`, which registers itself
-#: with :func:`register_sum`; the superposition layer sits above this module).
+#: The class of `f1 + f2` (`gaussflow.variants.superposition.Sum`, which registers itself
+#: with `register_sum`; the superposition layer sits above this module).
 _SUM: list = []
 
 
-def register_sum(cls) -> None:
-    """Make ``cls`` (a ``Sum`` class with a classmethod ``of(a, b)``) the class of ``f1 + f2``."""
+def register_sum(cls: type) -> None:
+    """Make `cls` (a `Sum` class with a classmethod `of(a, b)`) the class of `f1 + f2`."""
     _SUM[:] = [cls]
 
 
@@ -125,7 +130,7 @@ def _jit_moment_rhs(field, t, mean, cov):
 
 def realise(derivation: Derivation) -> Derivation:
     """Print a symbolic derivation's programs as JAX source and compile them: the derivation with
-    ``jax_source`` and ``functions`` filled in."""
+    `jax_source` and `functions` filled in (returned as is when they already are)."""
     if derivation.functions:
         return derivation
     runtime = dict(derivation.runtime)
@@ -141,9 +146,9 @@ def realise(derivation: Derivation) -> Derivation:
 class DerivedField(Field):
     """A field whose closure is derived symbolically from a declaration.
 
-    Subclasses implement the classmethod ``_derive()`` (returning a symbolic
-    :class:`~gaussflow.symbolic.Derivation`) and ``_param_values()`` (the numeric value of each
-    derivation parameter, by symbol name). ``derivation()`` realises it once per class and process.
+    Subclasses implement the classmethod `_derive()` (returning a symbolic
+    `gaussflow.symbolic.Derivation`) and `_param_values()` (the numeric value of each derivation
+    parameter, by symbol name). `derivation()` realises it once per class and process.
     """
 
     @classmethod
@@ -152,7 +157,8 @@ class DerivedField(Field):
 
     @classmethod
     def derivation(cls) -> Derivation:
-        """The class's :class:`~gaussflow.symbolic.Derivation`, with its generated JAX (once per process)."""
+        """The class's `gaussflow.symbolic.Derivation`, with its generated JAX (once per
+        process)."""
         return _derivation_of(cls)
 
     def _param_values(self) -> dict:
@@ -163,8 +169,8 @@ class DerivedField(Field):
         return [vals[p.name] for p in self.derivation().params]
 
     def _closure_is_generated(self) -> bool:
-        """Whether ``_closure`` is exactly the generated ``closure`` (then the generated
-        ``flow_rhs`` is its flow-map form); subclasses that alter the closure say False."""
+        """Whether `_closure` is exactly the generated `closure` (then the generated `flow_rhs`
+        is its flow-map form); subclasses that alter the closure say `False`."""
         return type(self)._closure is DerivedField._closure
 
     def _velocity(self, t, mean, cov, x):
@@ -197,11 +203,11 @@ def _derivation_of(cls):
 
 
 class StaticKey:
-    """The non-array part of a field (``eqx.partition(field, eqx.is_array)[1]``) as a hashable key:
-    its tree structure and static leaves (a declaration's ``params`` dict is not hashable itself).
-    ``.tree`` is the part, for ``eqx.combine``."""
+    """The non-array part of a field (`eqx.partition(field, eqx.is_array)[1]`) as a hashable key:
+    its tree structure and static leaves (a declaration's `params` dict is not hashable itself).
+    `.tree` is the part, for `eqx.combine`."""
 
-    def __init__(self, tree):
+    def __init__(self, tree: Any):
         self.tree = tree
         leaves, self.treedef = jax.tree_util.tree_flatten(tree)
         self.leaves = tuple(leaves)
@@ -214,7 +220,9 @@ class StaticKey:
                 and self.leaves == other.leaves)
 
 
-def as_weight(name, value, shape=None):
-    """A weight matrix as a float64 JAX array, with its shape checked."""
+def as_weight(name: str, value: ArrayLike,
+              shape: tuple[int | None, ...] | None = None) -> jax.Array:
+    """A weight matrix as a float64 JAX array, with its shape checked (`None` in `shape`: any
+    length on that axis); errors name the argument `name`."""
     arr = as_array(name, value, ndim=2, shape=shape)
     return jnp.asarray(arr, dtype=jnp.float64)

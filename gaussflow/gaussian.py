@@ -6,25 +6,34 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._checks import as_array, check_covariance
 
 
 class Gaussian(eqx.Module):
-    """The token distribution ``N(mean, cov)`` on ``R^d``.
+    r"""The token distribution $\mathcal N(\mathtt{mean}, \mathtt{cov})$ on $\mathbb R^d$.
 
-    ``mean`` has shape ``(d,)``; ``cov`` is ``(d, d)``, finite, symmetric to relative tolerance
-    ``1e-10`` and positive semi-definite: smallest eigenvalue ``>= -1e-10 max_i |lambda_i|``
-    (relative to the matrix's own scale, so ``diag(1e-20, -1e-21)`` is rejected like
-    ``diag(1, -0.1)``), with a floor at the round-off ``d eps max|cov_ij|`` of its entries (an
-    all-zero covariance is valid). It is stored symmetrised. Invalid input raises ``ValueError`` naming the argument. A ``Gaussian``
-    is a JAX pytree, so it can be passed through ``jit``/``vmap``/``grad``.
+    `mean` has shape `(d,)`; `cov` is `(d, d)`, finite, symmetric to relative tolerance `1e-10`
+    and positive semi-definite: smallest eigenvalue $\ge -10^{-10} \max_i |\lambda_i|$ (relative
+    to the matrix's own scale, so $\operatorname{diag}(10^{-20}, -10^{-21})$ is rejected like
+    $\operatorname{diag}(1, -0.1)$), with a floor at the round-off
+    $d\, \epsilon \max_{ij} |\mathtt{cov}_{ij}|$ of its entries ($\epsilon$ the float64 machine
+    epsilon; an all-zero covariance is valid). It is stored symmetrised. Invalid input raises `ValueError` naming the
+    argument. A `Gaussian` is a JAX pytree, so it can be passed through `jit`/`vmap`/`grad`.
+
+    Parameters
+    ----------
+    mean : array_like, shape `(d,)`
+        The mean, $d \ge 1$.
+    cov : array_like, shape `(d, d)`
+        The covariance.
     """
 
     mean: jax.Array
     cov: jax.Array
 
-    def __init__(self, mean, cov):
+    def __init__(self, mean: ArrayLike, cov: ArrayLike):
         mean = as_array("mean", mean, ndim=1)
         if mean.shape[0] == 0:
             raise ValueError("mean must have at least one entry (d >= 1)")
@@ -34,11 +43,12 @@ class Gaussian(eqx.Module):
 
     @property
     def dim(self) -> int:
+        """The dimension $d$."""
         return self.mean.shape[-1]
 
     @classmethod
-    def standard(cls, d: int) -> "Gaussian":
-        """``N(0, I_d)``."""
+    def standard(cls, d: int) -> Gaussian:
+        r"""$\mathcal N(0, I_d)$."""
         return cls(np.zeros(d), np.eye(d))
 
     def __repr__(self) -> str:
@@ -56,20 +66,27 @@ class Gaussian(eqx.Module):
 
 
 class PositionalGaussians(eqx.Module):
-    """One Gaussian per position block: the state of a causal (masked) closure.
+    r"""One Gaussian per position block: the state of a causal (masked) closure.
 
-    Tokens carry a position ``s in [0, 1]`` split into ``B`` equal blocks
-    ``[b/B, (b+1)/B)``; block ``b`` holds ``N(means[b], covs[b])`` and every block carries the
-    same mass ``1/B``. ``means`` has shape ``(B, d)``, ``covs`` ``(B, d, d)``; each covariance is
-    validated like :class:`Gaussian`'s (finite, symmetric, positive semi-definite; stored
-    symmetrised). Invalid input raises ``ValueError`` naming the argument (e.g. ``covs[2]``).
+    Tokens carry a position $s \in [0, 1]$ split into $B$ equal blocks $[b/B, (b+1)/B)$; block
+    $b$ holds $\mathcal N$(`means[b]`, `covs[b]`) and every block carries the same mass $1/B$.
+    `means` has shape `(B, d)`, `covs` `(B, d, d)`; each covariance is validated like
+    `Gaussian`'s (finite, symmetric, positive semi-definite; stored symmetrised). Invalid input
+    raises `ValueError` naming the argument (e.g. `covs[2]`).
+
+    Parameters
+    ----------
+    means : array_like, shape `(B, d)`
+        The block means, $B, d \ge 1$.
+    covs : array_like, shape `(B, d, d)`
+        The block covariances.
     """
 
     means: jax.Array
     covs: jax.Array
     positional = True
 
-    def __init__(self, means, covs):
+    def __init__(self, means: ArrayLike, covs: ArrayLike):
         means = as_array("means", means, ndim=2)
         B, d = means.shape
         if B == 0 or d == 0:
@@ -85,8 +102,8 @@ class PositionalGaussians(eqx.Module):
         self.covs = jnp.asarray(covs, dtype=jnp.float64)
 
     @classmethod
-    def repeat(cls, g: Gaussian, n_blocks: int) -> "PositionalGaussians":
-        """Every block carries ``g`` (the state where the masked closure is exact)."""
+    def repeat(cls, g: Gaussian, n_blocks: int) -> PositionalGaussians:
+        """Every block carries `g` (the state where the masked closure is exact)."""
         if not isinstance(g, Gaussian):
             raise TypeError(f"g must be a gf.Gaussian, got {type(g).__name__}")
         if isinstance(n_blocks, bool) or not isinstance(n_blocks, (int, np.integer)) or n_blocks < 1:
@@ -96,16 +113,19 @@ class PositionalGaussians(eqx.Module):
 
     @property
     def n_blocks(self) -> int:
+        """The number of blocks $B$."""
         return self.means.shape[0]
 
     @property
     def dim(self) -> int:
+        """The token dimension $d$."""
         return self.means.shape[-1]
 
     def block(self, b: int) -> Gaussian:
-        """The Gaussian of block ``b``, ``0 <= b < n_blocks``; a negative ``b`` counts from the
-        end as in Python (``-1`` is the last block). ``IndexError`` outside
-        ``[-n_blocks, n_blocks)`` (JAX indexing would clamp it to the last block silently)."""
+        """The Gaussian of block `b`, `0 <= b < n_blocks`; a negative `b` counts from the end as
+        in Python (`-1` is the last block). `IndexError` outside `[-n_blocks, n_blocks)` (JAX
+        indexing would clamp it to the last block silently); `TypeError` unless `b` is an
+        integer."""
         if isinstance(b, bool) or not isinstance(b, (int, np.integer)):
             raise TypeError(f"b must be an int block index, got {type(b).__name__}")
         B = self.n_blocks
@@ -116,7 +136,9 @@ class PositionalGaussians(eqx.Module):
         return Gaussian(self.means[b], self.covs[b])
 
     def mixture(self) -> Gaussian:
-        """The moment-matched Gaussian of the whole sequence (equal block masses)."""
+        r"""The moment-matched Gaussian of the whole sequence (equal block masses):
+        mean $\bar m = \frac1B \sum_b m_b$, covariance
+        $\frac1B \sum_b \left(\Sigma_b + (m_b - \bar m)(m_b - \bar m)^\top\right)$."""
         m = jnp.mean(self.means, axis=0)
         dev = self.means - m
         return Gaussian(m, jnp.mean(self.covs, axis=0) + dev.T @ dev / self.n_blocks)
@@ -137,9 +159,10 @@ class PositionalGaussians(eqx.Module):
                 f"</caption><tr><th>block</th><th>mean</th><th>tr cov</th></tr>{rows}{more}</table>")
 
 
-def example_state(rng, d: int) -> Gaussian:
-    """The initial state of the validation examples: ``N(m, M M^T / d + 0.3 I)`` with
-    ``m ~ 0.7 N(0, I)`` and ``M`` standard normal (drawn from the NumPy generator ``rng``)."""
+def example_state(rng: np.random.Generator, d: int) -> Gaussian:
+    r"""The initial state of the validation examples: $\mathcal N(m, M M^\top / d + 0.3 I)$ with
+    $m \sim 0.7\, \mathcal N(0, I)$ and $M$ standard normal (drawn from the NumPy generator
+    `rng`)."""
     mean = 0.7 * rng.normal(size=d)
     M = rng.normal(size=(d, d))
     return Gaussian(mean, M @ M.T / d + 0.3 * np.eye(d))

@@ -1,27 +1,39 @@
-"""Numerical linear algebra shared by the generated code and the quadrature rules.
+r"""Numerical linear algebra shared by the generated code and the quadrature rules.
 
-:func:`sqrtm_psd` is the principal square root ``S = X^{1/2}`` of a symmetric positive
-semi-definite matrix ``X`` (``S`` symmetric PSD, ``S S = X``). It is what the generated code runs
-for the symbolic node :class:`~gaussflow.symbolic.special.SqrtPSD`, and what the cubature rules use
-to map standard-normal nodes ``u`` to ``alpha + Sigma^{1/2} u``.
+`sqrtm_psd` is the principal square root $S = X^{1/2}$ of a symmetric positive semi-definite
+matrix $X$ ($S$ symmetric PSD, $S S = X$). It is what the generated code runs for the symbolic
+node `gaussflow.symbolic.special.SqrtPSD`, and what the cubature rules use to map standard-normal
+nodes $u$ to $\alpha + \Sigma^{1/2} u$.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 
 @jax.custom_jvp
-def sqrtm_psd(X):
-    """Symmetric PSD square root via ``eigh`` (runs on GPU, unlike Schur-based ``sqrtm``).
+def sqrtm_psd(X: ArrayLike) -> jax.Array:
+    r"""Symmetric PSD square root via `eigh` (runs on GPU, unlike Schur-based `sqrtm`).
 
-    ``X`` is symmetrised first (``(X + X^T) / 2``) and negative eigenvalues (round-off) are clipped
-    to zero: with ``X = U diag(w) U^T``, ``S = U diag(sqrt(max(w, 0))) U^T``.
+    $X$ is symmetrised first ($(X + X^\top) / 2$) and negative eigenvalues (round-off) are
+    clipped to zero: with $X = U \operatorname{diag}(w) U^\top$,
+    $S = U \operatorname{diag}(\sqrt{\max(w, 0)}) U^\top$.
 
-    Differentiated by its own rule (the Sylvester equation ``S dS + dS S = dX``, solved in the
-    eigenbasis: ``dS_ij = dX_ij / (s_i + s_j)``, and ``0`` where ``s_i + s_j = 0``), which stays
-    finite for repeated eigenvalues where differentiating ``eigh`` itself gives NaN.
+    Differentiated by its own rule (the Sylvester equation $S\,dS + dS\,S = dX$, solved in the
+    eigenbasis: $dS_{ij} = dX_{ij} / (s_i + s_j)$, and $0$ where $s_i + s_j = 0$), which stays
+    finite for repeated eigenvalues where differentiating `eigh` itself gives NaN.
+
+    Parameters
+    ----------
+    X : array_like, shape `(d, d)`
+        A symmetric positive semi-definite matrix.
+
+    Returns
+    -------
+    jax.Array, shape `(d, d)`
+        Its principal square root $S$.
     """
     w, U = jnp.linalg.eigh((X + X.T) / 2)
     return (U * jnp.sqrt(jnp.clip(w, 0.0, None))) @ U.T

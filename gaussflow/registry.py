@@ -1,7 +1,7 @@
-"""The registry of declared variants, by name: read by ``gf.derive(name)``, the CLI, validation
-examples and the ``derivations/`` documents. Declarations register themselves when their class is
-created (:class:`~.declaration.Attention` subclasses, and built-in fields that call
-:func:`register`); nothing is listed by hand."""
+"""The registry of declared variants, by name: read by `gf.derive(name)`, the CLI, validation
+examples and the `derivations/` documents. Declarations register themselves when their class is
+created (`gaussflow.attention.Attention` subclasses, and built-in fields that call `register`);
+nothing is listed by hand."""
 
 from __future__ import annotations
 
@@ -10,9 +10,22 @@ _VARIANTS: dict = {}
 BUILTIN_PACKAGE = "gaussflow.variants"
 
 
-def register(cls) -> None:
-    """Register ``cls`` under ``cls.name``. A class from outside the package may not take the name
-    of a built-in variant; redefining a user class (e.g. re-running a notebook cell) replaces it."""
+def register(cls: type) -> None:
+    """Register `cls` under `cls.name`.
+
+    A class from outside the package may not take the name of a built-in variant; redefining a
+    user class (e.g. re-running a notebook cell) replaces it.
+
+    Parameters
+    ----------
+    cls : type
+        A field class with a class attribute `name`.
+
+    Raises
+    ------
+    ValueError
+        When `cls.name` is the name of a built-in variant and `cls` is not that variant.
+    """
     name = cls.name
     old = _VARIANTS.get(name)
     if old is not None and old is not cls:
@@ -24,17 +37,21 @@ def register(cls) -> None:
     _VARIANTS[name] = cls
 
 
-def variants() -> dict:
-    """``{name: class}`` of every registered variant (built-ins first, in declaration order)."""
+def variants() -> dict[str, type]:
+    """`{name: class}` of every registered variant (built-ins first, in declaration order)."""
     return dict(_VARIANTS)
 
 
 def builtin_names() -> list[str]:
+    """Names of the registered built-in variants (those of `gaussflow.variants`), in order."""
     return [k for k, v in _VARIANTS.items() if v.__module__.startswith(BUILTIN_PACKAGE)]
 
 
-def lookup(name: str):
-    """The variant class registered as ``name`` (case, ``-`` and ``_`` ignored)."""
+def lookup(name: str) -> type:
+    """The variant class registered as `name` (case, `-` and `_` ignored).
+
+    Raises `ValueError` (listing the registered names) when there is none.
+    """
     key = name.strip().lower().replace("-", "").replace("_", "")
     for k, v in _VARIANTS.items():
         if k.replace("_", "").replace("-", "") == key:

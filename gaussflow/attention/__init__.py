@@ -1,4 +1,4 @@
-"""Declaring attention variants: :class:`Attention` (subclass it), the normalisation objects,
+"""Declaring attention variants: `Attention` (subclass it), the normalisation objects,
 the symbols to write scores with, and the registry of declared variants."""
 
 from .. import registry

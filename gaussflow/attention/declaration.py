@@ -1,35 +1,38 @@
-"""``gf.Attention``: one declaration is the whole variant.
+r"""`gf.Attention`: one declaration is the whole variant.
 
 A variant is a subclass that states, as class attributes:
 
-- ``name``: a short name (``gf.derive(name)``, the CLI, ``derivations/``);
-- ``score``: ``s(x, y)``, a SymPy ``(1, 1)`` expression of the query ``x``, the key ``y`` (columns,
-  :mod:`gaussflow.attention.symbols`), named weight matrices and scalars, and optionally the time
-  ``t`` (a depth schedule);
-- ``normalisation``: a :class:`~.normalisation.Normalisation` object (softmax over keys, Sinkhorn,
+- `name`: a short name (`gf.derive(name)`, the CLI, `derivations/`);
+- `score`: $s(x, y)$, a SymPy `(1, 1)` expression of the query `x`, the key `y` (columns,
+  `gaussflow.attention.symbols`), named weight matrices and scalars, and optionally the time
+  `t` (a depth schedule);
+- `normalisation`: a `gaussflow.attention.Normalisation` object (softmax over keys, Sinkhorn,
   none with a weight function), which owns both the derivation rule and the particle evaluation;
-- ``value`` (optional): the value matrix ``M`` of the value map ``y -> M y`` (default ``W_O V``);
-- ``defaults`` (optional): default values by parameter name (``"identity"`` for a square matrix),
-  ``keywords`` (optional): keyword names of scalar parameters whose SymPy names differ,
-  ``notes`` (optional): remarks appended to the derivation's document.
+- `value` (optional): the value matrix $M$ of the value map $y \mapsto M y$ (default $W_O V$);
+- `defaults` (optional): default values by parameter name (`"identity"` for a square matrix),
+  `keywords` (optional): keyword names of scalar parameters whose SymPy names differ,
+  `notes` (optional): remarks appended to the derivation's document.
 
 From that alone: the derivation (steps, LaTeX, Markdown, exact or the named moment projection),
-the generated JAX, the constructor (matrices positional in the order ``Q, K, V, W_O``, then the
-others alphabetically; scalars keyword-only, checked with their SymPy assumptions, e.g. a positive
-``c``; shapes checked against the symbolic shapes), the particle system, a validation example, and
-a registry entry (``gf.derive("name")``, the CLI and ``derivations/`` read the registry).
+the generated JAX, the constructor (matrices positional in the order `Q, K, V, W_O`, then the
+others alphabetically; scalars keyword-only, checked with their SymPy assumptions, e.g. a
+positive `c`; shapes checked against the symbolic shapes), the particle system, a validation
+example, and a registry entry (`gf.derive("name")`, the CLI and `derivations/` read the
+registry).
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 import sympy as sp
+from numpy.typing import ArrayLike
 from sympy import MatrixExpr, MatrixSymbol, ZeroMatrix
 
 from .._checks import as_array, as_scalar
@@ -37,17 +40,17 @@ from ..codegen import compile_source, generate_function
 from ..symbolic import symbols as S
 from ..symbolic.calculus import is_zero_matrix, jacobian, quadratic_coefficients, simplify_matrix
 from ..symbolic.derivation import order_params
-from ..gaussian import example_state
+from ..gaussian import Gaussian, example_state
 from ..field import DerivedField
 from .normalisation import Normalisation
 from .. import registry
 
-#: ``_domain_ok`` is False once the smallest eigenvalue of a derivation's integrability matrix
-#: (``I + Sigma^{1/2} P Sigma^{1/2}``) falls below this margin ...
+#: `_domain_ok` is False once the smallest eigenvalue of a derivation's integrability matrix
+#: ($I + \Sigma^{1/2} P \Sigma^{1/2}$) falls below this margin ...
 INTEGRABILITY_MARGIN = 1e-6
-#: ... or once the closure's rate ``max |J_ij|`` exceeds this (time scale below ``1e-8``). Near the
-#: boundary the integrals grow like ``exp(c / margin) margin^{-k}``: the trajectory then is within
-#: solver resolution of the divergence time.
+#: ... or once the closure's rate $\max_{ij} |J_{ij}|$ exceeds this (time scale below `1e-8`).
+#: Near the boundary the integrals grow like $e^{c / \mathrm{margin}}\, \mathrm{margin}^{-k}$: the
+#: trajectory then is within solver resolution of the divergence time.
 RATE_MAX = 1e8
 
 _MATRIX_ORDER = ("Q", "K", "V", "W_O")
@@ -55,7 +58,7 @@ _MATRIX_ORDER = ("Q", "K", "V", "W_O")
 
 class Attention(DerivedField):
     """Base class of attention declarations (see the module docstring); subclass it to declare a
-    variant. Instances hold the numeric weights: ``f.params`` (by name; also ``f.Q``, ``f.beta``...)."""
+    variant. Instances hold the numeric weights: `f.params` (by name; also `f.Q`, `f.beta`...)."""
 
     params: dict
     options: tuple = eqx.field(static=True)
@@ -78,8 +81,9 @@ class Attention(DerivedField):
     # -- construction ---------------------------------------------------------------------
     @classmethod
     def parameters(cls) -> tuple:
-        """The declaration's parameter symbols: matrices (in constructor order: those without a default
-        first, then ``Q, K, V, W_O``, then the others alphabetically), then scalars."""
+        """The declaration's parameter symbols: matrices (in constructor order: those without a
+        default first, then `Q, K, V, W_O`, then the others alphabetically), then scalars (in the
+        order of `gaussflow.symbolic.derivation.order_params`)."""
         syms = order_params([cls.score, cls.value])
         mats = [s for s in syms if isinstance(s, MatrixSymbol)]
         mats.sort(key=lambda s: (s.name in cls.defaults,
@@ -119,7 +123,7 @@ class Attention(DerivedField):
 
     @classmethod
     def input_keys(cls) -> tuple:
-        """``(required, optional)`` keyword names of the weights (``gaussflow solve --input``)."""
+        """`(required, optional)` keyword names of the weights (`gaussflow solve --input`)."""
         sig = cls.signature().parameters
         names = [cls._keyword(s) for s in cls.parameters()]
         req = tuple(n for n in names if sig[n].default is inspect.Parameter.empty)
@@ -127,19 +131,29 @@ class Attention(DerivedField):
 
     @classmethod
     def scalar_keys(cls) -> tuple:
+        """Keyword names of the scalar parameters."""
         return tuple(cls._keyword(s) for s in cls.parameters() if not isinstance(s, MatrixSymbol))
 
     @classmethod
     def positive_keys(cls) -> tuple:
+        """Keyword names of the scalar parameters declared positive (e.g. `c`, `eps`)."""
         return tuple(cls._keyword(s) for s in cls.parameters()
                      if not isinstance(s, MatrixSymbol) and s.is_positive)
 
     @classmethod
-    def from_inputs(cls, **values):
-        """The field from named values (``gaussflow solve --input``; keys of :meth:`input_keys`)."""
+    def from_inputs(cls, **values: Any) -> Attention:
+        """The field from named values (`gaussflow solve --input`; keys of `input_keys`)."""
         return cls(**values)
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: ArrayLike | None, **kwargs: Any):
+        """Bind the weights by the declaration's `signature`: matrices positional (or by keyword),
+        scalars keyword-only, then the normalisation's options.
+
+        Every matrix is checked against its symbolic shape (a dimension named twice must agree),
+        a square matrix declared `"identity"` defaults to $I$, and each scalar is checked with
+        its SymPy assumptions (e.g. `c > 0`). Raises `TypeError` for a wrong call and
+        `ValueError` for a wrong value, naming the argument.
+        """
         cls = type(self)
         try:
             bound = cls.signature().bind(*args, **kwargs)
@@ -212,6 +226,7 @@ class Attention(DerivedField):
 
     @property
     def dim(self) -> int:
+        """The token dimension $d$, read from a weight's shape."""
         for s in type(self).parameters():
             if isinstance(s, MatrixSymbol):
                 for axis, n in enumerate(s.shape):
@@ -220,12 +235,14 @@ class Attention(DerivedField):
         raise AttributeError("no weight fixes the token dimension")
 
     @property
-    def A(self):
-        """``A = K^T Q`` (dot-product scores ``beta <Q x, K y> = beta y^T A x``)."""
+    def A(self) -> jax.Array:
+        r"""$A = K^\top Q$ (dot-product scores
+        $\beta \langle Q x, K y\rangle = \beta\, y^\top A x$)."""
         return self.params["K"].T @ self.params["Q"]
 
     @property
     def exact(self) -> bool:  # type: ignore[override]
+        """Whether the derivation's closure is exact (the Gaussian family invariant)."""
         return self.derivation().exact
 
     def _param_values(self) -> dict:
@@ -237,24 +254,42 @@ class Attention(DerivedField):
         return cls.normalisation.derive(cls.name, cls.score, cls.value, tuple(cls.notes))
 
     @classmethod
-    def particle_score(cls):
-        """The score ``s(x, y)`` the particle system weighs keys by (the declared one)."""
+    def particle_score(cls) -> MatrixExpr:
+        """The score $s(x, y)$ the particle system weighs keys by (the declared one)."""
         return cls.score
 
     @classmethod
-    def value_map(cls):
+    def value_map(cls) -> MatrixExpr:
+        r"""The value matrix $M$ of the value map $y \mapsto M y$ (the declared `value`)."""
         return cls.value
 
     @classmethod
-    def log_kernel(cls):
-        """The score ``s(x, y)``: the log of the weight for exp weights (softmax, Sinkhorn, exp)."""
+    def log_kernel(cls) -> MatrixExpr:
+        """The score $s(x, y)$: the log of the weight for exp weights (softmax, Sinkhorn, exp)."""
         return cls.score
 
     @classmethod
-    def particle_source(cls, score, value) -> dict:
-        """Generated particle-score code: the canonical form
-        ``s = c0(x) + (H x + h0)^T y - 1/2 y^T P y`` when the score is quadratic in ``y`` (scores
-        of a block are then matrix products), else a pairwise ``log_kernel(t, x, y, ...)``."""
+    def particle_source(cls, score: MatrixExpr, value: MatrixExpr) -> dict[str, Any]:
+        r"""Generated particle-score code: the canonical form
+        $s = c_0(x) + (H x + h_0)^\top y - \tfrac12 y^\top P y$ when the score is quadratic in
+        $y$ (scores of a block are then matrix products), else a pairwise
+        `log_kernel(t, x, y, ...)`.
+
+        Parameters
+        ----------
+        score : MatrixExpr
+            $s(x, y)$, a `(1, 1)` expression.
+        value : MatrixExpr
+            The value matrix of the value map.
+
+        Returns
+        -------
+        dict
+            `params` (the parameter symbols, in argument order), `quadratic` (whether the
+            canonical form applies), `p_zero` and `c0_zero` (whether $P$, $c_0$ vanish),
+            `source` (the generated text) and `functions` (`kernel_parts`, `kernel_c0`,
+            `log_kernel`, compiled).
+        """
         params = order_params([score, value])
         quadratic, p_zero, c0_zero = True, False, False
         try:
@@ -318,8 +353,8 @@ class Attention(DerivedField):
                                  f"{fn!r}")
         return self.derivation().functions[fn]
 
-    def moment_rhs(self, g, t=0.0):
-        """``(d mean/dt, d cov/dt)`` at ``g`` and time ``t``; refused (``ValueError``) where the
+    def moment_rhs(self, g: Gaussian, t: float = 0.0) -> tuple[jax.Array, jax.Array]:
+        """`(d mean/dt, d cov/dt)` at `g` and time `t`; refused (`ValueError`) where the
         closure's integrals do not exist (exp weights without normalisation)."""
         if "integrability" in self.derivation().functions:
             margin = self.integrability_margin(g, t)
@@ -329,39 +364,42 @@ class Attention(DerivedField):
                                  "gf.solve reports such a state as 'not_integrable'")
         return super().moment_rhs(g, t)
 
-    def integrability_margin(self, g, t=0.0):
-        """Smallest eigenvalue of the integrability matrix ``I + Sigma^{1/2} P Sigma^{1/2}`` (the
-        closure's integrals exist while it is > 0; exp weights without normalisation only)."""
+    def integrability_margin(self, g: Gaussian, t: float = 0.0) -> float:
+        r"""Smallest eigenvalue of the integrability matrix $I + \Sigma^{1/2} P \Sigma^{1/2}$ (the
+        closure's integrals exist while it is $> 0$; exp weights without normalisation only)."""
         self._need("integrability", "integrability matrix")
         self._check_state(g)
         return float(self._margin(jnp.asarray(float(t)), g.mean, g.cov))
 
-    def log_mass(self, g, t=0.0):
-        """``log E[exp(s(X, Y))]`` for ``X, Y`` iid ``~ N(g.mean, g.cov)`` (inf outside the domain)."""
+    def log_mass(self, g: Gaussian, t: float = 0.0) -> float:
+        r"""$\log E[\exp(s(X, Y))]$ for $X, Y$ iid $\sim \mathcal N$(`g.mean`, `g.cov`) (`inf`
+        outside the domain)."""
         f = self._need("log_mass", "log mass")
         if self.integrability_margin(g, t) <= 0:
             return float("inf")
         return float(f(jnp.asarray(float(t)), g.mean[:, None], g.cov, *self._args()))
 
-    def velocity_jacobian(self, g, x, t=0.0):
-        """``grad Gamma(x)`` (the derived per-token Jacobian), ``x`` of shape ``(d,)``."""
+    def velocity_jacobian(self, g: Gaussian, x: ArrayLike, t: float = 0.0) -> jax.Array:
+        r"""$\nabla\Gamma(x)$ (the derived per-token Jacobian, `(d, d)`), `x` of shape `(d,)`."""
         f = self._need("velocity_jacobian", "derived per-token Jacobian")
         self._check_state(g)
         return f(jnp.asarray(float(t)), jnp.asarray(x, dtype=float)[:, None], g.mean[:, None],
                  g.cov, *self._args())
 
     # -- examples ---------------------------------------------------------------------------
-    #: Scalar values of :meth:`example` (others: their defaults).
+    #: Scalar values of `example` (others: their defaults).
     example_scales: ClassVar[dict] = {}
 
     @classmethod
-    def example(cls, d: int = 3, seed: int = 0):
-        """A moderate validation problem ``(field, g0, t1)`` with random weights from ``seed``:
-        ``Q = 0.6 G_1 / sqrt(d)``, ``K = -Q + 0.3 G_2 / sqrt(d)`` (mostly contracting scores, so the
-        closures stay finite and the particles reach their ``N^{-1/2}`` regime at moderate N),
-        ``V = I + 0.3 G_3 / sqrt(d)``, other matrices ``0.3 G / sqrt(d)``; scalars from
-        ``example_scales`` or their defaults; ``g0`` from :func:`~gaussflow.gaussian.example_state`;
-        ``t1 = 1``."""
+    def example(cls, d: int = 3, seed: int = 0) -> tuple[Attention, Gaussian, float]:
+        r"""A moderate validation problem `(field, g0, t1)` with random weights from `seed`.
+
+        $Q = 0.6\, G_1 / \sqrt d$, $K = -Q + 0.3\, G_2 / \sqrt d$ (mostly contracting scores, so
+        the closures stay finite and the particles reach their $N^{-1/2}$ regime at moderate
+        $N$), $V = I + 0.3\, G_3 / \sqrt d$, other matrices $0.3\, G / \sqrt d$ (columns:
+        $0.3\, g$), with $G_i$ standard normal; scalars from `example_scales` or their defaults;
+        `g0` from `gaussflow.gaussian.example_state`; `t1 = 1`.
+        """
         rng = np.random.default_rng(seed)
         s = math.sqrt(d)
         G = lambda: rng.normal(size=(d, d)) / s  # noqa: E731

@@ -1,8 +1,8 @@
 """Code generation: derived SymPy matrix expressions printed as matrix-level JAX, and compiled.
 
-- :mod:`.printer`: :class:`JaxMatrixPrinter` (a SymPy ``CodePrinter`` with one ``_print_X`` rule
-  per node type; anything else is refused at generation time) and :func:`generate_function`.
-- :mod:`.compile`: :func:`compile_source` (the package's single ``exec``) and :data:`RUNTIME`.
+- `.printer`: `JaxMatrixPrinter` (a SymPy `CodePrinter` with one `_print_X` rule per node type;
+  anything else is refused at generation time) and `generate_function`.
+- `.compile`: `compile_source` (the package's single `exec`) and `RUNTIME`.
 """
 
 from .compile import RUNTIME, compile_source

@@ -1,19 +1,18 @@
-"""Compile generated source: the package's single ``exec``, and the namespace it runs in.
+"""Compile generated source: the package's single `exec`, and the namespace it runs in.
 
-:data:`RUNTIME` is everything generated code may name besides its own arguments and
-temporaries: the modules ``jnp`` (``jax.numpy``), ``jsp`` (``jax.scipy.special``), ``jax``, and
-one implementation per ``_jax_name`` of the symbolic nodes in
-:mod:`gaussflow.symbolic.special` (``_sqrtm_psd``: :func:`gaussflow.linalg.sqrtm_psd`;
-``_scalar``: the entry of a ``(1, 1)`` matrix; ``_logistic_gauss``:
-:func:`gaussflow.quadrature.logistic_gauss`; ``_gauss_expect``:
-:func:`gaussflow.quadrature.gauss_expect`). The printer refuses arguments named like any of them.
+`RUNTIME` is everything generated code may name besides its own arguments and temporaries: the
+modules `jnp` (`jax.numpy`), `jsp` (`jax.scipy.special`), `jax`, and one implementation per
+`_jax_name` of the symbolic nodes in `gaussflow.symbolic.special` (`_sqrtm_psd`:
+`gaussflow.linalg.sqrtm_psd`; `_scalar`: the entry of a `(1, 1)` matrix; `_logistic_gauss`:
+`gaussflow.quadrature.logistic_gauss`; `_gauss_expect`: `gaussflow.quadrature.gauss_expect`).
+The printer refuses arguments named like any of them.
 
 Source is produced in-process from the package's own expressions and never read from disk.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +22,8 @@ from ..linalg import sqrtm_psd
 from ..quadrature import gauss_expect, logistic_gauss
 
 
-def scalar_entry(M):
-    """The entry ``M[0, 0]`` of a ``(1, 1)`` matrix, as a scalar (the node ``Scalar``)."""
+def scalar_entry(M: jax.Array) -> jax.Array:
+    """The entry `M[0, 0]` of a `(1, 1)` matrix, as a scalar (the node `Scalar`)."""
     return M[0, 0]
 
 
@@ -40,12 +39,22 @@ RUNTIME = {
 }
 
 
-def compile_source(source: str, extra: dict | None = None) -> dict[str, Callable]:
+def compile_source(source: str, extra: dict[str, Any] | None = None) -> dict[str, Callable]:
     """Execute generated source in a fresh namespace; return the functions it defines.
 
-    The namespace holds :data:`RUNTIME` and ``extra`` (runtime helpers, such as numerical rules,
-    that a caller's own nodes print calls to); the result maps each function name the source
-    defines to the function (the runtime itself is left out).
+    Parameters
+    ----------
+    source : str
+        Python source produced by `gaussflow.codegen.generate_function` (never read from disk).
+    extra : dict, optional
+        Further names for the namespace (runtime helpers, such as numerical rules, that a
+        caller's own nodes print calls to).
+
+    Returns
+    -------
+    dict
+        Each function name the source defines, mapped to the function (the runtime `RUNTIME`
+        and `extra` are left out).
     """
     namespace = dict(RUNTIME)
     namespace.update(extra or {})

@@ -1,22 +1,21 @@
 """Print derived SymPy matrix expressions as matrix-level JAX source.
 
-:class:`JaxMatrixPrinter` is a SymPy ``CodePrinter`` with one ``_print_X`` rule per node type it
-can print exactly, and nothing else: a node without a rule (inherited ``StrPrinter`` rules
-included) raises ``NotImplementedError`` when the source is generated, never a guessed text. The
-rules work on whole matrices: ``MatMul`` becomes ``@`` (ordered and shared by
-:class:`~gaussflow.codegen.products.ProductRules`), ``Inverse(B) @ Y`` becomes
-``jnp.linalg.solve(B, Y)`` (never an explicit inverse when a solve serves), special functions map
-to ``jax.numpy`` / ``jax.scipy.special`` (SymPy's own JAX printer emits ``math.erf``, which breaks
-under ``jit``), and a symbolic node whose class has a ``_jax_name``
-(:mod:`gaussflow.symbolic.special`) prints as a call of that runtime name. Repeated sub-expressions
-are bound once to temporaries ``_t0, _t1, ...``. Vectors are ``(n, 1)`` columns, exactly as in the
-symbolic derivation; the field classes reshape at the boundary. Scalars print as float64 literals
-(``2`` as ``2.0``).
+`JaxMatrixPrinter` is a SymPy `CodePrinter` with one `_print_X` rule per node type it can print
+exactly, and nothing else: a node without a rule (inherited `StrPrinter` rules included) raises
+`NotImplementedError` when the source is generated, never a guessed text. The rules work on whole
+matrices: `MatMul` becomes `@` (ordered and shared by `gaussflow.codegen.products.ProductRules`),
+`Inverse(B) @ Y` becomes `jnp.linalg.solve(B, Y)` (never an explicit inverse when a solve
+serves), special functions map to `jax.numpy` / `jax.scipy.special` (SymPy's own JAX printer
+emits `math.erf`, which breaks under `jit`), and a symbolic node whose class has a `_jax_name`
+(`gaussflow.symbolic.special`) prints as a call of that runtime name. Repeated sub-expressions
+are bound once to temporaries `_t0, _t1, ...`. Vectors are `(n, 1)` columns, exactly as in the
+symbolic derivation; the field classes reshape at the boundary. Scalars print as float64
+literals (`2` as `2.0`).
 
-:func:`generate_function` checks the names first: every argument and free symbol prints as its
-SymPy name, so two distinct symbols with one name, a name that is not a Python identifier, a
-keyword, a runtime name (:data:`~gaussflow.codegen.compile.RUNTIME`) or a temporary's name are
-refused with a ``ValueError``.
+`generate_function` checks the names first: every argument and free symbol prints as its SymPy
+name, so two distinct symbols with one name, a name that is not a Python identifier, a keyword,
+a runtime name (`gaussflow.codegen.compile.RUNTIME`) or a temporary's name are refused with a
+`ValueError`.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from __future__ import annotations
 import keyword
 import re
 from collections import Counter
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import sympy as sp
 from sympy import Identity, MatMul, MatrixSymbol, OneMatrix, ZeroMatrix
@@ -38,7 +37,7 @@ _TEMPORARY = re.compile(r"_t\d+\Z")
 
 
 def _check_name(name: str, what) -> str:
-    """``name`` if it can be printed as a Python name in generated code, else ``ValueError``."""
+    """`name` if it can be printed as a Python name in generated code, else `ValueError`."""
     if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
         raise ValueError(f"codegen: {what} has name {name!r}, which is not a valid Python "
                          "identifier (or is a keyword)")
@@ -52,24 +51,33 @@ def _is_sympy_class(cls) -> bool:
 class JaxMatrixPrinter(ProductRules, CodePrinter):
     """Matrix-level JAX printer with common-subexpression binding (see the module docstring).
 
-    ``dims`` maps dimension symbols to source text giving them at run time
-    (e.g. ``d -> "Sigma.shape[0]"``); ``symmetric``: matrix symbols known to be symmetric at run
-    time (``Sigma``), so that a product and its transpose are recognised as one another;
-    ``constants``: symbols fixed while the function is evaluated many times (their products are
-    preferred, as computed once); ``state``: a flow-map symbol ``Phi`` that each adjacent weight
-    multiplies first (:meth:`~gaussflow.codegen.products.ProductRules._with_state`).
+    Use: `count` every output (so shared sub-expressions are known), then `print` each; the bound
+    temporaries are in `lines`. Dispatch walks the node's class hierarchy (for SymPy `Function`
+    classes: the exact class only, so a subclass of `exp` is not printed as `exp`) and uses only
+    the `_print_X` rules defined on this class and its subclasses.
 
-    Use: :meth:`count` every output (so shared sub-expressions are known), then :meth:`print`
-    each; the bound temporaries are in :attr:`lines`. Dispatch walks the node's class hierarchy
-    (for SymPy ``Function`` classes: the exact class only, so a subclass of ``exp`` is not printed
-    as ``exp``) and uses only the ``_print_X`` rules defined on this class and its subclasses.
+    Parameters
+    ----------
+    dims : dict
+        Maps dimension symbols to source text giving them at run time
+        (e.g. `d -> "Sigma.shape[0]"`).
+    symmetric : sequence of MatrixSymbol
+        Matrix symbols known to be symmetric at run time (`Sigma`), so that a product and its
+        transpose are recognised as one another.
+    constants : iterable of Symbol or MatrixSymbol
+        Symbols fixed while the function is evaluated many times (their products are preferred,
+        as computed once).
+    state : MatrixSymbol, optional
+        A flow-map symbol `Phi` that each adjacent weight multiplies first
+        (`gaussflow.codegen.products.ProductRules._with_state`).
     """
 
     printmethod = None  # nodes do not print themselves: every rule is a method of the printer
     language = "JAX"
     _default_settings = {**CodePrinter._default_settings, "strict": True}
 
-    def __init__(self, dims: dict, symmetric=(), constants=(), state=None):
+    def __init__(self, dims: dict[sp.Symbol, str], symmetric: Sequence[MatrixSymbol] = (),
+                 constants: Iterable[sp.Basic] = (), state: MatrixSymbol | None = None):
         super().__init__({"strict": True})
         self.dims = dims
         self.constants = frozenset(constants)
@@ -85,8 +93,8 @@ class JaxMatrixPrinter(ProductRules, CodePrinter):
         self._n = 0
 
     # -- common sub-expressions ------------------------------------------------------------
-    def count(self, expr):
-        """Count the occurrences of every sub-expression (and sub-chain) of ``expr``."""
+    def count(self, expr: sp.Basic) -> None:
+        """Count the occurrences of every sub-expression (and sub-chain) of `expr`."""
         name = getattr(type(expr), "_jax_name", None)
         if name is not None:
             self.runtime_names.add(name)
@@ -115,8 +123,8 @@ class JaxMatrixPrinter(ProductRules, CodePrinter):
         self.lines.append(f"{name} = {text}")
         return name
 
-    def print(self, expr) -> str:
-        """Text of ``expr``; a sub-expression counted more than once is bound to a temporary."""
+    def print(self, expr: sp.Basic) -> str:
+        """Text of `expr`; a sub-expression counted more than once is bound to a temporary."""
         if expr in self.bound:
             return self.bound[expr]
         text = self._print(expr)
@@ -126,8 +134,11 @@ class JaxMatrixPrinter(ProductRules, CodePrinter):
             return name
         return text
 
-    def doprint(self, expr, assign_to=None):
-        """Text of one expression (temporaries it binds are appended to :attr:`lines`)."""
+    def doprint(self, expr: sp.Basic, assign_to: None = None) -> str:
+        """Text of one expression (temporaries it binds are appended to `lines`).
+
+        `assign_to` (SymPy's `CodePrinter` argument) is not supported: `ValueError` unless `None`.
+        """
         if assign_to is not None:
             raise ValueError("JaxMatrixPrinter.doprint: assign_to is not supported; "
                              "use generate_function")
@@ -136,7 +147,7 @@ class JaxMatrixPrinter(ProductRules, CodePrinter):
     # -- dispatch --------------------------------------------------------------------------
     @classmethod
     def _rules(cls) -> dict:
-        """``{class name: (_print_X method, whether JaxMatrixPrinter itself defines it)}`` for the
+        """`{class name: (_print_X method, whether JaxMatrixPrinter itself defines it)}` for the
         rules defined on this printer class and its subclasses (not the inherited SymPy ones)."""
         if "_rule_table" not in cls.__dict__:
             table = {}
@@ -176,8 +187,8 @@ class JaxMatrixPrinter(ProductRules, CodePrinter):
     emptyPrinter = _print_not_supported
 
     def _print_jax_node(self, e) -> str:
-        """A custom node ``N(a_1, ..., a_n)`` whose class has ``_jax_name``: the call
-        ``_jax_name(a_1, ..., a_n)`` (the name bound by the runtime, e.g. ``_sqrtm_psd``)."""
+        """A custom node `N(a_1, ..., a_n)` whose class has `_jax_name`: the call
+        `_jax_name(a_1, ..., a_n)` (the name bound by the runtime, e.g. `_sqrtm_psd`)."""
         name = type(e)._jax_name
         if not isinstance(name, str) or not all(
                 p.isidentifier() and not keyword.iskeyword(p) for p in name.split(".")):
@@ -248,14 +259,14 @@ class JaxMatrixPrinter(ProductRules, CodePrinter):
         return f"{self.print(e.arg)}.T"
 
     def _print_Inverse(self, e) -> str:
-        """``B^{-1}`` on its own: ``solve(B, I)`` (inside a product, ``_chain`` solves instead)."""
+        """$B^{-1}$ on its own: `solve(B, I)` (inside a product, `_chain` solves instead)."""
         A = e.args[0]
         return f"jnp.linalg.solve({self.print(A)}, jnp.eye({self._dim(A.shape[0])}))"
 
     def _print_MatPow(self, e) -> str:
-        """``B^n`` for an integer ``n`` only: ``-1`` is the inverse (a solve), ``n < -1`` the
-        ``|n|``-th power of that, ``n >= 0`` ``matrix_power``. A fractional or symbolic power has
-        no exact meaning here (``Sigma^{1/2}`` is the node ``SqrtPSD``) and is refused."""
+        r"""$B^n$ for an integer $n$ only: $n = -1$ is the inverse (a solve), $n < -1$ the
+        $|n|$-th power of that, $n \ge 0$ `matrix_power`. A fractional or symbolic power has
+        no exact meaning here ($\Sigma^{1/2}$ is the node `SqrtPSD`) and is refused."""
         n = e.exp
         if not n.is_Integer:
             raise ValueError(f"codegen cannot print the matrix power {e}: the exponent {n} is not "
@@ -323,7 +334,7 @@ class JaxMatrixPrinter(ProductRules, CodePrinter):
 
 
 def _check_names(name, args, outputs, dims, runtime_names):
-    """Refuse names that would make the generated source wrong or invalid (``ValueError``)."""
+    """Refuse names that would make the generated source wrong or invalid (`ValueError`)."""
     _check_name(name, "the function")
     reserved = set(RUNTIME) | set(runtime_names)
     by_name: dict = {}
@@ -353,21 +364,50 @@ def _check_names(name, args, outputs, dims, runtime_names):
                              "generated code uses for a runtime name or temporary")
 
 
-def generate_function(name: str, args: Sequence, outputs: Sequence, doc: str = "",
-                      symmetric=None, constants=(), state=None) -> str:
-    """Source text of ``def name(*args): ... return outputs`` for SymPy (matrix) expressions.
+def generate_function(name: str, args: Sequence[sp.Symbol | MatrixSymbol],
+                      outputs: Sequence[sp.Basic], doc: str = "",
+                      symmetric: Sequence[MatrixSymbol] | None = None,
+                      constants: Iterable[sp.Basic] = (), state: MatrixSymbol | None = None) -> str:
+    r"""Source text of `def name(*args): ... return outputs` for SymPy (matrix) expressions.
 
-    ``symmetric``: matrix symbols among ``args`` that callers pass symmetric (default: the shared
-    covariance ``Sigma`` when it is an argument). ``constants``: arguments fixed while the
-    function is evaluated many times (the weights and scales of a field): products of them alone
-    are preferred, as computed once. ``state``: a flow-map symbol ``Phi`` that each adjacent
-    weight multiplies first (for round-off, see
-    :meth:`~gaussflow.codegen.products.ProductRules._with_state`). Larger outputs are printed
-    first, so smaller ones reuse their products (e.g. ``d alpha/dt = J alpha + ...`` after ``J``).
+    Larger outputs are printed first, so smaller ones reuse their products (e.g.
+    $d\alpha/dt = J\alpha + \dots$ after $J$). A free symbol of the outputs that is not an
+    argument is printed as its name (a caller may bind it around the function).
 
-    Raises ``ValueError`` (names: see the module docstring) and ``NotImplementedError`` (a node
-    without a printing rule) here, never later when the source runs. A free symbol of the outputs
-    that is not an argument is printed as its name (a caller may bind it around the function).
+    Parameters
+    ----------
+    name : str
+        The function's name.
+    args : sequence of Symbol or MatrixSymbol
+        Its arguments, printed as their SymPy names.
+    outputs : sequence of sympy.Basic
+        The returned expressions (one: returned as is; several: as a tuple).
+    doc : str
+        The generated function's docstring (may not hold three double quotes in a row or end
+        with a backslash).
+    symmetric : sequence of MatrixSymbol, optional
+        Matrix symbols among `args` that callers pass symmetric (default: the shared covariance
+        `Sigma` when it is an argument).
+    constants : iterable of Symbol or MatrixSymbol
+        Arguments fixed while the function is evaluated many times (the weights and scales of a
+        field): products of them alone are preferred, as computed once.
+    state : MatrixSymbol, optional
+        A flow-map symbol `Phi` that each adjacent weight multiplies first (for round-off, see
+        `gaussflow.codegen.products.ProductRules._with_state`).
+
+    Returns
+    -------
+    str
+        The source text of the function, ending with a newline.
+
+    Raises
+    ------
+    ValueError
+        For names (see the module docstring) or a docstring that cannot be printed.
+    NotImplementedError
+        For a node without a printing rule.
+
+    Both are raised here, never later when the source runs.
     """
     args, outputs = tuple(args), tuple(outputs)
     if symmetric is None:

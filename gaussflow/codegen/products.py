@@ -1,19 +1,19 @@
-"""Matrix products for the JAX printer: chain ordering, shared sub-chains, solves for inverses.
+r"""Matrix products for the JAX printer: chain ordering, shared sub-chains, solves for inverses.
 
-A ``MatMul`` is a chain of factors ``F_1 ... F_n``; :class:`ProductRules` chooses its
-parenthesisation by the matrix-chain recurrence on flop counts (symbolic dimensions taken as
-:data:`DIM_GUESS`, so ``(n, 1)`` vectors are multiplied in first), where a sub-chain that is already
-bound, or whose transpose is, costs nothing, and one that occurs in several products of the
-function (or transposed, e.g. ``X`` and ``X^T`` in ``X + X^T``) is bound to a temporary and reused
-(``X^T`` printed as ``_t.T``). A sub-chain of constants only (weights and scales, fixed during a
-solve) counts :data:`CONSTANT_WEIGHT` of its flops: XLA hoists it out of the solver loop, so
-``Sigma Q^T K Sigma`` becomes ``Sigma (Q^T K) Sigma`` (two products per evaluation, not three). An
-``Inverse(B)`` factor is never formed: ``Inverse(B) @ R`` is ``solve(B, R)`` and ``L @ Inverse(B)``
-is ``solve(B^T, L^T)^T``.
+A `MatMul` is a chain of factors $F_1 \cdots F_n$; `ProductRules` chooses its parenthesisation
+by the matrix-chain recurrence on flop counts (symbolic dimensions taken as `DIM_GUESS`, so
+`(n, 1)` vectors are multiplied in first), where a sub-chain that is already bound, or whose
+transpose is, costs nothing, and one that occurs in several products of the function (or
+transposed, e.g. $X$ and $X^\top$ in $X + X^\top$) is bound to a temporary and reused ($X^\top$
+printed as `_t.T`). A sub-chain of constants only (weights and scales, fixed during a solve)
+counts `CONSTANT_WEIGHT` of its flops: XLA hoists it out of the solver loop, so
+$\Sigma Q^\top K \Sigma$ becomes $\Sigma (Q^\top K) \Sigma$ (two products per evaluation, not
+three). An `Inverse(B)` factor is never formed: `Inverse(B) @ R` is `solve(B, R)` and
+`L @ Inverse(B)` is `solve(B.T, L.T).T`.
 
-The mixin expects of its host (:class:`~gaussflow.codegen.printer.JaxMatrixPrinter`): ``print``
-(an expression's text, with common sub-expressions bound), ``_bind`` (a temporary for a text),
-and the attributes ``constants``, ``state``, ``symmetric``, ``chains``, ``products``, ``_tcache``.
+The mixin expects of its host (`gaussflow.codegen.printer.JaxMatrixPrinter`): `print` (an
+expression's text, with common sub-expressions bound), `_bind` (a temporary for a text), and the
+attributes `constants`, `state`, `symmetric`, `chains`, `products`, `_tcache`.
 """
 
 from __future__ import annotations
@@ -29,16 +29,16 @@ DIM_GUESS = 64
 CONSTANT_WEIGHT = 1e-3
 
 
-def is_inverse(f) -> bool:
-    """Whether ``f`` is ``B^{-1}`` (``Inverse(B)`` or ``MatPow(B, -1)``)."""
+def is_inverse(f: sp.Basic) -> bool:
+    """Whether `f` is $B^{-1}$ (`Inverse(B)` or `MatPow(B, -1)`)."""
     return isinstance(f, Inverse) or (isinstance(f, MatPow) and f.exp == -1)
 
 
 class ProductRules:
-    """Printing of ``MatMul`` chains (see the module docstring)."""
+    """Printing of `MatMul` chains (see the module docstring)."""
 
     def _chain_counts(self, expr: MatMul):
-        """Record every sub-chain of ``expr`` (with its transpose) once; return the factors."""
+        """Record every sub-chain of `expr` (with its transpose) once; return the factors."""
         fs = self._factors(expr)[1]
         for i in range(len(fs)):
             for j in range(i + 2, len(fs) + 1):
@@ -46,9 +46,9 @@ class ProductRules:
         return fs
 
     def _factors(self, e: MatMul):
-        """``([], factors)``: the matrix factors, led by the scalar coefficient when there is one
-        (so that ``beta X`` is shared as a whole, e.g. ``J`` inside ``J alpha``). With a ``state``
-        symbol, each weight next to it is multiplied into it first (:meth:`_with_state`)."""
+        r"""`([], factors)`: the matrix factors, led by the scalar coefficient when there is one
+        (so that $\beta X$ is shared as a whole, e.g. $J$ inside $J\alpha$). With a `state`
+        symbol, each weight next to it is multiplied into it first (`_with_state`)."""
         scalars = [a for a in e.args if not isinstance(a, MatrixExpr)]
         mats = tuple(a for a in e.args if isinstance(a, MatrixExpr))
         if self.state is not None and len(mats) > 2:
@@ -58,12 +58,14 @@ class ProductRules:
         return [], mats
 
     def _with_state(self, fs):
-        """Merge ``Phi^T W`` and a trailing ``W Phi`` (``W`` a weight) into single factors.
+        r"""Merge $\Phi^\top W$ and a trailing $W \Phi$ ($W$ a weight) into single factors.
 
-        In ``J Phi = ... Phi Sigma0 Phi^T K^T Q Phi`` (``Sigma = Phi Sigma0 Phi^T``), where Sigma
-        collapses ``Q Phi`` and ``K Phi`` are small, and ``Phi^T K^T Q Phi`` is only accurate as
-        ``(K Phi)^T (Q Phi)``: formed as ``Phi^T (K^T Q Phi)`` it keeps an absolute round-off
-        ``eps |Phi|^2`` that ``dPhi/dt`` integrates into an error growing like ``eps t``."""
+        In $J \Phi = \dots \Phi \Sigma_0 \Phi^\top K^\top Q \Phi$
+        ($\Sigma = \Phi \Sigma_0 \Phi^\top$), where $\Sigma$ collapses $Q \Phi$ and $K \Phi$ are
+        small, and $\Phi^\top K^\top Q \Phi$ is only accurate as $(K \Phi)^\top (Q \Phi)$: formed
+        as $\Phi^\top (K^\top Q \Phi)$ it keeps an absolute round-off $\epsilon \|\Phi\|^2$ that
+        $d\Phi/dt$ integrates into an error growing like $\epsilon t$ ($\epsilon$ the machine
+        epsilon)."""
         P, PT = self.state, Transpose(self.state)
         weight = (lambda f: isinstance(f, (MatrixSymbol, Transpose))
                   and f.free_symbols <= self.constants)
@@ -81,11 +83,11 @@ class ProductRules:
         return tuple(out)
 
     def _canon(self, f):
-        """``f`` with a transposed symmetric symbol replaced by the symbol (top level only)."""
+        """`f` with a transposed symmetric symbol replaced by the symbol (top level only)."""
         return self.symmetric.get(f, f)
 
     def _transpose(self, f):
-        """Transpose of one factor: cheap rules for symbols, SymPy's (slow) ``.T`` otherwise,
+        """Transpose of one factor: cheap rules for symbols, SymPy's (slow) `.T` otherwise,
         cached per factor."""
         if isinstance(f, Transpose):
             return f.arg
@@ -115,7 +117,7 @@ class ProductRules:
         return int(v) if v.is_Integer else DIM_GUESS
 
     def _available(self, fs):
-        """Name (or transposed name) of an already bound product of ``fs``, else None."""
+        """Name (or transposed name) of an already bound product of `fs`, else `None`."""
         name = self.products.get(self._key(fs))
         if name is not None:
             return name

@@ -1,18 +1,19 @@
-"""Gaussian calculus on SymPy matrix expressions.
+r"""Gaussian calculus on SymPy matrix expressions.
 
 Each function here is one rule of the calculus. Variants never call SymPy integration; they
-declare a kernel and the engine (:mod:`gaussflow.symbolic.engine`) chains these rules. Every rule
-is checked against brute force in ``tests/test_calculus.py`` (SymPy integration for d = 1,
-Monte Carlo for d >= 2).
+declare a kernel and the engine (`gaussflow.symbolic.engine`) chains these rules. Every rule
+is checked against brute force in `tests/test_calculus.py` (SymPy integration for $d = 1$,
+Monte Carlo for $d \ge 2$).
 
-Conventions: vectors are ``(n, 1)`` column matrices; a scalar-valued matrix expression is
-``(1, 1)``; ``N(alpha, Sigma)`` has density proportional to
-``exp(-1/2 (y - alpha)^T Sigma^{-1} (y - alpha))``.
+Conventions: vectors are `(n, 1)` column matrices; a scalar-valued matrix expression is
+`(1, 1)`; $\mathcal N(\alpha, \Sigma)$ has density proportional to
+$\exp(-\tfrac12 (y - \alpha)^\top \Sigma^{-1} (y - \alpha))$.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import sympy as sp
 from sympy import Identity, Inverse, MatAdd, MatMul, MatrixExpr, MatrixSymbol, Transpose, ZeroMatrix
@@ -21,11 +22,25 @@ from .special import SqrtPSD
 
 
 class NotAffineError(ValueError):
-    """The velocity field is not affine in x, so the affine closure rule is not exact."""
+    """The velocity field is not affine in $x$, so the affine closure rule is not exact."""
 
 
-def simplify_matrix(expr, symmetric=()):
-    """Light canonicalisation: use the symmetry of the given symbols, evaluate, expand."""
+def simplify_matrix(expr: sp.Basic, symmetric: Sequence[MatrixExpr] = ()) -> sp.Basic:
+    """Light canonicalisation: use the symmetry of the given symbols, evaluate, expand.
+
+    Parameters
+    ----------
+    expr : sympy.Basic
+        A matrix or scalar expression.
+    symmetric : sequence of MatrixExpr
+        Matrix symbols known to be symmetric: their transposes (and the inverses of their
+        transposes) are replaced by themselves (their inverses) before and after expansion.
+
+    Returns
+    -------
+    sympy.Basic
+        The canonicalised expression (the same kind as `expr`).
+    """
     for S in symmetric:
         expr = expr.xreplace({Transpose(S): S, Inverse(Transpose(S)): Inverse(S)})
     if not isinstance(expr, MatrixExpr):
@@ -37,16 +52,17 @@ def simplify_matrix(expr, symmetric=()):
     return out
 
 
-def is_zero_matrix(expr) -> bool:
+def is_zero_matrix(expr: sp.Basic) -> bool:
+    """Whether `expr` is zero (a `ZeroMatrix` or `0`) after `simplify_matrix`."""
     e = simplify_matrix(expr)
     return isinstance(e, ZeroMatrix) or e == 0 or getattr(e, "is_ZeroMatrix", False) is True
 
 
-def jacobian(F: MatrixExpr, v) -> MatrixExpr:
-    """``dF/dv`` in numerator layout, shape ``(len F, len v)``.
+def jacobian(F: MatrixExpr, v: MatrixSymbol) -> MatrixExpr:
+    r"""$\partial F / \partial v$ in numerator layout, shape `(len F, len v)`.
 
-    SymPy's ``MatrixExpr.diff`` returns the transposed (denominator) layout for column vectors;
-    we transpose it back so that ``F(v + dv) = F(v) + J dv``.
+    SymPy's `MatrixExpr.diff` returns the transposed (denominator) layout for column vectors;
+    we transpose it back so that $F(v + dv) = F(v) + J\, dv$.
     """
     g = F.diff(v)
     if g.shape == (F.shape[0], v.shape[0]) and F.shape[0] != v.shape[0]:
@@ -56,7 +72,8 @@ def jacobian(F: MatrixExpr, v) -> MatrixExpr:
 
 @dataclass(frozen=True)
 class Quadratic:
-    """``f(y) = c0 + h^T y - 1/2 y^T P y`` (P symmetric), the canonical form of a log-kernel."""
+    r"""$f(y) = c_0 + h^\top y - \tfrac12 y^\top P y$ ($P$ symmetric), the canonical form of a
+    log-kernel."""
 
     c0: MatrixExpr
     h: MatrixExpr
@@ -64,15 +81,34 @@ class Quadratic:
 
     @property
     def has_quadratic_part(self) -> bool:
+        """Whether $P$ is not (symbolically) zero."""
         return not is_zero_matrix(self.P)
 
 
-def quadratic_coefficients(f: MatrixExpr, v, symmetric=()) -> Quadratic:
-    """Read off ``c0, h, P`` of a ``(1, 1)`` expression quadratic in the column vector ``v``.
+def quadratic_coefficients(f: MatrixExpr, v: MatrixSymbol,
+                           symmetric: Sequence[MatrixExpr] = ()) -> Quadratic:
+    r"""Read off $c_0, h, P$ of a `(1, 1)` expression quadratic in the column vector `v`.
 
-    ``h`` is the gradient at ``v = 0``, ``P`` minus the (symmetrised) Hessian; ``symmetric``
-    lists matrix symbols known to be symmetric (e.g. ``Sigma``). Raises
-    ``ValueError`` when ``f`` is not quadratic in ``v`` (the Hessian still depends on ``v``).
+    $h$ is the gradient at $v = 0$, $P$ minus the (symmetrised) Hessian.
+
+    Parameters
+    ----------
+    f : MatrixExpr
+        A `(1, 1)` expression, $f(v) = c_0 + h^\top v - \tfrac12 v^\top P v$.
+    v : MatrixSymbol
+        The column vector.
+    symmetric : sequence of MatrixExpr
+        Matrix symbols known to be symmetric (e.g. `Sigma`).
+
+    Returns
+    -------
+    Quadratic
+        The coefficients `c0`, `h`, `P`.
+
+    Raises
+    ------
+    ValueError
+        When `f` is not `(1, 1)` or not quadratic in `v` (the Hessian still depends on `v`).
     """
     if f.shape != (1, 1):
         raise ValueError(f"quadratic_coefficients needs a (1, 1) expression, got shape {f.shape}")
@@ -100,28 +136,47 @@ def quadratic_coefficients(f: MatrixExpr, v, symmetric=()) -> Quadratic:
 
 @dataclass(frozen=True)
 class TiltedGaussian:
-    """``N(alpha, Sigma)(dy) exp(log_kernel(y)) / Z = N(mean, cov)``.
+    r"""$\mathcal N(\alpha, \Sigma)(dy)\, e^{\mathtt{log\_kernel}(y)} / Z = \mathcal N(m, C)$.
 
-    ``log Z = log_norm[0, 0] - 1/2 log_det`` with ``log_norm`` a ``(1, 1)`` matrix expression and
-    ``log_det = log det B`` (0 when ``B = I``).
+    $m$ = `mean`, $C$ = `cov`.
+    $\log Z$ = `log_norm[0, 0]` $- \tfrac12$ `log_det`, with `log_norm` a `(1, 1)` matrix
+    expression and `log_det` $= \log\det B$ ($0$ when $B = I$).
     """
 
     mean: MatrixExpr
     cov: MatrixExpr
-    precision_factor: MatrixExpr  # B = I + Sigma P, so that the tilted precision is Sigma^{-1} B
+    precision_factor: MatrixExpr  # B = I + Sigma P, so that the tilted precision is Sigma^-1 B
     log_norm: MatrixExpr
     log_det: sp.Expr
 
 
-def complete_the_square(log_kernel: MatrixExpr, v, alpha, Sigma) -> TiltedGaussian:
-    """Tilt ``N(alpha, Sigma)`` in ``v`` by ``exp(log_kernel)`` and complete the square.
+def complete_the_square(log_kernel: MatrixExpr, v: MatrixSymbol, alpha: MatrixExpr,
+                        Sigma: MatrixExpr) -> TiltedGaussian:
+    r"""Tilt $\mathcal N(\alpha, \Sigma)$ in $v$ by $\exp(\mathtt{log\_kernel})$ and complete the
+    square.
 
-    The exponent of the product is ``-1/2 v^T Lam v + v^T eta + const`` with
-    ``Lam = Sigma^{-1} + P`` and ``eta = Sigma^{-1} alpha + h`` (read off by
-    :func:`quadratic_coefficients`). Factoring ``Lam = Sigma^{-1} B`` with ``B = I + Sigma P``
-    gives the inverse-free form ``mean = B^{-1} (alpha + Sigma h)``, ``cov = B^{-1} Sigma``; the
-    normaliser is ``log Z = c0 + 1/2 eta^T Lam^{-1} eta - 1/2 alpha^T Sigma^{-1} alpha - 1/2 log det B``
-    (``E[exp(log_kernel(Y))]`` for ``Y ~ N(alpha, Sigma)``).
+    The exponent of the product is $-\tfrac12 v^\top \Lambda v + v^\top \eta + \mathrm{const}$ with
+    $\Lambda = \Sigma^{-1} + P$ and $\eta = \Sigma^{-1} \alpha + h$ (read off by
+    `quadratic_coefficients`). Factoring $\Lambda = \Sigma^{-1} B$ with $B = I + \Sigma P$
+    gives the inverse-free form $\mathrm{mean} = B^{-1} (\alpha + \Sigma h)$,
+    $\mathrm{cov} = B^{-1} \Sigma$; the normaliser is
+    $$\log Z = c_0 + \tfrac12 \eta^\top \Lambda^{-1} \eta - \tfrac12 \alpha^\top \Sigma^{-1} \alpha
+    - \tfrac12 \log\det B$$
+    ($Z = E[\exp(\mathtt{log\_kernel}(Y))]$ for $Y \sim \mathcal N(\alpha, \Sigma)$).
+
+    Parameters
+    ----------
+    log_kernel : MatrixExpr
+        A `(1, 1)` expression quadratic in `v`.
+    v : MatrixSymbol
+        The `(n, 1)` integration variable.
+    alpha, Sigma : MatrixExpr
+        Mean `(n, 1)` and (symmetric) covariance `(n, n)` of the Gaussian.
+
+    Returns
+    -------
+    TiltedGaussian
+        The tilted law's mean and covariance, $B$, and $\log Z$ in two parts.
     """
     n = v.shape[0]
     log_density = -sp.Rational(1, 2) * (v - alpha).T * Inverse(Sigma) * (v - alpha)
@@ -150,20 +205,42 @@ def complete_the_square(log_kernel: MatrixExpr, v, alpha, Sigma) -> TiltedGaussi
 
 @dataclass(frozen=True)
 class AffineClosure:
-    """Moment ODEs of ``N(alpha, Sigma)`` pushed by an affine field ``Gamma(x) = Gamma(0) + J x``."""
+    r"""Moment ODEs of $\mathcal N(\alpha, \Sigma)$ pushed by an affine field
+    $\Gamma(x) = \Gamma(0) + J x$."""
 
     jacobian: MatrixExpr
     mean_rhs: MatrixExpr
     cov_rhs: MatrixExpr
 
 
-def affine_closure(velocity: MatrixExpr, x, alpha, Sigma, symmetric=()) -> AffineClosure:
-    """The closure rule for an affine velocity field.
+def affine_closure(velocity: MatrixExpr, x: MatrixSymbol, alpha: MatrixExpr, Sigma: MatrixExpr,
+                   symmetric: Sequence[MatrixExpr] = ()) -> AffineClosure:
+    r"""The closure rule for an affine velocity field.
 
-    If ``Gamma(x) = b + J x`` then ``X ~ N(alpha, Sigma)`` flows to ``N(alpha(t), Sigma(t))`` with
-    ``d alpha/dt = Gamma(alpha)`` and ``d Sigma/dt = J Sigma + Sigma J^T``. Raises
-    :class:`NotAffineError` when the symbolic Jacobian still depends on ``x``. ``symmetric`` lists
-    further symbols known to be symmetric (besides ``Sigma``).
+    If $\Gamma(x) = b + J x$ then $X \sim \mathcal N(\alpha, \Sigma)$ flows to
+    $\mathcal N(\alpha(t), \Sigma(t))$ with $d\alpha/dt = \Gamma(\alpha)$ and
+    $d\Sigma/dt = J \Sigma + \Sigma J^\top$.
+
+    Parameters
+    ----------
+    velocity : MatrixExpr
+        $\Gamma(x)$, a `(d, 1)` expression.
+    x : MatrixSymbol
+        The token variable.
+    alpha, Sigma : MatrixExpr
+        The Gaussian's mean and covariance (`Sigma` is taken as symmetric).
+    symmetric : sequence of MatrixExpr
+        Further symbols known to be symmetric (besides `Sigma`).
+
+    Returns
+    -------
+    AffineClosure
+        $J$, $d\alpha/dt$ and $d\Sigma/dt$.
+
+    Raises
+    ------
+    NotAffineError
+        When the symbolic Jacobian still depends on `x`.
     """
     sym = (Sigma, *symmetric)
     J = simplify_matrix(jacobian(velocity, x), sym)
@@ -174,8 +251,9 @@ def affine_closure(velocity: MatrixExpr, x, alpha, Sigma, symmetric=()) -> Affin
     return AffineClosure(jacobian=J, mean_rhs=mean_rhs, cov_rhs=cov_rhs)
 
 
-def inverse_rhs(cov_rhs: MatrixExpr, Sigma) -> MatrixExpr:
-    """``d(Sigma^{-1})/dt = -Sigma^{-1} (d Sigma/dt) Sigma^{-1}``, simplified."""
+def inverse_rhs(cov_rhs: MatrixExpr, Sigma: MatrixExpr) -> MatrixExpr:
+    r"""$d(\Sigma^{-1})/dt = -\Sigma^{-1} (d\Sigma/dt) \Sigma^{-1}$, simplified (`cov_rhs` is
+    $d\Sigma/dt$)."""
     out = simplify_matrix(-Inverse(Sigma) * cov_rhs * Inverse(Sigma), (Sigma,))
     return out
 
@@ -186,21 +264,44 @@ def inverse_rhs(cov_rhs: MatrixExpr, Sigma) -> MatrixExpr:
 
 @dataclass(frozen=True)
 class Conditional:
-    """``Y | X = x ~ N(mean, cov)``; ``regression = Cov(Y, X) Cov(X)^{-1}`` (so ``dmean/dx``)."""
+    r"""$Y \mid X = x \sim \mathcal N(\mathtt{mean}, \mathtt{cov})$;
+    `regression` $= \operatorname{Cov}(Y, X) \operatorname{Cov}(X)^{-1}$
+    (so $d\,\mathtt{mean}/dx$)."""
 
     mean: MatrixExpr
     cov: MatrixExpr
     regression: MatrixExpr
 
 
-def gaussian_conditioning(x, mean_x, mean_y, cov_xx, cov_xy, cov_yy, symmetric=()) -> Conditional:
-    """Condition a jointly Gaussian pair on ``X = x``.
+def gaussian_conditioning(x: MatrixExpr, mean_x: MatrixExpr, mean_y: MatrixExpr,
+                          cov_xx: MatrixExpr, cov_xy: MatrixExpr, cov_yy: MatrixExpr,
+                          symmetric: Sequence[MatrixExpr] = ()) -> Conditional:
+    r"""Condition a jointly Gaussian pair on $X = x$.
 
-    With ``Cov(X) = cov_xx``, ``Cov(X, Y) = E[(X - mean_x)(Y - mean_y)^T] = cov_xy`` and
-    ``Cov(Y) = cov_yy``: ``E[Y | X = x] = mean_y + cov_xy^T cov_xx^{-1} (x - mean_x)`` and
-    ``Cov(Y | X) = cov_yy - cov_xy^T cov_xx^{-1} cov_xy`` (Schur complement). The result is
-    simplified with ``symmetric`` known to be symmetric, so that factors of ``cov_xx`` written
-    as products (e.g. ``R^2`` with ``R = cov_xx^{1/2}``) cancel against the inverse.
+    With $\operatorname{Cov}(X) = C_{xx}$,
+    $\operatorname{Cov}(X, Y) = E[(X - m_x)(Y - m_y)^\top] = C_{xy}$ and
+    $\operatorname{Cov}(Y) = C_{yy}$:
+    $$E[Y \mid X = x] = m_y + C_{xy}^\top C_{xx}^{-1} (x - m_x), \qquad
+    \operatorname{Cov}(Y \mid X) = C_{yy} - C_{xy}^\top C_{xx}^{-1} C_{xy}$$
+    (Schur complement). The result is simplified with `symmetric` known to be symmetric, so that
+    factors of $C_{xx}$ written as products (e.g. $R^2$ with $R = C_{xx}^{1/2}$) cancel against
+    the inverse.
+
+    Parameters
+    ----------
+    x : MatrixExpr
+        The value conditioned on.
+    mean_x, mean_y : MatrixExpr
+        $m_x = E[X]$ and $m_y = E[Y]$.
+    cov_xx, cov_xy, cov_yy : MatrixExpr
+        $C_{xx}$, $C_{xy}$ and $C_{yy}$ as above.
+    symmetric : sequence of MatrixExpr
+        Matrix symbols known to be symmetric.
+
+    Returns
+    -------
+    Conditional
+        The conditional mean and covariance, and the regression matrix $C_{xy}^\top C_{xx}^{-1}$.
     """
     reg = simplify_matrix(cov_xy.T * Inverse(cov_xx), symmetric)
     mean = simplify_matrix(mean_y + reg * (x - mean_x), symmetric)
@@ -208,11 +309,13 @@ def gaussian_conditioning(x, mean_x, mean_y, cov_xx, cov_xy, cov_yy, symmetric=(
     return Conditional(mean=mean, cov=cov, regression=reg)
 
 
-def cross_coefficient(log_kernel: MatrixExpr, x, y, symmetric=()) -> MatrixExpr:
-    """The matrix ``G`` of the bilinear part ``x^T G y`` of a log-kernel jointly quadratic in x, y.
+def cross_coefficient(log_kernel: MatrixExpr, x: MatrixSymbol, y: MatrixSymbol,
+                      symmetric: Sequence[MatrixExpr] = ()) -> MatrixExpr:
+    r"""The matrix $G$ of the bilinear part $x^\top G y$ of a log-kernel jointly quadratic in
+    $x$, $y$.
 
-    ``G^T`` is the Jacobian in ``x`` of ``h(x) = grad_y log k(x, y)|_{y=0}``; raises
-    ``ValueError`` if ``log k`` is not jointly quadratic (``G`` would depend on ``x``).
+    $G^\top$ is the Jacobian in $x$ of $h(x) = \nabla_y \log k(x, y)|_{y=0}$; raises
+    `ValueError` if $\log k$ is not jointly quadratic ($G$ would depend on $x$).
     """
     h = quadratic_coefficients(log_kernel, y, symmetric).h
     Gt = jacobian(h, x)
@@ -223,15 +326,16 @@ def cross_coefficient(log_kernel: MatrixExpr, x, y, symmetric=()) -> MatrixExpr:
 
 @dataclass(frozen=True)
 class SelfCoupling:
-    """The entropic self-coupling of ``N(alpha, Sigma)`` for a log-kernel with bilinear part ``x^T G y``.
+    r"""The entropic self-coupling of $\mathcal N(\alpha, \Sigma)$ for a log-kernel with bilinear
+    part $x^\top G y$.
 
-    Expressions use two placeholder symbols: ``R`` for ``Sigma^{1/2}`` (so ``R^2 = Sigma``) and
-    ``M`` for ``(I + 4 H^T H)^{1/2}``; :meth:`realise` replaces them by ``SqrtPSD`` expressions.
+    Expressions use two placeholder symbols: `R` for $\Sigma^{1/2}$ (so $R^2 = \Sigma$) and
+    `M` for $(I + 4 H^\top H)^{1/2}$; `realise` replaces them by `SqrtPSD` expressions.
     """
 
     G: MatrixExpr  # bilinear coefficient of the log-kernel
     C_symbol: MatrixExpr  # the unknown Cov(X, Y) in the stationarity equation
-    equation: tuple  # (lhs, rhs): Sigma^{-1} C (Sigma - C^T Sigma^{-1} C)^{-1} = G
+    equation: tuple  # (lhs, rhs): Sigma^-1 C (Sigma - C^T Sigma^-1 C)^-1 = G
     H: MatrixExpr  # whitened coefficient R G R
     R: MatrixExpr
     M: MatrixExpr
@@ -240,35 +344,57 @@ class SelfCoupling:
     cross_cov: MatrixExpr  # C = Cov(X, Y) (X: first marginal, Y: second)
     Sigma: MatrixExpr
 
-    def realise(self, expr):
-        """Substitute ``M`` and ``R = Sigma^{1/2}`` by symmetric PSD square roots."""
+    def realise(self, expr: sp.Basic) -> sp.Basic:
+        r"""Substitute `M` and `R` $= \Sigma^{1/2}$ by symmetric PSD square roots."""
         expr = expr.xreplace({self.M: self.M_value})
         expr = expr.xreplace({sp.MatPow(self.R, 2): self.Sigma})
         return expr.xreplace({self.R: SqrtPSD(self.Sigma)})
 
 
-def gaussian_self_coupling(log_kernel: MatrixExpr, x, y, Sigma) -> SelfCoupling:
-    """Solve the Gaussian Schrödinger system for the self-coupling of ``N(alpha, Sigma)``.
+def gaussian_self_coupling(log_kernel: MatrixExpr, x: MatrixSymbol, y: MatrixSymbol,
+                           Sigma: MatrixExpr) -> SelfCoupling:
+    r"""Solve the Gaussian Schrödinger system for the self-coupling of
+    $\mathcal N(\alpha, \Sigma)$.
 
-    Problem: find ``pi(x, y) = a(x) b(y) k(x, y) mu(x) mu(y)`` with both marginals equal to
-    ``mu = N(alpha, Sigma)`` (``k = exp(log_kernel)`` made doubly stochastic w.r.t. ``mu x mu``).
-    With quadratic potentials ``log a``, ``log b`` the coupling is Gaussian,
-    ``N((alpha, alpha), [[Sigma, C], [C^T, Sigma]])``. Every term of ``log k`` that depends on x
-    alone or on y alone is absorbed by the potentials; only the bilinear part ``x^T G y``
-    (:func:`cross_coefficient`) is fixed, and it must equal minus the off-diagonal block of the
-    joint precision. By block inversion this is the matrix equation
+    Problem: find $\pi(x, y) = a(x)\, b(y)\, k(x, y)\, \mu(x)\, \mu(y)$ with both marginals equal
+    to $\mu = \mathcal N(\alpha, \Sigma)$ ($k = \exp(\mathtt{log\_kernel})$ made doubly stochastic
+    w.r.t. $\mu \otimes \mu$). With quadratic potentials $\log a$, $\log b$ the coupling is
+    Gaussian,
+    $$\mathcal N\left(\begin{pmatrix} \alpha \\ \alpha \end{pmatrix},
+    \begin{pmatrix} \Sigma & C \\ C^\top & \Sigma \end{pmatrix}\right).$$
+    Every term of $\log k$ that depends on $x$ alone or on $y$ alone is
+    absorbed by the potentials; only the bilinear part $x^\top G y$ (`cross_coefficient`) is
+    fixed, and it must equal minus the off-diagonal block of the joint precision. By block
+    inversion this is the matrix equation
 
-        ``Sigma^{-1} C (Sigma - C^T Sigma^{-1} C)^{-1} = G``.
+    $$\Sigma^{-1} C (\Sigma - C^\top \Sigma^{-1} C)^{-1} = G.$$
 
-    Closed form: whiten, ``C = R D R`` with ``R = Sigma^{1/2}``; the equation becomes
-    ``D (I - D^T D)^{-1} = H`` with ``H = R G R``. In the singular value basis of ``H`` (values
-    ``s``) each value of ``D`` solves ``delta / (1 - delta^2) = s``, i.e.
-    ``delta = 2 s / (1 + sqrt(1 + 4 s^2))`` (in ``[0, 1)``, so the joint covariance is valid), hence
+    Closed form: whiten, $C = R D R$ with $R = \Sigma^{1/2}$; the equation becomes
+    $D (I - D^\top D)^{-1} = H$ with $H = R G R$. In the singular value basis of $H$ (values
+    $s$) each value of $D$ solves $\delta / (1 - \delta^2) = s$, i.e.
+    $\delta = 2 s / (1 + \sqrt{1 + 4 s^2})$ (in $[0, 1)$, so the joint covariance is valid), hence
 
-        ``D = 2 H (I + (I + 4 H^T H)^{1/2})^{-1}``,   ``C = 2 R H (I + (I + 4 H^T H)^{1/2})^{-1} R``.
+    $$D = 2 H \left(I + (I + 4 H^\top H)^{1/2}\right)^{-1}, \qquad
+    C = 2 R H \left(I + (I + 4 H^\top H)^{1/2}\right)^{-1} R.$$
 
-    No inverse of ``G`` (or ``A``) appears: singular kernels are covered (``s = 0 -> delta = 0``).
-    (Cf. the closed forms of entropic OT between Gaussians, Janati et al. 2020, Mallasto et al.)
+    No inverse of $G$ (or $A$) appears: singular kernels are covered
+    ($s = 0 \Rightarrow \delta = 0$). (Cf. the closed forms of entropic OT between Gaussians,
+    Janati et al. 2020, Mallasto et al.)
+
+    Parameters
+    ----------
+    log_kernel : MatrixExpr
+        $\log k(x, y)$, a `(1, 1)` expression jointly quadratic in `x`, `y`.
+    x, y : MatrixSymbol
+        The two token variables.
+    Sigma : MatrixExpr
+        The shared `(d, d)` covariance.
+
+    Returns
+    -------
+    SelfCoupling
+        $G$, the stationarity equation, the whitened solution and $C$ (with the placeholders
+        `R`, `M`; see `SelfCoupling.realise`).
     """
     d = Sigma.shape[0]
     R = MatrixSymbol("R", d, d)
@@ -291,11 +417,13 @@ def gaussian_self_coupling(log_kernel: MatrixExpr, x, y, Sigma) -> SelfCoupling:
 # weights times affine maps, Stein's lemma, scalar chain rule, mixture moment matching.
 
 
-def gaussian_affine_product(F: MatrixExpr, G: MatrixExpr, v, mean, cov, symmetric=()) -> MatrixExpr:
-    """``E[F(V) G(V)^T]`` for affine ``F``, ``G`` and ``V ~ N(mean, cov)``.
+def gaussian_affine_product(F: MatrixExpr, G: MatrixExpr, v: MatrixSymbol, mean: MatrixExpr,
+                            cov: MatrixExpr, symmetric: Sequence[MatrixExpr] = ()) -> MatrixExpr:
+    r"""$E[F(V) G(V)^\top]$ for affine $F$, $G$ and $V \sim \mathcal N(m, C)$ (`mean`, `cov`).
 
-    ``F(V) = F(mean) + J_F (V - mean)`` (same for G), so the expectation is
-    ``F(mean) G(mean)^T + J_F cov J_G^T``. Raises :class:`NotAffineError` if F or G is not affine.
+    $F(V) = F(m) + J_F (V - m)$ (same for $G$), so the expectation is
+    $F(m) G(m)^\top + J_F C J_G^\top$. Raises `NotAffineError` if $F$ or $G$ is not affine.
+    (`symmetric` is accepted for a uniform signature; the result is left unsimplified.)
     """
     JF, JG = _jacobian_or_zero(F, v), _jacobian_or_zero(G, v)
     if JF.has(v) or JG.has(v):
@@ -311,13 +439,17 @@ def _jacobian_or_zero(F, v):
 
 @dataclass(frozen=True)
 class ExpQuadraticExpectation:
-    """``E[exp(ell(V)) F(V)]`` for ``V ~ N(alpha, Sigma)``, ``ell`` quadratic and ``F`` affine.
+    r"""$E[\exp(\ell(V)) F(V)]$ for $V \sim \mathcal N(\alpha, \Sigma)$, $\ell$ quadratic and $F$
+    affine.
 
-    ``mass = E[exp(ell(V))] = exp(log_mass) / sqrt(det B)``; the tilted law
-    ``N(alpha, Sigma)(dv) exp(ell(v)) / mass`` is ``N(mean, cov)``; ``value = mass F(mean)``;
-    ``jacobian = E[grad_v(exp(ell) F)] = mass (J_F + E_tilt[F grad ell^T])``. The integrals exist
-    only while the tilted precision ``Sigma^{-1} B`` is positive definite, i.e. while
-    ``integrability = I + Sigma^{1/2} P Sigma^{1/2}`` (``P`` minus the Hessian of ``ell``) is.
+    `mass` $= E[\exp(\ell(V))] = \exp(\mathtt{log\_mass}) / \sqrt{\det B}$; the tilted law
+    $\mathcal N(\alpha, \Sigma)(dv)\, \exp(\ell(v)) / \mathtt{mass}$ is
+    $\mathcal N(\mathtt{mean}, \mathtt{cov})$; `value` $= \mathtt{mass}\, F(\mathtt{mean})$;
+    `jacobian`
+    $= E[\nabla_v(e^{\ell} F)] = \mathtt{mass}\, (J_F + E_{\mathrm{tilt}}[F\, \nabla\ell^\top])$.
+    The integrals exist only while the tilted precision $\Sigma^{-1} B$ is positive definite,
+    i.e. while `integrability` $= I + \Sigma^{1/2} P \Sigma^{1/2}$ ($P$ minus the Hessian of
+    $\ell$) is.
     """
 
     log_mass: MatrixExpr  # (1, 1)
@@ -331,20 +463,51 @@ class ExpQuadraticExpectation:
     quadratic: Quadratic
 
 
-def expect_exp_quadratic_affine(log_weight: MatrixExpr, F: MatrixExpr, v, alpha, Sigma,
-                                scalar=None) -> ExpQuadraticExpectation:
-    """The rule "Gaussian expectation of exp-quadratic times affine", by completing the square.
+def expect_exp_quadratic_affine(log_weight: MatrixExpr, F: MatrixExpr, v: MatrixSymbol,
+                                alpha: MatrixExpr, Sigma: MatrixExpr,
+                                scalar: Callable[[MatrixExpr], sp.Expr] | None = None,
+                                ) -> ExpQuadraticExpectation:
+    r"""The rule "Gaussian expectation of exp-quadratic times affine", by completing the square.
 
-    Centre first (``v = alpha + z``, ``z ~ N(0, Sigma)``) and tilt ``N(0, Sigma)`` by
-    ``exp(ell(alpha + z))`` with :func:`complete_the_square`: at zero mean its normaliser is
-    ``log_mass = c0 + 1/2 h^T B^{-1} Sigma h`` with no ``Sigma^{-1}`` (so singular ``Sigma`` is
-    fine), and ``mass = exp(log_mass) (det B)^{-1/2}``. The tilted mean is ``alpha + B^{-1} Sigma h``
-    and the tilted covariance ``B^{-1} Sigma``. For affine ``F``, ``E[exp(ell) F] = mass F(mean)``;
-    ``grad(exp(ell) F) = exp(ell) (J_F + F grad ell^T)`` with ``grad ell`` affine, so its
-    expectation is ``mass (J_F + F(mean) g(mean)^T + J_F cov J_g^T)`` (:func:`gaussian_affine_product`).
+    Centre first ($v = \alpha + z$, $z \sim \mathcal N(0, \Sigma)$) and tilt
+    $\mathcal N(0, \Sigma)$ by $\exp(\ell(\alpha + z))$ with `complete_the_square`: at zero mean
+    its normaliser is $\mathtt{log\_mass} = c_0 + \tfrac12 h^\top B^{-1} \Sigma h$ with no
+    $\Sigma^{-1}$ (so singular $\Sigma$ is fine), and
+    $\mathtt{mass} = \exp(\mathtt{log\_mass}) (\det B)^{-1/2}$ (here $c_0$, $h$, $B$ are those of
+    $\ell(\alpha + z)$ in $z$). The tilted mean is $\alpha + B^{-1} \Sigma h$ and the tilted
+    covariance $B^{-1} \Sigma$. For affine $F$,
+    $E[e^{\ell} F] = \mathtt{mass}\, F(\mathtt{mean})$;
+    $\nabla(e^{\ell} F) = e^{\ell} (J_F + F\, \nabla\ell^\top)$ with $g = \nabla\ell$ affine, so
+    its expectation is
+    $$\mathtt{mass}\, \left(J_F + F(\mathtt{mean})\, g(\mathtt{mean})^\top
+    + J_F\, \mathtt{cov}\, J_g^\top\right)$$
+    (`gaussian_affine_product`).
 
-    ``scalar`` wraps a ``(1, 1)`` expression into a scalar (default: element ``[0, 0]``; the
-    derivations pass :class:`~gaussflow.symbolic.special.Scalar`, which codegen prints).
+    Parameters
+    ----------
+    log_weight : MatrixExpr
+        $\ell(v)$, a `(1, 1)` expression quadratic in `v`.
+    F : MatrixExpr
+        A column affine in `v`.
+    v : MatrixSymbol
+        The Gaussian variable.
+    alpha, Sigma : MatrixExpr
+        Mean and (symmetric) covariance of $V$.
+    scalar : callable, optional
+        Wraps a `(1, 1)` expression into a scalar (default: element `[0, 0]`; the derivations
+        pass `gaussflow.symbolic.special.Scalar`, which codegen prints).
+
+    Returns
+    -------
+    ExpQuadraticExpectation
+        Mass, tilted moments, value, Jacobian and integrability matrix (see that class).
+
+    Raises
+    ------
+    ValueError
+        When `log_weight` is not quadratic in `v`.
+    NotAffineError
+        When `F` is not affine in `v`.
     """
     scalar = scalar or (lambda M: M[0, 0])
     sym = (Sigma,)
@@ -377,7 +540,8 @@ def expect_exp_quadratic_affine(log_weight: MatrixExpr, F: MatrixExpr, v, alpha,
 
 @dataclass(frozen=True)
 class SteinProjection:
-    """``E[f(w^T Y + b) Y] = alpha E[f(Z)] + Sigma w E[f'(Z)]`` with ``Z ~ N(z_mean, z_var)``."""
+    r"""$E[f(w^\top Y + b)\, Y] = \alpha E[f(Z)] + \Sigma w\, E[f'(Z)]$ with
+    $Z \sim \mathcal N(\mathtt{z\_mean}, \mathtt{z\_var})$."""
 
     z_mean: MatrixExpr  # (1, 1): w^T alpha + b
     z_var: MatrixExpr  # (1, 1): w^T Sigma w
@@ -385,12 +549,15 @@ class SteinProjection:
     coef_fprime: MatrixExpr  # Sigma w
 
 
-def stein_linear_index(w: MatrixExpr, bias, alpha, Sigma) -> SteinProjection:
-    """Stein's lemma for a function of a linear index of ``Y ~ N(alpha, Sigma)``.
+def stein_linear_index(w: MatrixExpr, bias: sp.Expr | float, alpha: MatrixExpr,
+                       Sigma: MatrixExpr) -> SteinProjection:
+    r"""Stein's lemma for a function of a linear index of $Y \sim \mathcal N(\alpha, \Sigma)$.
 
-    With ``Z = w^T Y + b`` and ``Y - alpha = Sigma w (Z - E Z) / (w^T Sigma w) + (independent
-    part)``, Gaussian integration by parts ``E[g(Z)(Z - E Z)] = Var(Z) E[g'(Z)]`` gives
-    ``E[f(Z) Y] = alpha E[f(Z)] + Sigma w E[f'(Z)]``: every expectation left is one-dimensional.
+    With $Z = w^\top Y + b$ ($b$ = `bias`, a scalar) and
+    $Y - \alpha = \Sigma w\, (Z - E Z) / (w^\top \Sigma w) + (\text{independent part})$,
+    Gaussian integration by parts $E[g(Z)(Z - E Z)] = \operatorname{Var}(Z)\, E[g'(Z)]$ gives
+    $E[f(Z)\, Y] = \alpha E[f(Z)] + \Sigma w\, E[f'(Z)]$: every expectation left is
+    one-dimensional.
     """
     sym = (Sigma,)
     return SteinProjection(z_mean=simplify_matrix(w.T * alpha + bias * sp.OneMatrix(1, 1), sym)
@@ -399,12 +566,12 @@ def stein_linear_index(w: MatrixExpr, bias, alpha, Sigma) -> SteinProjection:
                            coef_f=alpha, coef_fprime=simplify_matrix(Sigma * w, sym))
 
 
-def scalar_gradient(expr, v, scalar_cls) -> MatrixExpr:
-    """Gradient (a column) in ``v`` of a scalar expression built from ``scalar_cls((1,1) exprs)``.
+def scalar_gradient(expr: sp.Expr, v: MatrixSymbol, scalar_cls: type) -> MatrixExpr:
+    r"""Gradient (a column) in `v` of a scalar expression built from `scalar_cls((1, 1) exprs)`.
 
-    Chain rule: each ``scalar_cls(M_i)`` is replaced by a dummy ``u_i``, the scalar derivative
-    ``d expr / d u_i`` is taken by SymPy (through any function with an ``fdiff``), and the
-    gradients ``grad M_i`` (matrix calculus) are summed with those weights.
+    Chain rule: each `scalar_cls(M_i)` is replaced by a dummy $u_i$, the scalar derivative
+    $\partial\, \mathtt{expr} / \partial u_i$ is taken by SymPy (through any function with an
+    `fdiff`), and the gradients $\nabla M_i$ (matrix calculus) are summed with those weights.
     """
     atoms = sorted(expr.atoms(scalar_cls), key=sp.default_sort_key)
     dummies = [sp.Dummy(f"u{i}", real=True) for i in range(len(atoms))]
@@ -420,9 +587,11 @@ def scalar_gradient(expr, v, scalar_cls) -> MatrixExpr:
     return MatAdd(*terms)
 
 
-def jacobian_weighted(terms, v, scalar_cls) -> MatrixExpr:
-    """Jacobian of ``sum_i c_i(v) F_i(v)`` (scalars ``c_i``, columns ``F_i``): product rule
-    ``sum_i (F_i grad c_i^T + c_i dF_i/dv)``."""
+def jacobian_weighted(terms: Sequence[tuple[sp.Expr, MatrixExpr]], v: MatrixSymbol,
+                      scalar_cls: type) -> MatrixExpr:
+    r"""Jacobian of $\sum_i c_i(v) F_i(v)$ (scalars $c_i$, columns $F_i$; `terms` holds the pairs
+    $(c_i, F_i)$): product rule $\sum_i (F_i\, \nabla c_i^\top + c_i\, \partial F_i / \partial v)$,
+    with $\nabla c_i$ by `scalar_gradient`."""
     out = []
     for c, F in terms:
         out.append(F * scalar_gradient(c, v, scalar_cls).T)
@@ -432,16 +601,24 @@ def jacobian_weighted(terms, v, scalar_cls) -> MatrixExpr:
 
 @dataclass(frozen=True)
 class MixtureMoments:
+    """Mean and covariance of a mixture (`moment_match_mixture`)."""
+
     mean: MatrixExpr
     cov: MatrixExpr
 
 
-def moment_match_mixture(weights, means, covs) -> MixtureMoments:
-    """The Gaussian with the mean and covariance of ``sum_i p_i N(m_i, S_i)`` (``sum p_i = 1``).
+def moment_match_mixture(weights: Sequence[sp.Expr], means: Sequence[MatrixExpr],
+                         covs: Sequence[MatrixExpr]) -> MixtureMoments:
+    r"""The Gaussian with the mean and covariance of $\sum_i p_i \mathcal N(m_i, S_i)$
+    ($\sum_i p_i = 1$).
 
-    ``mean = sum_i p_i m_i``; ``cov = sum_i p_i (S_i + (m_i - mean)(m_i - mean)^T)`` (law of total
-    covariance). For two components this is ``p S_1 + (1 - p) S_2 + p (1 - p) D D^T``,
-    ``D = m_1 - m_2``, which is how :func:`simplify_matrix` leaves it after expansion.
+    $\mathrm{mean} = \sum_i p_i m_i$;
+    $\mathrm{cov} = \sum_i p_i \left(S_i + (m_i - \mathrm{mean})(m_i - \mathrm{mean})^\top\right)$
+    (law of total covariance). For two components this is
+    $p S_1 + (1 - p) S_2 + p (1 - p) D D^\top$, $D = m_1 - m_2$, which `simplify_matrix` leaves
+    with $D D^\top$ expanded.
+
+    Raises `ValueError` unless the three sequences have the same positive length.
     """
     if len(weights) != len(means) or len(means) != len(covs) or not means:
         raise ValueError("weights, means and covs must have the same positive length")

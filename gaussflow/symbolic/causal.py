@@ -1,10 +1,11 @@
-"""The causal-mask rule: a block of tokens moves under the field of its moment-matched prefix.
+r"""The causal-mask rule: a block of tokens moves under the field of its moment-matched prefix.
 
-Tokens carry a position; with ``B`` position blocks of equal mass, block ``b`` sees the mixture
-``mu_{<=b} = (1/(b+1)) sum_{c <= b} N(alpha_c, Sigma_c)``. :func:`derive_masked` replaces that
-mixture by its moment-matched Gaussian ``N(alpha_p, Sigma_p)`` (law of total covariance, built
-recursively with weight ``p = b/(b+1)``), evaluates the inner variant's exact velocity under it,
-and applies the affine closure rule to the block's own Gaussian ``N(alpha, Sigma)``.
+Tokens carry a position; with $B$ position blocks of equal mass, block $b$ sees the mixture
+$\mu_{\le b} = \frac{1}{b+1} \sum_{c \le b} \mathcal N(\alpha_c, \Sigma_c)$. `derive_masked`
+replaces that mixture by its moment-matched Gaussian $\mathcal N(\alpha_p, \Sigma_p)$ (law of total
+covariance, built recursively with weight $p = b/(b+1)$), evaluates the inner variant's exact
+velocity under it, and applies the affine closure rule to the block's own Gaussian
+$\mathcal N(\alpha, \Sigma)$.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from . import symbols as S
 from .calculus import affine_closure, moment_match_mixture, simplify_matrix
 from .derivation import Derivation, Program, Step
 
-#: Symbols of the masked derivation: prefix moments and the mixture weight.
+#: Symbols of the masked derivation: prefix moments and the mixture weight $p$.
 ALPHA_LT = MatrixSymbol("alpha_lt", S.d, 1)
 SIGMA_LT = MatrixSymbol("Sigma_lt", S.d, S.d)
 ALPHA_P = MatrixSymbol("alpha_p", S.d, 1)
@@ -27,11 +28,28 @@ PROJECTION = "moment-matched prefix mixture (one Gaussian per position block)"
 
 
 def derive_masked(inner: Derivation, name: str | None = None) -> Derivation:
-    """The masked closure of an exact inner derivation (affine velocity under a Gaussian).
+    r"""The masked closure of an exact inner derivation (affine velocity under a Gaussian).
 
-    Generated functions: ``prefix_moments(alpha_lt, Sigma_lt, alpha, Sigma, p)`` (the mixture
-    rule), ``block_velocity(t, x, alpha_p, Sigma_p, *params)`` and
-    ``block_closure(t, alpha, Sigma, alpha_p, Sigma_p, *params)`` (``(d alpha/dt, J)`` of the block).
+    Generated functions: `prefix_moments(alpha_lt, Sigma_lt, alpha, Sigma, p)` (the mixture
+    rule), `block_velocity(t, x, alpha_p, Sigma_p, *params)` and
+    `block_closure(t, alpha, Sigma, alpha_p, Sigma_p, *params)` ($(d\alpha/dt, J)$ of the block).
+
+    Parameters
+    ----------
+    inner : Derivation
+        The exact derivation of the unmasked variant (its velocity is affine in $x$).
+    name : str, optional
+        The masked derivation's name (default `"masked <inner name>"`).
+
+    Returns
+    -------
+    Derivation
+        The approximate (moment-matched prefix) closure of one position block.
+
+    Raises
+    ------
+    ValueError
+        When `inner` is not exact.
     """
     if not inner.exact:
         raise ValueError(f"the causal-mask rule needs an exact inner closure; {inner.name!r} is "

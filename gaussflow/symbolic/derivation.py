@@ -1,9 +1,9 @@
-"""The :class:`Derivation` record: what the engine derived for a variant, and its renderings."""
+"""The `Derivation` record: what the engine derived for a variant, and its renderings."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 import sympy as sp
 from sympy import MatrixExpr, MatrixSymbol
@@ -13,10 +13,26 @@ from . import symbols as S
 
 @dataclass(frozen=True)
 class Program:
-    """One function to generate: ``def name(*args): return outputs`` (symbolic; printed by
-    :mod:`gaussflow.codegen`). ``constants``: arguments fixed during a solve (weights, scales);
-    ``state``: the flow-map symbol whose adjacent weights multiply first; ``symmetric``: matrix
-    arguments passed symmetric (``None``: ``Sigma`` when it is an argument)."""
+    """One function to generate: `def name(*args): return outputs` (symbolic; printed by
+    `gaussflow.codegen`).
+
+    Attributes
+    ----------
+    name : str
+        The function's name.
+    args : tuple
+        Its arguments, SymPy `Symbol`s and `MatrixSymbol`s.
+    outputs : tuple
+        The SymPy expressions it returns.
+    doc : str
+        The generated function's docstring.
+    constants : tuple
+        Arguments fixed during a solve (weights, scales).
+    state : MatrixSymbol or None
+        The flow-map symbol whose adjacent weights multiply first.
+    symmetric : tuple or None
+        Matrix arguments passed symmetric (`None`: `Sigma` when it is an argument).
+    """
 
     name: str
     args: tuple
@@ -29,9 +45,22 @@ class Program:
 
 @dataclass(frozen=True)
 class ClosedForm:
-    """A closed-form result a rule found: ``key`` (a name for code, e.g. ``"inverse_increment"``),
-    ``label`` (LaTeX), ``expr`` (SymPy), ``doc``; ``generate``: whether it is generated as a
-    function ``key(t, *params)`` (:mod:`gaussflow.theory` evaluates those)."""
+    """A closed-form result a rule found.
+
+    Attributes
+    ----------
+    key : str
+        A name for code, e.g. `"inverse_increment"`.
+    label : str
+        The left-hand side, in LaTeX.
+    expr : sympy.Basic
+        The result.
+    doc : str
+        A one-line description.
+    generate : bool
+        Whether it is generated as a function `key(t, *params)` (`gaussflow.theory` evaluates
+        those).
+    """
 
     key: str
     label: str
@@ -62,25 +91,46 @@ def _latex(expr) -> str:
 
 @dataclass(frozen=True, eq=False)
 class Derivation:
-    """Symbolic derivation of one variant's Gaussian closure.
+    r"""Symbolic derivation of one variant's Gaussian closure.
 
     Attributes
     ----------
-    name, exact : the variant and whether the Gaussian family is invariant under its flow.
-    params : the weight symbols, in the order of the generated functions' trailing arguments.
-    velocity : ``Gamma[N(alpha, Sigma)](x)`` as a ``(d, 1)`` matrix expression.
-    mean_rhs, jacobian, cov_rhs : ``d alpha/dt``, the matrix ``J`` with
-        ``d Sigma/dt = J Sigma + Sigma J^T``, and ``d Sigma/dt`` itself.
-    steps : the chain of rules that produced them (rendered by :meth:`markdown`).
-    closed_forms : extra results (e.g. ``d Sigma^{-1}/dt`` when ``W_O V = I``).
-    projection : ``None`` for an exact closure, else the name of the moment projection used.
-    programs : the functions to generate (:class:`Program`); every one takes the time ``t``
-        first: ``velocity(t, x, alpha, Sigma, *params)``, ``closure(t, alpha, Sigma, *params)``
-        (``(d alpha/dt, J)``), ``moment_rhs(t, alpha, Sigma, *params)``,
-        ``flow_rhs(t, alpha, Phi, Sigma0, *params)`` (the solver's right-hand side in its state
-        ``Sigma = Phi Sigma0 Phi^T``), and rule-specific extras.
-    jax_source, functions : the printed source of ``programs`` and the compiled functions, filled
-        in by :func:`gaussflow.codegen.realise` (empty on a purely symbolic derivation).
+    name : str
+        The variant.
+    exact : bool
+        Whether the Gaussian family is invariant under its flow.
+    params : tuple
+        The weight symbols, in the order of the generated functions' trailing arguments.
+    velocity : MatrixExpr
+        $\Gamma[\mathcal N(\alpha, \Sigma)](x)$ as a `(d, 1)` matrix expression.
+    mean_rhs : MatrixExpr
+        $d\alpha/dt$.
+    jacobian : MatrixExpr
+        The matrix $J$ with $d\Sigma/dt = J \Sigma + \Sigma J^\top$.
+    cov_rhs : MatrixExpr
+        $d\Sigma/dt$ itself.
+    steps : tuple of Step
+        The chain of rules that produced them (rendered by `markdown`).
+    closed_forms : tuple of ClosedForm
+        Extra results (e.g. $d\Sigma^{-1}/dt$ when $W_O V = I$).
+    notes : tuple of str
+        Remarks listed under "Exactness" in the document.
+    projection : str or None
+        `None` for an exact closure, else the name of the moment projection used.
+    programs : tuple of Program
+        The functions to generate; every one takes the time `t` first:
+        `velocity(t, x, alpha, Sigma, *params)`, `closure(t, alpha, Sigma, *params)`
+        ($(d\alpha/dt, J)$), `moment_rhs(t, alpha, Sigma, *params)`,
+        `flow_rhs(t, alpha, Phi, Sigma0, *params)` (the solver's right-hand side in its state
+        $\Sigma = \Phi \Sigma_0 \Phi^\top$), and rule-specific extras.
+    runtime : dict
+        Further names the generated code calls (numerical rules of custom nodes), passed to
+        `gaussflow.codegen.compile_source` as `extra`.
+    jax_source : str
+        The printed source of `programs`, filled in by `gaussflow.field.realise` (empty on a
+        purely symbolic derivation).
+    functions : dict
+        The compiled functions of `jax_source` by name, filled in likewise.
     """
 
     name: str
@@ -101,12 +151,12 @@ class Derivation:
 
     @property
     def time_dependent(self) -> bool:
-        """Whether the closure depends on the time ``t`` explicitly (a depth schedule)."""
+        """Whether the closure depends on the time `t` explicitly (a depth schedule)."""
         return any(e.has(S.t) for e in (self.velocity, self.mean_rhs, self.jacobian))
 
     # -- rendering ------------------------------------------------------------------------
     def equations(self) -> list[tuple[str, str]]:
-        """``(label, LaTeX)`` pairs of the final results."""
+        """`(label, LaTeX)` pairs of the final results."""
         eqs = [
             (r"\Gamma[\mu](x)", _latex(self.velocity)),
             (r"\frac{d\alpha}{dt}", _latex(self.mean_rhs)),
@@ -116,12 +166,12 @@ class Derivation:
         return eqs
 
     def latex(self) -> str:
-        """The final ODEs as a LaTeX ``aligned`` block."""
+        """The final ODEs as a LaTeX `aligned` block."""
         rows = [f"{lhs} &= {rhs}" for lhs, rhs in self.equations()]
         return "\\begin{aligned}\n" + " \\\\\n".join(rows) + "\n\\end{aligned}"
 
     def text(self) -> str:
-        """Plain-text summary (what ``gaussflow derive NAME`` prints)."""
+        """Plain-text summary (what `gaussflow derive NAME` prints)."""
         kind = "exact" if self.exact else f"approximate ({self.projection})"
         lines = [f"{self.name}: {kind} closure", ""]
         lines.append(f"  Gamma(x)     = {sp.sstr(self.velocity)}")
@@ -135,7 +185,7 @@ class Derivation:
         return "\n".join(lines)
 
     def markdown(self) -> str:
-        """The derivation written out step by step (the files in ``derivations/``)."""
+        """The derivation written out step by step (the files in `derivations/`)."""
         kind = "exact" if self.exact else "approximate"
         out = [f"# {self.name} — Gaussian closure ({kind})", ""]
         out.append("_Generated by `gaussflow derive " + self.name + " --markdown`; do not edit._")
@@ -201,13 +251,16 @@ class Derivation:
         return f"Derivation({self.name!r}, {kind}, params={[p.name for p in self.params]})"
 
 
-def signature(params) -> tuple:
-    """Argument lists of the generated per-token and per-state functions (time first)."""
+def signature(params: Sequence[sp.Basic]) -> tuple[tuple, tuple]:
+    """Argument lists of the generated per-token and per-state functions (time first):
+    `(t, x, alpha, Sigma, *params)` and `(t, alpha, Sigma, *params)`."""
     return (S.t, S.x, S.alpha, S.Sigma, *params), (S.t, S.alpha, S.Sigma, *params)
 
 
-def order_params(exprs) -> tuple:
-    """The weight symbols appearing in ``exprs``, in a fixed order (matrices, then scalars)."""
+def order_params(exprs: Iterable[sp.Basic]) -> tuple:
+    """The weight symbols appearing in `exprs`, in a fixed order: those named
+    `Q, K, V, W_O, W, b, bias, beta, c, epsilon` first (in that order), then the others by name
+    (the state symbols, the dimensions and `t` are left out)."""
     state = set(S.STATE)
     found = set()
     for e in exprs:

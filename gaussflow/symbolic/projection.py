@@ -1,25 +1,28 @@
-"""Rules for attention without normalisation: ``Gamma(x) = E_{Y ~ mu}[w(s(x, Y)) value(Y)]``.
+r"""Rules for attention without normalisation:
+$\Gamma(x) = E_{Y \sim \mu}[w(s(x, Y))\, v(Y)]$, with $v$ the value map.
 
-One rule per weight function ``w`` of the score ``s``:
+One rule per weight function $w$ of the score $s$:
 
-- ``w(s) = s`` (linear attention), :func:`derive_linear`: ``E[s(x, Y) value(Y)]`` is a product of
-  two affine functions of a Gaussian (:func:`~.calculus.gaussian_affine_product`); with a score
-  affine in ``x`` too, the velocity is affine and the closure exact.
-- ``w(s) = e^s``, :func:`derive_unnormalised_exp`: completing the square in ``y`` gives
-  ``Gamma(x) = Z(x) value(m(x))`` with ``log Z`` quadratic in ``x``: not affine, so the Gaussian
-  moment projection ``d alpha/dt = E[Gamma(X)]``, ``J = E[grad Gamma(X)]`` is taken in closed form
-  by the same rule in ``x`` (:func:`~.calculus.expect_exp_quadratic_affine`).
-- ``w(s) = sigmoid(s)``, :func:`derive_sigmoid`: Stein's lemma in ``y`` (one-dimensional
-  Gauss–Hermite expectations), chain rule in ``x``, a cubature rule for the projection.
+- $w(s) = s$ (linear attention), `derive_linear`: $E[s(x, Y)\, v(Y)]$ is a product of two
+  affine functions of a Gaussian (`gaussflow.symbolic.calculus.gaussian_affine_product`); with a
+  score affine in $x$ too, the velocity is affine and the closure exact.
+- $w(s) = e^s$, `derive_unnormalised_exp`: completing the square in $y$ gives
+  $\Gamma(x) = Z(x)\, v(m(x))$ with $\log Z$ quadratic in $x$: not affine, so the Gaussian
+  moment projection $d\alpha/dt = E[\Gamma(X)]$, $J = E[\nabla\Gamma(X)]$ is taken in closed
+  form by the same rule in $x$ (`gaussflow.symbolic.calculus.expect_exp_quadratic_affine`).
+- $w(s) = \sigma(s)$ (sigmoid), `derive_sigmoid`: Stein's lemma in $y$ (one-dimensional
+  Gauss–Hermite expectations), chain rule in $x$, a cubature rule for the projection.
 
-Each returns a :class:`~.derivation.Derivation`; exactness is decided by :func:`.engine.finish`
-(affine velocity) or stated with the projection's name.
+Each returns a `gaussflow.symbolic.Derivation`; exactness is decided by
+`gaussflow.symbolic.engine.finish` (affine velocity) or stated with the projection's name.
 """
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import sympy as sp
-from sympy import Identity
+from sympy import Identity, MatrixExpr
 
 from . import symbols as S
 from .calculus import (
@@ -32,11 +35,11 @@ from .calculus import (
     simplify_matrix,
     stein_linear_index,
 )
-from .derivation import Step, order_params
+from .derivation import Derivation, Step, order_params
 from .engine import build, finish, kernel_step, value_map
 from .special import GaussianExpectation, GaussianExpectationJacobian, LogisticGauss, Scalar
 
-#: Symbols of the numerical rules of :func:`derive_sigmoid` (parameters of its functions).
+#: Symbols of the numerical rules of `derive_sigmoid` (parameters of its functions).
 N_GH = sp.Symbol("n_GH", integer=True, positive=True)
 CUBATURE = sp.Symbol("cubature")
 
@@ -44,12 +47,35 @@ MOMENT_PROJECTION = ("Gaussian moment projection: d alpha/dt = E[Gamma(X)], "
                      "J = E[grad Gamma(X)], X ~ N(alpha, Sigma)")
 
 
-def derive_linear(name, score, value=None, notes=()):
-    """Attention with weights ``s(x, y)`` themselves (no exponential, no normalisation).
+def derive_linear(name: str, score: MatrixExpr, value: MatrixExpr | None = None,
+                  notes: Sequence[str] = ()) -> Derivation:
+    r"""Attention with weights $s(x, y)$ themselves (no exponential, no normalisation).
 
-    ``Gamma(x) = E[value(Y) s(x, Y)]`` with ``s`` affine in ``y``: the expectation of a product of
-    affine maps of ``Y ~ N(alpha, Sigma)`` is ``value(alpha) s(x, alpha) + V_y Sigma grad_y s``.
-    For ``s = beta <Q x, K y>``: ``Gamma(x) = beta W_O V (Sigma + alpha alpha^T) K^T Q x``.
+    $\Gamma(x) = E[v(Y)\, s(x, Y)]$ with $s$ affine in $y$ and $v(y) = M y$ the value map: the
+    expectation of a product of affine maps of $Y \sim \mathcal N(\alpha, \Sigma)$ is
+    $v(\alpha)\, s(x, \alpha) + M \Sigma\, \nabla_y s$. For $s = \beta \langle Q x, K y\rangle$:
+    $\Gamma(x) = \beta W_O V (\Sigma + \alpha\alpha^\top) K^\top Q x$.
+
+    Parameters
+    ----------
+    name : str
+        The variant's name (the derivation's title).
+    score : MatrixExpr
+        $s(x, y)$, a `(1, 1)` expression affine in the key $y$.
+    value : MatrixExpr, optional
+        The value matrix $M$ of the value map $y \mapsto M y$ (default $W_O V$).
+    notes : sequence of str
+        Remarks appended to the derivation's notes.
+
+    Returns
+    -------
+    Derivation
+        The symbolic derivation (exact when the velocity is affine in $x$).
+
+    Raises
+    ------
+    NotAffineError
+        When the score is not affine in $y$.
     """
     value = value_map() if value is None else value
     try:
@@ -69,15 +95,39 @@ def derive_linear(name, score, value=None, notes=()):
     return finish(name, velocity, steps, notes)
 
 
-def derive_unnormalised_exp(name, log_kernel, value=None, notes=()):
-    """Moment closure of attention with weights ``exp(log_kernel)`` and no normalisation.
+def derive_unnormalised_exp(name: str, log_kernel: MatrixExpr, value: MatrixExpr | None = None,
+                            notes: Sequence[str] = ()) -> Derivation:
+    r"""Moment closure of attention with weights $\exp(\mathtt{log\_kernel})$ and no normalisation.
 
-    Two applications of :func:`~.calculus.expect_exp_quadratic_affine`: in the key ``y`` (the
-    velocity ``Z(x) value(m(x))``; the kernel may be quadratic in ``y`` with an ``x``-free
-    quadratic part ``P``, whose ``det(I + Sigma P)^{-1/2}`` is a constant factor), then in the
-    query ``x`` with log-weight ``log Z(x)`` (the expectations ``E[Gamma(X)]`` and
-    ``E[grad Gamma(X)]``). The integrals exist while ``I + Sigma^{1/2} P_x Sigma^{1/2}`` is
-    positive definite (generated as ``integrability``; ``log_mass`` is ``log E[Z(X)]``).
+    Two applications of `gaussflow.symbolic.calculus.expect_exp_quadratic_affine`: in the key $y$
+    (the velocity $Z(x)\, v(m(x))$; the kernel may be quadratic in $y$ with an $x$-free
+    quadratic part $P$, whose $\det(I + \Sigma P)^{-1/2}$ is a constant factor), then in the
+    query $x$ with log-weight $\log Z(x)$ (the expectations $E[\Gamma(X)]$ and
+    $E[\nabla\Gamma(X)]$). The integrals exist while $I + \Sigma^{1/2} P_x \Sigma^{1/2}$ is
+    positive definite (generated as `integrability`; `log_mass` is $\log E[Z(X)]$).
+
+    Parameters
+    ----------
+    name : str
+        The variant's name (the derivation's title).
+    log_kernel : MatrixExpr
+        $\log k(x, y)$, e.g. the score $s(x, y)$: a `(1, 1)` expression quadratic in $y$ (with
+        an $x$-free quadratic part) and, after the first rule, in $x$.
+    value : MatrixExpr, optional
+        The value matrix $M$ of the value map $v(y) = M y$ (default $W_O V$).
+    notes : sequence of str
+        Remarks appended to the derivation's notes.
+
+    Returns
+    -------
+    Derivation
+        The approximate (closed-form moment projection) derivation, with the extra programs
+        `integrability` and `log_mass`.
+
+    Raises
+    ------
+    NotAffineError
+        When the quadratic part in $y$ of the log-kernel depends on $x$.
     """
     value = value_map() if value is None else value
     sym = (S.Sigma,)
@@ -132,15 +182,38 @@ def derive_unnormalised_exp(name, log_kernel, value=None, notes=()):
                  extras=extras, projection=MOMENT_PROJECTION + " (closed form)")
 
 
-def derive_sigmoid(name, score, value=None, notes=()):
-    """Moment closure of attention with weights ``sigmoid(score)``, not normalised.
+def derive_sigmoid(name: str, score: MatrixExpr, value: MatrixExpr | None = None,
+                   notes: Sequence[str] = ()) -> Derivation:
+    r"""Moment closure of attention with weights $\sigma(s(x, y))$, not normalised.
 
-    For fixed ``x`` the score must be an affine index ``Z = w(x)^T Y + b(x)`` of the key
-    (read off by :func:`~.calculus.quadratic_coefficients`); Stein's lemma gives
-    ``E[sigma(Z) Y] = alpha E[sigma(Z)] + Sigma w E[sigma'(Z)]`` with one-dimensional
-    expectations (Gauss–Hermite with ``n_GH`` points). The projection's ``d``-dimensional
-    expectations use a cubature rule (parameter ``cubature``) on the generated per-token functions
-    ``velocity`` and ``velocity_jacobian``.
+    For fixed $x$ the score must be an affine index $Z = w(x)^\top Y + b(x)$ of the key
+    (read off by `gaussflow.symbolic.calculus.quadratic_coefficients`); Stein's lemma gives
+    $E[\sigma(Z)\, Y] = \alpha E[\sigma(Z)] + \Sigma w\, E[\sigma'(Z)]$ with one-dimensional
+    expectations (Gauss–Hermite with `n_GH` points). The projection's $d$-dimensional
+    expectations use a cubature rule (parameter `cubature`) on the generated per-token
+    functions `velocity` and `velocity_jacobian`.
+
+    Parameters
+    ----------
+    name : str
+        The variant's name (the derivation's title).
+    score : MatrixExpr
+        $s(x, y)$, a `(1, 1)` expression affine in the key $y$.
+    value : MatrixExpr, optional
+        The value matrix $M$ of the value map $y \mapsto M y$ (default $W_O V$).
+    notes : sequence of str
+        Remarks appended to the derivation's notes.
+
+    Returns
+    -------
+    Derivation
+        The approximate (cubature moment projection) derivation, with the extra program
+        `velocity_jacobian` and the parameters `n_GH` and `cubature`.
+
+    Raises
+    ------
+    NotAffineError
+        When the score is not affine in $y$.
     """
     value = value_map() if value is None else value
     sym = (S.Sigma,)

@@ -1,20 +1,21 @@
-"""Symbolic nodes that stand for a numerical rule (matrix square root, quadrature).
+r"""Symbolic nodes that stand for a numerical rule (matrix square root, quadrature).
 
-Each class has a ``_jax_name``: the code generator prints a node ``N(a_1, ..., a_n)`` as the call
-``_jax_name(a_1, ..., a_n)`` of its printed arguments, and the code generator's runtime
-(:data:`gaussflow.codegen.RUNTIME`) binds the name to the JAX implementation
-(:mod:`gaussflow.linalg`, :mod:`gaussflow.quadrature`). So the generated source stays readable and
-says which rule runs. This module is symbolic only: it imports nothing numeric.
+Each class has a `_jax_name`: the code generator prints a node `N(a_1, ..., a_n)` as the call
+`_jax_name(a_1, ..., a_n)` of its printed arguments, and the code generator's runtime
+(`gaussflow.codegen.RUNTIME`) binds the name to the JAX implementation (`gaussflow.linalg`,
+`gaussflow.quadrature`). So the generated source stays readable and says which rule runs. This
+module is symbolic only: it imports nothing numeric.
 
-- :class:`SqrtPSD`: the principal square root ``X^{1/2}`` of a symmetric positive semi-definite
-  matrix (symmetric itself: ``(X^{1/2})^T = X^{1/2}``).
-- :class:`Scalar`: the entry of a ``(1, 1)`` matrix expression, as a scalar.
-- :class:`LogisticGauss`: ``E[sigma^(k)(mu + s xi)]``, ``xi ~ N(0, 1)``, by ``n``-point
-  Gauss–Hermite. Its derivatives are again of this form: ``d/dmu -> k + 1`` and, by Stein's lemma
-  ``E[f'(mu + s xi) xi] = s E[f''(mu + s xi)]``, ``d/ds -> s * (k + 2)``.
-- :class:`GaussianExpectation` / :class:`GaussianExpectationJacobian`: ``E[Gamma(X)]`` and
-  ``E[grad Gamma(X)]`` for ``X ~ N(alpha, Sigma)``, by a cubature rule (a parameter of the
-  field), applied to the generated per-point functions ``velocity`` / ``velocity_jacobian``.
+- `SqrtPSD`: the principal square root $X^{1/2}$ of a symmetric positive semi-definite matrix
+  (symmetric itself: $(X^{1/2})^\top = X^{1/2}$).
+- `Scalar`: the entry of a `(1, 1)` matrix expression, as a scalar.
+- `LogisticGauss`: $E[\sigma^{(k)}(\mu + s\xi)]$, $\xi \sim \mathcal N(0, 1)$, by $n$-point
+  Gauss–Hermite. Its derivatives are again of this form: $\partial_\mu$ maps $k \to k + 1$ and,
+  by Stein's lemma $E[f'(\mu + s\xi)\, \xi] = s\, E[f''(\mu + s\xi)]$, $\partial_s$ maps it to
+  $s$ times the term with $k + 2$.
+- `GaussianExpectation` / `GaussianExpectationJacobian`: $E[\Gamma(X)]$ and
+  $E[\nabla\Gamma(X)]$ for $X \sim \mathcal N(\alpha, \Sigma)$, by a cubature rule (a parameter
+  of the field), applied to the generated per-point functions `velocity` / `velocity_jacobian`.
 """
 
 from __future__ import annotations
@@ -25,20 +26,22 @@ from sympy import MatrixExpr
 
 class SqrtPSD(MatrixExpr):
     """Principal square root of a symmetric positive semi-definite matrix (printed
-    ``_sqrtm_psd(X)``, an ``eigh``: :func:`gaussflow.linalg.sqrtm_psd`)."""
+    `_sqrtm_psd(X)`, an `eigh`: `gaussflow.linalg.sqrtm_psd`)."""
 
     _jax_name = "_sqrtm_psd"
 
-    def __new__(cls, arg):
+    def __new__(cls, arg: MatrixExpr) -> SqrtPSD:
         arg = sp.sympify(arg)
         return super().__new__(cls, arg)
 
     @property
-    def arg(self):
+    def arg(self) -> MatrixExpr:
+        """The matrix $X$ whose square root this is."""
         return self.args[0]
 
     @property
-    def shape(self):
+    def shape(self) -> tuple:
+        """The shape of $X$."""
         return self.arg.shape
 
     def _eval_transpose(self):
@@ -49,7 +52,7 @@ class SqrtPSD(MatrixExpr):
 
 
 class Scalar(sp.Function):
-    """The entry of a ``(1, 1)`` matrix expression (printed ``_scalar(M)``)."""
+    """The entry of a `(1, 1)` matrix expression (printed `_scalar(M)`)."""
 
     nargs = 1
     is_real = True
@@ -65,16 +68,19 @@ class Scalar(sp.Function):
 
 
 class LogisticGauss(sp.Function):
-    """``E[sigma^(k)(mu + s xi)]`` with ``xi ~ N(0, 1)``, computed by ``n``-point Gauss–Hermite.
+    r"""$E[\sigma^{(k)}(\mu + s\xi)]$ with $\xi \sim \mathcal N(0, 1)$, computed by $n$-point
+    Gauss–Hermite.
 
-    Arguments ``(k, mu, s, n)``; ``sigma(z) = 1 / (1 + exp(-z))``.
+    Arguments `(k, mu, s, n)`; $\sigma(z) = 1 / (1 + e^{-z})$.
     """
 
     nargs = 4
     is_real = True
     _jax_name = "_logistic_gauss"
 
-    def fdiff(self, argindex=1):
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        r"""The partial derivative in argument `argindex` (1-based): in $\mu$ (2) the term with
+        $k + 1$; in $s$ (3), by Stein's lemma, $s$ times the term with $k + 2$."""
         k, mu, s, n = self.args
         if argindex == 2:
             return LogisticGauss(k + 1, mu, s, n)
@@ -91,27 +97,31 @@ class LogisticGauss(sp.Function):
 
 
 class GaussianExpectation(MatrixExpr):
-    """``E[Gamma(X)]``, ``X ~ N(alpha, Sigma)``, by the field's cubature rule.
+    r"""$E[\Gamma(X)]$, $X \sim \mathcal N(\alpha, \Sigma)$, by the field's cubature rule.
 
-    Arguments ``(integrand, rule, t, alpha, Sigma, *params)`` where ``integrand`` is the name (a
-    Symbol) of a generated function ``integrand(t, x, alpha, Sigma, *params)`` and ``rule`` the
-    parameter symbol holding the :class:`~gaussflow.quadrature.Cubature`. Printed
-    ``_gauss_expect(integrand, rule, t, alpha, Sigma, *params)``
-    (:func:`gaussflow.quadrature.gauss_expect`).
+    Arguments `(integrand, rule, t, alpha, Sigma, *params)` where `integrand` is the name (a
+    `Symbol`) of a generated function `integrand(t, x, alpha, Sigma, *params)` and `rule` the
+    parameter symbol holding the `gaussflow.quadrature.Cubature`. Printed
+    `_gauss_expect(integrand, rule, t, alpha, Sigma, *params)`
+    (`gaussflow.quadrature.gauss_expect`).
     """
 
     _jax_name = "_gauss_expect"
     _label = r"\Gamma(X)"
 
-    def __new__(cls, integrand, rule, t, alpha, Sigma, *params):
+    def __new__(cls, integrand: sp.Symbol, rule: sp.Symbol, t: sp.Symbol, alpha: MatrixExpr,
+                Sigma: MatrixExpr, *params: sp.Basic) -> GaussianExpectation:
         return super().__new__(cls, integrand, rule, t, alpha, Sigma, *params)
 
     @property
-    def shape(self):
+    def shape(self) -> tuple:
+        """`(d, 1)`, the shape of `alpha`."""
         return (self.args[3].shape[0], 1)
 
     @property
-    def free_symbols(self):  # the integrand is a function name, not a parameter
+    def free_symbols(self) -> set:  # the integrand is a function name, not a parameter
+        """The free symbols of the arguments after `integrand` (a function name, not a
+        parameter)."""
         return set().union(*(a.free_symbols for a in self.args[1:]))
 
     def _latex(self, printer):
@@ -123,12 +133,14 @@ class GaussianExpectation(MatrixExpr):
 
 
 class GaussianExpectationJacobian(GaussianExpectation):
-    """``E[grad Gamma(X)]`` (``d x d``): like :class:`GaussianExpectation` with integrand the Jacobian."""
+    r"""$E[\nabla\Gamma(X)]$ (`(d, d)`): like `GaussianExpectation` with integrand the
+    Jacobian."""
 
     _label = r"\nabla \Gamma(X)"
 
     @property
-    def shape(self):
+    def shape(self) -> tuple:
+        """`(d, d)`."""
         n = self.args[3].shape[0]
         return (n, n)
 
