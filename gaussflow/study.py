@@ -6,8 +6,10 @@ $$\Sigma_0 = \frac{1}{2}\begin{pmatrix} 1 + u & w \\ w & 1 - u \end{pmatrix}, \q
 u^2 + w^2 < 1,$$
 for two choices of weights:
 
-- *collapse*: $K = -Q$ with $Q$ uniform on $[0, 1)$ (seeded), $V = M M^\top$ ($M$ standard
-  normal, seeded): $\Sigma \to 0$;
+- *collapse*: $K = -Q$ with $Q$ uniform on $[0, 1)$ (seeded; redrawn until its smallest singular
+  value is at least `MIN_SINGULAR`, so that $A + A^\top = -2 Q^\top Q$ is negative definite
+  with a margin), $V = M M^\top$ ($M$ standard normal, seeded, redrawn the same way):
+  $\Sigma \to 0$;
 - *blow-up*: $A + A^\top$ positive definite, $V = I$: finite-time blow-up at
   $$T^* = 1/\lambda_{\max}\big(\beta\, \Sigma_0^{1/2} (A + A^\top) \Sigma_0^{1/2}\big).$$
 
@@ -24,7 +26,12 @@ import numpy as np
 
 from .gaussian import Gaussian
 from .integrate import solve
+from .theory import classify
 from .variants import Softmax
+
+
+#: Smallest singular value of the collapse case's $Q$ (see the module docstring).
+MIN_SINGULAR = 0.2
 
 
 def trace_one_grid(n_radii: int = 3, n_angles: int = 8) -> list[np.ndarray]:
@@ -53,18 +60,22 @@ def trace_one_grid(n_radii: int = 3, n_angles: int = 8) -> list[np.ndarray]:
 def default_weights(seed: int = 0) -> dict[str, tuple[Softmax, float]]:
     """The two weight choices of the study, as `{name: (field, t1)}`.
 
-    `"collapse"` (`t1 = 100`) and `"blowup"` (`t1 = 10`); see the module docstring. `seed` draws
+    `"collapse"` (`t1 = 1000`: the approach to 0 is like $1/t$) and `"blowup"` (`t1 = 10`); see the module docstring. `seed` draws
     the collapse case's weights.
     """
     rng = np.random.default_rng(seed)
     d = 2
     beta = 1 / np.sqrt(d)
     Q = rng.uniform(0, 1, size=(d, d))
+    while np.linalg.svd(Q, compute_uv=False)[-1] < MIN_SINGULAR:
+        Q = rng.uniform(0, 1, size=(d, d))  # a nearly singular Q gives a line, not a collapse
     M = rng.normal(size=(d, d))
+    while np.linalg.svd(M, compute_uv=False)[-1] < MIN_SINGULAR:
+        M = rng.normal(size=(d, d))  # a nearly singular V leaves a direction that barely moves
     collapse = Softmax(Q, -Q, M @ M.T, beta=beta)
     Qb = np.array([[1.0, 0.3], [-0.2, 0.8]])
     blowup = Softmax(Qb, np.eye(d), np.eye(d), beta=beta)  # A = Q, A + A^T > 0
-    return {"collapse": (collapse, 100.0), "blowup": (blowup, 10.0)}
+    return {"collapse": (collapse, 1000.0), "blowup": (blowup, 10.0)}
 
 
 def run_study(out_dir: str = "gaussflow-out", seed: int = 0, quick: bool = False) -> dict:
@@ -101,12 +112,13 @@ def run_study(out_dir: str = "gaussflow-out", seed: int = 0, quick: bool = False
             tr = solve(field, g0, t1, ts=np.linspace(0, t1, 201))
             trajs.append(tr)
             rows.append({"cov0": S0.tolist(), "status": tr.status, "t_stop": tr.t_stop,
-                         "blowup_time": tr.blowup_time,
+                         "blowup_time": tr.blowup_time, "regime": classify(tr).kind,
                          "final_trace": float(np.trace(tr.covs[-1]))})
         summary["cases"][name] = {
             "A": np.asarray(field.A).tolist(), "beta": float(field.beta), "t1": t1,
             "runs": rows,
             "statuses": {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})},
+            "regimes": {k: sum(r["regime"] == k for r in rows) for k in sorted({r["regime"] for r in rows})},
         }
         fig = plots.unit_disk(trajs, title=f"softmax, {name}: normalised covariance")
         files.append(plots.save(fig, os.path.join(out_dir, f"disk_{name}")))
@@ -119,11 +131,12 @@ def run_study(out_dir: str = "gaussflow-out", seed: int = 0, quick: bool = False
     for name, case in summary["cases"].items():
         md.append(f"## {name} (t1 = {case['t1']})")
         md.append("")
-        md.append("| # | status | t_stop | blow-up time | final tr Sigma |")
-        md.append("|---|---|---|---|---|")
+        md.append("| # | status | regime | t_stop | blow-up time | final tr Sigma |")
+        md.append("|---|---|---|---|---|---|")
         for i, r in enumerate(case["runs"]):
             bt = "—" if r["blowup_time"] is None else f"{r['blowup_time']:.6g}"
-            md.append(f"| {i} | {r['status']} | {r['t_stop']:.4g} | {bt} | {r['final_trace']:.3g} |")
+            md.append(f"| {i} | {r['status']} | {r['regime']} | {r['t_stop']:.4g} | {bt} | "
+                      f"{r['final_trace']:.3g} |")
         md.append("")
     with open(os.path.join(out_dir, "summary.md"), "w") as fh:
         fh.write("\n".join(md))

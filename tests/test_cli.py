@@ -22,6 +22,9 @@ def test_run_writes_figures_and_summary(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["cases"]["blowup"]["statuses"] == {"blowup": len(summary["cases"]["blowup"]["runs"])}
     assert summary["cases"]["collapse"]["statuses"] == {"completed": len(summary["cases"]["collapse"]["runs"])}
+    # the case called "collapse" collapses (Sigma -> 0) in every run, as the study promises
+    assert summary["cases"]["collapse"]["regimes"] == {"collapse": len(summary["cases"]["collapse"]["runs"])}
+    assert summary["cases"]["blowup"]["regimes"] == {"blowup": len(summary["cases"]["blowup"]["runs"])}
     for run in summary["cases"]["blowup"]["runs"]:
         assert run["blowup_time"] > 0
     for name in ["disk_collapse", "disk_blowup", "eigenvalues_collapse", "eigenvalues_blowup"]:

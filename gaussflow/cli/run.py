@@ -35,5 +35,6 @@ def cmd(args: argparse.Namespace) -> int:
         return 0
     for name, case in summary["cases"].items():
         st = ", ".join(f"{k}: {v}" for k, v in case["statuses"].items())
-        print(f"{name:10s} {len(case['runs'])} runs ({st})")
+        rg = ", ".join(f"{k}: {v}" for k, v in case["regimes"].items())
+        print(f"{name:10s} {len(case['runs'])} runs (status {st}; regime {rg})")
     return report_files(summary["seconds"], args.out, summary["files"])
