@@ -13,7 +13,9 @@ Modules:
   passes the normalisations use (:func:`row_pass`, :func:`direct_pass`,
   :func:`sinkhorn_potentials`); its docstring describes the memory and the Sinkhorn cost;
 - :mod:`~gaussflow.particles.dynamics`: :func:`particle_velocity`, :func:`velocity`,
-  :func:`simulate`, :func:`simulate_batch` and :class:`ParticleTrajectory`.
+  :func:`simulate`, :func:`simulate_batch` and :class:`ParticleTrajectory`;
+- :mod:`~gaussflow.particles.diagnostics`: :func:`effective_keys` (``1 / sum_j w_ij^2`` per
+  query: how many keys carry a query's attention; a few means far from the mean-field limit).
 
 Normalisations (class attribute ``normalisation``):
 
@@ -47,7 +49,9 @@ from .kernels import (BLOCK_ELEMENTS, DIRECT_WEIGHTS, NORMALISATIONS, WEIGHT_HOO
                       row_pass, sinkhorn_potentials)
 from .dynamics import (ParticleTrajectory, jit_velocity, particle_velocity, simulate,
                        simulate_batch, sinkhorn_fields, velocity)
+from .diagnostics import EFFECTIVE_KEYS_WARN, effective_keys, effective_keys_path
 
 __all__ = ["sample", "SAMPLERS", "simulate", "simulate_batch", "velocity", "particle_velocity",
            "empirical_moments", "ParticleTrajectory", "Context", "kernel_spec",
-           "sinkhorn_potentials", "WEIGHT_HOOKS", "DIRECT_WEIGHTS", "BLOCK_ELEMENTS"]
+           "sinkhorn_potentials", "WEIGHT_HOOKS", "DIRECT_WEIGHTS", "BLOCK_ELEMENTS",
+           "effective_keys", "effective_keys_path", "EFFECTIVE_KEYS_WARN"]
