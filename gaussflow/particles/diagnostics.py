@@ -1,18 +1,20 @@
 """How far a cloud is from its mean-field limit: the effective number of keys per query.
 
-Query ``x_i`` averages the values ``v_j`` with its normalised attention weights ``w_ij``
-(``sum_j w_ij = 1``). The mean-field field is an expectation under the tilted measure
-``w(x_i, y) mu(dy)``; the particles estimate it by the weighted average over the ``N`` keys, an
-importance-sampling estimate whose effective sample size is
+Query $x_i$ averages the values $v_j$ with its normalised attention weights $w_{ij}$
+($\\sum_j w_{ij} = 1$). The mean-field velocity is an expectation under the tilted measure
+$k(x_i, y)\\,\\mu(dy) / \\int k(x_i, z)\\,\\mu(dz)$; the particles estimate it by the weighted
+average over the $N$ keys, an importance-sampling estimate whose effective sample size is
 
-$$ N_{\\mathrm{eff}}(x_i) = \\frac{1}{\\sum_j w_{ij}^2} = \\frac{(\\sum_j k_{ij})^2}{\\sum_j k_{ij}^2}, $$
+$$ N_{\\mathrm{eff}}(x_i) = \\frac{1}{\\sum_j w_{ij}^2}
+   = \\frac{(\\sum_j k_{ij})^2}{\\sum_j k_{ij}^2}, \\qquad k_{ij} = k(x_i, x_j), $$
 
-between 1 (all the weight on one key) and ``N`` (uniform weights). When it falls to a few keys
+between 1 (all the weight on one key) and $N$ (uniform weights). When it falls to a few keys
 the tilt lies in the tail of the sample (or outside it): the particle field is no Monte Carlo
 estimate of the mean-field one any more, and closure and particles part whatever the closure's
 accuracy. :func:`effective_keys` computes it per query, block-wise over keys (two running
-log-sum-exp passes, :func:`~gaussflow.particles.kernels.row_pass`: ``log N_eff = 2 LSE_j(s_ij)
-- LSE_j(2 s_ij)`` for the log-weights ``s_ij``, so no ``N x N`` matrix and no overflow).
+log-sum-exp passes, :func:`~gaussflow.particles.kernels.row_pass`:
+$\\log N_{\\mathrm{eff}} = 2\\,\\mathrm{LSE}_j(s_{ij}) - \\mathrm{LSE}_j(2 s_{ij})$ for the
+log-weights $s_{ij} = \\log k_{ij}$), so no $N \\times N$ matrix and no overflow.
 """
 
 from __future__ import annotations
@@ -122,6 +124,9 @@ def effective_keys(field, X, *, t: float = 0.0, positions=None, block: int | Non
     if isinstance(getattr(field, "fields", None), tuple):
         raise TypeError("effective_keys of a layer schedule (gf.Layers) is undefined: pass the "
                         "layer acting at the time of X, e.g. schedule.fields[k]")
+    if getattr(type(field), "causal", False) and hasattr(field, "field"):
+        raise TypeError("effective_keys of a causal field (gf.Masked): pass its inner field and the "
+                        "token positions, effective_keys(masked.field, X, positions=positions)")
     fields = attention_parts(field)
     if not fields:
         kinds = {kernel_spec(type(f)).normalisation for f in _attention_leaves(field)}
