@@ -318,10 +318,20 @@ def spectrum_depth(ts, spectra, ax=None, particles=None, title=None, switch_time
     return fig
 
 
-def gap_against_n(summary, title=None):
+def gap_against_n(summary: dict, title: str | None = None):
     """Closure-vs-particle spectrum gap against ``N`` (log-log), one panel per case of
     :func:`gaussflow.reproduce_clustering.clustering_gap`'s summary: every cloud seed (dots) and
-    their mean (line), independent clouds against mirrored (antithetic) ones."""
+    their mean (line), independent clouds against mirrored (antithetic) ones.
+
+    Parameters
+    ----------
+    summary : ``clustering_gap``'s summary (``n_particles`` and ``cases``).
+    title : figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     cases = summary["cases"]
     ns = np.asarray(summary["n_particles"], float)
     fig, axes = plt.subplots(1, len(cases), figsize=(5 * len(cases), 4), squeeze=False)

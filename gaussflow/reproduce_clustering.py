@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Callable
 
 import numpy as np
 
@@ -101,9 +102,22 @@ def spectrum_gap(sched: Layers, x0: np.ndarray) -> dict:
             "statuses": (tr.status, pt.status), "closure": tr, "particles": pt}
 
 
-def clustering(out_dir, quick=False, seed=0, log=print):
+def clustering(out_dir: str, quick: bool = False, seed: int = 0,
+               log: Callable = print) -> tuple[dict, list[str]]:
     """Normalised spectrum against depth, closure vs particles (a mirrored cloud), for
-    :func:`clustering_schedule`; returns ``(summary, files)``."""
+    :func:`clustering_schedule` (8 layers, ``N = 2048``; quick: 3 layers, ``N = 256``).
+
+    Parameters
+    ----------
+    out_dir : folder of the figure ``clustering_spectrum.png`` (and ``.pdf``).
+    quick : the small setting. seed : seed of the weights and of the cloud. log : progress lines.
+
+    Returns
+    -------
+    tuple
+        ``(summary, files)``: the numbers (largest spectrum gap, effective ranks, lowest median
+        effective keys, statuses) and the written PNG.
+    """
     from . import plots
 
     d = 8
@@ -134,16 +148,30 @@ def clustering(out_dir, quick=False, seed=0, log=print):
             "max_spectrum_gap": res["gap"], "effective_keys_median_min": res["keys_median"]}, [path]
 
 
-def clustering_gap(out_dir, quick=False, seed=0, log=print, n_particles=None, cloud_seeds=(0,)):
+def clustering_gap(out_dir: str, quick: bool = False, seed: int = 0, log: Callable = print,
+                   n_particles: tuple[int, ...] | None = None,
+                   cloud_seeds: tuple[int, ...] = (0,)) -> tuple[dict, list[str]]:
     """The spectrum gap against ``N``, independent vs mirrored clouds, one and three layers of
-    :func:`clustering_schedule` (``seed``); returns ``(summary, files)``.
+    :func:`clustering_schedule` (``seed``).
 
-    Sizes ``n_particles`` (default ``N = 256, 512, 1024, 2048``; quick: ``N = 128, 512``), one
-    cloud per size and seed of ``cloud_seeds``. Per case, the summary holds per ``N`` and cloud
-    seed the ``gap``, the lowest median effective keys and the closure's final mean in spreads
-    (see :func:`spectrum_gap`). The default run takes about two minutes on 2 cores, most of it
-    the independent clouds through three layers (their particle ODE stiffens as the attention
-    concentrates)."""
+    The default run takes about two minutes on 2 cores, most of it the independent clouds through
+    three layers (their particle ODE stiffens as the attention concentrates).
+
+    Parameters
+    ----------
+    out_dir : folder of the figure ``clustering_gap.png`` (and ``.pdf``).
+    quick : sizes ``N = 128, 512`` instead of ``256, 512, 1024, 2048``.
+    seed : seed of the weights. log : progress lines.
+    n_particles : the sizes (overrides ``quick``). cloud_seeds : one cloud per size and seed.
+
+    Returns
+    -------
+    tuple
+        ``(summary, files)``: ``summary["cases"][case][sampler]`` holds, per ``N`` and cloud seed,
+        the ``gap``, the lowest median effective keys ``keys_median``, the closure's final mean in
+        spreads ``mean_spreads`` and the ``statuses`` (see :func:`spectrum_gap`); ``files`` the
+        written PNG.
+    """
     from . import plots
 
     d = 8

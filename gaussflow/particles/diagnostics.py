@@ -20,6 +20,7 @@ log-weights $s_{ij} = \\log k_{ij}$), so no $N \\times N$ matrix and no overflow
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import equinox as eqx
 import jax
@@ -30,6 +31,11 @@ from .._checks import as_array, as_scalar
 from .kernels import Context, Scores, add_bias, is_attention, kernel_spec, row_pass, \
     sinkhorn_potentials
 from .sampling import check_count
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from ..field import Field
 
 #: Below this many effective keys per query (the minimum over queries) the validation warns.
 EFFECTIVE_KEYS_WARN = 3.0
@@ -50,7 +56,7 @@ class _Doubled:
         return 2.0 * self._sc.logits(qd, kd)
 
 
-def attention_parts(field) -> list:
+def attention_parts(field: Field) -> list:
     """The attention fields with normalised weights inside ``field`` (itself or its sum parts).
 
     Parts whose velocity does not depend on the weights of a query (affine layers) and
@@ -88,7 +94,8 @@ def _effective_keys(fields, X, positions, ctx, t):
     return jax.lax.map(at, X)
 
 
-def effective_keys(field, X, *, t: float = 0.0, positions=None, block: int | None = None,
+def effective_keys(field: Field, X: ArrayLike, *, t: float = 0.0,
+                   positions: ArrayLike | None = None, block: int | None = None,
                    sinkhorn_tol: float = 1e-10, sinkhorn_max_iter: int = 1000) -> np.ndarray:
     """Effective number of keys of every query, ``1 / sum_j w_ij^2`` (see the module doc).
 
@@ -155,7 +162,8 @@ def _attention_leaves(field) -> list:
     return [q for p in getattr(field, "parts", ()) or () for q in _attention_leaves(p)]
 
 
-def effective_keys_path(field, ts, xs, *, t0: float = 0.0, positions=None, **options):
+def effective_keys_path(field: Field, ts: ArrayLike, xs: ArrayLike, *, t0: float = 0.0,
+                        positions: ArrayLike | None = None, **options) -> np.ndarray | None:
     """:func:`effective_keys` at every saved time of a trajectory, or ``None`` when ``field`` has
     no normalised attention (e.g. an affine layer, unnormalised attention).
 

@@ -35,15 +35,15 @@ def sample(g: Gaussian, n: int, seed=0, method: str = "random") -> np.ndarray:
     ``1/n`` instead of ``n^{-1/2}``; no random extreme outliers (the largest ``|z|`` is about
     ``Phi^{-1}(1 - 1/(2n))``). A variance reduction for validating closures (same limit).
 
-    ``"antithetic"``: ``n // 2`` independent draws ``x``, each followed by its mirror image
-    ``2 alpha - x`` through the mean ``alpha = g.mean`` (rows ``x_1, 2 alpha - x_1, x_2, ...``);
-    for odd ``n`` the first row is ``alpha`` itself, then the pairs. The empirical mean is
-    ``alpha`` to round-off (so is the mean of every prefix ending with a complete pair), the
-    empirical measure is symmetric about ``alpha``, and its covariance is that of
-    ``n // 2`` independent draws (odd ``n``: scaled by ``(n - 1) / n``). Every pair has the law
-    ``N(alpha, Sigma)`` marginally, so the empirical measure has the same mean-field limit. The
-    point: flows that expand the mean (``V`` close to ``I``) amplify the ``O(n^{-1/2})`` error of
-    an independent cloud's mean like ``e^t``; mirrored clouds have none to amplify.
+    ``"antithetic"``: ``n // 2`` independent draws $x$, each followed by its mirror image
+    $2\\alpha - x$ through the mean $\\alpha$ = ``g.mean`` (rows $x_1, 2\\alpha - x_1, x_2, \\dots$);
+    for odd ``n`` the first row is $\\alpha$ itself, then the pairs. The empirical mean is $\\alpha$
+    to round-off (so is the mean of every prefix ending with a complete pair), the empirical
+    measure is symmetric about $\\alpha$, and its covariance is that of ``n // 2`` independent draws
+    (odd ``n``: scaled by $(n - 1) / n$). Each row of a pair has the law $N(\\alpha, \\Sigma)$, so
+    the empirical measure has the same mean-field limit. The point: flows that expand the mean ($V$
+    close to $I$) amplify the $O(n^{-1/2})$ error of an independent cloud's mean like $e^t$;
+    mirrored clouds have none to amplify.
     """
     if not isinstance(g, Gaussian):
         raise TypeError(f"g must be a gf.Gaussian, got {type(g).__name__}; wrap it as "
