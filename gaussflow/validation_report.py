@@ -123,8 +123,8 @@ class ValidationReport:
                          f"{c.rms[i]:9.3e} [{c.lo[i]:.2e},{c.hi[i]:.2e}]  {mc:12.3e}")
         keys = self.info.get("effective_keys")
         if keys:
-            lines.append("effective keys per query 1/sum_j w_ij^2 (min over queries, times, seeds "
-                         "/ lowest median over queries): " + ", ".join(
+            lines.append("effective keys 1/sum_j w_ij^2 (min / lowest median over queries): "
+                         + ", ".join(
                              f"N={k}: {v['min']:.3g} / {v['median']:.3g}"
                              for k, v in keys["summary"].items()))
         for q in QUANTITIES:

@@ -21,8 +21,9 @@ def test_antithetic_mean_exact_and_pairs_mirrored(n):
     body = X[n % 2:]  # odd n: the first row is the mean itself
     assert len(body) == 2 * (n // 2)
     if n > 1:
-        np.testing.assert_allclose(body[0::2] + body[1::2], np.broadcast_to(2 * g.mean, (n // 2, 3)),
-                                   rtol=0, atol=4 * np.finfo(float).eps * scale)
+        pair_sums = body[0::2] + body[1::2]
+        np.testing.assert_allclose(pair_sums, np.broadcast_to(2 * g.mean, pair_sums.shape), rtol=0,
+                                   atol=4 * np.finfo(float).eps * scale)
     if n % 2:
         np.testing.assert_array_equal(X[0], g.mean)
     np.testing.assert_array_equal(X, P.sample(g, n, seed=4, method="antithetic"))
@@ -125,6 +126,8 @@ def test_effective_keys_refuses_clearly():
     sk = gf.Sinkhorn(np.eye(d), np.eye(d), np.eye(d))
     with pytest.raises(ValueError, match="causal mask"):
         P.effective_keys(sk, X, positions=np.arange(5) / 5)
+    with pytest.raises(TypeError, match="inner field"):
+        P.effective_keys(gf.Masked(sm, n_blocks=2), X)
 
 
 # ------------------------------------------------------------------------- validation
@@ -140,7 +143,7 @@ def test_validate_reports_effective_keys_and_warns_when_few():
     assert set(keys["summary"]) == {"32", "64"}
     assert len(keys["min"]["64"][0]) == len(rep.ts)
     assert keys["summary"]["64"]["median"] > 10
-    assert "effective keys per query" in str(rep)
+    assert "effective keys 1/sum_j w_ij^2" in str(rep)
     assert rep.info["sampler"] == "antithetic"
     sharp = gf.Softmax(np.eye(d), -np.eye(d), np.eye(d), beta=50.0)
     with pytest.warns(RuntimeWarning, match="far from its mean-field limit"):

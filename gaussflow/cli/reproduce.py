@@ -19,7 +19,8 @@ def add(sub):
                        **fmt("gaussflow reproduce --quick --out figures/"))
     p.add_argument("--out", default="gaussflow-reproduce", help="output folder "
                    "(default ./gaussflow-reproduce)")
-    p.add_argument("--quick", action="store_true", help="small grids and fewer draws (< 2 min)")
+    p.add_argument("--quick", action="store_true",
+                   help="small grids and fewer draws (about 3 min on 2 cores)")
     p.add_argument("--only", choices=["regimes", "ranks", "clustering", "clustering_gap"],
                    action="append", help="run only this part (repeatable)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -22,8 +22,8 @@ def add(sub):
     p.add_argument("--seeds", default="0,1,2,3,4", help="sampling seeds (default 0,1,2,3,4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     p.add_argument("--sampler", default="random", choices=("random", "antithetic", "sobol"),
-                   help="how clouds are drawn: independent (default), mirrored pairs x, 2 alpha - x "
-                   "(exact empirical mean) or scrambled Sobol points")
+                   help="how clouds are drawn: independent (default), mirrored pairs x, "
+                   "2 alpha - x (exact empirical mean) or scrambled Sobol points")
     p.add_argument("--out", default="gaussflow-out", help="folder for the plot and JSON")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -132,8 +132,8 @@ def effective_keys(field: Field, X: ArrayLike, *, t: float = 0.0,
         raise TypeError("effective_keys of a layer schedule (gf.Layers) is undefined: pass the "
                         "layer acting at the time of X, e.g. schedule.fields[k]")
     if getattr(type(field), "causal", False) and hasattr(field, "field"):
-        raise TypeError("effective_keys of a causal field (gf.Masked): pass its inner field and the "
-                        "token positions, effective_keys(masked.field, X, positions=positions)")
+        raise TypeError("effective_keys of a causal field (gf.Masked): pass its inner field and "
+                        "the token positions, effective_keys(masked.field, X, positions=positions)")
     fields = attention_parts(field)
     if not fields:
         kinds = {kernel_spec(type(f)).normalisation for f in _attention_leaves(field)}
