@@ -199,7 +199,7 @@ def main(argv=None):
                     "block); defaults: sigmoid 256,1024,4096; unnormalised 256,1024,4096; "
                     "masked 256,512,1024 per block")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--sampler", default=None, choices=("sobol", "random"),
+    ap.add_argument("--sampler", default=None, choices=("sobol", "random", "antithetic"),
                     help="clouds for unnormalised and masked (default: Sobol for unnormalised, "
                     "independent draws for masked)")
     a = ap.parse_args(argv)

@@ -317,3 +317,42 @@ def spectrum_depth(ts, spectra, ax=None, particles=None, title=None, switch_time
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def gap_against_n(summary: dict, title: str | None = None):
+    """Closure-vs-particle spectrum gap against ``N`` (log-log), one panel per case of
+    :func:`gaussflow.reproduce_clustering.clustering_gap`'s summary: every cloud seed (dots) and
+    their mean (line), independent clouds against mirrored (antithetic) ones.
+
+    Parameters
+    ----------
+    summary : ``clustering_gap``'s summary (``n_particles`` and ``cases``).
+    title : figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    cases = summary["cases"]
+    ns = np.asarray(summary["n_particles"], float)
+    fig, axes = plt.subplots(1, len(cases), figsize=(5 * len(cases), 4), squeeze=False)
+    labels = {"random": "independent clouds", "antithetic": "mirrored clouds (x, 2 alpha - x)"}
+    for ax, (case, rows) in zip(axes[0], cases.items()):
+        for (method, r), col in zip(rows.items(), ("C3", "C0")):
+            G = np.asarray(r["gap"], float)
+            for j in range(G.shape[1]):
+                ax.plot(ns, G[:, j], "o", color=col, ms=3, alpha=0.6)
+            ax.plot(ns, G.mean(axis=1), "-", color=col, lw=1.5, label=labels.get(method, method))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(ns)
+        ax.set_xticklabels([str(int(n)) for n in ns])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("number of particles N")
+        ax.set_ylabel("max |normalised spectrum closure - particles|")
+        ax.set_title(case, fontsize=10)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -15,7 +15,11 @@ code's figures) and a clustering figure.
   solve + :func:`~gaussflow.theory.classify` otherwise. Every run is counted: runs that do not
   converge are reported under their regime (``collapse`` = rank 0, ``undetermined``, ...).
 - :func:`clustering` — a random multi-layer softmax schedule in d = 8 (``gf.Layers``); the
-  normalised spectrum against depth from the closure and from particles, on the same axes.
+  normalised spectrum against depth from the closure and from a mirrored (antithetic) cloud, on the
+  same axes; :func:`clustering_gap` — the largest gap between the two spectra against ``N``, for
+  independent and for mirrored clouds, after one and three layers (both in
+  :mod:`gaussflow.reproduce_clustering`, whose docstring explains why independent clouds part
+  from the closure).
 
 Scales (the reference code's): softmax ``beta = 1/sqrt(d)``; L2 ``c = 1/sqrt(d)``; multi-head
 (H = 2) ``beta = 1/sqrt(d/H)``; Sinkhorn ``beta = 1, eps = 1``. Seeds are fixed (``seed``).
@@ -35,7 +39,8 @@ from . import theory
 from .gaussian import Gaussian
 from .integrate import solve
 from .study import trace_one_grid
-from .variants import L2, Layers, MultiHead, Sinkhorn, Softmax
+from .reproduce_clustering import clustering, clustering_gap, clustering_schedule  # noqa: F401
+from .variants import L2, MultiHead, Sinkhorn, Softmax
 
 #: Number of saved times of every solve (one shape, so one compilation per field type).
 N_SAVE = 101
@@ -224,59 +229,17 @@ def rank_histograms(out_dir, quick=False, seed=0, dims=(3, 4, 5), n_draws=None, 
     return summary, files
 
 
-def clustering_schedule(d=8, n_layers=6, seed=0, duration=4.0):
-    """A random softmax layer schedule: layer l has ``Q_l`` standard normal (2 x d), ``K_l = -Q_l``,
-    ``V_l = I + 0.1 G_l`` (G_l standard normal), ``beta = 1/sqrt(d)``, duration ``duration``."""
-    rng = np.random.default_rng(seed)
-    layers = []
-    for _ in range(n_layers):
-        Q = rng.normal(size=(2, d))
-        V = np.eye(d) + 0.1 * rng.normal(size=(d, d))
-        layers.append((Softmax(Q, -Q, V, beta=1 / math.sqrt(d)), duration))
-    return Layers(layers)
+#: The parts of :func:`reproduce`, in order.
+PARTS = ("regimes", "ranks", "clustering", "clustering_gap")
 
 
-def clustering(out_dir, quick=False, seed=0, log=print):
-    """Normalised spectrum against depth, closure vs particles, for :func:`clustering_schedule`."""
-    from . import particles, plots
-
-    d = 8
-    n_layers = 3 if quick else 8
-    n_particles = 256 if quick else 2048
-    sched = clustering_schedule(d=d, n_layers=n_layers, seed=seed)
-    T = sched.total
-    g0 = Gaussian(np.zeros(d), np.eye(d))
-    x0 = particles.sample(g0, n_particles, seed=seed)
-    m0, S0 = particles.empirical_moments(np.asarray(x0))
-    # validation protocol: the closure starts from the particles' empirical moments
-    tr = solve(sched, Gaussian(np.asarray(m0), np.asarray(S0)), T, ts=np.linspace(0, T, N_SAVE))
-    tp = np.linspace(0, T, 4 * n_layers + 1)
-    pt = particles.simulate(sched, x0, tp)
-    _, Sp = pt.moments()
-    spec = theory.normalised_spectrum(tr.covs)
-    spec_p = theory.normalised_spectrum(Sp)
-    # closure vs particles at the particle times, relative to the particles' spectrum
-    Sc = np.array([tr.covs[int(np.argmin(np.abs(tr.ts - t)))] for t in pt.ts])
-    err = float(np.max(np.abs(theory.normalised_spectrum(Sc) - spec_p)))
-    fig = plots.spectrum_depth(tr.ts, spec, particles=(pt.ts, spec_p), switch_times=sched.switch_times[:-1],
-                               title=f"random {n_layers}-layer softmax schedule, d = {d}, "
-                                     f"N = {n_particles} particles")
-    path = plots.save(fig, os.path.join(out_dir, "clustering_spectrum"))
-    er = theory.effective_rank(tr.covs)
-    log(f"  clustering d={d}: closure status {tr.status}, particles {pt.status}; effective rank "
-        f"{er[0]:.2f} -> {er[-1]:.2f}; max |spectrum closure - particles| = {err:.3g}")
-    return {"d": d, "layers": n_layers, "particles": n_particles, "status": tr.status,
-            "particle_status": pt.status, "effective_rank_start": float(er[0]),
-            "effective_rank_end": float(er[-1]), "max_spectrum_gap": err}, [path]
-
-
-def reproduce(out_dir="gaussflow-reproduce", quick=False, log=print, parts=("regimes", "ranks",
-                                                                             "clustering")):
+def reproduce(out_dir="gaussflow-reproduce", quick=False, log=print, parts=PARTS):
     """Run the reproductions into ``out_dir``; write ``summary.json``; return the summary."""
     os.makedirs(out_dir, exist_ok=True)
     t_start = time.perf_counter()
     summary = {"quick": bool(quick), "files": [], "seconds": {}}
-    steps = {"regimes": regimes, "ranks": rank_histograms, "clustering": clustering}
+    steps = {"regimes": regimes, "ranks": rank_histograms, "clustering": clustering,
+             "clustering_gap": clustering_gap}
     for name in parts:
         if name not in steps:
             raise ValueError(f"parts: unknown part {name!r}; choose from {sorted(steps)}")

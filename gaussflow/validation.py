@@ -53,6 +53,19 @@ selected ``blocks`` (default all), so the fit and the verdict are those above; t
 curves are in ``report.curves[str(N)]["block_mean"]``/``["block_cov"]`` (``[seed][time][block]``,
 every block).
 
+**Effective keys.** The particle field at query $x_i$ is an importance-weighted average over the
+keys; its effective sample size $1 / \\sum_j w_{ij}^2$ ($w_{ij}$ the normalised attention weights,
+:func:`gaussflow.particles.effective_keys`) is recorded at every saved time:
+``report.info["effective_keys"]`` holds, per ``N``, its minimum and median over the queries
+(``[seed][time]``) and a summary (``min``: over queries, times and seeds; ``median``: the lowest
+median over queries at any saved time and seed), printed under the table. The minimum is that of
+the outlying queries (their tilt lies beyond the sample; a few keys there are common and harmless;
+under a causal mask the first token sees only itself, so the minimum is 1). When the *median* falls
+below ``EFFECTIVE_KEYS_WARN = 3`` keys, the typical query averages over fewer than three tokens:
+the report says that the particle system is far from its mean-field limit there and a
+``RuntimeWarning`` is raised. The verdict is unchanged (the errors still say whether particles and
+closure agree). Fields without normalised attention (affine, unnormalised) have no such diagnostic.
+
 This module is the driver (sampling, particle and closure runs, error curves); the report, its
 statistics and the verdict rules are in :mod:`gaussflow.validation_report`.
 """
@@ -105,8 +118,10 @@ def validate(field, g0, t1, n_particles=(256, 1024, 4096), seeds=(0, 1, 2, 3, 4)
         (keyed by the particle field's weights and every setting), so a second closure of the same
         system reuses them.
     sampler : how clouds are drawn from ``g0`` (:func:`gaussflow.particles.sample` ``method``):
-        ``"random"`` (independent draws) or ``"sobol"`` (scrambled Sobol points: the same
-        mean-field limit, far less Monte Carlo noise; resolves smaller biases at the same N).
+        ``"random"`` (independent draws), ``"antithetic"`` (mirrored pairs ``x``, ``2 alpha - x``:
+        the empirical mean is exact, so flows that expand the mean do not amplify its sampling
+        error) or ``"sobol"`` (scrambled Sobol points: the same mean-field limit, far less Monte
+        Carlo noise; resolves smaller biases at the same N).
     progress : tqdm bars over the particle batches and the closure solves (nothing is printed
         otherwise).
 
@@ -182,6 +197,9 @@ def validate(field, g0, t1, n_particles=(256, 1024, 4096), seeds=(0, 1, 2, 3, 4)
     curves = {}
     info = {"sinkhorn_iterations_max": None}
     stops = []
+    # effective keys per query (particle system's weights) at the saved times, per N and seed
+    ek_opts = {k: opts[k] for k in ("block", "sinkhorn_tol", "sinkhorn_max_iter") if k in opts}
+    keys_min, keys_med = {}, {}
     for i, n in enumerate(_bar(ns, progress, "closure solves", "N")):
         cm, cc, bm, bc = [], [], [], []
         for j, s in enumerate(seeds):
@@ -218,6 +236,12 @@ def validate(field, g0, t1, n_particles=(256, 1024, 4096), seeds=(0, 1, 2, 3, 4)
                 E["mean"][i, j], E["cov"][i, j] = em.max(), ec.max()
             cm.append(em)
             cc.append(ec)
+            ek = (P.effective_keys_path(pfield.field if masked else pfield, pt.ts, pt.xs,
+                                        positions=positions[n] if masked else None, **ek_opts)
+                  if len(pt.ts) else None)
+            if ek is not None:  # rows of layers without normalised attention are NaN
+                keys_min.setdefault(str(n), []).append(ek.min(axis=1).tolist())
+                keys_med.setdefault(str(n), []).append(np.median(ek, axis=1).tolist())
             its = pt.info.get("sinkhorn_iterations")
             if its:
                 prev = info["sinkhorn_iterations_max"] or 0
@@ -238,6 +262,12 @@ def validate(field, g0, t1, n_particles=(256, 1024, 4096), seeds=(0, 1, 2, 3, 4)
     info["seconds_particles"] = t_particles
     info["batching"] = "padded" if padded else "per_n"
     info["sampler"] = sampler
+    summary = {k: {"min": _finite_min(keys_min[k]), "median": _finite_min(keys_med[k])}
+               for k in keys_min}
+    summary = {k: v for k, v in summary.items() if v["min"] is not None}
+    if summary:
+        info["effective_keys"] = {"threshold": P.EFFECTIVE_KEYS_WARN, "min": keys_min,
+                                  "median": keys_med, "summary": summary}
     exact = bool(field.exact)
     info["closure_stops"] = stops
     stats, verdict, reasons = judge(ns, seeds, E, {"particles": st_p, "closure": st_c}, stops,
@@ -248,6 +278,12 @@ def validate(field, g0, t1, n_particles=(256, 1024, 4096), seeds=(0, 1, 2, 3, 4)
         cov=stats["cov"], mc_mean=mc["mean"].tolist(), mc_cov=mc["cov"].tolist(),
         verdict=verdict, reasons=reasons, slope_band=(lo, hi), band_factor=band_factor,
         floor=floor, statuses={"particles": st_p, "closure": st_c}, curves=curves, info=info)
+
+
+def _finite_min(rows):
+    """Smallest finite value of a ragged list of lists (``None`` when there is none)."""
+    vals = [v for row in rows for v in row if np.isfinite(v)]
+    return float(min(vals)) if vals else None
 
 
 _PARTICLE_CACHE: OrderedDict = OrderedDict()

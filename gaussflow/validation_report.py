@@ -121,6 +121,12 @@ class ValidationReport:
             mc = float(np.sqrt(np.mean(np.square(self.mc_cov[i]))))
             lines.append(f"{n:>7}  {m.rms[i]:9.3e} [{m.lo[i]:.2e},{m.hi[i]:.2e}]  "
                          f"{c.rms[i]:9.3e} [{c.lo[i]:.2e},{c.hi[i]:.2e}]  {mc:12.3e}")
+        keys = self.info.get("effective_keys")
+        if keys:
+            lines.append("effective keys 1/sum_j w_ij^2 (min / lowest median over queries): "
+                         + ", ".join(
+                             f"N={k}: {v['min']:.3g} / {v['median']:.3g}"
+                             for k, v in keys["summary"].items()))
         for q in QUANTITIES:
             s = self.stats(q)
             if s.at_floor:
@@ -280,4 +286,15 @@ def judge(ns, seeds, errors, statuses, stops, info, curves, exact, slope_band, b
             st = stats[q]
             reasons.append(f"{q}: remaining bias b = {st.bias:.2e} (fit e^2 = b^2 + C^2/N); "
                            f"error at N={ns[-1]}: {st.rms[-1]:.2e}")
+    keys = info.get("effective_keys")
+    low = {int(k): v["median"] for k, v in (keys or {}).get("summary", {}).items()
+           if v["median"] < keys["threshold"]}
+    if low:
+        msg = (f"the median query averages over fewer than {keys['threshold']:g} effective keys "
+               f"(1/sum_j w_ij^2: " + ", ".join(f"{v:.2g} at N={k}" for k, v in low.items())
+               + "): the particle system is far from its mean-field limit here (attention sits "
+               "on a few extreme tokens); raise N or shorten t1 (if the flow expands the mean, "
+               "sampler='antithetic' removes the sampling error of the mean it amplifies)")
+        reasons.append(msg)
+        warnings.warn(f"gf.validate: {msg}", RuntimeWarning, stacklevel=3)
     return stats, verdict, reasons

@@ -21,6 +21,9 @@ def add(sub):
     p.add_argument("--n", default="256,1024,4096", help="particle counts (default 256,1024,4096)")
     p.add_argument("--seeds", default="0,1,2,3,4", help="sampling seeds (default 0,1,2,3,4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    p.add_argument("--sampler", default="random", choices=("random", "antithetic", "sobol"),
+                   help="how clouds are drawn: independent (default), mirrored pairs x, "
+                   "2 alpha - x (exact empirical mean) or scrambled Sobol points")
     p.add_argument("--out", default="gaussflow-out", help="folder for the plot and JSON")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -39,7 +42,7 @@ def cmd(args):
         raise UsageError(f"--{e}") from None
     field, g0, _ = example(args.variant, d=args.d, seed=args.seed)
     rep = validate(field, g0, args.t1, n_particles=ns,
-                   seeds=seeds, progress=not args.quiet)
+                   seeds=seeds, sampler=args.sampler, progress=not args.quiet)
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"validate-{args.variant}")
     png = rep.plot(stem)

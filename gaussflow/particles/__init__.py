@@ -15,7 +15,9 @@ Modules:
 - :mod:`~gaussflow.particles.dynamics`: :func:`particle_velocity`, :func:`velocity`,
   :func:`simulate`, :func:`simulate_batch` and :class:`ParticleTrajectory`;
 - :mod:`~gaussflow.particles.convergence`: the mean-field limit from non-Gaussian initial
-  measures (:func:`mean_field_convergence`, :func:`wasserstein2` with POT).
+  measures (:func:`mean_field_convergence`, :func:`wasserstein2` with POT);
+- :mod:`~gaussflow.particles.diagnostics`: :func:`effective_keys` (``1 / sum_j w_ij^2`` per
+  query: how many keys carry a query's attention; a few means far from the mean-field limit).
 
 Normalisations (class attribute ``normalisation``):
 
@@ -51,9 +53,11 @@ from .dynamics import (ParticleTrajectory, jit_velocity, particle_velocity, simu
                        simulate_batch, sinkhorn_fields, velocity)
 from .convergence import (ConvergenceReport, InitialMeasure, gaussian_mixture,
                           mean_field_convergence, uniform_ball, uniform_sphere, wasserstein2)
+from .diagnostics import EFFECTIVE_KEYS_WARN, effective_keys, effective_keys_path
 
 __all__ = ["sample", "SAMPLERS", "simulate", "simulate_batch", "velocity", "particle_velocity",
            "empirical_moments", "ParticleTrajectory", "Context", "kernel_spec",
            "sinkhorn_potentials", "WEIGHT_HOOKS", "DIRECT_WEIGHTS", "BLOCK_ELEMENTS",
            "mean_field_convergence", "ConvergenceReport", "InitialMeasure", "uniform_ball",
-           "uniform_sphere", "gaussian_mixture", "wasserstein2"]
+           "uniform_sphere", "gaussian_mixture", "wasserstein2",
+           "effective_keys", "effective_keys_path", "EFFECTIVE_KEYS_WARN"]

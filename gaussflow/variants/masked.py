@@ -195,8 +195,8 @@ class Masked(Field):
     def sample(self, g: PositionalGaussians, n_per_block: int, seed=0, method="random"):
         """Particles for the causal system: ``(X, positions)``, block ``b`` holding ``n_per_block``
         samples of ``N(means[b], covs[b])`` at evenly spaced positions inside ``[b/B, (b+1)/B)``
-        (``X`` sorted by position, shape ``(B * n_per_block, d)``). ``method``: ``"random"`` or
-        ``"sobol"`` (see :func:`gaussflow.particles.sample`); a Sobol block keeps the sequence's
+        (``X`` sorted by position, shape ``(B * n_per_block, d)``). ``method``: ``"random"``,
+        ``"antithetic"``, ``"sobol"`` (:func:`gaussflow.particles.sample`); a Sobol block keeps its
         order, so every prefix of it is itself well spread (the joint empirical law of (position,
         value) still tends to uniform x Gaussian)."""
         self._check_state(g)
