@@ -37,7 +37,7 @@ processes.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass, field as dc_field, replace
 from typing import Sequence
 
 import diffrax
@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import closed_form as _cf_mod
 from ._checks import SYM_TOL, as_array, check_times, positive_int, psd_tolerance
 from .field import StaticKey
 from .gaussian import Gaussian
@@ -170,7 +171,9 @@ class SweepResult:
         out = {k: v[i] for k, v in self.raw.items()}
         class _Named:  # trajectory_of only reads the field's name
             name = self.field_name
-        return trajectory_of(out, self.ts, _Named, self.t0)
+        cf = self.solvers is not None and self.solvers[i] == "closed_form"
+        return replace(trajectory_of(out, self.ts, _Named, self.t0),
+                       method="closed_form" if cf else "integrate")
 
     def counts(self) -> dict:
         """``{status: number of members}``."""
@@ -315,7 +318,7 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
           max_steps=16384, blowup_threshold=1e8, chunk_size=None, devices=None,
           progress=False, time_scale="linear", first_pass_steps=None,
           tail_chunk_size=None, method=None, slots=None,
-          stiff_solver="kvaerno5", stiff_steps=None) -> SweepResult:
+          stiff_solver="kvaerno5", stiff_steps=None, closed_form="auto") -> SweepResult:
     """Integrate the Gaussian closures of a batch of fields and/or initial states.
 
     Parameters
@@ -350,6 +353,10 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
         ``max_steps``: a member's steps do not depend on its budget). Each member's result is
         that of its last pass; ``SweepResult.solvers`` names the solver of that pass.
     tail_chunk_size : vmap only: chunk size of the rerun members (default ``chunk_size // 4``).
+    closed_form : as in :func:`gaussflow.solve`, per member: with ``"auto"`` the members for
+        which the closed form holds are evaluated (:mod:`gaussflow.closed_form`; ``solvers[i]
+        == "closed_form"``, ``num_steps[i] == 0``) and the others integrated; ``method`` is then
+        ``"closed_form"``, or e.g. ``"queue+closed_form"`` when both kinds occur.
 
     Returns a :class:`SweepResult`; member ``i`` equals ``gf.solve(fields[i], g0s[i], ...,
     solver=result.solvers[i])``. Never raises on numerical events (per-member statuses).
@@ -387,6 +394,20 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
     stiff = None if stiff_solver is None else resolve_solver(stiff_solver)
     if stiff is not None and type(stiff) is type(solver):
         stiff = None
+    sp = None
+    if _cf_mod.check_mode(closed_form) != "never":
+        sp, field, means0, covs0 = _cf_mod.split(closed_form, field, field_batched, means0, covs0,
+                                                 state_batched, B, ts_arr, t0, t1, thr)
+        if sp.rest.size == 0:
+            raw, solvers = _cf_mod.merge(sp, None, None)
+            return _result(raw, ts_arr, t0, name, 0.0, sp.seconds, 1, B, solvers, "closed_form")
+        B = len(sp.rest)
+
+    def result(raw, compile_s, run_s, ndev, chunk, solvers, method):
+        if sp is not None and sp.cf.size:
+            raw, solvers = _cf_mod.merge(sp, raw, solvers)
+            run_s, method = run_s + sp.seconds, method + "+closed_form"
+        return _result(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk, solvers, method)
     if method == "queue":
         from .queue import sweep_queue
 
@@ -395,7 +416,7 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
             (t0, t1, thr), solver, stiff, (rtol, atol, int(max_steps), first, stiff_steps,
                                            time_scale), chunk_size, slots, devices[0],
             progress)
-        return _result(raw, ts_arr, t0, name, compile_s, run_s, 1, chunk, solvers, "queue")
+        return result(raw, compile_s, run_s, 1, chunk, solvers, "queue")
     if chunk_size is None:
         chunk_size = 1024
     mesh = jax.sharding.Mesh(np.array(devices), (_AXIS,)) if ndev > 1 else None
@@ -450,7 +471,7 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
 
     passes_ = schedule(solver, stiff, passes[0], stiff_steps, int(max_steps))
     raw, solvers, compile_s, run_s = run_schedule(passes_, B, run_pass)
-    return _result(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk, solvers, "vmap")
+    return result(raw, compile_s, run_s, ndev, chunk, solvers, "vmap")
 
 
 def _result(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk, solvers,
