@@ -79,6 +79,8 @@ VALUE_TOL = 1e-10
 PROBE_TOL = 1e-9
 #: Uniform samples of ``[t0, t1]`` for the blow-up search of a non-linear increment.
 GRID = 1024
+#: Members per call of the jitted probe / increment functions (see :func:`_chunked`).
+CHUNK = 64
 #: Bisection steps (halves the bracket each: 200 reach float resolution from any bracket).
 BISECT = 200
 KEY = "inverse_increment"
@@ -111,11 +113,11 @@ def _increments(field, batched, ts):
 
 
 @eqx.filter_jit
-def _probes(field, batched, tp, v, alpha, Sig):
+def _probes(field, batched, tp, v, alphas, Sigs):
     """Both sides of the probe identities per member and probe time (``tp`` (n, 3))."""
     fn = field.derivation().functions[KEY]
 
-    def one(f, tt, vv):
+    def one(f, tt, vv, alpha, Sig):
         args = f._args()
 
         def at(t):
@@ -127,7 +129,26 @@ def _probes(field, batched, tp, v, alpha, Sig):
 
         return jax.vmap(at)(tt)
 
-    return eqx.filter_vmap(one, in_axes=(0 if batched else None, 0, 0))(field, tp, v)
+    return eqx.filter_vmap(one, in_axes=(0 if batched else None, 0, 0, 0, 0))(field, tp, v,
+                                                                           alphas, Sigs)
+
+
+def _chunked(fn, field, batched, rows, *arrays):
+    """``fn(field[rows], batched, *arrays)`` (``arrays`` aligned with ``rows``) in chunks of at
+    :data:`CHUNK` members (one member: one call of one), the last padded with its last member:
+    a jitted ``fn`` compiles for two shapes only, whatever the number of members."""
+    rows = np.asarray(rows)
+    n = len(rows)
+    size = 1 if n == 1 else CHUNK
+    outs = []
+    for s in range(0, n, size):
+        take = np.minimum(np.arange(s, s + size), n - 1)
+        f = _subset(field, batched, rows[take])
+        res = fn(f, batched, *(jnp.asarray(np.asarray(a)[take]) for a in arrays))
+        outs.append([np.asarray(x)[:min(size, n - s)] for x in
+                     (res if isinstance(res, tuple) else (res,))])
+    cat = [np.concatenate(parts) for parts in zip(*outs)]
+    return tuple(cat) if len(cat) > 1 else cat[0]
 
 
 def _close(a, b, scale):
@@ -194,8 +215,9 @@ def plan(field, field_batched: bool, means0, covs0, state_batched: bool, B: int,
     ok_v = dev <= VALUE_TOL * np.maximum(np.maximum(1.0, np.abs(v)), np.abs(WV).max(axis=(1, 2)))
     a_p, S_p = _probe_state(d)
     tp = np.broadcast_to(np.array([t0, 0.5 * (t0 + t1), t1]), (B, 3))
-    dS, SGS, dm, mform, dm0, G = (np.asarray(x) for x in _probes(
-        field, field_batched, jnp.asarray(tp), jnp.asarray(v), jnp.asarray(a_p), jnp.asarray(S_p)))
+    ap, Sp = np.broadcast_to(a_p, (B, d)), np.broadcast_to(S_p, (B, d, d))
+    dS, SGS, dm, mform, dm0, G = _chunked(_probes, field, field_batched, np.arange(B), tp, v,
+                                          ap, Sp)
     n = B * 3
     scale = np.maximum(np.abs(dS).reshape(B, -1).max(1), np.abs(SGS).reshape(B, -1).max(1))
     ok_cov = _close(dS.reshape(n, d, d), SGS.reshape(n, d, d), np.repeat(scale, 3)).reshape(B, 3)
@@ -269,8 +291,10 @@ class _Members:
             self.inc0 = self._inc(np.full((n, 1), self.t0))[:, 0]
 
     def _inc(self, ts, rows=None):
-        f = self.field if rows is None else _subset(self.field, self.batched, rows)
-        return np.asarray(_increments(f, self.batched, jnp.asarray(ts, dtype=float)))
+        rows = np.arange(self.n) if rows is None else np.asarray(rows)
+        if rows.size == 0:
+            return np.zeros((0,) + np.shape(ts)[1:] + (self.d, self.d))
+        return _chunked(_increments, self.field, self.batched, rows, np.asarray(ts, float))
 
     def factors(self, ts, rows=None):
         """``(m, E)`` with ``M(t) = E diag(m) E^T`` at times ``ts`` (k, m) of members ``rows``."""
@@ -326,7 +350,7 @@ class _Members:
         """Where ``tr Sigma / tr Sigma0`` first reaches ``thr`` before ``T*`` (bisection)."""
         rows = np.nonzero(np.isfinite(Tstar))[0]
         lo, hi = np.full(rows.size, self.t0), Tstar[rows].copy()
-        for _ in range(BISECT):
+        for _ in range(BISECT if rows.size else 0):
             mid = 0.5 * (lo + hi)
             _, covs, lam = self.state(mid[:, None], rows)
             f = np.trace(covs[:, 0], axis1=-2, axis2=-1) / self.tr0[rows]
