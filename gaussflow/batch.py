@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import closed_form as _cf_mod
-from ._checks import SYM_TOL, as_array, check_times, positive_int, psd_tolerance
+from ._checks import check_batched_covs, check_times, positive_int
 from .field import StaticKey
 from .gaussian import Gaussian
 from .passes import SCALARS, run_schedule, schedule
@@ -136,7 +136,9 @@ class SweepResult:
     (B,). ``status`` (B,) strings as in :data:`gaussflow.integrate.STATUSES`; ``blowup_time`` (B,)
     NaN unless the member blew up; ``num_steps`` (B,). ``solvers`` (B,) the name of the diffrax
     solver that finished each member (``"tsit5"``, or ``"kvaerno5"`` for members rerun as
-    stiff); ``method`` ``"queue"`` or ``"vmap"``. ``member(i)`` is the
+    stiff, or ``"closed_form"`` for members evaluated in closed form, with ``num_steps`` 0);
+    ``method`` ``"queue"`` or ``"vmap"``, ``"closed_form"`` when every member was evaluated,
+    ``"queue+closed_form"`` / ``"vmap+closed_form"`` for a mix. ``member(i)`` is the
     :class:`~gaussflow.Trajectory` that ``gf.solve(..., solver=solvers[i])`` returns for member
     ``i``.
     ``compile_seconds`` / ``run_seconds``: time spent compiling (0 when every chunk shape was
@@ -276,7 +278,7 @@ def _batch_states(g0s):
         if mean.ndim != 2 or cov.shape != mean.shape + mean.shape[-1:]:
             raise ValueError(f"a batched g0s needs mean (B, d) and cov (B, d, d), got "
                              f"{mean.shape} and {cov.shape}")
-        _check_batched_covs(cov)
+        check_batched_covs(cov)
         return mean, (cov + np.swapaxes(cov, -1, -2)) / 2, True, mean.shape[0], mean.shape[1]
     if isinstance(g0s, (list, tuple)):
         if not g0s:
@@ -292,21 +294,6 @@ def _batch_states(g0s):
         return means, covs, True, len(g0s), means.shape[1]
     raise TypeError(f"g0s must be a gf.Gaussian (possibly batched) or a sequence of them, got "
                     f"{type(g0s).__name__}")
-
-
-def _check_batched_covs(covs):
-    as_array("g0s.cov", covs, ndim=3)
-    scale = np.maximum(1.0, np.abs(covs).max(axis=(1, 2)))
-    asym = np.abs(covs - np.swapaxes(covs, 1, 2)).max(axis=(1, 2))
-    bad = np.nonzero(asym > SYM_TOL * scale)[0]
-    if bad.size:
-        raise ValueError(f"g0s.cov[{bad[0]}] is not symmetric; pass (S + S^T) / 2")
-    sym = (covs + np.swapaxes(covs, 1, 2)) / 2
-    w = np.linalg.eigvalsh(sym)
-    bad = np.nonzero(w[:, 0] < -psd_tolerance(w, sym))[0]
-    if bad.size:
-        raise ValueError(f"g0s.cov[{bad[0]}] is not positive semi-definite (smallest eigenvalue "
-                         f"{w[bad[0], 0]:.3g}); pass covariance matrices")
 
 
 def _take(tree, idx):

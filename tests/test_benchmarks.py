@@ -75,5 +75,14 @@ def test_rank_sweep_quick_figures():
         if row["V"] == "I":
             assert hist[(d + 1) // 2 - 1] == row["runs"], (d, hist)  # rank ceil(d/2)
             assert row["max err gaussflow"] <= 1e-8
+            assert row["closed form"] == row["runs"]  # W_O V = I: the fast path
         else:
             assert row["max err gaussflow"] == "n/a"
+            assert row["closed form"] == 0
+    # fast path vs forced integration, side by side: same flows, closed form exact at t1
+    side = res["fast_path_vs_integration"]
+    for key in ("I", "all"):
+        assert side[key]["closed_form"]["flows"] == side[key]["integrate"]["flows"] > 0
+    assert side["I"]["closed_form"]["err"] <= 1e-13 * 1e2  # round-off of the evaluation
+    assert side["I"]["integrate"]["err"] <= 1e-8
+    assert "forced integration" in out
