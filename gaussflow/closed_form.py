@@ -151,6 +151,25 @@ def _chunked(fn, field, batched, rows, *arrays):
     return tuple(cat) if len(cat) > 1 else cat[0]
 
 
+def _probe_checks(field, batched, rows, v, t0, t1, d):
+    """Checks 3 and 4 of the module docstring for members ``rows``: ``(cov ok, mean formula ok,
+    mean ODE homogeneous)``, each (len(rows),) bool."""
+    B = len(rows)
+    a_p, S_p = _probe_state(d)
+    tp = np.broadcast_to(np.array([t0, 0.5 * (t0 + t1), t1]), (B, 3))
+    ap, Sp = np.broadcast_to(a_p, (B, d)), np.broadcast_to(S_p, (B, d, d))
+    dS, SGS, dm, mform, dm0, G = _chunked(_probes, field, batched, rows, tp, v, ap, Sp)
+    n = B * 3
+    scale = np.maximum(np.abs(dS).reshape(B, -1).max(1), np.abs(SGS).reshape(B, -1).max(1))
+    ok_cov = _close(dS.reshape(n, d, d), SGS.reshape(n, d, d), np.repeat(scale, 3)).reshape(B, 3)
+    ok_cov = ok_cov.all(axis=1) & np.all(np.isfinite(G.reshape(B, -1)), axis=1)
+    mscale = np.maximum(np.abs(dm).reshape(B, -1).max(1), np.abs(mform).reshape(B, -1).max(1))
+    mscale = np.maximum(mscale, np.abs(v))
+    ok_form = _close(dm.reshape(n, d), mform.reshape(n, d), np.repeat(mscale, 3)).reshape(B, 3)
+    homog = _close(dm0.reshape(n, d), np.zeros((n, d)), np.repeat(mscale, 3)).reshape(B, 3)
+    return ok_cov, ok_form.all(axis=1), homog.all(axis=1)
+
+
 def _close(a, b, scale):
     err = np.abs(a - b).reshape(a.shape[0], -1).max(axis=1)
     return err <= PROBE_TOL * scale
@@ -213,22 +232,12 @@ def plan(field, field_batched: bool, means0, covs0, state_batched: bool, B: int,
     v = np.trace(WV, axis1=1, axis2=2) / d
     dev = np.abs(WV - v[:, None, None] * np.eye(d)).max(axis=(1, 2))
     ok_v = dev <= VALUE_TOL * np.maximum(np.maximum(1.0, np.abs(v)), np.abs(WV).max(axis=(1, 2)))
-    a_p, S_p = _probe_state(d)
-    tp = np.broadcast_to(np.array([t0, 0.5 * (t0 + t1), t1]), (B, 3))
-    ap, Sp = np.broadcast_to(a_p, (B, d)), np.broadcast_to(S_p, (B, d, d))
-    dS, SGS, dm, mform, dm0, G = _chunked(_probes, field, field_batched, np.arange(B), tp, v,
-                                          ap, Sp)
-    n = B * 3
-    scale = np.maximum(np.abs(dS).reshape(B, -1).max(1), np.abs(SGS).reshape(B, -1).max(1))
-    ok_cov = _close(dS.reshape(n, d, d), SGS.reshape(n, d, d), np.repeat(scale, 3)).reshape(B, 3)
-    ok_cov = ok_cov.all(axis=1) & np.all(np.isfinite(G.reshape(B, -1)), axis=1)
-    mscale = np.maximum(np.abs(dm).reshape(B, -1).max(1), np.abs(mform).reshape(B, -1).max(1))
-    mscale = np.maximum(mscale, np.abs(v))
-    ok_form = _close(dm.reshape(n, d), mform.reshape(n, d), np.repeat(mscale, 3)).reshape(B, 3)
-    ok_form = ok_form.all(axis=1)
-    zero0 = np.all(means == 0, axis=1)
-    homog = _close(dm0.reshape(n, d), np.zeros((n, d)), np.repeat(mscale, 3)).reshape(B, 3)
-    mean_zero = zero0 & homog.all(axis=1)
+    ok_cov, ok_form, homog = (np.zeros(B, bool) for _ in range(3))
+    rows = np.flatnonzero(ok_v)  # probe only these (no work for a value map that fails)
+    if rows.size:
+        ok_cov[rows], ok_form[rows], homog[rows] = _probe_checks(field, field_batched, rows,
+                                                                 v[rows], t0, t1, d)
+    mean_zero = np.all(means == 0, axis=1) & homog
     w = np.linalg.eigvalsh(covs)
     pd = w[:, 0] > VALUE_TOL * np.maximum(1.0, w[:, -1])
     structure = forms[KEY].time_structure

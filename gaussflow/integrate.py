@@ -24,6 +24,11 @@ stopping time ``t_stop`` with ``status``:
 - ``"nonfinite"``: the state or its right-hand side became NaN/inf (also when the solver stalls at
   the edge of a region where the right-hand side is NaN: every step across it is rejected).
 - ``"not_integrable"``: an approximate closure's integrals stopped existing (``_domain_ok``).
+
+**Closed form.** Where the field's derivation carries a closed form valid for the given weights
+and state (softmax-type attention with ``W_O V = v I``), :func:`solve` evaluates it instead of
+integrating (``closed_form="auto"``; :mod:`gaussflow.closed_form`): same :class:`Trajectory`,
+``method == "closed_form"``, ``num_steps == 0``, ``blowup_time`` the exact ``T*``.
 """
 
 from __future__ import annotations
