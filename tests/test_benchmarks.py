@@ -63,6 +63,28 @@ def test_rank_sweep_padding_is_the_unpadded_flow_plus_zeros():
     assert np.abs(C[:3, :3] - ref.covs[-1]).max() <= 1e-7 * np.abs(ref.covs[-1]).max()
 
 
+def test_rank_sweep_padding_keeps_the_closed_form_for_v_identity():
+    """A V = I draw is padded with the identity block, so W_O V = I holds in dimension 5 and the
+    padded flow (singular Sigma0) takes the closed form: zeros outside the leading block, and that
+    block equal to the unpadded closed-form solve up to round-off."""
+    import numpy as np
+
+    import gaussflow as gf
+    from benchmarks.rank_sweep import draws, pad
+
+    Q, V, S0, kind = draws(3, 1, seed=3)[0]
+    assert kind == "I"
+    beta, t1 = 1 / np.sqrt(3), 1e10
+    ref = gf.solve(gf.Softmax(Q, -Q, V, beta=beta), gf.Gaussian(np.zeros(3), S0), t1, [0, t1])
+    Qp, Vp, Sp = pad(Q, V, S0, 5)
+    np.testing.assert_array_equal(Vp, np.eye(5))
+    got = gf.solve(gf.Softmax(Qp, -Qp, Vp, beta=beta), gf.Gaussian(np.zeros(5), Sp), t1, [0, t1])
+    assert got.method == ref.method == "closed_form" and got.status == "completed"
+    C = got.covs[-1]
+    assert np.all(C[3:, :] == 0) and np.all(C[:, 3:] == 0) and np.all(got.means[-1] == 0)
+    assert np.abs(C[:3, :3] - ref.covs[-1]).max() <= 1e-13 * np.abs(ref.covs[-1]).max()
+
+
 def test_rank_sweep_quick_figures():
     """The quick rank sweep reports the exact limit rank ceil(d/2) for every V = I draw, errors
     against the closed form at the tolerance level, every flow completed, and no NaN anywhere
