@@ -140,7 +140,7 @@ class SweepResult:
     ``method`` ``"queue"`` or ``"vmap"``, ``"closed_form"`` when every member was evaluated,
     ``"queue+closed_form"`` / ``"vmap+closed_form"`` for a mix. ``member(i)`` is the
     :class:`~gaussflow.Trajectory` that ``gf.solve(..., solver=solvers[i])`` returns for member
-    ``i``.
+    ``i`` (for a ``"closed_form"`` member: ``gf.solve(...)``, which evaluates it too).
     ``compile_seconds`` / ``run_seconds``: time spent compiling (0 when every chunk shape was
     already compiled) and integrating (including host transfers).
     """
