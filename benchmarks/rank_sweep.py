@@ -5,8 +5,11 @@
 ``beta = 1/sqrt(d)``, ``Sigma0 = G G^T / d`` with ``G`` standard normal, mean 0.
 
 - gaussflow: one ``gf.sweep`` of all 600 flows, embedded in dimension 5 (:func:`pad`: zero
-  rows/columns/blocks; the padded flow is the unpadded one plus zeros), so one compilation serves
-  every d; Tsit5, rtol 1e-8, atol 1e-10, to ``t1 = 1e10`` (adaptive steps grow like t: the
+  rows/columns/blocks, ``V = I`` padded with the identity; the padded flow is the unpadded one
+  plus zeros), so one compilation serves every d. The ``V = I`` flows take the closed-form fast
+  path (:mod:`gaussflow.closed_form`; ``W_O V = I`` holds after padding); the same sweep with
+  ``closed_form="never"`` (every flow integrated) is timed in the same run, side by side, for
+  all 600 flows and for the 300 ``V = I`` flows alone; Tsit5, rtol 1e-8, atol 1e-10, to ``t1 = 1e10`` (adaptive steps grow like t: the
   ``O(1/t)`` approach costs ``O(log t1)`` steps for V = I), at most 2048 explicit steps per
   flow; the flows that use them up (some V = M^T M flows are stiff near their limit) are rerun
   with the implicit Kvaerno5 (column "implicit reruns"); end to end including compilation.
@@ -99,38 +102,66 @@ def rank(S, rel):
 
 
 def pad(Q, V, S0, D):
-    """Embed a d-dimensional problem in dimension D >= d: Q gets zero rows/columns, V and Sigma0
-    a zero block. The padded flow is the unpadded one plus zeros (A = -Q^T Q and the state stay
-    zero outside the leading d x d block; Phi stays the identity there), so one compiled sweep of
-    shape D serves every d."""
+    """Embed a d-dimensional problem in dimension D >= d: Q gets zero rows/columns, Sigma0 a zero
+    block, V a zero block (the identity block when V = I, so that W_O V = I holds and the
+    closed form applies). The padded flow is the unpadded one plus zeros (A = -Q^T Q, the mean
+    and Sigma stay zero outside the leading d x d block, so the velocity there is V times zero;
+    Phi stays the identity there), so one compiled sweep of shape D serves every d."""
     d = S0.shape[0]
-    Qp, Vp, Sp = np.zeros((D // 2, D)), np.zeros((D, D)), np.zeros((D, D))
+    Qp, Sp = np.zeros((D // 2, D)), np.zeros((D, D))
+    Vp = np.eye(D) if np.array_equal(V, np.eye(d)) else np.zeros((D, D))
     Qp[:Q.shape[0], :d], Vp[:d, :d], Sp[:d, :d] = Q, V, S0
     return Qp, Vp, Sp
 
 
-def run_gaussflow(cases, t1, rtol, atol=1e-10, max_steps=MAX_STEPS):
-    """All cases in one padded sweep (dimension max d; the work queue, so a slow member holds
-    no other): Tsit5 with ``max_steps`` steps, then the members that used them up (V = M^T M
-    flows are stiff near their limits) rerun with Kvaerno5 and ``STIFF_STEPS``. Returns final
-    covariances per d (unpadded), statuses, steps, solvers, and the timings."""
-    start = time.perf_counter()
+def inputs(cases, kinds=("I", "MtM")):
+    """``(members, fields, g0s)``: the cases of these V kinds, padded and batched."""
     D = max(cases)
-    members = [(d, i, c) for d, cs in cases.items() for i, c in enumerate(cs)]
+    members = [(d, i, c) for d, cs in cases.items() for i, c in enumerate(cs) if c[3] in kinds]
     members.sort(key=lambda m: m[2][3] != "I")  # stable: V = I first
     padded = [pad(c[0], c[1], c[2], D) for _, _, c in members]
     Qs, Vs, S0s = (np.stack(x) for x in zip(*padded))
     betas = np.array([1 / np.sqrt(d) for d, _, _ in members])
     fields = jax.vmap(lambda Q, V, b: gf.Softmax(Q, -Q, V, beta=b))(Qs, Vs, betas)
     g0s = jax.vmap(gf.Gaussian)(np.zeros((len(members), D)), S0s)
+    return members, fields, g0s
+
+
+def run_gaussflow(cases, t1, rtol, atol=1e-10, max_steps=MAX_STEPS, closed_form="auto",
+                  kinds=("I", "MtM")):
+    """All cases in one padded sweep (dimension max d; the work queue, so a slow member holds
+    no other): Tsit5 with ``max_steps`` steps, then the members that used them up (V = M^T M
+    flows are stiff near their limits) rerun with Kvaerno5 and ``STIFF_STEPS``. Returns final
+    covariances per d (unpadded), statuses, steps, solvers, and the timings."""
+    start = time.perf_counter()
+    members, fields, g0s = inputs(cases, kinds)
     res = gf.sweep(fields, g0s, t1, np.array([0.0, t1]), rtol=rtol, atol=atol,
-                   first_pass_steps=max_steps, max_steps=STIFF_STEPS)
+                   first_pass_steps=max_steps, max_steps=STIFF_STEPS, closed_form=closed_form)
     elapsed = time.perf_counter() - start
-    finals = {d: [None] * len(cs) for d, cs in cases.items()}
+    finals = {d: [None] * len(cs) for d, cs in cases.items()}  # None: kind not run
     for j, (d, i, _) in enumerate(members):
         finals[d][i] = (res.final_covs[j][:d, :d], str(res.status[j]), int(res.num_steps[j]),
                         str(res.solvers[j]))
     return finals, elapsed, res.compile_seconds, res.run_seconds
+
+
+def side_by_side(cases, t1, rtol):
+    """The sweep with the closed-form fast path and with ``closed_form="never"``, for all flows
+    and for the ``V = I`` flows alone (each timed end to end, its compile time apart; the main
+    run before it has compiled the fast path's probe functions), with the
+    ``V = I`` flows' max error against the exact ``Sigma(t1)``."""
+    out = {}
+    for key, kinds in (("I", ("I",)), ("all", ("I", "MtM"))):
+        out[key] = {}
+        inputs(cases, kinds)  # untimed: first batch of this size (the weights' checks compile)
+        for mode, cf in (("closed_form", "auto"), ("integrate", "never")):
+            finals, sec, comp, run_s = run_gaussflow(cases, t1, rtol, closed_form=cf,
+                                                     kinds=kinds)
+            err = max(np.abs(finals[d][i][0] - exact_at(c[0], c[2], 1 / np.sqrt(d), t1)).max()
+                      for d, cs in cases.items() for i, c in enumerate(cs) if c[3] == "I")
+            out[key][mode] = {"seconds": sec, "compile_s": comp, "run_s": run_s, "err": err,
+                              "flows": sum(f is not None for fs in finals.values() for f in fs)}
+    return out
 
 
 def _child(dims, n, t1, rtol, cache):
@@ -177,6 +208,7 @@ def run(quick=False):
     t1, rtol = T1, RTOL
     cases = {d: draws(d, n, seed=d) for d in dims}
     finals, t_gf, t_comp, t_run = run_gaussflow(cases, t1, rtol)
+    side = side_by_side(cases, t1, rtol)
     rows, t_base, n_b, n_total, base_fail = [], 0.0, 0, 0, 0
     na = "n/a"
     for d, cs in cases.items():
@@ -214,7 +246,8 @@ def run(quick=False):
                              map(str, np.bincount(ranks_b, minlength=d + 1)[1:]))
                          + (f" ({len(ranks_b)}/{min(n_base, len(idx))} finite)"
                             if len(ranks_b) < min(n_base, len(idx)) else ""),
-                         "implicit reruns": sum(finals[d][i][3] != "tsit5" for i in idx),
+                         "closed form": sum(finals[d][i][3] == "closed_form" for i in idx),
+                         "implicit reruns": sum(finals[d][i][3] == "kvaerno5" for i in idx),
                          # no closed form for V = M^T M: "n/a", not a number
                          "max err gaussflow": max(err_gf) if err_gf else na,
                          "median err gaussflow": float(np.median(err_gf)) if err_gf else na,
@@ -236,7 +269,17 @@ def run(quick=False):
           f"baseline {max(r['max err baseline'] for r in rows if r['V'] == 'I'):.2e}; gaussflow vs "
           f"the exact Sigma(t1) {err_t:.2e} (integration error; the rest is the O(1/t) distance "
           f"to the limit at t1 = {t1:.3g})")
+    for label, key in (("all flows", "all"), ("V = I flows only", "I")):
+        a, b = side[key]["closed_form"], side[key]["integrate"]
+        print(f"{label} ({a['flows']}): closed-form fast path {a['seconds']:.3g} s (compile "
+              f"{a['compile_s']:.3g} s, run {a['run_s']:.3g} s) vs forced integration "
+              f"{b['seconds']:.3g} s (compile {b['compile_s']:.3g} s, run {b['run_s']:.3g} s): "
+              f"{b['seconds'] / a['seconds']:.3g}x end to end, {b['run_s'] / a['run_s']:.3g}x "
+              "run only (compile: what the call compiled; same shapes reuse executables)")
+    print(f"V = I, error vs the exact Sigma(t1): fast path {side['I']['closed_form']['err']:.2e}, "
+          f"forced integration {side['I']['integrate']['err']:.2e}")
     out = {"ratio": t_base_all / t_gf, "ratio_run_only": t_base_all / t_run,
+           "fast_path_vs_integration": side,
            "gaussflow_s": t_gf, "compile_s": t_comp, "run_s": t_run,
            "baseline_s": t_base_all, "baseline_measured_runs": n_b, "max_error": err,
            "max_error_vs_exact_t1": err_t,

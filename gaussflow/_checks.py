@@ -225,3 +225,19 @@ def check_times(t0: float, t1: float,
         if ts[0] < t0 or ts[-1] > t1:
             raise ValueError(f"ts must lie in [t0, t1] = [{t0}, {t1}], got [{ts[0]}, {ts[-1]}]")
     return t0, t1, ts
+
+
+def check_batched_covs(covs) -> None:
+    """Each of ``covs`` (B, d, d) symmetric (to ``SYM_TOL``) and positive semi-definite."""
+    as_array("g0s.cov", covs, ndim=3)
+    scale = np.maximum(1.0, np.abs(covs).max(axis=(1, 2)))
+    asym = np.abs(covs - np.swapaxes(covs, 1, 2)).max(axis=(1, 2))
+    bad = np.nonzero(asym > SYM_TOL * scale)[0]
+    if bad.size:
+        raise ValueError(f"g0s.cov[{bad[0]}] is not symmetric; pass (S + S^T) / 2")
+    sym = (covs + np.swapaxes(covs, 1, 2)) / 2
+    w = np.linalg.eigvalsh(sym)
+    bad = np.nonzero(w[:, 0] < -psd_tolerance(w, sym))[0]
+    if bad.size:
+        raise ValueError(f"g0s.cov[{bad[0]}] is not positive semi-definite (smallest eigenvalue "
+                         f"{w[bad[0], 0]:.3g}); pass covariance matrices")

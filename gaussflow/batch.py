@@ -37,7 +37,7 @@ processes.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass, field as dc_field, replace
 from typing import Sequence
 
 import diffrax
@@ -47,7 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import cache
-from ._checks import SYM_TOL, as_array, check_times, positive_int, psd_tolerance
+from . import closed_form as _cf_mod
+from ._checks import check_batched_covs, check_times, positive_int
 from .field import StaticKey
 from .gaussian import Gaussian
 from .passes import SCALARS, run_schedule, schedule
@@ -136,9 +137,11 @@ class SweepResult:
     (B,). ``status`` (B,) strings as in :data:`gaussflow.integrate.STATUSES`; ``blowup_time`` (B,)
     NaN unless the member blew up; ``num_steps`` (B,). ``solvers`` (B,) the name of the diffrax
     solver that finished each member (``"tsit5"``, or ``"kvaerno5"`` for members rerun as
-    stiff); ``method`` ``"queue"`` or ``"vmap"``. ``member(i)`` is the
+    stiff, or ``"closed_form"`` for members evaluated in closed form, with ``num_steps`` 0);
+    ``method`` ``"queue"`` or ``"vmap"``, ``"closed_form"`` when every member was evaluated,
+    ``"queue+closed_form"`` / ``"vmap+closed_form"`` for a mix. ``member(i)`` is the
     :class:`~gaussflow.Trajectory` that ``gf.solve(..., solver=solvers[i])`` returns for member
-    ``i``.
+    ``i`` (for a ``"closed_form"`` member: ``gf.solve(...)``, which evaluates it too).
     ``compile_seconds`` / ``run_seconds``: time spent compiling (0 when every chunk shape was
     already compiled) and integrating (including host transfers).
     """
@@ -171,7 +174,9 @@ class SweepResult:
         out = {k: v[i] for k, v in self.raw.items()}
         class _Named:  # trajectory_of only reads the field's name
             name = self.field_name
-        return trajectory_of(out, self.ts, _Named, self.t0)
+        cf = self.solvers is not None and self.solvers[i] == "closed_form"
+        return replace(trajectory_of(out, self.ts, _Named, self.t0),
+                       method="closed_form" if cf else "integrate")
 
     def counts(self) -> dict:
         """``{status: number of members}``."""
@@ -274,7 +279,7 @@ def _batch_states(g0s):
         if mean.ndim != 2 or cov.shape != mean.shape + mean.shape[-1:]:
             raise ValueError(f"a batched g0s needs mean (B, d) and cov (B, d, d), got "
                              f"{mean.shape} and {cov.shape}")
-        _check_batched_covs(cov)
+        check_batched_covs(cov)
         return mean, (cov + np.swapaxes(cov, -1, -2)) / 2, True, mean.shape[0], mean.shape[1]
     if isinstance(g0s, (list, tuple)):
         if not g0s:
@@ -292,21 +297,6 @@ def _batch_states(g0s):
                     f"{type(g0s).__name__}")
 
 
-def _check_batched_covs(covs):
-    as_array("g0s.cov", covs, ndim=3)
-    scale = np.maximum(1.0, np.abs(covs).max(axis=(1, 2)))
-    asym = np.abs(covs - np.swapaxes(covs, 1, 2)).max(axis=(1, 2))
-    bad = np.nonzero(asym > SYM_TOL * scale)[0]
-    if bad.size:
-        raise ValueError(f"g0s.cov[{bad[0]}] is not symmetric; pass (S + S^T) / 2")
-    sym = (covs + np.swapaxes(covs, 1, 2)) / 2
-    w = np.linalg.eigvalsh(sym)
-    bad = np.nonzero(w[:, 0] < -psd_tolerance(w, sym))[0]
-    if bad.size:
-        raise ValueError(f"g0s.cov[{bad[0]}] is not positive semi-definite (smallest eigenvalue "
-                         f"{w[bad[0], 0]:.3g}); pass covariance matrices")
-
-
 def _take(tree, idx):
     return jax.tree_util.tree_map(lambda x: np.asarray(x)[idx], tree)
 
@@ -316,7 +306,7 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
           max_steps=16384, blowup_threshold=1e8, chunk_size=None, devices=None,
           progress=False, time_scale="linear", first_pass_steps=None,
           tail_chunk_size=None, method=None, slots=None,
-          stiff_solver="kvaerno5", stiff_steps=None) -> SweepResult:
+          stiff_solver="kvaerno5", stiff_steps=None, closed_form="auto") -> SweepResult:
     """Integrate the Gaussian closures of a batch of fields and/or initial states.
 
     Parameters
@@ -351,6 +341,10 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
         ``max_steps``: a member's steps do not depend on its budget). Each member's result is
         that of its last pass; ``SweepResult.solvers`` names the solver of that pass.
     tail_chunk_size : vmap only: chunk size of the rerun members (default ``chunk_size // 4``).
+    closed_form : as in :func:`gaussflow.solve`, per member: with ``"auto"`` the members for
+        which the closed form holds are evaluated (:mod:`gaussflow.closed_form`; ``solvers[i]
+        == "closed_form"``, ``num_steps[i] == 0``) and the others integrated; ``method`` is then
+        ``"closed_form"``, or e.g. ``"queue+closed_form"`` when both kinds occur.
 
     Returns a :class:`SweepResult`; member ``i`` equals ``gf.solve(fields[i], g0s[i], ...,
     solver=result.solvers[i])``. Never raises on numerical events (per-member statuses).
@@ -389,6 +383,20 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
     if stiff is not None and type(stiff) is type(solver):
         stiff = None
     cache.ensure_enabled()  # the persistent compilation cache, once per process
+    sp = None
+    if _cf_mod.check_mode(closed_form) != "never":
+        sp, field, means0, covs0 = _cf_mod.split(closed_form, field, field_batched, means0, covs0,
+                                                 state_batched, B, ts_arr, t0, t1, thr)
+        if sp.rest.size == 0:
+            raw, solvers = _cf_mod.merge(sp, None, None)
+            return _result(raw, ts_arr, t0, name, 0.0, sp.seconds, 1, B, solvers, "closed_form")
+        B = len(sp.rest)
+
+    def result(raw, compile_s, run_s, ndev, chunk, solvers, method):
+        if sp is not None and sp.cf.size:
+            raw, solvers = _cf_mod.merge(sp, raw, solvers)
+            run_s, method = run_s + sp.seconds, method + "+closed_form"
+        return _result(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk, solvers, method)
     if method == "queue":
         from .queue import sweep_queue
 
@@ -397,7 +405,7 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
             (t0, t1, thr), solver, stiff, (rtol, atol, int(max_steps), first, stiff_steps,
                                            time_scale), chunk_size, slots, devices[0],
             progress)
-        return _result(raw, ts_arr, t0, name, compile_s, run_s, 1, chunk, solvers, "queue")
+        return result(raw, compile_s, run_s, 1, chunk, solvers, "queue")
     if chunk_size is None:
         chunk_size = 1024
     mesh = jax.sharding.Mesh(np.array(devices), (_AXIS,)) if ndev > 1 else None
@@ -452,7 +460,7 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
 
     passes_ = schedule(solver, stiff, passes[0], stiff_steps, int(max_steps))
     raw, solvers, compile_s, run_s = run_schedule(passes_, B, run_pass)
-    return _result(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk, solvers, "vmap")
+    return result(raw, compile_s, run_s, ndev, chunk, solvers, "vmap")
 
 
 def _result(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk, solvers,

@@ -30,11 +30,17 @@ stopping time ``t_stop`` with ``status``:
 - ``"nonfinite"``: the state or its right-hand side became NaN/inf (also when the solver stalls at
   the edge of a region where the right-hand side is NaN: every step across it is rejected).
 - ``"not_integrable"``: an approximate closure's integrals stopped existing (``_domain_ok``).
+
+**Closed form.** Where the field's derivation carries a closed form valid for the given weights
+and state (softmax-type attention with ``W_O V = v I``), :func:`solve` evaluates it instead of
+integrating (``closed_form="auto"``; :mod:`gaussflow.closed_form`): same :class:`Trajectory`,
+``method == "closed_form"``, ``num_steps == 0``, ``blowup_time`` the exact ``T*``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from dataclasses import dataclass, field as dc_field
 from typing import Any
@@ -46,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import cache
+from . import closed_form as _cf_mod
 from ._checks import as_scalar, check_times, is_concrete, positive_int
 from .gaussian import Gaussian
 from .field import cov_from_flow as _cov_from_flow
@@ -287,7 +294,9 @@ class Trajectory:
     ``ts`` (n,), ``means`` (n, d), ``covs`` (n, d, d) as NumPy arrays: the requested save times
     reached before ``t_stop``, followed by the state at ``t_stop`` when the solve stopped early.
     ``status`` is one of :data:`STATUSES`; ``blowup_time`` the estimated blow-up time (``None``
-    unless ``status == "blowup"``); ``final`` the state at ``t_stop``.
+    unless ``status == "blowup"``); ``final`` the state at ``t_stop``. ``method``:
+    ``"integrate"`` (diffrax) or ``"closed_form"`` (evaluated, :mod:`gaussflow.closed_form`;
+    ``num_steps == 0`` and ``blowup_time`` exact).
     """
 
     ts: np.ndarray
@@ -299,6 +308,7 @@ class Trajectory:
     num_steps: int = 0
     field_name: str = ""
     extra: dict = dc_field(default_factory=dict, repr=False)
+    method: str = "integrate"
 
     @property
     def final(self):
@@ -311,12 +321,13 @@ class Trajectory:
         bt = "" if self.blowup_time is None else f", blowup_time={self.blowup_time:.8g}"
         return (f"Trajectory({self.field_name or 'field'}, status={self.status!r}, "
                 f"t_stop={self.t_stop:.6g}{bt}, n_saved={len(self.ts)}, "
-                f"d={self.means.shape[-1]}, steps={self.num_steps})")
+                f"d={self.means.shape[-1]}, steps={self.num_steps}, method={self.method!r})")
 
     def _repr_html_(self) -> str:
         rows = [("status", self.status), ("t_stop", f"{self.t_stop:.6g}"),
                 ("blowup_time", "—" if self.blowup_time is None else f"{self.blowup_time:.8g}"),
                 ("saved times", str(len(self.ts))), ("solver steps", str(self.num_steps)),
+                ("method", self.method),
                 ("d", str(self.means.shape[-1]))]
         body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
         return f"<table><caption>Trajectory of {self.field_name}</caption>{body}</table>"
@@ -345,7 +356,7 @@ def check_field_state(field, g0):
 
 def solve(field, g0, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
           max_steps=16384, blowup_threshold=1e8, progress=False, adjoint=None,
-          time_scale="linear") -> Trajectory:
+          time_scale="linear", closed_form="auto") -> Trajectory:
     """Integrate the Gaussian closure of ``field`` from ``g0`` over ``[t0, t1]``.
 
     Parameters
@@ -364,12 +375,23 @@ def solve(field, g0, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
         checkpointing; ``jax.grad`` flows through ``solve`` for completed runs: under a JAX
         transformation the trajectory holds traced arrays at every requested time and
         ``status == "traced"``).
+    closed_form : ``"auto"`` (default): evaluate the closed form instead of integrating when the
+        field's derivation carries one valid for these weights and this state (softmax-type
+        attention with ``W_O V = v I``; the hypotheses and the evaluation are in
+        :mod:`gaussflow.closed_form`); ``"never"``: always integrate; ``"always"``: the closed
+        form or a ValueError naming the hypothesis that fails. ``rtol``, ``atol``, ``solver``,
+        ``max_steps``, ``time_scale`` do not apply to it; ``blowup_threshold`` does (the stop).
 
-    Returns a :class:`Trajectory`; never raises on numerical events (see the module docstring).
+    Returns
+    -------
+    Trajectory
+        ``method`` says which path was taken. Never raises on numerical events (see the module
+        docstring).
     """
     check_field_state(field, g0)
     t0, t1, ts_arr = check_times(t0, t1, ts)
     rtol, atol, thr = check_solver_options(rtol, atol, blowup_threshold, max_steps)
+    mode = _cf_mod.check_mode(closed_form)
     if getattr(field, "time_dependent", False):
         end = t0 + field.total
         if t1 > end * (1 + 1e-12) + 1e-12:
@@ -386,9 +408,22 @@ def solve(field, g0, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
     run = (solver, rtol, atol, int(max_steps), jnp.asarray(thr), meter, adjoint)
     cache.ensure_enabled()  # the persistent compilation cache, once per process
     if getattr(field, "time_dependent", False):  # gf.Layers: one integration per layer
+        if mode == "always":
+            raise ValueError("closed_form='always': a gf.Layers schedule is integrated layer by "
+                             "layer; pass closed_form='auto'")
         return _solve_schedule(field, g0, t0, t1, ts_arr, run, time_scale)
     positional = getattr(g0, "positional", False)  # gf.PositionalGaussians: (B, d), (B, d, d)
     mean0, cov0 = (g0.means, g0.covs) if positional else (g0.mean, g0.cov)
+    if mode != "never":
+        plan = (_cf_mod.plan(field, False, mean0, cov0, False, 1, t0, t1) if not positional else
+                _cf_mod.Plan(np.zeros(1, bool), ("g0 is positional (blocks of tokens)",)))
+        if plan.eligible[0]:
+            out = _cf_mod.evaluate(plan, [0], mean0, cov0, False, ts_arr, t0, t1, thr)
+            tr = trajectory_of({k: v[0] for k, v in out.items()}, ts_arr, field, t0)
+            return dataclasses.replace(tr, method="closed_form")
+        if mode == "always":
+            raise ValueError(f"closed_form='always': {plan.reasons[0]}; pass closed_form='auto' "
+                             "to integrate instead")
     if is_concrete(cov0) and not bool(field._domain_ok(jnp.asarray(t0), mean0, cov0)):
         # Outside the closure's domain already at t0 (e.g. unnormalised weights whose integrals
         # diverge): the documented status, found before integrating.

@@ -63,6 +63,28 @@ def test_rank_sweep_padding_is_the_unpadded_flow_plus_zeros():
     assert np.abs(C[:3, :3] - ref.covs[-1]).max() <= 1e-7 * np.abs(ref.covs[-1]).max()
 
 
+def test_rank_sweep_padding_keeps_the_closed_form_for_v_identity():
+    """A V = I draw is padded with the identity block, so W_O V = I holds in dimension 5 and the
+    padded flow (singular Sigma0) takes the closed form: zeros outside the leading block, and that
+    block equal to the unpadded closed-form solve up to round-off."""
+    import numpy as np
+
+    import gaussflow as gf
+    from benchmarks.rank_sweep import draws, pad
+
+    Q, V, S0, kind = draws(3, 1, seed=3)[0]
+    assert kind == "I"
+    beta, t1 = 1 / np.sqrt(3), 1e10
+    ref = gf.solve(gf.Softmax(Q, -Q, V, beta=beta), gf.Gaussian(np.zeros(3), S0), t1, [0, t1])
+    Qp, Vp, Sp = pad(Q, V, S0, 5)
+    np.testing.assert_array_equal(Vp, np.eye(5))
+    got = gf.solve(gf.Softmax(Qp, -Qp, Vp, beta=beta), gf.Gaussian(np.zeros(5), Sp), t1, [0, t1])
+    assert got.method == ref.method == "closed_form" and got.status == "completed"
+    C = got.covs[-1]
+    assert np.all(C[3:, :] == 0) and np.all(C[:, 3:] == 0) and np.all(got.means[-1] == 0)
+    assert np.abs(C[:3, :3] - ref.covs[-1]).max() <= 1e-13 * np.abs(ref.covs[-1]).max()
+
+
 def test_rank_sweep_quick_figures():
     """The quick rank sweep reports the exact limit rank ceil(d/2) for every V = I draw, errors
     against the closed form at the tolerance level, every flow completed, and no NaN anywhere
@@ -75,5 +97,14 @@ def test_rank_sweep_quick_figures():
         if row["V"] == "I":
             assert hist[(d + 1) // 2 - 1] == row["runs"], (d, hist)  # rank ceil(d/2)
             assert row["max err gaussflow"] <= 1e-8
+            assert row["closed form"] == row["runs"]  # W_O V = I: the fast path
         else:
             assert row["max err gaussflow"] == "n/a"
+            assert row["closed form"] == 0
+    # fast path vs forced integration, side by side: same flows, closed form exact at t1
+    side = res["fast_path_vs_integration"]
+    for key in ("I", "all"):
+        assert side[key]["closed_form"]["flows"] == side[key]["integrate"]["flows"] > 0
+    assert side["I"]["closed_form"]["err"] <= 1e-13 * 1e2  # round-off of the evaluation
+    assert side["I"]["integrate"]["err"] <= 1e-8
+    assert "forced integration" in out

@@ -1,4 +1,8 @@
-"""gf.sweep: batched integration equals per-flow gf.solve; sharding; one compilation per shape."""
+"""gf.sweep: batched integration equals per-flow gf.solve; sharding; one compilation per shape.
+
+These softmax flows have W_O V = I, which the closed-form fast path would evaluate; the tests
+here exercise the integrators, so every sweep and solve passes ``closed_form="never"`` (the fast
+path is tested in test_closed_form.py)."""
 
 import os
 import subprocess
@@ -11,6 +15,16 @@ import pytest
 
 import gaussflow as gf
 from gaussflow.batch import cache_info
+
+
+
+def _sweep(*args, **kw):
+    return gf.sweep(*args, closed_form="never", **kw)
+
+
+def _solve(*args, **kw):
+    return gf.solve(*args, closed_form="never", **kw)
+
 
 D, B, T1 = 3, 6, 4.0
 TS = np.linspace(0.0, T1, 9)
@@ -31,7 +45,7 @@ def _problem(seed=0):
 @pytest.fixture(scope="module")
 def swept():
     fields, states = _problem()
-    res = gf.sweep(fields, states, T1, TS, chunk_size=4)  # 2 chunks, the last one padded
+    res = _sweep(fields, states, T1, TS, chunk_size=4)  # 2 chunks, the last one padded
     return fields, states, res
 
 
@@ -39,7 +53,7 @@ def test_sweep_equals_solve(swept):
     fields, states, res = swept
     assert sorted(res.counts()) == ["blowup", "completed"]  # the mix this test is about
     for i in range(B):
-        ref = gf.solve(fields[i], states[i], T1, TS)
+        ref = _solve(fields[i], states[i], T1, TS)
         got = res.member(i)
         assert got.status == ref.status == res.status[i]
         scale = np.abs(ref.covs).max()
@@ -71,30 +85,30 @@ def test_vmapped_constructors_reuse_the_compilation(swept):
     g0s = jax.vmap(gf.Gaussian)(np.stack([g.mean for g in states]),
                                 np.stack([g.cov for g in states]))
     before = cache_info()
-    again = gf.sweep(batched, g0s, T1, TS, chunk_size=4)
+    again = _sweep(batched, g0s, T1, TS, chunk_size=4)
     assert cache_info() == before  # no new trace, no new compilation
     assert again.compile_seconds == 0.0
     np.testing.assert_array_equal(again.status, res.status)
     np.testing.assert_allclose(again.final_covs, res.final_covs, rtol=0, atol=0)
     # New values, same shapes: still no compilation.
-    other = gf.sweep(_problem(seed=1)[0], states, T1, TS, chunk_size=4)
+    other = _sweep(_problem(seed=1)[0], states, T1, TS, chunk_size=4)
     assert cache_info() == before and other.compile_seconds == 0.0
 
 
 def test_sweep_input_errors(swept):
     fields, states, _ = swept
     with pytest.raises(ValueError, match="6 members but g0s has 2"):
-        gf.sweep(fields, states[:2], T1)
+        _sweep(fields, states[:2], T1)
     with pytest.raises(ValueError, match="nothing to sweep"):
-        gf.sweep(fields[0], states[0], T1)
+        _sweep(fields[0], states[0], T1)
     with pytest.raises(ValueError, match="chunk_size"):
-        gf.sweep(fields, states, T1, chunk_size=0)
+        _sweep(fields, states, T1, chunk_size=0)
     with pytest.raises(ValueError, match="fields\\[1\\]"):
-        gf.sweep([fields[0], gf.L2(np.eye(D), np.eye(D), np.eye(D))], states[:2], T1)
+        _sweep([fields[0], gf.L2(np.eye(D), np.eye(D), np.eye(D))], states[:2], T1)
     with pytest.raises(TypeError, match="g0s"):
-        gf.sweep(fields, "not a state", T1)
+        _sweep(fields, "not a state", T1)
     with pytest.raises(ValueError, match="dimension"):
-        gf.sweep(fields, [gf.Gaussian.standard(D + 1)] * B, T1)
+        _sweep(fields, [gf.Gaussian.standard(D + 1)] * B, T1)
 
 
 def test_first_pass_budget_reruns_only_the_slow_members(swept):
@@ -104,7 +118,7 @@ def test_first_pass_budget_reruns_only_the_slow_members(swept):
     fields, states, res = swept
     budget = int(np.median(res.num_steps))  # about half the members need more
     assert (res.num_steps > budget).any() and (res.num_steps <= budget).any()
-    two = gf.sweep(fields, states, T1, TS, chunk_size=4, first_pass_steps=budget,
+    two = _sweep(fields, states, T1, TS, chunk_size=4, first_pass_steps=budget,
                    stiff_solver=None)
     assert (two.solvers == "tsit5").all()
     np.testing.assert_array_equal(two.status, res.status)
@@ -113,9 +127,9 @@ def test_first_pass_budget_reruns_only_the_slow_members(swept):
     np.testing.assert_allclose(two.covs, res.covs, rtol=1e-12, atol=0)
     np.testing.assert_allclose(two.final_covs, res.final_covs, rtol=1e-12, atol=0)
     with pytest.raises(ValueError, match="first_pass_steps"):
-        gf.sweep(fields, states, T1, first_pass_steps=0)
+        _sweep(fields, states, T1, first_pass_steps=0)
     with pytest.raises(ValueError, match="tail_chunk_size"):
-        gf.sweep(fields, states, T1, first_pass_steps=4, tail_chunk_size=-1)
+        _sweep(fields, states, T1, first_pass_steps=4, tail_chunk_size=-1)
 
 
 _SHARDED = textwrap.dedent("""
@@ -125,10 +139,10 @@ _SHARDED = textwrap.dedent("""
     sys.path.insert(0, os.path.dirname(sys.argv[1]))
     sys.path.insert(0, os.path.dirname(os.path.dirname(sys.argv[1])))  # this checkout's gaussflow
     import gaussflow as gf
-    from test_sweep import _problem, T1, TS
+    from test_sweep import _problem, _sweep, T1, TS
     assert len(jax.devices()) == 4
     fields, states = _problem()
-    res = gf.sweep(fields, states, T1, TS, chunk_size=4)
+    res = _sweep(fields, states, T1, TS, chunk_size=4)
     assert res.method == "vmap"  # the queue does not shard: several devices take the vmap path
     np.savez(sys.argv[2], covs=res.covs, means=res.means, final_covs=res.final_covs,
              blowup_time=res.blowup_time,
@@ -166,7 +180,7 @@ def test_log_time_scale_matches_linear(swept):
     """Stepping in s = log(1 + t - t0) solves the same ODE: statuses, save times and states agree
     with the linear-time sweep to the tolerance level (rtol 1e-8), blow-up times too."""
     fields, states, lin = swept
-    res = gf.sweep(fields, states, T1, TS, chunk_size=4, time_scale="log")
+    res = _sweep(fields, states, T1, TS, chunk_size=4, time_scale="log")
     assert list(res.status) == list(lin.status)
     np.testing.assert_array_equal(res.ts, lin.ts)
     np.testing.assert_array_equal(res.mask, lin.mask)
@@ -179,9 +193,9 @@ def test_log_time_scale_matches_linear(swept):
         else:
             assert res.t_stop[i] == T1
     with pytest.raises(ValueError, match="time_scale must be one of"):
-        gf.sweep(fields, states, T1, TS, time_scale="exp")
+        _sweep(fields, states, T1, TS, time_scale="exp")
     with pytest.raises(ValueError, match="time_scale must be one of"):
-        gf.solve(fields[0], states[0], T1, time_scale="exp")
+        _solve(fields[0], states[0], T1, time_scale="exp")
 
 
 # ------------------------------------------------------------------ the work queue on a mix
@@ -206,7 +220,7 @@ def _mix():
 def _sweep_mix(order):
     fields, g0 = _mix()
     # 2 slots for 3 members a chunk: slots refill; the second chunk is padded.
-    return gf.sweep([fields[i] for i in order], g0, T1_MIX, TS_MIX, max_steps=MAX_MIX,
+    return _sweep([fields[i] for i in order], g0, T1_MIX, TS_MIX, max_steps=MAX_MIX,
                     first_pass_steps=FIRST_MIX, chunk_size=3, slots=2)
 
 
@@ -225,7 +239,7 @@ def test_queue_equals_solve_member_by_member(mixed):
     assert res.num_steps[2] > 300  # the many-steps member is one
     fields, g0 = _mix()
     for i, f in enumerate(fields):
-        ref = gf.solve(f, g0, T1_MIX, TS_MIX, max_steps=MAX_MIX, solver=str(res.solvers[i]))
+        ref = _solve(f, g0, T1_MIX, TS_MIX, max_steps=MAX_MIX, solver=str(res.solvers[i]))
         got = res.member(i)
         assert got.status == ref.status
         assert len(got.ts) == len(ref.ts)
@@ -239,7 +253,7 @@ def test_queue_equals_solve_member_by_member(mixed):
         else:
             assert res.num_steps[i] == ref.num_steps and res.t_stop[i] == ref.t_stop == T1_MIX
     # Without the implicit rerun, the stiff member is what Tsit5 makes of it: out of steps.
-    stuck = gf.solve(fields[3], g0, T1_MIX, TS_MIX, max_steps=MAX_MIX)
+    stuck = _solve(fields[3], g0, T1_MIX, TS_MIX, max_steps=MAX_MIX)
     assert stuck.status == "max_steps"
 
 
@@ -268,9 +282,9 @@ def test_queue_order_and_padding_do_not_change_results(mixed, monkeypatch):
 def test_queue_options_are_checked(mixed):
     fields, g0 = _mix()
     with pytest.raises(ValueError, match="method must be"):
-        gf.sweep(fields, g0, T1_MIX, method="loop")
+        _sweep(fields, g0, T1_MIX, method="loop")
     with pytest.raises(ValueError, match="slots"):
-        gf.sweep(fields, g0, T1_MIX, slots=0)
+        _sweep(fields, g0, T1_MIX, slots=0)
 
 
 def test_pass_schedule_reruns_only_members_out_of_steps():

@@ -68,6 +68,36 @@ class ClosedForm:
     doc: str = ""
     generate: bool = True
 
+    @property
+    def time_structure(self) -> str:
+        """How ``expr`` depends on the time ``t``: ``"linear"`` (``expr = t X``, ``X`` free of
+        ``t``), ``"profile"`` (``expr = g(t) X``: one scalar profile times a matrix free of ``t``),
+        or ``"general"`` (anything else, e.g. terms with different profiles)."""
+        return time_structure(self.expr)
+
+
+def time_structure(expr) -> str:
+    """``"linear"``, ``"profile"`` or ``"general"``: see :attr:`ClosedForm.time_structure`."""
+    terms = expr.args if isinstance(expr, sp.MatAdd) else (expr,)
+    coeffs = []
+    for term in terms:
+        coeff, mat = term.as_coeff_mmul() if hasattr(term, "as_coeff_mmul") else (1, term)
+        coeff = sp.sympify(coeff)
+        scal = [a for a in getattr(mat, "args", ()) if not isinstance(a, MatrixExpr)]
+        if isinstance(mat, sp.MatMul) and scal:
+            coeff, mat = coeff * sp.Mul(*scal), sp.MatMul(*[a for a in mat.args
+                                                           if isinstance(a, MatrixExpr)])
+        if mat.has(S.t):
+            return "general"
+        coeffs.append(coeff)
+    ratios = [sp.simplify(c / coeffs[0]) for c in coeffs[1:]] if coeffs[0] != 0 else [S.t]
+    if any(r.has(S.t) for r in ratios):
+        return "general"
+    g = coeffs[0]
+    if sp.simplify(g - S.t * g.subs(S.t, 1)) == 0:
+        return "linear"
+    return "profile"
+
 
 @dataclass(frozen=True)
 class Step:
