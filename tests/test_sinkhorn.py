@@ -10,7 +10,7 @@ from jax.scipy.special import logsumexp
 import gaussflow as gf
 from gaussflow.codegen import compile_source, generate_function
 from gaussflow.symbolic import symbols as S
-from gaussflow.symbolic.calculus import gaussian_self_coupling
+from gaussflow.symbolic.coupling import gaussian_self_coupling
 from gaussflow.field import _jit_velocity
 
 

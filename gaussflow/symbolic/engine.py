@@ -27,12 +27,11 @@ from .calculus import (
     NotAffineError,
     affine_closure,
     complete_the_square,
-    gaussian_conditioning,
-    gaussian_self_coupling,
     inverse_rhs,
     quadratic_coefficients,
     simplify_matrix,
 )
+from .coupling import gaussian_conditioning, gaussian_self_coupling
 from .derivation import ClosedForm, Derivation, Program, Step, order_params, signature
 
 
@@ -186,8 +185,8 @@ def derive_sinkhorn(name, log_kernel, value=None, notes=()):
     """Derive the closure of attention with weights ``exp(log_kernel)`` made doubly stochastic.
 
     The weights of key ``y`` seen from query ``x`` are ``pi(x, y) / mu(x)`` where ``pi`` is the
-    entropic self-coupling of ``mu`` (:func:`~.calculus.gaussian_self_coupling`); the velocity is
-    the conditional mean ``E_pi[value(Y) | X = x]`` (:func:`~.calculus.gaussian_conditioning`).
+    entropic self-coupling of ``mu`` (:func:`~.coupling.gaussian_self_coupling`); the velocity is
+    the conditional mean ``E_pi[value(Y) | X = x]`` (:func:`~.coupling.gaussian_conditioning`).
     """
     value = value_map() if value is None else value
     sc = gaussian_self_coupling(log_kernel, S.x, S.y, S.Sigma)
