@@ -227,8 +227,9 @@ def check_times(t0: float, t1: float,
     return t0, t1, ts
 
 
-def check_batched_covs(covs) -> None:
-    """Each of ``covs`` (B, d, d) symmetric (to ``SYM_TOL``) and positive semi-definite."""
+def check_batched_covs(covs: np.ndarray) -> None:
+    """Check that each of `covs` `(B, d, d)` is symmetric (to `SYM_TOL`) and positive
+    semi-definite; raise `ValueError` naming `g0s.cov` otherwise."""
     as_array("g0s.cov", covs, ndim=3)
     scale = np.maximum(1.0, np.abs(covs).max(axis=(1, 2)))
     asym = np.abs(covs - np.swapaxes(covs, 1, 2)).max(axis=(1, 2))

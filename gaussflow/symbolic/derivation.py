@@ -70,14 +70,14 @@ class ClosedForm:
 
     @property
     def time_structure(self) -> str:
-        """How ``expr`` depends on the time ``t``: ``"linear"`` (``expr = t X``, ``X`` free of
-        ``t``), ``"profile"`` (``expr = g(t) X``: one scalar profile times a matrix free of ``t``),
-        or ``"general"`` (anything else, e.g. terms with different profiles)."""
+        r"""How `expr` depends on the time $t$: `"linear"` ($\mathrm{expr} = t X$, $X$ free of
+        $t$), `"profile"` ($\mathrm{expr} = g(t) X$: one scalar profile times a matrix free of
+        $t$), or `"general"` (anything else, e.g. terms with different profiles)."""
         return time_structure(self.expr)
 
 
-def time_structure(expr) -> str:
-    """``"linear"``, ``"profile"`` or ``"general"``: see :attr:`ClosedForm.time_structure`."""
+def time_structure(expr: sp.Basic) -> str:
+    """`"linear"`, `"profile"` or `"general"`: see `ClosedForm.time_structure`."""
     terms = expr.args if isinstance(expr, sp.MatAdd) else (expr,)
     coeffs = []
     for term in terms:
