@@ -52,8 +52,9 @@ from ._checks import check_batched_covs, check_times, positive_int
 from .field import StaticKey
 from .gaussian import Gaussian
 from .passes import SCALARS, run_schedule, schedule
-from .integrate import (TIME_SCALES, integrate_closure, resolve_solver, status_of, trajectory_of,
-                    check_solver_options)
+from .integrate import (TIME_SCALES, check_solver_options, integrate_closure, status_of,
+                        trajectory_of)
+from .stepping import resolve_solver
 
 _AXIS = "batch"
 #: Lowerings of the batched core so far (one per compilation; see :func:`cache_info`).

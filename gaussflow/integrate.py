@@ -41,9 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 from dataclasses import dataclass, field as dc_field
-from typing import Any
 
 import diffrax
 import equinox as eqx
@@ -56,104 +54,13 @@ from . import closed_form as _cf_mod
 from ._checks import as_scalar, check_times, is_concrete, positive_int
 from .gaussian import Gaussian
 from .field import cov_from_flow as _cov_from_flow
+from .stepping import FiniteErrorPID, first_step, growth_flags, resolve_solver, trace_total
 
 STATUSES = ("completed", "blowup", "escaped", "max_steps", "nonfinite", "not_integrable")
-
-_SOLVERS = {
-    "tsit5": diffrax.Tsit5,
-    "dopri5": diffrax.Dopri5,
-    "dopri8": diffrax.Dopri8,
-    "heun": diffrax.Heun,
-    "bosh3": diffrax.Bosh3,
-    "kvaerno5": diffrax.Kvaerno5,
-}
-
-#: ``tau / (t - t0)`` below which a trace above the threshold counts as finite-time blow-up.
-BLOWUP_TAU_RATIO = 1e-3
-
-#: A run whose ``tr Sigma / tr Sigma0`` passes ``ESCAPE_FACTOR * blowup_threshold`` without the
-#: blow-up signature stops with status ``"escaped"`` (exponential growth).
-ESCAPE_FACTOR = 1e4
-
-
-def growth_flags(J, S, scale, threshold, t, t0):
-    """``(blowup, escaped, tau)`` of a state with covariance ``S`` and closure matrix ``J``.
-
-    ``f = tr Sigma / scale`` (``scale = tr Sigma0``), ``f' = 2 tr(J Sigma) / scale``,
-    ``tau = f / f'``: blow-up when ``f > threshold``, ``f' > 0`` and
-    ``tau < BLOWUP_TAU_RATIO (t - t0)``; escape when ``f > ESCAPE_FACTOR threshold`` otherwise.
-    """
-    f = trace_total(S) / scale
-    fp = 2.0 * jnp.sum(J * jnp.swapaxes(S, -1, -2)) / scale
-    tau = f / jnp.where(fp > 0, fp, jnp.inf)
-    blowup = (f > threshold) & (fp > 0) & (tau < BLOWUP_TAU_RATIO * (t - t0))
-    escaped = ~blowup & (f > ESCAPE_FACTOR * threshold)
-    return blowup, escaped, tau
-
-
-def resolve_solver(solver):
-    if solver is None:
-        return diffrax.Tsit5()
-    if isinstance(solver, str):
-        key = solver.lower()
-        if key not in _SOLVERS:
-            raise ValueError(f"solver must be a diffrax solver or one of {sorted(_SOLVERS)}, "
-                             f"got {solver!r}")
-        return _SOLVERS[key]()
-    if isinstance(solver, diffrax.AbstractSolver):
-        return solver
-    raise TypeError(f"solver must be a diffrax solver or a name, got {type(solver).__name__}")
-
-
-def trace_total(S):
-    return jnp.trace(S, axis1=-2, axis2=-1).sum()
-
 
 def _closure_at(field, t, mean, S):
     """``(d alpha/dt, J)`` of the field's closure at time ``t``: the one place this module calls it."""
     return field._closure(t, mean, S)
-
-
-class FiniteErrorPID(diffrax.PIDController):
-    """diffrax's ``PIDController``, except that a trial step whose candidate state or error
-    estimate is not finite (the step crossed into a region where the right-hand side is NaN, e.g.
-    past a blow-up) counts as an infinite error: the step is rejected and the next one is
-    ``factormin`` (0.2) times shorter. (The stock controller turns a NaN error into a NaN step size,
-    after which every step is rejected until ``max_steps``.)"""
-
-    def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order,
-                        controller_state):
-        leaves = jax.tree_util.tree_leaves((y1_candidate, y_error))
-        bad = jnp.any(jnp.stack([~jnp.all(jnp.isfinite(a)) for a in leaves]))
-        y_error = jax.tree_util.tree_map(lambda e: jnp.where(bad, jnp.inf, e), y_error)
-        y1_candidate = jax.tree_util.tree_map(lambda a, b: jnp.where(bad, a, b), y0, y1_candidate)
-        return super().adapt_step_size(t0, t1, y0, y1_candidate, args, y_error, error_order,
-                                       controller_state)
-
-
-#: First step ``dt0 = min(t1 - t0, FIRST_STEP / rate)`` (see :func:`first_step`).
-FIRST_STEP = 1e-2
-
-
-def first_step(dm, J, mean, S, span):
-    """The first step from the problem's own time scale: ``min(span, FIRST_STEP / rate)`` with
-    ``rate = |d tr Sigma/dt| / tr Sigma + ||J||_F + |d alpha/dt| / (|alpha| + (tr Sigma)^{1/2})``
-    at ``t0`` (``d Sigma/dt = J Sigma + Sigma J^T``; for position blocks the largest block rate, so
-    equal blocks start like one Gaussian). Every term is an inverse time of the closure at ``t0``,
-    so a huge score scale (``beta``) gives a proportionally small first step, not one that lands
-    past a blow-up. ``span`` if ``rate`` is 0 or not finite (a non-finite right-hand side is
-    reported by the event, not here)."""
-    d = S.shape[-1]
-    dm, J, mean, S = dm.reshape(-1, d), J.reshape(-1, d, d), mean.reshape(-1, d), S.reshape(-1, d, d)
-    trS = jnp.trace(S, axis1=-2, axis2=-1)
-    growth = jnp.abs(2.0 * jnp.sum(J * jnp.swapaxes(S, -1, -2), axis=(-2, -1)))
-    growth = growth / jnp.maximum(trS, 1e-300)
-    drift = jnp.linalg.norm(dm, axis=-1) / (jnp.linalg.norm(mean, axis=-1)
-                                            + jnp.sqrt(jnp.maximum(trS, 0.0)) + 1e-300)
-    rate = jnp.max(growth + jnp.sqrt(jnp.sum(J * J, axis=(-2, -1))) + drift)
-    ok = jnp.isfinite(rate) & (rate > 0)
-    dt0 = jnp.minimum(span, FIRST_STEP / jnp.where(ok, rate, 1.0))
-    return jax.lax.stop_gradient(jnp.where(ok, dt0, span))
 
 
 @contextlib.contextmanager

@@ -20,8 +20,8 @@ reject, next step). gaussflow supplies the loop around them, written to take the
 as ``diffrax.diffeqsolve`` with a boolean event: a non-NaN error estimate, the end time clipped
 as diffrax clips it, a step counted whether accepted or rejected, save times written from the
 step's dense output, the event tested at the state after each step, ``max_steps`` steps at most.
-The first step and the step controller are ``gf.solve``'s (:func:`gaussflow.integrate.first_step`,
-:class:`gaussflow.integrate.FiniteErrorPID`). So a member's values agree with
+The first step and the step controller are ``gf.solve``'s (:func:`gaussflow.stepping.first_step`,
+:class:`gaussflow.stepping.FiniteErrorPID`). So a member's values agree with
 :func:`gaussflow.solve` to rounding (batched and single products may round differently), and its
 status, stop time and blow-up estimate are computed by the same formulas (``solve.integrate_closure``):
 the raw per-member dictionary this module returns is the one ``solve.status_of`` /
@@ -47,7 +47,7 @@ import numpy as np
 
 from .passes import pow2_at_most, run_schedule, schedule
 from .field import StaticKey, cov_from_flow
-from .integrate import FiniteErrorPID, first_step, growth_flags, trace_total
+from .stepping import FiniteErrorPID, first_step, growth_flags, trace_total
 
 _OK = int(diffrax.RESULTS.successful._value)
 _EVENT = int(diffrax.RESULTS.event_occurred._value)
@@ -90,7 +90,7 @@ class _Member:
 
     def flags(self, t, y):
         """(nonfinite, blowup, escaped, outside domain, tau) at state ``y``: one closure
-        evaluation (:func:`gaussflow.integrate.growth_flags`)."""
+        evaluation (:func:`gaussflow.stepping.growth_flags`)."""
         mean, Phi = y
         S = cov_from_flow(Phi, self.cov0)
         (dm, J), ok = _field_closure(self.field, t, mean, S)

@@ -149,7 +149,7 @@ def test_exponential_growth_is_not_blowup():
 
 def test_exponential_growth_escapes_at_the_escape_factor():
     # tr Sigma / tr Sigma0 = e^{2t} passes ESCAPE_FACTOR * 1e8 = 1e12 at t = log(1e12) / 2
-    from gaussflow.integrate import ESCAPE_FACTOR
+    from gaussflow.stepping import ESCAPE_FACTOR
     traj = gf.solve(_Scripted(2, "ok"), gf.Gaussian.standard(2), 20.0)
     t_esc = np.log(ESCAPE_FACTOR * 1e8) / 2
     assert traj.status == "escaped" and traj.blowup_time is None
