@@ -39,9 +39,9 @@ distinct position (``Context.n_prefixes``, a static bound set from the concrete 
 elements as one block pass), each on the full cloud with the keys outside the prefix at weight
 zero. **Cost:** ``L`` prefixes times a full Sinkhorn, ``O(L N^2 d)`` flops per sweep (``O(N^3 d)``
 when every token has its own position, about three times the work actually needed, since prefix
-``k`` has ``k`` tokens), and ``L x N`` potentials in memory. Measured: N = 256 tokens with
-distinct positions, one evaluation in about 0.3 s on one CPU core; use it up to ``N ~ 10^3``
-(grouping tokens at block positions cuts ``L``).
+``k`` has ``k`` tokens), and ``b x N x d`` velocities in memory. Measured (d = 2, 13 sweeps,
+distinct positions, 2 shared CPU cores): one evaluation in 0.06 s at N = 96 and 4.4 s at
+N = 256; keep N to a few hundred (grouping tokens at block positions cuts ``L`` to ``B``).
 """
 
 from __future__ import annotations
