@@ -161,6 +161,8 @@ def test_singular_kernels_and_singular_covariance():
 
 
 # ------------------------------------------------------------ particle Sinkhorn: Anderson, causal
+from scipy.special import logsumexp as np_logsumexp  # noqa: E402
+
 from gaussflow import particles as P  # noqa: E402
 from gaussflow.particles.sinkhorn import anderson_mix  # noqa: E402
 
@@ -235,13 +237,13 @@ def _prefix_reference(f, X, pos):
         la = -np.log(len(Y))
         fp, g = np.zeros(len(Y)), np.zeros(len(Y))
         for _ in range(20000):
-            g = la - logsumexp(S + fp[:, None], axis=0)
-            fn = la - logsumexp(S + g[None, :], axis=1)
+            g = la - np_logsumexp(S + fp[:, None], axis=0)
+            fn = la - np_logsumexp(S + g[None, :], axis=1)
             if np.max(np.abs(fn - fp)) < 1e-14:
                 break
             fp = fn
         s = r * (X[i] @ Q.T) @ (Y @ K.T).T + g
-        out.append(np.asarray(jax.nn.softmax(s)) @ (Y @ W.T))
+        out.append(np.exp(s - np_logsumexp(s)) @ (Y @ W.T))
     return np.array(out)
 
 
@@ -254,13 +256,17 @@ def test_causal_particle_sinkhorn_is_the_sinkhorn_field_of_each_prefix():
     pos = np.repeat(np.arange(12), 2)[:23] / 12.0  # ties: tokens at one position share a prefix
     rng.shuffle(pos)
     ref = _prefix_reference(f, X, pos)
-    for kw in ({}, {"block": 5}, {"dense": True}):
-        v = np.asarray(P.velocity(f, X, positions=pos, **kw))
-        assert np.abs(v - ref).max() <= 1e-9 * np.abs(ref).max(), kw
+    # block-wise passes, one coupling per distinct position (12 here) ...
+    v = np.asarray(P.velocity(f, X, positions=pos, block=5))
+    assert np.abs(v - ref).max() <= 1e-9 * np.abs(ref).max()
+    # ... and dense, one coupling per token (no static bound on the distinct positions)
+    v = np.asarray(P.jit_velocity(f, jnp.asarray(X), jnp.asarray(pos), P.Context(dense=True)))
+    assert np.abs(v - ref).max() <= 1e-9 * np.abs(ref).max()
     # the tokens at the last position see the whole cloud: the unmasked field
     last = pos == pos.max()
     np.testing.assert_allclose(np.asarray(P.velocity(f, X))[last], ref[last], rtol=0,
                                atol=1e-9 * np.abs(ref).max())
     # a static bound below the number of distinct positions is loud (NaN), never silently wrong
-    v = np.asarray(P.jit_velocity(f, jnp.asarray(X), jnp.asarray(pos), P.Context(n_prefixes=3)))
+    v = np.asarray(P.jit_velocity(f, jnp.asarray(X), jnp.asarray(pos),
+                                  P.Context(dense=True, n_prefixes=3)))
     assert np.isnan(v).any() and np.isfinite(v[pos <= np.unique(pos)[2]]).all()
