@@ -270,3 +270,13 @@ def test_causal_particle_sinkhorn_is_the_sinkhorn_field_of_each_prefix():
     v = np.asarray(P.jit_velocity(f, jnp.asarray(X), jnp.asarray(pos),
                                   P.Context(dense=True, n_prefixes=3)))
     assert np.isnan(v).any() and np.isfinite(v[pos <= np.unique(pos)[2]]).all()
+
+
+def test_sinkhorn_anderson_bad_input():
+    f = gf.Sinkhorn(np.eye(2), np.eye(2), np.eye(2))
+    X = np.zeros((4, 2))
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="sinkhorn_anderson must be an integer >= 0"):
+            P.velocity(f, X, sinkhorn_anderson=bad)
+        with pytest.raises(ValueError, match="sinkhorn_anderson"):
+            P.simulate(f, X, [0.0, 1.0], sinkhorn_anderson=bad)
