@@ -313,15 +313,37 @@ def direct_pass(sc: Scores, a, ctx: Context, positions=None):
     return acc if positions is None else acc / mass[:, None]
 
 
-def row_lse(sc: Scores, key_bias, ctx: Context):
-    """For every query ``i``: ``log sum_j exp(log w_ij + key_bias_j)`` (block-wise over keys)."""
+def row_lse(sc: Scores, key_bias: jax.Array | None, ctx: Context) -> jax.Array:
+    """For every query $i$: $\log \sum_j \exp(\log w_{ij} + b_j)$ (block-wise over keys).
+
+    Parameters
+    ----------
+    sc : the score blocks of the cloud.
+    key_bias : (N,) key bias $b$ (``-inf`` excludes a key) or ``None``.
+    ctx : evaluation context.
+
+    Returns
+    -------
+    (N,) row log-sum-exps (the row term ``c0_i`` excluded).
+    """
     m, l, _ = row_pass(sc, key_bias, None, ctx, with_values=False)
     return m + jnp.log(l)
 
 
-def col_lse(sc: Scores, query_bias, ctx: Context):
-    """For every key ``j``: ``log sum_i exp(log w_ij + query_bias_i)`` (block-wise over queries;
-    includes the key term ``kc_j`` of the fast path, excludes the row term ``c0_i``)."""
+def col_lse(sc: Scores, query_bias: jax.Array, ctx: Context) -> jax.Array:
+    """For every key $j$: $\log \sum_i \exp(\log w_{ij} + b_i)$ (block-wise over queries).
+
+    Parameters
+    ----------
+    sc : the score blocks of the cloud.
+    query_bias : (N,) query bias $b$ (``-inf`` excludes a query).
+    ctx : evaluation context.
+
+    Returns
+    -------
+    (N,) column log-sum-exps (including the key term ``kc_j`` of the fast path, excluding the row
+    term ``c0_i``).
+    """
     n = sc.q.shape[0]
     qd, kd = sc.query_data(), sc.key_data()
     if ctx.dense:

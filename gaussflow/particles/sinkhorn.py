@@ -61,9 +61,21 @@ ANDERSON_REG = 1e-10
 ANDERSON_REJECT = 10.0
 
 
-def sinkhorn_sweep(sc: Scores, log_a, f, ctx: Context):
-    """One Sinkhorn sweep from the row potential ``f``: ``(g, T(f), err)`` (see the module
-    docstring; entries with ``log_a = -inf`` stay ``-inf`` and do not count in ``err``)."""
+def sinkhorn_sweep(sc: Scores, log_a: jax.Array, f: jax.Array, ctx: Context):
+    """One Sinkhorn sweep from the row potential ``f`` (see the module docstring).
+
+    Parameters
+    ----------
+    sc : the score blocks of the cloud.
+    log_a : (N,) log-masses (``-inf``: excluded; those entries stay ``-inf``).
+    f : (N,) row potential.
+    ctx : evaluation context.
+
+    Returns
+    -------
+    ``(g, T(f), err)``: the key potential, the swept row potential and the row marginal error
+    $\max_i |e^{f_i - T(f)_i} - 1|$ of the coupling ``(f, g)`` over the included entries.
+    """
     g = log_a - col_lse(sc, f, ctx)
     tf = log_a - row_lse(sc, add_bias(g, sc.key_const), ctx)
     dev = jnp.where(jnp.isfinite(tf), jnp.expm1(f - tf), 0.0)
@@ -85,10 +97,20 @@ def _plain(sc, log_a, ctx):
     return g, it, err
 
 
-def anderson_mix(R, G, valid, live):
-    """Type-II Anderson extrapolation ``sum_k theta_k G_k`` with ``theta`` minimising
-    ``|sum_k theta_k R_k|`` under ``sum_k theta_k = 1`` over the ``valid`` rows of the histories
-    ``R`` (residuals) and ``G`` (map values), both ``(m, N)``; ``-inf`` where not ``live``."""
+def anderson_mix(R: jax.Array, G: jax.Array, valid: jax.Array, live: jax.Array):
+    """Type-II Anderson extrapolation $\sum_k \theta_k G_k$, $\theta$ minimising
+    $\|\sum_k \theta_k R_k\|$ under $\sum_k \theta_k = 1$ over the ``valid`` history rows.
+
+    Parameters
+    ----------
+    R, G : (m, N) histories of residuals ``T(f_k) - f_k`` and map values ``T(f_k)``.
+    valid : (m,) which rows hold an iterate.
+    live : (N,) which entries are included (the others are returned as ``-inf``).
+
+    Returns
+    -------
+    ``(f_next, ok)``: the extrapolated iterate and whether the weights were finite.
+    """
     v = valid.astype(R.dtype)
     gram = (R @ R.T) * v[:, None] * v[None, :]
     scale = jnp.maximum(jnp.max(jnp.diag(gram)), jnp.finfo(R.dtype).tiny)
@@ -126,7 +148,7 @@ def _anderson(sc, log_a, ctx):
     return st[2], st[0], st[3]
 
 
-def sinkhorn_potentials(sc: Scores, log_a, ctx: Context):
+def sinkhorn_potentials(sc: Scores, log_a: jax.Array, ctx: Context):
     """Log-domain Sinkhorn for the self-coupling of the weighted cloud ``sum_i a_i delta_{x_i}``
     (``log_a`` (N,), ``-inf`` entries excluded), Anderson-accelerated unless
     ``ctx.sinkhorn_anderson == 0`` (module docstring).
@@ -148,20 +170,41 @@ def sinkhorn_potentials(sc: Scores, log_a, ctx: Context):
     return _plain(sc, log_a, ctx)
 
 
-def uniform_or(log_a, n: int):
-    """``log_a``, or the uniform log-masses ``-log N`` when ``None``."""
+def uniform_or(log_a: jax.Array | None, n: int) -> jax.Array:
+    """The log-masses ``log_a``, or the uniform ones ``-log n`` when ``None``.
+
+    Parameters
+    ----------
+    log_a : (n,) log-masses or ``None``.
+    n : number of particles.
+
+    Returns
+    -------
+    (n,) log-masses.
+    """
     return jnp.full((n,), -math.log(n)) if log_a is None else log_a
 
 
-def sinkhorn_velocity(sc: Scores, log_a, ctx: Context):
-    """``Gamma(x_i) = sum_j softmax_j(log w_ij + g_j) v_j`` for the Sinkhorn potential ``g`` of the
-    whole cloud (``log_a``: ``None`` for uniform masses)."""
+def sinkhorn_velocity(sc: Scores, log_a: jax.Array | None, ctx: Context) -> jax.Array:
+    """$\Gamma(x_i) = \sum_j \mathrm{softmax}_j(\log w_{ij} + g_j)\, v_j$ for the Sinkhorn key
+    potential $g$ of the whole cloud.
+
+    Parameters
+    ----------
+    sc : the score blocks of the cloud.
+    log_a : (N,) log-masses, or ``None`` for uniform masses.
+    ctx : evaluation context.
+
+    Returns
+    -------
+    (N, d) velocities.
+    """
     g, _, _ = sinkhorn_potentials(sc, uniform_or(log_a, sc.q.shape[0]), ctx)
     _, l, acc = row_pass(sc, add_bias(g, sc.key_const), None, ctx)
     return acc / l[:, None]
 
 
-def prefix_sinkhorn(sc: Scores, positions, log_a, ctx: Context):
+def prefix_sinkhorn(sc: Scores, positions: jax.Array, log_a: jax.Array | None, ctx: Context):
     """Causal Sinkhorn: every token's velocity under the Sinkhorn field of its prefix
     ``{j : positions[j] <= positions[i]}`` (module docstring).
 

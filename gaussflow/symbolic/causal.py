@@ -27,14 +27,23 @@ P = sp.Symbol("p", nonnegative=True)
 PROJECTION = "moment-matched prefix mixture (one Gaussian per position block)"
 
 
-def freeze_constants(expr, x):
+def freeze_constants(expr: sp.Basic, x: MatrixSymbol) -> tuple:
     """Replace the ``x``-free matrix square roots and inverses of ``expr`` by placeholder symbols.
 
-    Returns ``(frozen, back, symmetric)``: ``frozen`` has the placeholders ``Z_k``, ``back`` maps
-    them to the nodes they stand for (``frozen.xreplace(back) == expr``), ``symmetric`` lists the
-    placeholders of square roots (symmetric). Differentiating in ``x`` then never enters those
-    nodes (SymPy's matrix derivative does not terminate on a square root of a product that holds
-    an inverse, as in the realised Sinkhorn velocity).
+    Differentiating in ``x`` then never enters those nodes (SymPy's matrix derivative does not
+    terminate on a square root of a product that holds an inverse, as in the realised Sinkhorn
+    velocity).
+
+    Parameters
+    ----------
+    expr : a matrix expression.
+    x : the variable of differentiation.
+
+    Returns
+    -------
+    ``(frozen, back, symmetric)``: ``frozen`` has the placeholders ``Z_k``; ``back`` maps them to
+    the nodes they stand for (``frozen.xreplace(back) == expr``); ``symmetric`` lists the
+    placeholders of square roots (symmetric matrices).
     """
     nodes = []
     for node in sp.preorder_traversal(expr):
@@ -53,6 +62,11 @@ def freeze_constants(expr, x):
 
 def derive_masked(inner: Derivation, name: str | None = None) -> Derivation:
     """The masked closure of an exact inner derivation (affine velocity under a Gaussian).
+
+    The inner velocity is evaluated at the prefix moments (``alpha -> alpha_p``,
+    ``Sigma -> Sigma_p``, inside matrix square roots too: for Sinkhorn, the closure of the prefix
+    Gaussian's self-coupling); its ``x``-free square roots and inverses are frozen
+    (:func:`freeze_constants`) while the affine closure rule differentiates in ``x``.
 
     Generated functions: ``prefix_moments(alpha_lt, Sigma_lt, alpha, Sigma, p)`` (the mixture
     rule), ``block_velocity(t, x, alpha_p, Sigma_p, *params)`` and
