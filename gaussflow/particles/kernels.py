@@ -314,7 +314,7 @@ def direct_pass(sc: Scores, a, ctx: Context, positions=None):
 
 
 def row_lse(sc: Scores, key_bias: jax.Array | None, ctx: Context) -> jax.Array:
-    """For every query $i$: $\log \sum_j \exp(\log w_{ij} + b_j)$ (block-wise over keys).
+    r"""For every query $i$: $\log \sum_j \exp(\log w_{ij} + b_j)$ (block-wise over keys).
 
     Parameters
     ----------
@@ -331,7 +331,7 @@ def row_lse(sc: Scores, key_bias: jax.Array | None, ctx: Context) -> jax.Array:
 
 
 def col_lse(sc: Scores, query_bias: jax.Array, ctx: Context) -> jax.Array:
-    """For every key $j$: $\log \sum_i \exp(\log w_{ij} + b_i)$ (block-wise over queries).
+    r"""For every key $j$: $\log \sum_i \exp(\log w_{ij} + b_i)$ (block-wise over queries).
 
     Parameters
     ----------

@@ -62,7 +62,7 @@ ANDERSON_REJECT = 10.0
 
 
 def sinkhorn_sweep(sc: Scores, log_a: jax.Array, f: jax.Array, ctx: Context):
-    """One Sinkhorn sweep from the row potential ``f`` (see the module docstring).
+    r"""One Sinkhorn sweep from the row potential ``f`` (see the module docstring).
 
     Parameters
     ----------
@@ -98,7 +98,7 @@ def _plain(sc, log_a, ctx):
 
 
 def anderson_mix(R: jax.Array, G: jax.Array, valid: jax.Array, live: jax.Array):
-    """Type-II Anderson extrapolation $\sum_k \theta_k G_k$, $\theta$ minimising
+    r"""Type-II Anderson extrapolation $\sum_k \theta_k G_k$, $\theta$ minimising
     $\|\sum_k \theta_k R_k\|$ under $\sum_k \theta_k = 1$ over the ``valid`` history rows.
 
     Parameters
@@ -186,7 +186,7 @@ def uniform_or(log_a: jax.Array | None, n: int) -> jax.Array:
 
 
 def sinkhorn_velocity(sc: Scores, log_a: jax.Array | None, ctx: Context) -> jax.Array:
-    """$\Gamma(x_i) = \sum_j \mathrm{softmax}_j(\log w_{ij} + g_j)\, v_j$ for the Sinkhorn key
+    r"""$\Gamma(x_i) = \sum_j \mathrm{softmax}_j(\log w_{ij} + g_j)\, v_j$ for the Sinkhorn key
     potential $g$ of the whole cloud.
 
     Parameters
