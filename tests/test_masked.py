@@ -104,3 +104,90 @@ def test_bad_input(setup):
         gf.PositionalGaussians(np.zeros(2), np.eye(2)[None])
     with pytest.raises(ValueError, match="block"):
         gf.Masked(f, 2).velocity(gf.PositionalGaussians.repeat(g, 2), np.zeros(2), block=5)
+
+
+# ------------------------------------------------------------------------- Sinkhorn inner field
+@pytest.fixture(scope="module")
+def sinkhorn():
+    rng = np.random.default_rng(1)
+    Q = rng.normal(size=(2, 2)) / np.sqrt(2)
+    K = rng.normal(size=(2, 2)) / np.sqrt(2)
+    V = np.eye(2) + 0.3 * rng.normal(size=(2, 2))
+    return gf.Sinkhorn(Q, K, V, eps=1.0)
+
+
+def test_masked_sinkhorn_closure_is_the_sinkhorn_closure_of_the_prefix(setup, sinkhorn):
+    f, (_, g) = sinkhorn, setup
+    m = gf.Masked(f, n_blocks=3)
+    # equal blocks: the unmasked Sinkhorn closure
+    dm, dS = m.moment_rhs(gf.PositionalGaussians.repeat(g, 3))
+    dm0, dS0 = f.moment_rhs(g)
+    assert np.abs(np.asarray(dm) - np.asarray(dm0)[None]).max() < 1e-14
+    assert np.abs(np.asarray(dS) - np.asarray(dS0)[None]).max() < 1e-14
+    # unequal blocks: block b moves under the Sinkhorn closure of its prefix Gaussian, computed
+    # here by the unmasked Sinkhorn code at (alpha_p, Sigma_p)
+    rng = np.random.default_rng(2)
+    means = rng.normal(size=(3, 2))
+    covs = np.stack([np.asarray(g.cov) * (1 + 0.4 * b) for b in range(3)])
+    pg = gf.PositionalGaussians(means, covs)
+    dm, dS = (np.asarray(a) for a in m.moment_rhs(pg))
+    pre = m.prefix(pg)
+    for b in range(3):
+        _, J = f._closure(0.0, pre.means[b], pre.covs[b])
+        J = np.asarray(J)
+        want_m = np.asarray(f.velocity(pre.block(b), means[b]))
+        assert np.abs(dm[b] - want_m).max() < 1e-13
+        assert np.abs(dS[b] - (J @ covs[b] + covs[b] @ J.T)).max() < 1e-13
+    md = m.derivation().markdown()
+    assert "masked sinkhorn" in md and r"\Sigma_{p}" in md and "approximate" in md
+
+
+def test_masked_sinkhorn_velocity_against_causal_particles(sinkhorn):
+    """Blocks N(m_b, S_b) with different means; tokens at their block's position (ties: one
+    Sinkhorn per prefix). Block 0's prefix is its own Gaussian cloud: its particle moment
+    velocities match the closure to Monte Carlo accuracy (the mean exactly: Sinkhorn's column
+    marginal). Block 1's prefix is a two-component mixture, which the closure moment-matches:
+    measured bias 2.0e-3 (mean velocity) and 1.4e-2 (covariance velocity), the same at n = 500
+    and 2000 and for three seeds. Without the mask (block 0 under the whole mixture) the mean
+    velocity of block 0 is off by 0.415."""
+    f, B, n = sinkhorn, 2, 500
+    means = np.array([[0.3, -0.2], [-0.2, 0.4]])
+    covs = np.array([[[0.6, 0.15], [0.15, 0.4]], [[0.4, -0.1], [-0.1, 0.5]]])
+    m = gf.Masked(f, B)
+    X, pos = m.sample(gf.PositionalGaussians(means, covs), n, seed=0, method="sobol")
+    v = np.asarray(P.velocity(m, X, positions=np.floor(pos * B) / B))
+    Xb, vb = X.reshape(B, n, 2), v.reshape(B, n, 2)
+    m0 = Xb.mean(1)
+    S0 = np.einsum("bni,bnj->bij", Xb - m0[:, None], Xb - m0[:, None]) / n
+    dmp = vb.mean(1)
+    C = np.einsum("bni,bnj->bij", Xb - m0[:, None], vb - dmp[:, None]) / n
+    dSp = C + np.swapaxes(C, 1, 2)
+    start = gf.PositionalGaussians(m0, S0)
+    dm, dS = (np.asarray(a) for a in m.moment_rhs(start))
+    assert np.abs(dmp[0] - dm[0]).max() < 1e-10
+    assert np.abs(dSp[0] - dS[0]).max() < 1e-3  # measured 1e-4
+    assert np.abs(dmp[1] - dm[1]).max() < 5e-3
+    assert np.abs(dSp[1] - dS[1]).max() < 3e-2
+    unmasked = np.asarray(f.velocity(start.mixture(), m0[0]))
+    assert np.abs(dmp[0] - unmasked).max() > 0.3
+
+
+def test_masked_sinkhorn_simulation_distinct_positions(setup, sinkhorn):
+    """Every token its own prefix (O(N^3) per sweep): 2 x 32 tokens over t = 0.5. Measured block
+    mean error 0.060 against the closure (finite prefixes: the first tokens of a block see few
+    keys), for a displacement of 0.24."""
+    f, (_, g) = sinkhorn, setup
+    B, n = 2, 32
+    m = gf.Masked(f, B)
+    X, pos = m.sample(gf.PositionalGaussians.repeat(g, B), n, seed=0, method="sobol")
+    ts = np.array([0.0, 0.5])
+    pt = P.simulate(m, X, ts, positions=pos)
+    assert pt.status == "completed"
+    assert pt.info["sinkhorn_converged"] and max(pt.info["sinkhorn_iterations"]) > 1
+    Xb = X.reshape(B, n, 2)
+    m0 = Xb.mean(1)
+    S0 = np.einsum("bni,bnj->bij", Xb - m0[:, None], Xb - m0[:, None]) / n
+    tr = gf.solve(m, gf.PositionalGaussians(m0, S0), 0.5, ts=ts)
+    mp = np.asarray(pt.xs[-1]).reshape(B, n, 2).mean(1)
+    assert np.abs(mp - m0).max() > 0.2
+    assert np.abs(mp - tr.means[-1]).max() < 0.1

@@ -191,7 +191,7 @@ def test_causal_first_token_sees_itself_only(cloud):
     full = np.asarray(P.velocity(f, cloud))
     assert np.max(np.abs(v[-1] - full[-1])) < 1e-13
     with pytest.raises(ValueError, match="causal masks"):
-        P.velocity(FIELDS["sinkhorn"], cloud, causal=True)
+        P.velocity(FIELDS["unnormalized"], cloud, causal=True)
 
 
 @pytest.mark.parametrize("name", ["softmax", "sinkhorn", "unnormalized", "sigmoid"])

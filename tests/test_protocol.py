@@ -120,8 +120,10 @@ def test_masked_documents_the_inner_variant_and_refuses_what_it_cannot_take():
     d1, S1 = gf.L2(I, -I, I, c=0.5).moment_rhs(g.block(0))
     np.testing.assert_allclose(dm[2], d1, rtol=1e-12)  # equal blocks: the unmasked closure
     np.testing.assert_allclose(dS[2], S1, rtol=1e-12)
-    with pytest.raises(ValueError, match="Sinkhorn"):
-        gf.Masked(gf.Sinkhorn(I, -I, I), 3)
+    # Sinkhorn: its particle system has a causal (per-prefix) Sinkhorn; the block velocity is the
+    # Sinkhorn closure of the prefix Gaussian
+    Ds = gf.derive(gf.Masked(gf.Sinkhorn(I, -I, I), 3))
+    assert "sinkhorn" in Ds.name and "_sqrtm_psd(Sigma_p)" in Ds.jax_source
     with pytest.raises(ValueError, match="approximate"):
         gf.Masked(gf.Sigmoid(I, -I, I), 3)
     with pytest.raises(ValueError, match="cannot take"):

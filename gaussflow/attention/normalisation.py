@@ -13,7 +13,6 @@ Built in: :class:`SoftmaxNormalisation` (``exp(s)`` normalised over keys),
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import jax.numpy as jnp
@@ -21,7 +20,8 @@ import jax.numpy as jnp
 from .._checks import as_scalar, positive_int
 from ..symbolic.engine import derive_normalised_exp, derive_sinkhorn
 from ..symbolic.projection import derive_linear, derive_sigmoid, derive_unnormalised_exp
-from ..particles.kernels import add_bias, direct_pass, row_pass, sinkhorn_potentials
+from ..particles.kernels import add_bias, direct_pass, row_pass
+from ..particles.sinkhorn import prefix_sinkhorn, sinkhorn_velocity
 from ..quadrature import Cubature
 
 #: Default points per axis of the tensor Gauss-Hermite cubature of sigmoid weights, by dimension
@@ -92,21 +92,20 @@ class SoftmaxNormalisation(Normalisation):
 class SinkhornNormalisation(Normalisation):
     """Weights ``exp(s(x, y))`` scaled to be doubly stochastic w.r.t. ``mu x mu`` (the score states
     the temperature, e.g. ``beta <Q x, K y> / eps``). Rule: the Gaussian Schrödinger system and
-    conditioning (score jointly quadratic); particles: log-domain Sinkhorn on the cloud."""
+    conditioning (score jointly quadratic); particles: log-domain Sinkhorn on the cloud
+    (Anderson-accelerated, :mod:`gaussflow.particles.sinkhorn`). Causal masks: each token moves
+    under the Sinkhorn field of its prefix (the coupling of the prefix cloud with itself)."""
 
     kind = "sinkhorn"
+    supports_mask = True
 
     def derive(self, name, score, value, notes=()):
         return derive_sinkhorn(name, score, value, notes)
 
     def particle_velocity(self, sc, ctx, positions=None, log_a=None):
         if positions is not None:
-            raise ValueError("causal masks are not supported with Sinkhorn normalisation")
-        n = sc.q.shape[0]
-        la = jnp.full((n,), -math.log(n)) if log_a is None else log_a
-        g, _, _ = sinkhorn_potentials(sc, la, ctx)
-        m, l, acc = row_pass(sc, add_bias(g, sc.key_const), None, ctx)
-        return acc / l[:, None]
+            return prefix_sinkhorn(sc, positions, log_a, ctx)[0]
+        return sinkhorn_velocity(sc, log_a, ctx)
 
     def describe(self):
         return "doubly stochastic (Sinkhorn)"

@@ -10,8 +10,11 @@ Modules:
   :func:`empirical_moments`;
 - :mod:`~gaussflow.particles.kernels`: the score code generated from an attention declaration
   (:func:`kernel_spec`, :class:`Scores`), the evaluation :class:`Context`, and the block-wise
-  passes the normalisations use (:func:`row_pass`, :func:`direct_pass`,
-  :func:`sinkhorn_potentials`); its docstring describes the memory and the Sinkhorn cost;
+  passes the normalisations use (:func:`row_pass`, :func:`direct_pass`); its docstring
+  describes the memory;
+- :mod:`~gaussflow.particles.sinkhorn`: the particle Sinkhorn (:func:`sinkhorn_potentials`,
+  Anderson-accelerated; the causal per-prefix version :func:`prefix_sinkhorn`), its stopping rule
+  and cost;
 - :mod:`~gaussflow.particles.dynamics`: :func:`particle_velocity`, :func:`velocity`,
   :func:`simulate`, :func:`simulate_batch` and :class:`ParticleTrajectory`;
 - :mod:`~gaussflow.particles.convergence`: the mean-field limit from non-Gaussian initial
@@ -31,8 +34,10 @@ with values ``v_j = W_O V y_j`` and weights ``w_ij`` from the declared score (se
 :mod:`~gaussflow.particles.kernels`).
 
 **Causal masking.** With ``positions`` (shape ``(N,)``) token ``i`` attends to the tokens ``j``
-with ``positions[j] <= positions[i]`` (softmax over its prefix); ``causal=True`` uses
-``positions = arange(N) / N`` (token order). Only ``"softmax"`` normalisation supports masks.
+with ``positions[j] <= positions[i]`` (softmax over its prefix; for ``"sinkhorn"``, the Sinkhorn
+field of the prefix cloud, :func:`prefix_sinkhorn`); ``causal=True`` uses
+``positions = arange(N) / N`` (token order). ``"softmax"``, ``"sinkhorn"`` and linear ``"none"``
+weights support masks.
 
 **Other fields.** Sums (``f1 + f2``, multi-head) add their parts' particle velocities; fields whose
 velocity does not depend on the measure (e.g. an affine layer) move each particle by their
@@ -47,8 +52,9 @@ Everything is float64 and deterministic given the seed.
 
 from .sampling import SAMPLERS, SEED_LIMIT, check_count, empirical_moments, sample
 from .kernels import (BLOCK_ELEMENTS, DIRECT_WEIGHTS, NORMALISATIONS, WEIGHT_HOOKS, Context,
-                      KernelSpec, Scores, add_bias, direct_pass, is_attention, kernel_spec,
-                      row_pass, sinkhorn_potentials)
+                      KernelSpec, Scores, add_bias, col_lse, direct_pass, is_attention,
+                      kernel_spec, row_lse, row_pass)
+from .sinkhorn import prefix_sinkhorn, sinkhorn_potentials, sinkhorn_velocity
 from .dynamics import (ParticleTrajectory, jit_velocity, particle_velocity, simulate,
                        simulate_batch, sinkhorn_fields, velocity)
 from .convergence import (ConvergenceReport, InitialMeasure, gaussian_mixture,
@@ -57,7 +63,8 @@ from .diagnostics import EFFECTIVE_KEYS_WARN, effective_keys, effective_keys_pat
 
 __all__ = ["sample", "SAMPLERS", "simulate", "simulate_batch", "velocity", "particle_velocity",
            "empirical_moments", "ParticleTrajectory", "Context", "kernel_spec",
-           "sinkhorn_potentials", "WEIGHT_HOOKS", "DIRECT_WEIGHTS", "BLOCK_ELEMENTS",
+           "sinkhorn_potentials", "prefix_sinkhorn", "sinkhorn_velocity", "WEIGHT_HOOKS",
+           "DIRECT_WEIGHTS", "BLOCK_ELEMENTS",
            "mean_field_convergence", "ConvergenceReport", "InitialMeasure", "uniform_ball",
            "uniform_sphere", "gaussian_mixture", "wasserstein2",
            "effective_keys", "effective_keys_path", "EFFECTIVE_KEYS_WARN"]

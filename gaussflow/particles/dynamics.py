@@ -11,7 +11,6 @@ status and, for Sinkhorn fields, a report of the Sinkhorn iterations at every sa
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass, field as dc_field
 
 import diffrax
@@ -23,7 +22,8 @@ import numpy as np
 from .. import cache
 from .._checks import as_array, as_scalar, check_times
 from ..gaussian import Gaussian
-from .kernels import Context, Scores, is_attention, kernel_spec, sinkhorn_potentials
+from .kernels import Context, Scores, is_attention, kernel_spec
+from .sinkhorn import prefix_sinkhorn, sinkhorn_potentials, uniform_or
 from .sampling import check_count, empirical_moments
 
 
@@ -60,10 +60,14 @@ def _is_local(field) -> bool:
 
 
 def sinkhorn_fields(field):
-    """The Sinkhorn-normalised attention fields inside ``field`` (itself, sum parts, segments)."""
+    """The Sinkhorn-normalised attention fields inside ``field`` (itself, sum parts, segments, the
+    inner field of a causal ``gf.Masked``)."""
     if is_attention(field) and kernel_spec(type(field)).normalisation == "sinkhorn":
         return [field]
     out = []
+    inner = getattr(field, "field", None)
+    if getattr(field, "causal", False) and inner is not None:
+        out += sinkhorn_fields(inner)
     for p in getattr(field, "parts", ()) or ():
         out += sinkhorn_fields(p)
     for f, _ in _segments(field) or ():
@@ -186,7 +190,7 @@ def _check_field(field, d):
 
 def simulate_batch(field, x0s, ts, *, t0=0.0, n_valid=None, positions=None, causal=False,
                    rtol=1e-8, atol=1e-10, solver=None, max_steps=16384, block=None,
-                   sinkhorn_tol=1e-10, sinkhorn_max_iter=1000, dense=False
+                   sinkhorn_tol=1e-10, sinkhorn_max_iter=1000, sinkhorn_anderson=10, dense=False
                    ) -> list[ParticleTrajectory]:
     """:func:`simulate` for a batch of clouds ``x0s`` (B, N, d) sharing one compiled solve.
 
@@ -216,6 +220,7 @@ def simulate_batch(field, x0s, ts, *, t0=0.0, n_valid=None, positions=None, caus
         block = check_count("block", block)
     stol = float(as_scalar("sinkhorn_tol", sinkhorn_tol, positive=True))
     smax = check_count("sinkhorn_max_iter", sinkhorn_max_iter)
+    sand = _check_anderson(sinkhorn_anderson)
     pos = _check_positions(positions, causal, n)
     cache.ensure_enabled()  # the persistent compilation cache, once per process
     log_as = None
@@ -232,7 +237,8 @@ def simulate_batch(field, x0s, ts, *, t0=0.0, n_valid=None, positions=None, caus
             log_as = jnp.asarray(np.where(idx < nvv, -np.log(nvv), -np.inf))
     else:
         nv = [n] * B
-    ctx = Context(block=block, dense=bool(dense), sinkhorn_tol=stol, sinkhorn_max_iter=smax)
+    ctx = Context(block=block, dense=bool(dense), sinkhorn_tol=stol, sinkhorn_max_iter=smax,
+                  sinkhorn_anderson=sand, n_prefixes=_n_prefixes(pos))
     solver = resolve_solver(solver)
 
     segs = _segments(field)
@@ -278,7 +284,7 @@ def simulate_batch(field, x0s, ts, *, t0=0.0, n_valid=None, positions=None, caus
             status[b] = "nonfinite"
         info = {"num_steps": int(steps[b])}
         if sk and ok.any():
-            info.update(_sinkhorn_report(sk, xb[ok], ctx))
+            info.update(_sinkhorn_report(sk, xb[ok], pos, ctx))
         trajs.append(ParticleTrajectory(
             ts=ts[ok], xs=xb[ok], status=status[b], t_stop=float(t_stop[b]),
             num_steps=int(steps[b]), positions=None if pos is None else np.asarray(pos),
@@ -286,18 +292,32 @@ def simulate_batch(field, x0s, ts, *, t0=0.0, n_valid=None, positions=None, caus
     return trajs
 
 
+def _check_anderson(m):
+    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 0:
+        raise ValueError(f"sinkhorn_anderson must be an integer >= 0 (the Anderson memory; 0 for "
+                         f"plain Sinkhorn), got {m!r}")
+    return int(m)
+
+
+def _n_prefixes(pos):
+    """Number of distinct positions (a static bound for the causal Sinkhorn), or ``None``."""
+    return None if pos is None else int(np.unique(np.asarray(pos)).size)
+
+
 @eqx.filter_jit
-def _sinkhorn_at(f, X, ctx):
-    n = X.shape[0]
-    la = jnp.full((n,), -math.log(n))
-    _, it, err = sinkhorn_potentials(Scores(kernel_spec(type(f)), f, X), la, ctx)
+def _sinkhorn_at(f, X, pos, ctx):
+    sc = Scores(kernel_spec(type(f)), f, X)
+    if pos is not None:
+        _, it, err = prefix_sinkhorn(sc, pos, None, ctx)
+        return it, err
+    _, it, err = sinkhorn_potentials(sc, uniform_or(None, X.shape[0]), ctx)
     return it, err
 
 
-def _sinkhorn_report(fields, xs, ctx):
+def _sinkhorn_report(fields, xs, pos, ctx):
     its, errs = [], []
     for X in xs:
-        per = [_sinkhorn_at(f, jnp.asarray(X), ctx) for f in fields]
+        per = [_sinkhorn_at(f, jnp.asarray(X), pos, ctx) for f in fields]
         its.append(max(int(p[0]) for p in per))
         errs.append(max(float(p[1]) for p in per))
     return {"sinkhorn_iterations": its, "sinkhorn_marginal_error": errs,
@@ -307,7 +327,7 @@ def _sinkhorn_report(fields, xs, ctx):
 
 def simulate(field, x0, ts, *, t0=0.0, positions=None, causal=False, rtol=1e-8, atol=1e-10,
              solver=None, max_steps=16384, block=None, sinkhorn_tol=1e-10, sinkhorn_max_iter=1000,
-             dense=False) -> ParticleTrajectory:
+             sinkhorn_anderson=10, dense=False) -> ParticleTrajectory:
     """Integrate the N-token system ``dx_i/dt = Gamma[mu^N](x_i)`` from ``x0`` (N, d).
 
     Parameters
@@ -320,7 +340,9 @@ def simulate(field, x0, ts, *, t0=0.0, positions=None, causal=False, rtol=1e-8, 
     rtol, atol, solver, max_steps : diffrax ``PIDController`` tolerances, solver (default adaptive
         ``Tsit5``) and step budget.
     block : keys per block (default ``BLOCK_ELEMENTS // N``); ``dense=True`` uses the full score
-        matrix (reference, small N). sinkhorn_tol, sinkhorn_max_iter : Sinkhorn stopping rule.
+        matrix (reference, small N). sinkhorn_tol, sinkhorn_max_iter : Sinkhorn stopping rule;
+        sinkhorn_anderson : Anderson memory of the Sinkhorn iteration (0: plain Sinkhorn; see
+        :mod:`gaussflow.particles.sinkhorn`).
 
     Returns a :class:`ParticleTrajectory` (``.xs`` of shape ``(len(ts), N, d)`` when completed).
     Never raises on numerical events: see ``status``.
@@ -329,11 +351,12 @@ def simulate(field, x0, ts, *, t0=0.0, positions=None, causal=False, rtol=1e-8, 
     return simulate_batch(field, np.asarray(x0)[None], ts, t0=t0, positions=positions,
                           causal=causal, rtol=rtol, atol=atol, solver=solver, max_steps=max_steps,
                           block=block, sinkhorn_tol=sinkhorn_tol,
-                          sinkhorn_max_iter=sinkhorn_max_iter, dense=dense)[0]
+                          sinkhorn_max_iter=sinkhorn_max_iter,
+                          sinkhorn_anderson=sinkhorn_anderson, dense=dense)[0]
 
 
 def velocity(field, X, *, positions=None, causal=False, block=None, dense=False,
-             sinkhorn_tol=1e-10, sinkhorn_max_iter=1000):
+             sinkhorn_tol=1e-10, sinkhorn_max_iter=1000, sinkhorn_anderson=10):
     """The empirical field ``Gamma[mu^N](x_i)`` of the cloud ``X`` (N, d) at every particle (N, d)."""
     X = as_array("X", X, ndim=2)
     n, d = X.shape
@@ -342,8 +365,10 @@ def velocity(field, X, *, positions=None, causal=False, block=None, dense=False,
         block = check_count("block", block)
     stol = float(as_scalar("sinkhorn_tol", sinkhorn_tol, positive=True))
     smax = check_count("sinkhorn_max_iter", sinkhorn_max_iter)
+    sand = _check_anderson(sinkhorn_anderson)
     pos = _check_positions(positions, causal, n)
-    ctx = Context(block=block, dense=bool(dense), sinkhorn_tol=stol, sinkhorn_max_iter=smax)
+    ctx = Context(block=block, dense=bool(dense), sinkhorn_tol=stol, sinkhorn_max_iter=smax,
+                  sinkhorn_anderson=sand, n_prefixes=_n_prefixes(pos))
     segs = _segments(field)
     if segs is not None:
         raise ValueError("a layer schedule has no single velocity; pass one of its fields")

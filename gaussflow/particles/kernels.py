@@ -21,13 +21,10 @@ log-sum-exp stabilisation (which unbounded ``exp`` weights need; :func:`direct_p
 memory is one ``N x block`` score block, ``block = max(1, BLOCK_ELEMENTS // N)`` keys by default
 (``BLOCK_ELEMENTS = 2**20``, i.e. 8 MiB of float64 scores; small blocks stay in cache).
 
-**Sinkhorn cost.** Each Sinkhorn iteration (:func:`sinkhorn_potentials`) is two block-wise passes
-over the ``N^2`` pairs (``O(N^2 d)`` flops, ``O(N block)`` memory); one velocity evaluation is
-``2 n_iter + 1`` passes. Iterations run (cold-started, ``f = 0``) until the largest relative
-violation of the row marginal, ``max_i |N sum_j pi_ij - 1|``, is below ``sinkhorn_tol`` (default
-``1e-10``) or ``sinkhorn_max_iter`` (default 1000) is reached. The count grows with the spread of
-the scores ``beta <Qx, Ky> / eps`` over the cloud; :func:`gaussflow.particles.simulate` reports the
-count (and the remaining marginal error) recomputed at every saved time.
+**Sinkhorn.** The Sinkhorn potentials (:mod:`gaussflow.particles.sinkhorn`) are built from two
+of these passes per iteration, :func:`row_lse` and :func:`col_lse`; that module's docstring gives
+the iteration (Anderson-accelerated by default), its stopping rule, the causal (prefix) version and
+their costs.
 
 The normalisation objects (:mod:`gaussflow.attention.normalisation`) combine these passes into
 particle velocities; :class:`Context` says how they are evaluated.
@@ -117,14 +114,20 @@ class Context:
 
     ``block``: keys per block (``None``: ``BLOCK_ELEMENTS // N``); ``dense``: compute the full
     score matrix instead (reference implementation for tests, small N only);
-    ``sinkhorn_tol``/``sinkhorn_max_iter``: stopping rule of the Sinkhorn iterations.
-    Positions for causal masks are passed next to the context, as arrays.
+    ``sinkhorn_tol``/``sinkhorn_max_iter``: stopping rule of the Sinkhorn iterations;
+    ``sinkhorn_anderson``: Anderson memory of the Sinkhorn iteration (``0``: plain alternating
+    Sinkhorn; see :mod:`gaussflow.particles.sinkhorn`).
+    Positions for causal masks are passed next to the context, as arrays; ``n_prefixes`` is a
+    static upper bound on their number of distinct values (``None``: ``N``), which lets a causal
+    Sinkhorn solve one coupling per distinct prefix instead of one per token.
     """
 
     block: int | None = None
     dense: bool = False
     sinkhorn_tol: float = 1e-10
     sinkhorn_max_iter: int = 1000
+    sinkhorn_anderson: int = 10
+    n_prefixes: int | None = None
 
     def block_size(self, n):
         b = self.block if self.block is not None else max(1, BLOCK_ELEMENTS // max(n, 1))
@@ -310,14 +313,37 @@ def direct_pass(sc: Scores, a, ctx: Context, positions=None):
     return acc if positions is None else acc / mass[:, None]
 
 
-def _row_lse(sc, key_bias, ctx):
+def row_lse(sc: Scores, key_bias: jax.Array | None, ctx: Context) -> jax.Array:
+    r"""For every query $i$: $\log \sum_j \exp(\log w_{ij} + b_j)$ (block-wise over keys).
+
+    Parameters
+    ----------
+    sc : the score blocks of the cloud.
+    key_bias : (N,) key bias $b$ (``-inf`` excludes a key) or ``None``.
+    ctx : evaluation context.
+
+    Returns
+    -------
+    (N,) row log-sum-exps (the row term ``c0_i`` excluded).
+    """
     m, l, _ = row_pass(sc, key_bias, None, ctx, with_values=False)
     return m + jnp.log(l)
 
 
-def _col_lse(sc: Scores, query_bias, ctx: Context):
-    """For every key ``j``: ``log sum_i exp(log w_ij + query_bias_i)`` (block-wise over queries;
-    includes the key term ``kc_j`` of the fast path, excludes the row term ``c0_i``)."""
+def col_lse(sc: Scores, query_bias: jax.Array, ctx: Context) -> jax.Array:
+    r"""For every key $j$: $\log \sum_i \exp(\log w_{ij} + b_i)$ (block-wise over queries).
+
+    Parameters
+    ----------
+    sc : the score blocks of the cloud.
+    query_bias : (N,) query bias $b$ (``-inf`` excludes a query).
+    ctx : evaluation context.
+
+    Returns
+    -------
+    (N,) column log-sum-exps (including the key term ``kc_j`` of the fast path, excluding the row
+    term ``c0_i``).
+    """
     n = sc.q.shape[0]
     qd, kd = sc.query_data(), sc.key_data()
     if ctx.dense:
@@ -333,29 +359,3 @@ def _col_lse(sc: Scores, query_bias, ctx: Context):
         m, l, _ = _scan_lse(n, xs, block_logits)
         out = m + jnp.log(l)
     return add_bias(out, sc.key_const)
-
-
-def sinkhorn_potentials(sc: Scores, log_a, ctx: Context):
-    """Log-domain Sinkhorn for the self-coupling of the weighted cloud ``sum_i a_i delta_{x_i}``.
-
-    Coupling ``pi_ij = exp(f_i + g_j + log w_ij)`` with both marginals ``a``:
-    ``g_j = log a_j - LSE_i(f_i + log w_ij)``, ``f_i = log a_i - LSE_j(g_j + log w_ij)``, from
-    ``f = log a``. Returns ``(g, n_iter, err)``; ``softmax_j(log w_ij + g_j)`` is then the
-    row-conditional of the coupling. ``err = max_i |sum_j pi_ij / a_i - 1|`` for the coupling of the
-    previous half-step (stopping rule ``err <= ctx.sinkhorn_tol``, at most ``ctx.sinkhorn_max_iter``).
-    """
-
-    def cond(st):
-        it, f, g, err = st
-        return (err > ctx.sinkhorn_tol) & (it < ctx.sinkhorn_max_iter)
-
-    def body(st):
-        it, f, g, err = st
-        g = log_a - _col_lse(sc, f, ctx)
-        f_new = log_a - _row_lse(sc, add_bias(g, sc.key_const), ctx)
-        dev = jnp.where(jnp.isfinite(f_new), jnp.expm1(f - f_new), 0.0)
-        return it + 1, f_new, g, jnp.max(jnp.abs(dev))
-
-    init = (jnp.asarray(0), log_a, jnp.zeros_like(log_a), jnp.asarray(jnp.inf))
-    it, f, g, err = jax.lax.while_loop(cond, body, init)
-    return g, it, err

@@ -16,6 +16,7 @@ from sympy import MatrixSymbol
 from . import symbols as S
 from .calculus import affine_closure, moment_match_mixture, simplify_matrix
 from .derivation import Derivation, Program, Step
+from .special import SqrtPSD
 
 #: Symbols of the masked derivation: prefix moments and the mixture weight $p$.
 ALPHA_LT = MatrixSymbol("alpha_lt", S.d, 1)
@@ -27,8 +28,49 @@ P = sp.Symbol("p", nonnegative=True)
 PROJECTION = "moment-matched prefix mixture (one Gaussian per position block)"
 
 
+def freeze_constants(expr: sp.Basic, x: MatrixSymbol) -> tuple:
+    """Replace the `x`-free matrix square roots and inverses of `expr` by placeholder symbols.
+
+    Differentiating in `x` then never enters those nodes (SymPy's matrix derivative does not
+    terminate on a square root of a product that holds an inverse, as in the realised Sinkhorn
+    velocity).
+
+    Parameters
+    ----------
+    expr : sympy.Basic
+        A matrix expression.
+    x : MatrixSymbol
+        The variable of differentiation.
+
+    Returns
+    -------
+    tuple
+        `(frozen, back, symmetric)`: `frozen` has the placeholders `Z_k`; `back` maps them to
+        the nodes they stand for (`frozen.xreplace(back) == expr`); `symmetric` lists the
+        placeholders of square roots (symmetric matrices).
+    """
+    nodes = []
+    for node in sp.preorder_traversal(expr):
+        opaque = isinstance(node, (SqrtPSD, sp.Inverse)) or (
+            isinstance(node, sp.MatPow) and node.exp.is_negative)
+        if opaque and not node.has(x) and node not in nodes:
+            nodes.append(node)
+    back, fwd, symmetric = {}, {}, []
+    for k, node in enumerate(nodes):
+        z = MatrixSymbol(f"Z_{k}", *node.shape)
+        back[z], fwd[node] = node, z
+        if isinstance(node, SqrtPSD):
+            symmetric.append(z)
+    return expr.xreplace(fwd), back, tuple(symmetric)
+
+
 def derive_masked(inner: Derivation, name: str | None = None) -> Derivation:
     r"""The masked closure of an exact inner derivation (affine velocity under a Gaussian).
+
+    The inner velocity is evaluated at the prefix moments ($\alpha \to \alpha_p$,
+    $\Sigma \to \Sigma_p$, inside matrix square roots too: for Sinkhorn, the closure of the
+    prefix Gaussian's self-coupling); its $x$-free square roots and inverses are frozen
+    (`freeze_constants`) while the affine closure rule differentiates in $x$.
 
     Generated functions: `prefix_moments(alpha_lt, Sigma_lt, alpha, Sigma, p)` (the mixture
     rule), `block_velocity(t, x, alpha_p, Sigma_p, *params)` and
@@ -58,7 +100,9 @@ def derive_masked(inner: Derivation, name: str | None = None) -> Derivation:
     sym = (S.Sigma, SIGMA_LT, SIGMA_P)
     mix = moment_match_mixture([P, 1 - P], [ALPHA_LT, S.alpha], [SIGMA_LT, S.Sigma])
     velocity = simplify_matrix(inner.velocity.xreplace({S.alpha: ALPHA_P, S.Sigma: SIGMA_P}), sym)
-    cl = affine_closure(velocity, S.x, S.alpha, S.Sigma, (SIGMA_P,))
+    frozen, back, sym_z = freeze_constants(velocity, S.x)
+    cl = affine_closure(frozen, S.x, S.alpha, S.Sigma, (SIGMA_P, *sym_z))
+    cl = type(cl)(**{k: v.xreplace(back) for k, v in vars(cl).items()})
     kernel = [ex for st in inner.steps if st.title == "Kernel" for ex in st.exprs]
     steps = [
         Step("Causal kernel",

@@ -9,7 +9,11 @@ prefix ``mu_{<=b} = (1/(b+1)) sum_{c <= b} N(alpha_c, Sigma_c)`` (blocks up to a
 own), with the prefix mixture replaced by its moment-matched Gaussian (law of total covariance,
 computed recursively), :func:`gaussflow.symbolic.causal.derive_masked`. The inner field must be
 exact (affine in x under a Gaussian) and its particle system must support masks: softmax-normalised
-declarations (softmax, L2, multi-head, your own), linear attention, affine layers and sums of them.
+declarations (softmax, L2, multi-head, your own), Sinkhorn, linear attention, affine layers and sums
+of them. For a Sinkhorn inner field the block velocity is the Sinkhorn closure of the prefix
+Gaussian (its self-coupling, conditioned on ``x``) evaluated on block ``b``'s Gaussian; the
+particles are the causal particle Sinkhorn (each token under the Sinkhorn field of its prefix
+cloud, :func:`gaussflow.particles.prefix_sinkhorn`; ``O(N^3)`` per sweep).
 ``gf.derive(gf.Masked(inner, B))`` is the derivation whose generated functions
 (``prefix_moments``, ``block_closure``) this field runs.
 
@@ -85,7 +89,8 @@ class Masked(Field):
         if why:
             raise ValueError(f"gf.Masked cannot take this field: {why}. Supported: exact "
                              "declarations with softmax normalisation (softmax, L2, multi-head, "
-                             "your own), linear attention, affine layers, and sums of them")
+                             "your own), Sinkhorn, linear attention, affine layers, and sums of "
+                             "them")
         if isinstance(n_blocks, bool) or not isinstance(n_blocks, (int, np.integer)) or n_blocks < 1:
             raise ValueError(f"n_blocks must be a positive integer, got {n_blocks!r}")
         self.field = field
