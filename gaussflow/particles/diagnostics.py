@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._checks import as_array, as_scalar
-from .kernels import Context, Scores, add_bias, is_attention, kernel_spec, row_pass, \
-    sinkhorn_potentials
+from .kernels import Context, Scores, add_bias, is_attention, kernel_spec, row_pass
+from .sinkhorn import sinkhorn_potentials
 from .sampling import check_count
 
 if TYPE_CHECKING:
