@@ -6,6 +6,8 @@ statuses `"blowup"` and `"escaped"`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import diffrax
 import jax
 import jax.numpy as jnp
@@ -41,8 +43,8 @@ def growth_flags(J: jax.Array, S: jax.Array, scale: jax.Array, threshold: jax.Ar
                  t: jax.Array, t0: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     r"""`(blowup, escaped, tau)` of a state with covariance `S` and closure matrix `J`.
 
-    With $f = \operatorname{tr}\Sigma / \mathrm{scale}$ ($\mathrm{scale} = \operatorname{tr}
-    \Sigma_0$), $f' = 2 \operatorname{tr}(J \Sigma) / \mathrm{scale}$ and $\tau = f / f'$:
+    With $f = \operatorname{tr}\Sigma / s$ ($s$ = `scale` $= \operatorname{tr}\Sigma_0$),
+    $f' = 2 \operatorname{tr}(J \Sigma) / s$ and $\tau = f / f'$:
     blow-up when $f >$ `threshold`, $f' > 0$ and $\tau <$ `BLOWUP_TAU_RATIO` $(t - t_0)$;
     escape when $f >$ `ESCAPE_FACTOR * threshold` otherwise.
     """
@@ -79,8 +81,9 @@ class FiniteErrorPID(diffrax.PIDController):
     `factormin` (0.2) times shorter. (The stock controller turns a NaN error into a NaN step
     size, after which every step is rejected until `max_steps`.)"""
 
-    def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order,
-                        controller_state):
+    def adapt_step_size(self, t0: Any, t1: Any, y0: Any, y1_candidate: Any, args: Any,
+                        y_error: Any, error_order: Any, controller_state: Any) -> Any:
+        """diffrax's rule, with a non-finite candidate or error estimate as an infinite error."""
         leaves = jax.tree_util.tree_leaves((y1_candidate, y_error))
         bad = jnp.any(jnp.stack([~jnp.all(jnp.isfinite(a)) for a in leaves]))
         y_error = jax.tree_util.tree_map(lambda e: jnp.where(bad, jnp.inf, e), y_error)
@@ -91,8 +94,7 @@ class FiniteErrorPID(diffrax.PIDController):
 
 def first_step(dm: jax.Array, J: jax.Array, mean: jax.Array, S: jax.Array,
                span: jax.Array) -> jax.Array:
-    r"""The first step from the problem's own time scale: $\min(\mathrm{span},
-    \mathrm{FIRST\_STEP} / \mathrm{rate})$.
+    r"""The first step from the problem's own time scale: `min(span, FIRST_STEP / rate)`.
 
     $$\mathrm{rate} = \frac{|d \operatorname{tr}\Sigma/dt|}{\operatorname{tr}\Sigma} + \|J\|_F
     + \frac{|d\alpha/dt|}{|\alpha| + (\operatorname{tr}\Sigma)^{1/2}}$$

@@ -22,6 +22,7 @@ PENDING = {
     "particles/sampling.py", "attention/normalisation.py", "variants/masked.py",
     "validation.py", "validation_report.py", "reproduce.py", "plots.py", "cli/validate.py",
     "particles/diagnostics.py", "reproduce_clustering.py", "closed_form.py",
+    "particles/sinkhorn.py",
     "cli/reproduce.py",
 }
 
