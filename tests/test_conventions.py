@@ -18,9 +18,8 @@ PENDING = {
     # -- group 2
     # -- group 3
     "integrate.py", "batch.py", "queue.py", "passes.py", "theory/closed_forms.py",
-    "attention/normalisation.py", "variants/masked.py",
     "validation.py", "validation_report.py", "reproduce.py", "plots.py", "cli/validate.py",
-    "reproduce_clustering.py", "closed_form.py",
+    "closed_form.py",
     "cli/reproduce.py",
 }
 
