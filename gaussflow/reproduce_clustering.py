@@ -1,24 +1,24 @@
 r"""The d = 8 clustering reproduction: a random softmax layer schedule, closure against particles.
 
-- :func:`clustering_schedule` — layer ``l``: ``Q_l`` standard normal ``(2, d)``, ``K_l = -Q_l``,
-  ``V_l = I + 0.1 G_l``, ``beta = 1/sqrt(d)``.
-- :func:`clustering` — the normalised spectrum ``eig(Sigma)/tr Sigma`` against depth from the
-  closure and from a mirrored (antithetic) cloud, on the same axes.
-- :func:`clustering_gap` — the largest gap between the closure's and the particles' normalised
-  spectra against ``N``, for independent and for mirrored clouds, after one and after three
+- `clustering_schedule` — layer $l$: $Q_l$ standard normal `(2, d)`, $K_l = -Q_l$,
+  $V_l = I + 0.1 G_l$, $\beta = 1/\sqrt{d}$.
+- `clustering` — the normalised spectrum $\operatorname{eig}(\Sigma)/\operatorname{tr}\Sigma$
+  against depth from the closure and from a mirrored (antithetic) cloud, on the same axes.
+- `clustering_gap` — the largest gap between the closure's and the particles' normalised
+  spectra against $N$, for independent and for mirrored clouds, after one and after three
   layers.
 
-**Why mirrored clouds.** ``V_l`` close to ``I`` expands the whole cloud, its mean included: the
-mean of an independent cloud, ``O(N^{-1/2})`` off at the start (and followed by the noise of its
-mean velocity), moves away like ``e^t``; the closure, started from the cloud's moments, follows it.
-Once the mean is several spreads from the origin, the softmax tilt of a typical query (``K = -Q``:
+**Why mirrored clouds.** $V_l$ close to $I$ expands the whole cloud, its mean included: the
+mean of an independent cloud, $O(N^{-1/2})$ off at the start (and followed by the noise of its
+mean velocity), moves away like $e^t$; the closure, started from the cloud's moments, follows it.
+Once the mean is several spreads from the origin, the softmax tilt of a typical query ($K = -Q$:
 the key mean shifted by $-\beta \Sigma Q^T Q x$, which grows with the query's distance from the
 origin) lies beyond the sample: each query puts nearly all of its weight on one extreme key (the
-median effective number of keys, :func:`gaussflow.particles.effective_keys`, falls to about 1), the
+median effective number of keys, `gaussflow.particles.effective_keys`, falls to about 1), the
 particles' covariance stops contracting in the directions the closure still contracts, and the
 normalised spectra part. More particles barely help (seed 0: the three-layer gap stays at 0.10-0.12
-from N = 256 to 2048). A mirrored cloud (pairs ``x``, ``-x`` about the mean ``0``) has its mean
-exactly at ``0`` and, since ``K = -Q`` scores are even under ``x -> -x`` and ``V`` is linear, keeps
+from N = 256 to 2048). A mirrored cloud (pairs $x$, $-x$ about the mean $0$) has its mean
+exactly at $0$ and, since $K = -Q$ scores are even under $x \mapsto -x$ and $V$ is linear, keeps
 it there: its queries keep many effective keys, and the gap stays at the level of its Monte Carlo
 error (0.003-0.008 at N = 256 to 2048).
 """
@@ -36,7 +36,8 @@ from .gaussian import Gaussian
 from .integrate import solve
 from .variants import Layers, Softmax
 
-#: Number of saved times of the closure in the spectrum figure.
+#: Number of equispaced saved times of the closure in the spectrum figure (besides the save
+#: times of the particles, `spectrum_gap`'s `extra_times`).
 N_SAVE = 101
 
 #: Save times per layer of the particle runs (and of the gap).
@@ -45,18 +46,25 @@ SAVES_PER_LAYER = 4
 
 def clustering_schedule(d: int = 8, n_layers: int = 6, seed: int = 0,
                         duration: float = 4.0) -> Layers:
-    """A random softmax layer schedule: layer l has ``Q_l`` standard normal (2 x d), ``K_l = -Q_l``,
-    ``V_l = I + 0.1 G_l`` (G_l standard normal), ``beta = 1/sqrt(d)``, duration ``duration``.
+    r"""A random softmax layer schedule: layer $l$ has $Q_l$ standard normal ($2 \times d$),
+    $K_l = -Q_l$, $V_l = I + 0.1 G_l$ ($G_l$ standard normal), $\beta = 1/\sqrt{d}$, duration
+    `duration`.
 
     Parameters
     ----------
-    d : token dimension. n_layers : number of layers. seed : seed of the weights
-        (``numpy.random.default_rng``). duration : depth of every layer.
+    d : int
+        Token dimension.
+    n_layers : int
+        Number of layers.
+    seed : int
+        Seed of the weights (`numpy.random.default_rng`).
+    duration : float
+        Depth of every layer.
 
     Returns
     -------
     Layers
-        The schedule (total depth ``n_layers * duration``).
+        The schedule (total depth `n_layers * duration`).
     """
     rng = np.random.default_rng(seed)
     layers = []
@@ -68,25 +76,30 @@ def clustering_schedule(d: int = 8, n_layers: int = 6, seed: int = 0,
 
 
 def spectrum_gap(sched: Layers, x0: np.ndarray, extra_times: int = 0) -> dict:
-    """Closure against particles from the cloud ``x0`` through ``sched``.
+    r"""Closure against particles from the cloud `x0` through `sched`.
 
     The closure starts from the cloud's empirical moments (the validation protocol); both are
-    saved at ``SAVES_PER_LAYER`` times per layer.
+    saved at `SAVES_PER_LAYER` times per layer.
 
     Parameters
     ----------
-    sched : the layer schedule. x0 : the cloud, shape ``(N, d)``.
-    extra_times : the closure is also saved at this many equispaced times (for a figure; one
+    sched : Layers
+        The layer schedule.
+    x0 : numpy.ndarray
+        The cloud, shape `(N, d)`.
+    extra_times : int
+        The closure is also saved at this many equispaced times (for a figure; one
         solve); the gap uses the common times only.
 
     Returns
     -------
     dict
-        ``gap``: $\\max_t \\max_k |\\lambda_k(\\Sigma(t)) - \\lambda_k(S_N(t))|$ over the save
-        times, $\\lambda$ the normalised spectrum (eigenvalues of ``S / tr S``, decreasing);
-        ``keys_median``: the lowest median over queries of the effective number of keys at the
-        save times; ``mean_spreads``: $|\\alpha(T)| / \\sqrt{\\mathrm{tr}\\,\\Sigma(T)}$ of the
-        closure at the end; ``statuses``; the trajectories ``closure``, ``particles``.
+        `gap`: $\max_t \max_k |\lambda_k(\Sigma(t)) - \lambda_k(S_N(t))|$ over the save
+        times, $\lambda$ the normalised spectrum (eigenvalues of $S / \operatorname{tr} S$,
+        decreasing); `keys_median`: the lowest median over queries of the effective number of
+        keys at the save times; `mean_spreads`: $|\alpha(T)| / \sqrt{\mathrm{tr}\,\Sigma(T)}$
+        of the closure at the end; `statuses` (closure, particles); the trajectories `closure`,
+        `particles`.
     """
     T = sched.total
     ts = np.linspace(0.0, T, SAVES_PER_LAYER * len(sched.fields) + 1)
@@ -109,17 +122,23 @@ def spectrum_gap(sched: Layers, x0: np.ndarray, extra_times: int = 0) -> dict:
 def clustering(out_dir: str, quick: bool = False, seed: int = 0,
                log: Callable = print) -> tuple[dict, list[str]]:
     """Normalised spectrum against depth, closure vs particles (a mirrored cloud), for
-    :func:`clustering_schedule` (8 layers, ``N = 2048``; quick: 3 layers, ``N = 256``).
+    `clustering_schedule` (8 layers, $N = 2048$; quick: 3 layers, $N = 256$).
 
     Parameters
     ----------
-    out_dir : folder of the figure ``clustering_spectrum.png`` (and ``.pdf``).
-    quick : the small setting. seed : seed of the weights and of the cloud. log : progress lines.
+    out_dir : str
+        Folder of the figure `clustering_spectrum.png` (and `.pdf`).
+    quick : bool
+        The small setting.
+    seed : int
+        Seed of the weights and of the cloud.
+    log : Callable
+        Progress lines.
 
     Returns
     -------
     tuple
-        ``(summary, files)``: the numbers (largest spectrum gap, effective ranks, lowest median
+        `(summary, files)`: the numbers (largest spectrum gap, effective ranks, lowest median
         effective keys, statuses) and the written PNG.
     """
     from . import plots
@@ -152,25 +171,33 @@ def clustering(out_dir: str, quick: bool = False, seed: int = 0,
 def clustering_gap(out_dir: str, quick: bool = False, seed: int = 0, log: Callable = print,
                    n_particles: tuple[int, ...] | None = None,
                    cloud_seeds: tuple[int, ...] = (0,)) -> tuple[dict, list[str]]:
-    """The spectrum gap against ``N``, independent vs mirrored clouds, one and three layers of
-    :func:`clustering_schedule` (``seed``).
+    """The spectrum gap against $N$, independent vs mirrored clouds, one and three layers of
+    `clustering_schedule` (`seed`).
 
     The default run takes about two minutes on 2 cores, most of it the independent clouds through
     three layers (their particle ODE stiffens as the attention concentrates).
 
     Parameters
     ----------
-    out_dir : folder of the figure ``clustering_gap.png`` (and ``.pdf``).
-    quick : sizes ``N = 128, 512`` instead of ``256, 512, 1024, 2048``.
-    seed : seed of the weights. log : progress lines.
-    n_particles : the sizes (overrides ``quick``). cloud_seeds : one cloud per size and seed.
+    out_dir : str
+        Folder of the figure `clustering_gap.png` (and `.pdf`).
+    quick : bool
+        Sizes $N = 128, 512$ instead of $256, 512, 1024, 2048$.
+    seed : int
+        Seed of the weights.
+    log : Callable
+        Progress lines.
+    n_particles : tuple of int or None
+        The sizes (overrides `quick`).
+    cloud_seeds : tuple of int
+        One cloud per size and seed.
 
     Returns
     -------
     tuple
-        ``(summary, files)``: ``summary["cases"][case][sampler]`` holds, per ``N`` and cloud seed,
-        the ``gap``, the lowest median effective keys ``keys_median``, the closure's final mean in
-        spreads ``mean_spreads`` and the ``statuses`` (see :func:`spectrum_gap`); ``files`` the
+        `(summary, files)`: `summary["cases"][case][sampler]` holds, per $N$ and cloud seed,
+        the `gap`, the lowest median effective keys `keys_median`, the closure's final mean in
+        spreads `mean_spreads` and the `statuses` (see `spectrum_gap`); `files` the
         written PNG.
     """
     from . import plots

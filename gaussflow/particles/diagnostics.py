@@ -1,26 +1,26 @@
-"""How far a cloud is from its mean-field limit: the effective number of keys per query.
+r"""How far a cloud is from its mean-field limit: the effective number of keys per query.
 
 Query $x_i$ averages the values $v_j$ with its normalised attention weights $w_{ij}$
-($\\sum_j w_{ij} = 1$). The mean-field velocity is an expectation under the tilted measure
-$k(x_i, y)\\,\\mu(dy) / \\int k(x_i, z)\\,\\mu(dz)$; the particles estimate it by the weighted
+($\sum_j w_{ij} = 1$). The mean-field velocity is an expectation under the tilted measure
+$k(x_i, y)\,\mu(dy) / \int k(x_i, z)\,\mu(dz)$; the particles estimate it by the weighted
 average over the $N$ keys, an importance-sampling estimate whose effective sample size is
 
-$$ N_{\\mathrm{eff}}(x_i) = \\frac{1}{\\sum_j w_{ij}^2}
-   = \\frac{(\\sum_j k_{ij})^2}{\\sum_j k_{ij}^2}, \\qquad k_{ij} = k(x_i, x_j), $$
+$$ N_{\mathrm{eff}}(x_i) = \frac{1}{\sum_j w_{ij}^2}
+   = \frac{(\sum_j k_{ij})^2}{\sum_j k_{ij}^2}, \qquad k_{ij} = k(x_i, x_j), $$
 
 between 1 (all the weight on one key) and $N$ (uniform weights). When it falls to a few keys
 the tilt lies in the tail of the sample (or outside it): the particle field is no Monte Carlo
 estimate of the mean-field one any more, and closure and particles part whatever the closure's
-accuracy. :func:`effective_keys` computes it per query, block-wise over keys (two running
-log-sum-exp passes, :func:`~gaussflow.particles.kernels.row_pass`:
-$\\log N_{\\mathrm{eff}} = 2\\,\\mathrm{LSE}_j(s_{ij}) - \\mathrm{LSE}_j(2 s_{ij})$ for the
-log-weights $s_{ij} = \\log k_{ij}$), so no $N \\times N$ matrix and no overflow.
+accuracy. `effective_keys` computes it per query, block-wise over keys (two running
+log-sum-exp passes, `gaussflow.particles.kernels.row_pass`:
+$\log N_{\mathrm{eff}} = 2\,\mathrm{LSE}_j(s_{ij}) - \mathrm{LSE}_j(2 s_{ij})$ for the
+log-weights $s_{ij} = \log k_{ij}$), so no $N \times N$ matrix and no overflow.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import equinox as eqx
 import jax
@@ -40,27 +40,28 @@ if TYPE_CHECKING:
 #: Below this many effective keys per query (the minimum over queries) the validation warns.
 EFFECTIVE_KEYS_WARN = 3.0
 
-#: Normalisations with a weight distribution per query (``"none"`` has unnormalised weights).
+#: Normalisations with a weight distribution per query (`"none"` has unnormalised weights).
 NORMALISED = ("softmax", "sinkhorn")
 
 
 class _Doubled:
-    """The scores of ``sc`` times two (``row_pass`` of it gives ``LSE_j(2 s_ij)``)."""
+    r"""The scores of `sc` times two (`row_pass` of it gives $\mathrm{LSE}_j(2 s_{ij})$)."""
 
-    def __init__(self, sc: Scores):
+    def __init__(self, sc: Scores) -> None:
         self.q, self.values = sc.q, sc.values
         self.query_data, self.key_data = sc.query_data, sc.key_data
         self._sc = sc
 
-    def logits(self, qd, kd):
+    def logits(self, qd: tuple[jax.Array, ...], kd: tuple[jax.Array, ...]) -> jax.Array:
+        """Twice the log-weights of `sc`."""
         return 2.0 * self._sc.logits(qd, kd)
 
 
 def attention_parts(field: Field) -> list:
-    """The attention fields with normalised weights inside ``field`` (itself or its sum parts).
+    """The attention fields with normalised weights inside `field` (itself or its sum parts).
 
     Parts whose velocity does not depend on the weights of a query (affine layers) and
-    unnormalised attention (``"none"``) are left out."""
+    unnormalised attention (`"none"`) are left out."""
     if is_attention(field):
         return [field] if kernel_spec(type(field)).normalisation in NORMALISED else []
     out = []
@@ -86,7 +87,7 @@ def _one(field, X, positions, ctx, t):
 
 @eqx.filter_jit
 def _effective_keys(fields, X, positions, ctx, t):
-    """Elementwise minimum over ``fields`` of the per-query effective keys; ``X`` (n_t, N, d)."""
+    """Elementwise minimum over `fields` of the per-query effective keys; `X` `(n_t, N, d)`."""
 
     def at(x):
         return jnp.min(jnp.stack([_one(f, x, positions, ctx, t) for f in fields]), axis=0)
@@ -97,28 +98,41 @@ def _effective_keys(fields, X, positions, ctx, t):
 def effective_keys(field: Field, X: ArrayLike, *, t: float = 0.0,
                    positions: ArrayLike | None = None, block: int | None = None,
                    sinkhorn_tol: float = 1e-10, sinkhorn_max_iter: int = 1000) -> np.ndarray:
-    """Effective number of keys of every query, ``1 / sum_j w_ij^2`` (see the module doc).
+    r"""Effective number of keys of every query, $1 / \sum_j w_{ij}^2$ (see the module doc).
 
     Parameters
     ----------
-    field : a softmax- or Sinkhorn-normalised attention field (``gf.Softmax``, ``gf.L2``, your
-        own ``gf.Attention``), or a sum of fields with at least one such part (multi-head, or
-        ``Affine + Softmax``): the elementwise minimum over its attention parts (the most
+    field : Field
+        A softmax- or Sinkhorn-normalised attention field (`gf.Softmax`, `gf.L2`, your
+        own `gf.Attention`), or a sum of fields with at least one such part (multi-head, or
+        `Affine + Softmax`): the elementwise minimum over its attention parts (the most
         concentrated head). Sinkhorn fields use the row-conditional of the self-coupling,
-        ``w_ij \\propto k_ij e^{g_j}``.
-    X : the cloud, shape ``(N, d)``, or several clouds (e.g. the saved times of a trajectory),
-        shape ``(n_t, N, d)``.
-    t : the time at which a time-dependent declaration is evaluated.
-    positions : causal mask (shape ``(N,)``): query ``i`` weighs the keys ``j`` with
-        ``positions[j] <= positions[i]`` (softmax only).
-    block, sinkhorn_tol, sinkhorn_max_iter : as in :func:`gaussflow.particles.simulate`.
+        $w_{ij} \propto k_{ij} e^{g_j}$.
+    X : array_like
+        The cloud, shape `(N, d)`, or several clouds (e.g. the saved times of a trajectory),
+        shape `(n_t, N, d)`.
+    t : float
+        The time at which a time-dependent declaration is evaluated.
+    positions : array_like or None
+        Causal mask (shape `(N,)`): query $i$ weighs the keys $j$ with
+        `positions[j] <= positions[i]` (softmax only).
+    block, sinkhorn_tol, sinkhorn_max_iter : int or None, float, int
+        As in `gaussflow.particles.simulate`.
 
     Returns
     -------
     numpy.ndarray
-        Shape ``(N,)`` (or ``(n_t, N)``), values in ``[1, N]``: ``N`` for uniform weights, about
-        1 when each query puts its weight on one key. A layer schedule (``gf.Layers``) has no
-        single set of weights: pass the layer acting at the time of ``X``.
+        Shape `(N,)` (or `(n_t, N)`), values in $[1, N]$: $N$ for uniform weights, about
+        1 when each query puts its weight on one key. A layer schedule (`gf.Layers`) has no
+        single set of weights: pass the layer acting at the time of `X`.
+
+    Raises
+    ------
+    TypeError
+        For a layer schedule, a causal `gf.Masked` field (pass its inner field and the
+        positions), or a field without softmax- or Sinkhorn-normalised attention.
+    ValueError
+        For a malformed `X`, a dimension mismatch, or `positions` with Sinkhorn parts.
     """
     X = as_array("X", X)
     if X.ndim not in (2, 3):
@@ -163,21 +177,29 @@ def _attention_leaves(field) -> list:
 
 
 def effective_keys_path(field: Field, ts: ArrayLike, xs: ArrayLike, *, t0: float = 0.0,
-                        positions: ArrayLike | None = None, **options) -> np.ndarray | None:
-    """:func:`effective_keys` at every saved time of a trajectory, or ``None`` when ``field`` has
+                        positions: ArrayLike | None = None,
+                        **options: Any) -> np.ndarray | None:
+    """`effective_keys` at every saved time of a trajectory, or `None` when `field` has
     no normalised attention (e.g. an affine layer, unnormalised attention).
 
     Parameters
     ----------
-    field : as in :func:`effective_keys`, or a layer schedule (``gf.Layers``): the layer acting
-        at each time (the one whose interval ``(t_start, t_end]`` holds it; ``t0`` the first).
-    ts : the saved times, shape ``(n_t,)``. xs : the clouds, shape ``(n_t, N, d)``.
-    t0 : the time the schedule starts. positions, options : as in :func:`effective_keys`.
+    field : Field
+        As in `effective_keys`, or a layer schedule (`gf.Layers`): the layer acting
+        at each time (the one whose interval `(t_start, t_end]` holds it; `t0` the first).
+    ts : array_like
+        The saved times, shape `(n_t,)`.
+    xs : array_like
+        The clouds, shape `(n_t, N, d)`.
+    t0 : float
+        The time the schedule starts.
+    positions, **options
+        As in `effective_keys`.
 
     Returns
     -------
     numpy.ndarray or None
-        Shape ``(n_t, N)``; rows of layers without normalised attention are NaN.
+        Shape `(n_t, N)`; rows of layers without normalised attention are NaN.
     """
     ts = np.asarray(as_array("ts", ts, ndim=1))
     xs = as_array("xs", xs, ndim=3, shape=(len(ts), None, None))

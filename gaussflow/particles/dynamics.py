@@ -1,23 +1,26 @@
-"""Particle dynamics: the empirical velocity field of a cloud and its integration in time.
+r"""Particle dynamics: the empirical velocity field of a cloud and its integration in time.
 
-:func:`particle_velocity` evaluates ``Gamma[mu^N]`` at every particle (attention fields through
+`particle_velocity` evaluates $\Gamma[\mu^N]$ at every particle (attention fields through
 their normalisation's block-wise passes, sums part by part, local fields particle by particle);
-:func:`simulate` / :func:`simulate_batch` integrate ``dx_i/dt = Gamma[mu^N](x_i)`` with diffrax
-(layer schedules segment by segment) and return :class:`ParticleTrajectory` records with their
+`simulate` / `simulate_batch` integrate $dx_i/dt = \Gamma[\mu^N](x_i)$ with diffrax
+(layer schedules segment by segment) and return `ParticleTrajectory` records with their
 status and, for Sinkhorn fields, a report of the Sinkhorn iterations at every saved time;
-:func:`velocity` is the field of one cloud.
+`velocity` is the field of one cloud.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field as dc_field
+from typing import TYPE_CHECKING, Any
 
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from .. import cache
 from .._checks import as_array, as_scalar, check_times
@@ -26,12 +29,18 @@ from .kernels import Context, Scores, is_attention, kernel_spec
 from .sinkhorn import prefix_sinkhorn, sinkhorn_potentials, uniform_or
 from .sampling import check_count, empirical_moments
 
+if TYPE_CHECKING:
+    from ..field import Field
 
-def particle_velocity(field, X, positions=None, ctx: Context = Context(), log_a=None, t=0.0):
-    """``Gamma[mu](x_i)`` at time ``t`` at every particle of the cloud ``X`` (N, d) for the
-    empirical measure ``mu = sum_j a_j delta_{x_j}`` (``log_a`` (N,); ``None``: uniform
-    ``a_j = 1/N``; entries ``-inf`` drop particles, e.g. padding). Pure JAX (traceable).
-    ``positions`` (N,) or ``None``: causal mask (see :mod:`gaussflow.particles`).
+
+def particle_velocity(field: Any, X: jax.Array, positions: jax.Array | None = None,
+                      ctx: Context = Context(), log_a: jax.Array | None = None,
+                      t: float | jax.Array = 0.0) -> jax.Array:
+    r"""$\Gamma[\mu](x_i)$ at time `t` at every particle of the cloud `X` `(N, d)` for the
+    empirical measure $\mu = \sum_j a_j \delta_{x_j}$ (`log_a` `(N,)`; `None`: uniform
+    $a_j = 1/N$; entries `-inf` drop particles, e.g. padding). Pure JAX (traceable).
+    `positions` `(N,)` or `None`: causal mask (see `gaussflow.particles`). Returns the `(N, d)`
+    velocities; raises `TypeError` for a field without a particle system.
     """
     hook = getattr(field, "_particle_velocity", None)
     if callable(hook):
@@ -59,9 +68,9 @@ def _is_local(field) -> bool:
     return not names & {"alpha", "Sigma"}
 
 
-def sinkhorn_fields(field):
-    """The Sinkhorn-normalised attention fields inside ``field`` (itself, sum parts, segments, the
-    inner field of a causal ``gf.Masked``)."""
+def sinkhorn_fields(field: Any) -> list:
+    """The Sinkhorn-normalised attention fields inside `field` (itself, sum parts, segments, the
+    inner field of a causal `gf.Masked`)."""
     if is_attention(field) and kernel_spec(type(field)).normalisation == "sinkhorn":
         return [field]
     out = []
@@ -76,7 +85,7 @@ def sinkhorn_fields(field):
 
 
 def _segments(field):
-    """``[(field, duration), ...]`` of a layer schedule (``gf.Layers``), else ``None``."""
+    """`[(field, duration), ...]` of a layer schedule (`gf.Layers`), else `None`."""
     fields, durations = getattr(field, "fields", None), getattr(field, "durations", None)
     if isinstance(fields, tuple) and isinstance(durations, tuple):
         return list(zip(fields, durations))
@@ -88,9 +97,11 @@ def _segments(field):
 class ParticleTrajectory:
     """Token positions of a particle simulation.
 
-    ``ts`` (n_t,), ``xs`` (n_t, N, d) NumPy arrays: the requested save times reached (all of them
-    when ``status == "completed"``). ``status``: ``"completed"``, ``"max_steps"`` or
-    ``"nonfinite"``. ``np.asarray(traj)`` is ``xs``. ``info``: solver steps, and for Sinkhorn
+    `ts` `(n_t,)`, `xs` `(n_t, N, d)` NumPy arrays: the requested save times reached (all of them
+    when `status == "completed"`). `status`: `"completed"`, `"max_steps"` or
+    `"nonfinite"`; `t_stop`: the time the run stopped at; `num_steps`: solver steps;
+    `positions`: the token positions of a causal run (else `None`); `field_name`: the field's
+    name. `np.asarray(traj)` is `xs`. `info`: solver steps, and for Sinkhorn
     fields the iteration count and remaining marginal error recomputed at each saved time.
     """
 
@@ -103,24 +114,25 @@ class ParticleTrajectory:
     field_name: str = ""
     info: dict = dc_field(default_factory=dict, repr=False)
 
-    def __array__(self, dtype=None, copy=None):
+    def __array__(self, dtype: DTypeLike | None = None, copy: bool | None = None) -> np.ndarray:
         return self.xs if dtype is None else self.xs.astype(dtype)
 
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, ...]:
+        """The shape of `xs`, `(n_t, N, d)`."""
         return self.xs.shape
 
-    def moments(self):
-        """Empirical means (n_t, d) and covariances (n_t, d, d) (``1/N`` normalisation)."""
+    def moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Empirical means `(n_t, d)` and covariances `(n_t, d, d)` (`1/N` normalisation)."""
         m, S = empirical_moments(self.xs)
         return np.asarray(m), np.asarray(S)
 
-    def gaussians(self):
-        """The moment-matched :class:`~gaussflow.Gaussian` at each saved time."""
+    def gaussians(self) -> list[Gaussian]:
+        """The moment-matched `gaussflow.Gaussian` at each saved time."""
         m, S = self.moments()
         return [Gaussian(mi, Si) for mi, Si in zip(m, S)]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"ParticleTrajectory({self.field_name or 'field'}, status={self.status!r}, "
                 f"N={self.xs.shape[1]}, d={self.xs.shape[2]}, n_saved={len(self.ts)}, "
                 f"steps={self.num_steps})")
@@ -128,8 +140,8 @@ class ParticleTrajectory:
 
 def _integrate_impl(field, x0s, log_as, positions, t0, t1, ts, ctx, solver, rtol, atol,
                     max_steps):
-    """Integrate a batch of clouds ``x0s`` (B, N, d) (particle log-weights ``log_as`` (B, N) or
-    ``None``: uniform) over ``[t0, t1]``, saving at ``ts``."""
+    """Integrate a batch of clouds `x0s` `(B, N, d)` (particle log-weights `log_as` `(B, N)` or
+    `None`: uniform) over `[t0, t1]`, saving at `ts`."""
 
     def one(x0, log_a):
         def vf(t, y, args):
@@ -188,15 +200,36 @@ def _check_field(field, d):
                          f"{field.dim}")
 
 
-def simulate_batch(field, x0s, ts, *, t0=0.0, n_valid=None, positions=None, causal=False,
-                   rtol=1e-8, atol=1e-10, solver=None, max_steps=16384, block=None,
-                   sinkhorn_tol=1e-10, sinkhorn_max_iter=1000, sinkhorn_anderson=10, dense=False
-                   ) -> list[ParticleTrajectory]:
-    """:func:`simulate` for a batch of clouds ``x0s`` (B, N, d) sharing one compiled solve.
+def simulate_batch(field: Field, x0s: ArrayLike, ts: ArrayLike, *, t0: float = 0.0,
+                   n_valid: Sequence[int] | None = None, positions: ArrayLike | None = None,
+                   causal: bool = False, rtol: float = 1e-8, atol: float = 1e-10,
+                   solver: diffrax.AbstractSolver | str | None = None, max_steps: int = 16384,
+                   block: int | None = None, sinkhorn_tol: float = 1e-10,
+                   sinkhorn_max_iter: int = 1000, sinkhorn_anderson: int = 10,
+                   dense: bool = False) -> list[ParticleTrajectory]:
+    """`simulate` for a batch of clouds `x0s` `(B, N, d)` sharing one compiled solve.
 
-    ``n_valid`` (B ints, optional): cloud ``b`` is ``x0s[b, :n_valid[b]]``; the rest is padding
-    (weight zero: it does not act on the others), so clouds of different sizes share one
-    compilation. Returned trajectories hold the valid particles only.
+    Parameters
+    ----------
+    field : Field
+        As in `simulate`.
+    x0s : array_like
+        Initial token positions of the `B` clouds, shape `(B, N, d)`.
+    ts : array_like
+        Save times, as in `simulate`.
+    n_valid : Sequence of int or None
+        `B` counts (optional): cloud `b` is `x0s[b, :n_valid[b]]`; the rest is padding
+        (weight zero: it does not act on the others), so clouds of different sizes share one
+        compilation. Not combined with causal positions.
+    t0, positions, causal, rtol, atol, solver, max_steps, block
+        As in `simulate`.
+    sinkhorn_tol, sinkhorn_max_iter, sinkhorn_anderson, dense
+        As in `simulate`.
+
+    Returns
+    -------
+    list of ParticleTrajectory
+        One per cloud, holding the valid particles only.
     """
     from ..integrate import resolve_solver
 
@@ -300,7 +333,7 @@ def _check_anderson(m):
 
 
 def _n_prefixes(pos):
-    """Number of distinct positions (a static bound for the causal Sinkhorn), or ``None``."""
+    """Number of distinct positions (a static bound for the causal Sinkhorn), or `None`."""
     return None if pos is None else int(np.unique(np.asarray(pos)).size)
 
 
@@ -325,27 +358,44 @@ def _sinkhorn_report(fields, xs, pos, ctx):
             "sinkhorn_converged": bool(max(errs) <= ctx.sinkhorn_tol)}
 
 
-def simulate(field, x0, ts, *, t0=0.0, positions=None, causal=False, rtol=1e-8, atol=1e-10,
-             solver=None, max_steps=16384, block=None, sinkhorn_tol=1e-10, sinkhorn_max_iter=1000,
-             sinkhorn_anderson=10, dense=False) -> ParticleTrajectory:
-    """Integrate the N-token system ``dx_i/dt = Gamma[mu^N](x_i)`` from ``x0`` (N, d).
+def simulate(field: Field, x0: ArrayLike, ts: ArrayLike, *, t0: float = 0.0,
+             positions: ArrayLike | None = None, causal: bool = False, rtol: float = 1e-8,
+             atol: float = 1e-10, solver: diffrax.AbstractSolver | str | None = None,
+             max_steps: int = 16384, block: int | None = None, sinkhorn_tol: float = 1e-10,
+             sinkhorn_max_iter: int = 1000, sinkhorn_anderson: int = 10,
+             dense: bool = False) -> ParticleTrajectory:
+    r"""Integrate the $N$-token system $dx_i/dt = \Gamma[\mu^N](x_i)$ from `x0` `(N, d)`.
 
     Parameters
     ----------
-    field : a gaussflow field (the same objects as the closures: ``gf.Softmax``, sums, ...).
-    x0 : initial token positions, shape ``(N, d)`` (e.g. :func:`sample`).
-    ts : save times, strictly increasing, ``ts[0] >= t0``; the run ends at ``ts[-1]``.
-    positions, causal : causal mask (see :mod:`gaussflow.particles`); ``positions`` (N,)
-        overrides.
-    rtol, atol, solver, max_steps : diffrax ``PIDController`` tolerances, solver (default adaptive
-        ``Tsit5``) and step budget.
-    block : keys per block (default ``BLOCK_ELEMENTS // N``); ``dense=True`` uses the full score
-        matrix (reference, small N). sinkhorn_tol, sinkhorn_max_iter : Sinkhorn stopping rule;
-        sinkhorn_anderson : Anderson memory of the Sinkhorn iteration (0: plain Sinkhorn; see
-        :mod:`gaussflow.particles.sinkhorn`).
+    field : Field
+        A gaussflow field (the same objects as the closures: `gf.Softmax`, sums, ...).
+    x0 : array_like
+        Initial token positions, shape `(N, d)` (e.g. `sample`).
+    ts : array_like
+        Save times, strictly increasing, `ts[0] >= t0`; the run ends at `ts[-1]`.
+    t0 : float
+        The start time.
+    positions, causal : array_like or None, bool
+        Causal mask (see `gaussflow.particles`); `positions` `(N,)` overrides.
+    rtol, atol, solver, max_steps : float, float, diffrax.AbstractSolver or str or None, int
+        diffrax `PIDController` tolerances, solver (default adaptive `Tsit5`; a solver or a
+        name, as in `gf.solve`) and step budget.
+    block : int or None
+        Keys per block (default `BLOCK_ELEMENTS // N`).
+    sinkhorn_tol, sinkhorn_max_iter : float, int
+        Sinkhorn stopping rule.
+    sinkhorn_anderson : int
+        Anderson memory of the Sinkhorn iteration (0: plain Sinkhorn; see
+        `gaussflow.particles.sinkhorn`).
+    dense : bool
+        `True` uses the full score matrix (reference, small $N$).
 
-    Returns a :class:`ParticleTrajectory` (``.xs`` of shape ``(len(ts), N, d)`` when completed).
-    Never raises on numerical events: see ``status``.
+    Returns
+    -------
+    ParticleTrajectory
+        `.xs` of shape `(len(ts), N, d)` when completed. Never raises on numerical events: see
+        `status`.
     """
     x0 = as_array("x0", x0, ndim=2)
     return simulate_batch(field, np.asarray(x0)[None], ts, t0=t0, positions=positions,
@@ -355,9 +405,13 @@ def simulate(field, x0, ts, *, t0=0.0, positions=None, causal=False, rtol=1e-8, 
                           sinkhorn_anderson=sinkhorn_anderson, dense=dense)[0]
 
 
-def velocity(field, X, *, positions=None, causal=False, block=None, dense=False,
-             sinkhorn_tol=1e-10, sinkhorn_max_iter=1000, sinkhorn_anderson=10):
-    """The empirical field ``Gamma[mu^N](x_i)`` of the cloud ``X`` (N, d) at every particle (N, d)."""
+def velocity(field: Field, X: ArrayLike, *, positions: ArrayLike | None = None,
+             causal: bool = False, block: int | None = None, dense: bool = False,
+             sinkhorn_tol: float = 1e-10, sinkhorn_max_iter: int = 1000,
+             sinkhorn_anderson: int = 10) -> jax.Array:
+    r"""The empirical field $\Gamma[\mu^N](x_i)$ of the cloud `X` `(N, d)` at every particle
+    `(N, d)`; the keyword options as in `simulate` (a layer schedule has no single velocity:
+    `ValueError`)."""
     X = as_array("X", X, ndim=2)
     n, d = X.shape
     _check_field(field, d)
@@ -376,6 +430,7 @@ def velocity(field, X, *, positions=None, causal=False, block=None, dense=False,
 
 
 @eqx.filter_jit
-def jit_velocity(field, X, pos, ctx, log_a=None):
-    """:func:`particle_velocity` at ``t = 0``, compiled (``eqx.filter_jit``; ``ctx`` static)."""
+def jit_velocity(field: Any, X: jax.Array, pos: jax.Array | None, ctx: Context,
+                 log_a: jax.Array | None = None) -> jax.Array:
+    """`particle_velocity` at `t = 0`, compiled (`eqx.filter_jit`; `ctx` static)."""
     return particle_velocity(field, X, pos, ctx, log_a)

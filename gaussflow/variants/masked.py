@@ -1,36 +1,38 @@
-"""Causal (masked) attention on a position-indexed family of Gaussians.
+r"""Causal (masked) attention on a position-indexed family of Gaussians.
 
-Tokens carry a position ``s in [0, 1]``; a token at ``s`` attends only to tokens at ``s' <= s``.
-The state is one Gaussian per position block, :class:`~gaussflow.PositionalGaussians` (``B`` equal
-blocks ``[b/B, (b+1)/B)``, equal masses).
+Tokens carry a position $s \in [0, 1]$; a token at $s$ attends only to tokens at $s' \le s$.
+The state is one Gaussian per position block, `gaussflow.PositionalGaussians` ($B$ equal
+blocks $[b/B, (b+1)/B)$, equal masses).
 
-**Closure (approximate, ``exact = False``).** Block ``b`` moves under the inner field of its
-prefix ``mu_{<=b} = (1/(b+1)) sum_{c <= b} N(alpha_c, Sigma_c)`` (blocks up to and including its
-own), with the prefix mixture replaced by its moment-matched Gaussian (law of total covariance,
-computed recursively), :func:`gaussflow.symbolic.causal.derive_masked`. The inner field must be
-exact (affine in x under a Gaussian) and its particle system must support masks: softmax-normalised
-declarations (softmax, L2, multi-head, your own), Sinkhorn, linear attention, affine layers and sums
-of them. For a Sinkhorn inner field the block velocity is the Sinkhorn closure of the prefix
-Gaussian (its self-coupling, conditioned on ``x``) evaluated on block ``b``'s Gaussian; the
-particles are the causal particle Sinkhorn (each token under the Sinkhorn field of its prefix
-cloud, :func:`gaussflow.particles.prefix_sinkhorn`; ``O(N^3)`` per sweep).
-``gf.derive(gf.Masked(inner, B))`` is the derivation whose generated functions
-(``prefix_moments``, ``block_closure``) this field runs.
+**Closure (approximate, `exact = False`).** Block $b$ moves under the inner field of its
+prefix $\mu_{\le b} = \frac{1}{b+1} \sum_{c \le b} \mathcal{N}(\alpha_c, \Sigma_c)$ (blocks up to
+and including its own), with the prefix mixture replaced by its moment-matched Gaussian (law of
+total covariance, computed recursively), `gaussflow.symbolic.causal.derive_masked`. The inner
+field must be exact (affine in $x$ under a Gaussian) and its particle system must support masks:
+softmax-normalised declarations (softmax, L2, multi-head, your own), Sinkhorn, linear attention,
+affine layers and sums of them. For a Sinkhorn inner field the block velocity is the Sinkhorn
+closure of the prefix Gaussian (its self-coupling, conditioned on $x$) evaluated on block $b$'s
+Gaussian; the particles are the causal particle Sinkhorn (each token under the Sinkhorn field of
+its prefix cloud, `gaussflow.particles.prefix_sinkhorn`; $O(N^3)$ per sweep).
+`gf.derive(gf.Masked(inner, B))` is the derivation whose generated functions
+(`prefix_moments`, `block_closure`, `block_velocity`) this field runs.
 
 Two approximations: the prefix mixture is moment-matched, and a token sees its whole block
-(the particle system, :mod:`gaussflow.particles` with ``positions``, sees only ``s' <= s``; the
-gap shrinks as ``B`` grows). When every block carries the same Gaussian the prefix mixture *is*
+(the particle system, `gaussflow.particles` with `positions`, sees only $s' \le s$; the
+gap shrinks as $B$ grows). When every block carries the same Gaussian the prefix mixture *is*
 that Gaussian, and the closure coincides with the unmasked one (tested).
 """
 
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import particles, registry
 from .._checks import as_array
@@ -40,9 +42,12 @@ from ..field import DerivedField, Field, cov_from_flow, realise
 from .softmax import Softmax
 from .superposition import Sum
 
+if TYPE_CHECKING:
+    from ..symbolic.derivation import Derivation
+
 
 def _mask_support(field) -> str | None:
-    """Why ``field`` cannot be masked, or ``None`` when it can."""
+    """Why `field` cannot be masked, or `None` when it can."""
     if isinstance(field, Sum):
         for p in field.parts:
             why = _mask_support(p)
@@ -67,11 +72,26 @@ def _masked_derivation(inner_derivation):
 
 
 class Masked(Field):
-    """Causal masking of an exact field over ``n_blocks`` position blocks (approximate closure).
+    """Causal masking of an exact field over `n_blocks` position blocks (approximate closure).
 
-    ``Masked(gf.Softmax(Q, K, V), n_blocks=B)`` acts on :class:`~gaussflow.PositionalGaussians`
-    with ``B`` blocks; ``gf.solve`` integrates it (``traj.means`` has shape ``(n, B, d)``,
-    ``traj.final`` is a ``PositionalGaussians``). See the module docstring for the closure.
+    `Masked(gf.Softmax(Q, K, V), n_blocks=B)` acts on `gaussflow.PositionalGaussians`
+    with `B` blocks; `gf.solve` integrates it (`traj.means` has shape `(n, B, d)`,
+    `traj.final` is a `PositionalGaussians`). See the module docstring for the closure.
+
+    Parameters
+    ----------
+    field : Field
+        The inner field: exact, with a particle system that supports causal masks (see the
+        module docstring).
+    n_blocks : int
+        The number $B$ of position blocks, `>= 1`.
+
+    Raises
+    ------
+    TypeError
+        When `field` is not a gaussflow field.
+    ValueError
+        When `field` cannot be masked, or `n_blocks` is not a positive integer.
     """
 
     field: Field
@@ -81,7 +101,7 @@ class Masked(Field):
     exact = False
     causal = True
 
-    def __init__(self, field, n_blocks):
+    def __init__(self, field: Field, n_blocks: int) -> None:
         if not isinstance(field, Field):
             raise TypeError(f"field must be a gaussflow field (e.g. gf.Softmax(Q, K, V)), got "
                             f"{type(field).__name__}")
@@ -98,11 +118,12 @@ class Masked(Field):
 
     @property
     def dim(self) -> int:
+        """The token dimension $d$ of the inner field."""
         return self.field.dim
 
-    def derivation(self=None):
+    def derivation(self=None) -> Derivation:
         """The masked closure of the inner field (mixture rule and block ODEs); on the class, the
-        masked softmax closure (``gf.derive("masked")``)."""
+        masked softmax closure (`gf.derive("masked")`)."""
         inner = Softmax.derivation() if self is None else self.field.derivation()
         return _masked_derivation(inner)
 
@@ -121,7 +142,7 @@ class Masked(Field):
 
     # -- closure -------------------------------------------------------------------------------
     def _prefix(self, means, covs):
-        """Moment-matched prefix Gaussians ``(alpha_{<=b}, Sigma_{<=b})`` for every block."""
+        r"""Moment-matched prefix Gaussians $(\alpha_{\le b}, \Sigma_{\le b})$ for every block."""
         mix = self.derivation().functions["prefix_moments"]
 
         def step(carry, inp):
@@ -172,8 +193,10 @@ class Masked(Field):
         mp, Sp = _jit_prefix(self, g.means, g.covs)
         return PositionalGaussians(mp, Sp)
 
-    def velocity(self, g, x, block, t=0.0):
-        """Closure velocity of tokens ``x`` (``(..., d)``) in block ``block`` (0-based) at time ``t``."""
+    def velocity(self, g: PositionalGaussians, x: ArrayLike, block: int,
+                 t: float = 0.0) -> jax.Array:
+        """Closure velocity of tokens `x` (`(..., d)`) in block `block` (0-based) at time `t`: the
+        inner field's velocity under the block's prefix Gaussian (result of the shape of `x`)."""
         self._check_state(g)
         if isinstance(block, bool) or not isinstance(block, (int, np.integer)) \
                 or not 0 <= block < self.n_blocks:
@@ -185,8 +208,9 @@ class Masked(Field):
         g_b = Gaussian(mp[int(block)], Sp[int(block)])
         return self.field.velocity(g_b, x, t)
 
-    def moment_rhs(self, g, t=0.0):
-        """``(d means/dt, d covs/dt)`` at time ``t``, shapes ``(B, d)`` and ``(B, d, d)``."""
+    def moment_rhs(self, g: PositionalGaussians,
+                   t: float = 0.0) -> tuple[jax.Array, jax.Array]:
+        """`(d means/dt, d covs/dt)` at time `t`, shapes `(B, d)` and `(B, d, d)`."""
         self._check_state(g)
         return _jit_moment_rhs(self, jnp.asarray(float(t)), g.means, g.covs)
 
@@ -197,13 +221,15 @@ class Masked(Field):
                              "causal=True to gf.particles.simulate")
         return particles.particle_velocity(self.field, X, positions, ctx, log_a, t)
 
-    def sample(self, g: PositionalGaussians, n_per_block: int, seed=0, method="random"):
-        """Particles for the causal system: ``(X, positions)``, block ``b`` holding ``n_per_block``
-        samples of ``N(means[b], covs[b])`` at evenly spaced positions inside ``[b/B, (b+1)/B)``
-        (``X`` sorted by position, shape ``(B * n_per_block, d)``). ``method``: ``"random"``,
-        ``"antithetic"``, ``"sobol"`` (:func:`gaussflow.particles.sample`); a Sobol block keeps its
-        order, so every prefix of it is itself well spread (the joint empirical law of (position,
-        value) still tends to uniform x Gaussian)."""
+    def sample(self, g: PositionalGaussians, n_per_block: int, seed: int = 0,
+               method: str = "random") -> tuple[np.ndarray, np.ndarray]:
+        r"""Particles for the causal system: `(X, positions)`, block $b$ holding `n_per_block`
+        samples of $\mathcal{N}$(`means[b]`, `covs[b]`) at evenly spaced positions inside
+        $[b/B, (b+1)/B)$ (`X` sorted by position, shape `(B * n_per_block, d)`; block $b$ drawn
+        from the seed `seed * 7919 + b`). `method`: `"random"`, `"antithetic"`, `"sobol"`
+        (`gaussflow.particles.sample`); a Sobol block keeps its order, so every prefix of it is
+        itself well spread (the joint empirical law of (position, value) still tends to
+        uniform $\times$ Gaussian)."""
         self._check_state(g)
         if isinstance(n_per_block, bool) or not isinstance(n_per_block, (int, np.integer)) \
                 or n_per_block < 1:
