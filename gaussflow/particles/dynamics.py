@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field as dc_field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import diffrax
 import equinox as eqx
@@ -25,12 +25,12 @@ from numpy.typing import ArrayLike, DTypeLike
 from .. import cache
 from .._checks import as_array, as_scalar, check_times
 from ..gaussian import Gaussian
+from ..field import Field
+from ..stepping import resolve_solver
 from .kernels import Context, Scores, is_attention, kernel_spec
 from .sinkhorn import prefix_sinkhorn, sinkhorn_potentials, uniform_or
 from .sampling import check_count, empirical_moments
 
-if TYPE_CHECKING:
-    from ..field import Field
 
 
 def particle_velocity(field: Any, X: jax.Array, positions: jax.Array | None = None,
@@ -190,8 +190,6 @@ def _check_positions(positions, causal, n):
 
 
 def _check_field(field, d):
-    from ..field import Field
-
     if not isinstance(field, Field):
         raise TypeError(f"field must be a gaussflow field (e.g. gf.Softmax(Q, K, V)), got "
                         f"{type(field).__name__}")
@@ -231,8 +229,6 @@ def simulate_batch(field: Field, x0s: ArrayLike, ts: ArrayLike, *, t0: float = 0
     list of ParticleTrajectory
         One per cloud, holding the valid particles only.
     """
-    from ..integrate import resolve_solver
-
     x0s = as_array("x0s", x0s, ndim=3)
     B, n, d = x0s.shape
     if n < 1 or d < 1:
