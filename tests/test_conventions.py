@@ -17,10 +17,10 @@ PENDING = {
     "symbolic/engine.py",
     # -- group 2
     # -- group 3
-    "integrate.py", "batch.py", "queue.py", "passes.py", "theory/closed_forms.py",
+    "integrate.py", "batch.py", "queue.py", "theory/closed_forms.py",
     "particles/__init__.py", "particles/dynamics.py", "particles/kernels.py",
     "particles/sampling.py", "attention/normalisation.py", "variants/masked.py",
-    "validation.py", "validation_report.py", "reproduce.py", "plots.py", "cli/validate.py",
+    "validation.py", "validation_report.py", "reproduce.py", "plots.py",
     "particles/diagnostics.py", "reproduce_clustering.py", "closed_form.py",
     "particles/sinkhorn.py",
     "cli/reproduce.py",
