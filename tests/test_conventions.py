@@ -21,7 +21,7 @@ PENDING = {
     "particles/__init__.py", "particles/dynamics.py", "particles/kernels.py",
     "particles/sampling.py", "attention/normalisation.py", "variants/masked.py",
     "validation.py", "validation_report.py", "reproduce.py", "plots.py",
-    "particles/diagnostics.py", "reproduce_clustering.py", "closed_form.py",
+    "particles/diagnostics.py", "reproduce_clustering.py",
     "particles/sinkhorn.py",
     "cli/reproduce.py",
 }
