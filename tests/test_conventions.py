@@ -17,7 +17,6 @@ PENDING = {
     "symbolic/engine.py",
     # -- group 2
     # -- group 3
-    "theory/closed_forms.py",
     "particles/__init__.py", "particles/dynamics.py", "particles/kernels.py",
     "particles/sampling.py", "attention/normalisation.py", "variants/masked.py",
     "validation.py", "validation_report.py", "reproduce.py", "plots.py",
