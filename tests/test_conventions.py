@@ -18,7 +18,7 @@ PENDING = {
     # -- group 3
     "particles/__init__.py", "particles/dynamics.py", "particles/kernels.py",
     "particles/sampling.py", "attention/normalisation.py", "variants/masked.py",
-    "validation_report.py", "reproduce.py", "plots.py",
+    "reproduce.py", "plots.py",
     "particles/diagnostics.py", "reproduce_clustering.py",
     "particles/sinkhorn.py",
     "cli/reproduce.py",
