@@ -1,36 +1,36 @@
-"""Integrate many Gaussian closures at once: ``gf.sweep``.
+r"""Integrate many Gaussian closures at once: `gf.sweep`.
 
 Every member gets its own adaptive steps, stopping time and status, the same as
-:func:`gaussflow.solve` gives it (flow-map state ``Sigma = Phi Sigma0 Phi^T``; blow-up /
+`gaussflow.solve` gives it (flow-map state $\Sigma = \Phi \Sigma_0 \Phi^T$; blow-up /
 non-finite / not-integrable stops): a member that blows up early stops there while the others
-carry on, and it cannot change their values. Conventions (``beta``, ``A = K^T Q``, ...) are
+carry on, and it cannot change their values. Conventions ($\beta$, $A = K^T Q$, ...) are
 those of the fields themselves. Two methods:
 
-- ``"queue"`` (default on one device): the refilling work queue of :mod:`gaussflow.queue`, a
-  pool of slots each taking diffrax steps (solver ``step``, ``PIDController``) for one member
+- `"queue"` (default on one device): the refilling work queue of `gaussflow.queue`, a
+  pool of slots each taking diffrax steps (solver `step`, `PIDController`) for one member
   and loading the next pending member when it finishes; slow members move to smaller pools.
   No member waits for another.
-- ``"vmap"`` (default on several devices): ``solve.integrate_closure`` (``diffrax.diffeqsolve``) under
-  ``jax.vmap`` in chunks, each chunk split over all ``jax.devices()`` with ``jax.shard_map`` on
-  a one-dimensional mesh (every device runs its own while-loop); a chunk runs as many steps as
-  its slowest member.
+- `"vmap"` (default on several devices): `gaussflow.integrate.integrate_closure`
+  (`diffrax.diffeqsolve`) under `jax.vmap` in chunks, each chunk split over all
+  `jax.devices()` with `jax.shard_map` on a one-dimensional mesh (every device runs its own
+  while-loop); a chunk runs as many steps as its slowest member.
 
-Members that run out of steps are run again (:mod:`gaussflow.passes`): with an implicit solver
+Members that run out of steps are run again (`gaussflow.passes`): with an implicit solver
 (stiff members), then with the full budget.
 
-**Batching.** ``fields`` is one field (shared by every member), a sequence of fields of the
+**Batching.** `fields` is one field (shared by every member), a sequence of fields of the
 same class and shapes (stacked), or a *batched field*: a field whose array leaves carry a
-leading batch axis, e.g. ``jax.vmap(lambda Q: gf.Softmax(Q, -Q, V))(Qs)``. ``g0s`` is one
-:class:`~gaussflow.Gaussian`, a sequence of them, or a batched Gaussian
-(``jax.vmap(gf.Gaussian)(means, covs)``).
+leading batch axis, e.g. `jax.vmap(lambda Q: gf.Softmax(Q, -Q, V))(Qs)`. `g0s` is one
+`gaussflow.Gaussian`, a sequence of them, or a batched Gaussian
+(`jax.vmap(gf.Gaussian)(means, covs)`).
 
-**Memory.** Members run in chunks of ``chunk_size`` (the last chunk is padded, so one
+**Memory.** Members run in chunks of `chunk_size` (the last chunk is padded, so one
 compilation serves every chunk); results are copied to the host after each chunk.
 
 **Compilation.** One compilation per (field class and static data, shapes, chunk size, solver
 options, devices; for the queue, per pool size), kept for the life of the process
-(:func:`cache_info`); compile and run times are reported separately on the result. Enable JAX's
-persistent compilation cache (the ``gaussflow`` CLI does) to reuse compilations across
+(`cache_info`); compile and run times are reported separately on the result. Enable JAX's
+persistent compilation cache (the `gaussflow` CLI does) to reuse compilations across
 processes.
 """
 
@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field as dc_field, replace
-from typing import Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import diffrax
 import equinox as eqx
@@ -52,19 +53,24 @@ from ._checks import check_batched_covs, check_times, positive_int
 from .field import StaticKey
 from .gaussian import Gaussian
 from .passes import SCALARS, run_schedule, schedule
-from .integrate import (TIME_SCALES, check_solver_options, integrate_closure, status_of,
-                        trajectory_of)
+from .integrate import (TIME_SCALES, Trajectory, check_solver_options, integrate_closure,
+                        status_of, trajectory_of)
 from .stepping import resolve_solver
 
+if TYPE_CHECKING:
+    from jax.typing import ArrayLike
+
+    from .field import Field
+
 _AXIS = "batch"
-#: Lowerings of the batched core so far (one per compilation; see :func:`cache_info`).
+#: Lowerings of the batched core so far (one per compilation; see `cache_info`).
 _TRACES = 0
 _COMPILED: dict = {}
 
 
 # ------------------------------------------------------------------------------ batched core
 def _core(dyn, t0, t1, ts, *, static, field_batched, state_batched, mesh):
-    """``dyn = (field arrays, means0, covs0)``; vmapped (and shard_mapped) ``solve.integrate_closure``."""
+    """`dyn = (field arrays, means0, covs0)`; vmapped (and shard_mapped) `integrate_closure`."""
     global _TRACES
     _TRACES += 1
     field_static, solver, rtol, atol, max_steps, thr, adjoint, time_scale = static
@@ -96,7 +102,7 @@ _core_jit = jax.jit(_core, static_argnames=("static", "field_batched", "state_ba
 
 
 def _compiled(dyn, t0, t1, ts, static, field_batched, state_batched, mesh):
-    """The compiled core for these shapes/options: ``(executable, seconds spent compiling)``."""
+    """The compiled core for these shapes/options: `(executable, seconds spent compiling)`."""
     leaves, treedef = jax.tree_util.tree_flatten(dyn)
     key = (static, field_batched, state_batched, mesh, treedef, ts.shape,
            tuple((x.shape, str(x.dtype)) for x in leaves))
@@ -110,8 +116,8 @@ def _compiled(dyn, t0, t1, ts, static, field_batched, state_batched, mesh):
     return exe, time.perf_counter() - start
 
 
-def cache_info() -> dict:
-    """``{"compilations": n, "traces": n}``: executables kept by :func:`sweep`, and how many
+def cache_info() -> dict[str, int]:
+    """`{"compilations": n, "traces": n}`: executables kept by `sweep`, and how many
     times its core has been traced in this process (equal unless the cache was cleared)."""
     from . import queue
 
@@ -130,20 +136,20 @@ def clear_cache() -> None:
 # ----------------------------------------------------------------------------------- result
 @dataclass(frozen=True)
 class SweepResult:
-    """Batched trajectories of a :func:`sweep` over ``B`` members.
+    """Batched trajectories of a `sweep` over `B` members.
 
-    ``ts`` (n,) the requested save times; ``means`` (B, n, d), ``covs`` (B, n, d, d): the saved
-    states, NaN where ``mask`` (B, n) is False (save times at or after a member's stop, or
-    non-finite values). ``final_means`` (B, d), ``final_covs`` (B, d, d): the state at ``t_stop``
-    (B,). ``status`` (B,) strings as in :data:`gaussflow.integrate.STATUSES`; ``blowup_time`` (B,)
-    NaN unless the member blew up; ``num_steps`` (B,). ``solvers`` (B,) the name of the diffrax
-    solver that finished each member (``"tsit5"``, or ``"kvaerno5"`` for members rerun as
-    stiff, or ``"closed_form"`` for members evaluated in closed form, with ``num_steps`` 0);
-    ``method`` ``"queue"`` or ``"vmap"``, ``"closed_form"`` when every member was evaluated,
-    ``"queue+closed_form"`` / ``"vmap+closed_form"`` for a mix. ``member(i)`` is the
-    :class:`~gaussflow.Trajectory` that ``gf.solve(..., solver=solvers[i])`` returns for member
-    ``i`` (for a ``"closed_form"`` member: ``gf.solve(...)``, which evaluates it too).
-    ``compile_seconds`` / ``run_seconds``: time spent compiling (0 when every chunk shape was
+    `ts` (n,) the requested save times; `means` (B, n, d), `covs` (B, n, d, d): the saved
+    states, NaN where `mask` (B, n) is False (save times at or after a member's stop, or
+    non-finite values). `final_means` (B, d), `final_covs` (B, d, d): the state at `t_stop`
+    (B,). `status` (B,) strings as in `gaussflow.integrate.STATUSES`; `blowup_time` (B,)
+    NaN unless the member blew up; `num_steps` (B,). `solvers` (B,) the name of the diffrax
+    solver that finished each member (`"tsit5"`, or `"kvaerno5"` for members rerun as
+    stiff, or `"closed_form"` for members evaluated in closed form, with `num_steps` 0);
+    `method` `"queue"` or `"vmap"`, `"closed_form"` when every member was evaluated,
+    `"queue+closed_form"` / `"vmap+closed_form"` for a mix. `member(i)` is the
+    `gaussflow.Trajectory` that `gf.solve(..., solver=solvers[i])` returns for member
+    `i` (for a `"closed_form"` member: `gf.solve(...)`, which evaluates it too).
+    `compile_seconds` / `run_seconds`: time spent compiling (0 when every chunk shape was
     already compiled) and integrating (including host transfers).
     """
 
@@ -170,8 +176,8 @@ class SweepResult:
     def __len__(self) -> int:
         return len(self.status)
 
-    def member(self, i: int):
-        """Member ``i`` as a :class:`~gaussflow.Trajectory` (the same as ``gf.solve`` gives)."""
+    def member(self, i: int) -> Trajectory:
+        """Member `i` as a `gaussflow.Trajectory` (the same as `gf.solve` gives)."""
         out = {k: v[i] for k, v in self.raw.items()}
         class _Named:  # trajectory_of only reads the field's name
             name = self.field_name
@@ -179,8 +185,8 @@ class SweepResult:
         return replace(trajectory_of(out, self.ts, _Named, self.t0),
                        method="closed_form" if cf else "integrate")
 
-    def counts(self) -> dict:
-        """``{status: number of members}``."""
+    def counts(self) -> dict[str, int]:
+        """`{status: number of members}`."""
         names, n = np.unique(self.status, return_counts=True)
         return {str(k): int(v) for k, v in zip(names, n)}
 
@@ -207,7 +213,7 @@ def _stack(items):
 
 
 def _batch_fields(fields, d):
-    """``(field, batched, B, name)``; a sequence is stacked along a new leading axis."""
+    """`(field, batched, B, name)`; a sequence is stacked along a new leading axis."""
     from .field import Field
 
     if isinstance(fields, (list, tuple)):
@@ -251,8 +257,8 @@ def _batch_fields(fields, d):
 
 
 def _check_closure_shapes(field, d, batched) -> bool:
-    """Whether ``field._closure`` maps a ``(d,)`` mean and ``(d, d)`` cov to ``(d,), (d, d)``
-    (per member when ``batched``)."""
+    """Whether `field._closure` maps a `(d,)` mean and `(d, d)` cov to `(d,), (d, d)`
+    (per member when `batched`)."""
     m = jax.ShapeDtypeStruct((d,), jnp.float64)
     c = jax.ShapeDtypeStruct((d, d), jnp.float64)
 
@@ -272,7 +278,7 @@ def _check_closure_shapes(field, d, batched) -> bool:
 
 
 def _batch_states(g0s):
-    """``(means (B, d) or (d,), covs, batched, B, d)``."""
+    """`(means (B, d) or (d,), covs, batched, B, d)`."""
     if isinstance(g0s, Gaussian):
         mean, cov = np.asarray(g0s.mean), np.asarray(g0s.cov)
         if mean.ndim == 1:
@@ -303,52 +309,73 @@ def _take(tree, idx):
 
 
 # ------------------------------------------------------------------------------------ sweep
-def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
-          max_steps=16384, blowup_threshold=1e8, chunk_size=None, devices=None,
-          progress=False, time_scale="linear", first_pass_steps=None,
-          tail_chunk_size=None, method=None, slots=None,
-          stiff_solver="kvaerno5", stiff_steps=None, closed_form="auto") -> SweepResult:
+def sweep(fields: Field | Sequence[Field], g0s: Gaussian | Sequence[Gaussian], t1: float,
+          ts: ArrayLike | None = None, *, t0: float = 0.0, rtol: float = 1e-8,
+          atol: float = 1e-10, solver: diffrax.AbstractSolver | str | None = None,
+          max_steps: int = 16384, blowup_threshold: float = 1e8, chunk_size: int | None = None,
+          devices: Sequence[Any] | None = None, progress: bool = False,
+          time_scale: str = "linear", first_pass_steps: int | None = None,
+          tail_chunk_size: int | None = None, method: str | None = None,
+          slots: int | None = None,
+          stiff_solver: diffrax.AbstractSolver | str | None = "kvaerno5",
+          stiff_steps: int | None = None, closed_form: str = "auto") -> SweepResult:
     """Integrate the Gaussian closures of a batch of fields and/or initial states.
 
     Parameters
     ----------
-    fields : one field (shared), a sequence of fields of one class and shape, or a batched
-        field (array leaves with a leading batch axis).
-    g0s : one :class:`~gaussflow.Gaussian` (shared), a sequence of them, or a batched Gaussian.
-        At least one of ``fields``/``g0s`` is batched; batch sizes must agree.
-    t1, ts, t0, rtol, atol, solver, max_steps, blowup_threshold, time_scale : as in
-        :func:`gaussflow.solve`
-        (the same for every member).
-    method : ``"queue"`` (default on one device: the refilling work queue of
-        :mod:`gaussflow.queue`, a pool of ``slots`` member slots refilled as members finish) or
-        ``"vmap"`` (default on several devices: chunks under ``jax.vmap``, sharded over the
-        devices with ``jax.shard_map``; the queue does not shard yet and runs on the first
-        device).
-    chunk_size : members placed on the device together (bounds memory). Default: queue, as many
-        as keep the saved states under about 256 MB; vmap, 1024 (a vmapped chunk runs as many
-        steps as its slowest member; rounded up to a multiple of the number of devices).
-    slots : queue only: the first pool's size (default ``min(128, chunk_size)``; later pools
-        ``slots // 16``, ..., 1 hold the slow members once the queue is drained).
-    devices : the devices to use (default all ``jax.devices()``).
-    progress : a tqdm bar over chunks (nothing is printed otherwise).
-    first_pass_steps, stiff_solver, stiff_steps : passes for the members that run out of steps.
-        Every member first runs with ``solver`` and ``first_pass_steps`` steps (default
-        ``max_steps``). Those that use them up (status ``"max_steps"``) run again from the start
-        with ``stiff_solver`` (default ``"kvaerno5"``, implicit: stiff members need an implicit
-        solver, not a bigger explicit budget; ``None`` to skip, skipped too when ``solver`` is
-        that solver) and ``stiff_steps`` steps (default ``max_steps``); those that use these up
-        as well (not stiff, just many steps) run again with ``solver`` and ``max_steps`` (only
-        when ``first_pass_steps < max_steps``; then results are those of one pass with
-        ``max_steps``: a member's steps do not depend on its budget). Each member's result is
-        that of its last pass; ``SweepResult.solvers`` names the solver of that pass.
-    tail_chunk_size : vmap only: chunk size of the rerun members (default ``chunk_size // 4``).
-    closed_form : as in :func:`gaussflow.solve`, per member: with ``"auto"`` the members for
-        which the closed form holds are evaluated (:mod:`gaussflow.closed_form`; ``solvers[i]
-        == "closed_form"``, ``num_steps[i] == 0``) and the others integrated; ``method`` is then
-        ``"closed_form"``, or e.g. ``"queue+closed_form"`` when both kinds occur.
+    fields : Field or sequence of Field
+        One field (shared), a sequence of fields of one class and shape, or a batched field
+        (array leaves with a leading batch axis).
+    g0s : Gaussian or sequence of Gaussian
+        One `gaussflow.Gaussian` (shared), a sequence of them, or a batched Gaussian. At least
+        one of `fields`/`g0s` is batched; batch sizes must agree.
+    t1, ts, t0, rtol, atol, solver, max_steps, blowup_threshold, time_scale
+        As in `gaussflow.solve` (the same for every member).
+    method : str, optional
+        `"queue"` (default on one device: the refilling work queue of `gaussflow.queue`, a pool
+        of `slots` member slots refilled as members finish) or `"vmap"` (default on several
+        devices: chunks under `jax.vmap`, sharded over the devices with `jax.shard_map`; the
+        queue does not shard yet and runs on the first device).
+    chunk_size : int, optional
+        Members placed on the device together (bounds memory). Default: queue, as many as keep
+        the saved states under about 256 MB; vmap, 1024 (a vmapped chunk runs as many steps as
+        its slowest member; rounded up to a multiple of the number of devices).
+    slots : int, optional
+        Queue only: the first pool's size (default `min(128, chunk_size)`; later pools
+        `slots // 16`, ..., 1 hold the slow members once the queue is drained).
+    devices : sequence of jax.Device, optional
+        The devices to use (default all `jax.devices()`).
+    progress : bool
+        A tqdm bar over chunks (nothing is printed otherwise).
+    first_pass_steps, stiff_solver, stiff_steps
+        Passes for the members that run out of steps (`gaussflow.passes`). Every member first
+        runs with `solver` and `first_pass_steps` steps (default `max_steps`). Those that use
+        them up (status `"max_steps"`) run again from the start with `stiff_solver` (default
+        `"kvaerno5"`, implicit: stiff members need an implicit solver, not a bigger explicit
+        budget; `None` to skip, skipped too when `solver` is that solver) and `stiff_steps`
+        steps (default `max_steps`); those that use these up as well (not stiff, just many
+        steps) run again with `solver` and `max_steps` (only when
+        `first_pass_steps < max_steps`; then results are those of one pass with `max_steps`: a
+        member's steps do not depend on its budget). Each member's result is that of its last
+        pass; `SweepResult.solvers` names the solver of that pass.
+    tail_chunk_size : int, optional
+        Vmap only: chunk size of the rerun members (default `chunk_size // 4`).
+    closed_form : str
+        As in `gaussflow.solve`, per member: with `"auto"` the members for which the closed
+        form holds are evaluated (`gaussflow.closed_form`; `solvers[i] == "closed_form"`,
+        `num_steps[i] == 0`) and the others integrated; `method` is then `"closed_form"`, or
+        e.g. `"queue+closed_form"` when both kinds occur.
 
-    Returns a :class:`SweepResult`; member ``i`` equals ``gf.solve(fields[i], g0s[i], ...,
-    solver=result.solvers[i])``. Never raises on numerical events (per-member statuses).
+    Returns
+    -------
+    SweepResult
+        Member `i` equals `gf.solve(fields[i], g0s[i], ..., solver=result.solvers[i])`. Never
+        raises on numerical events (per-member statuses).
+
+    Raises
+    ------
+    TypeError, ValueError
+        For invalid arguments: nothing batched, batch sizes that differ, bad options.
     """
     means0, covs0, state_batched, B_state, d = _batch_states(g0s)
     field, field_batched, B_field, name = _batch_fields(fields, d)
@@ -426,7 +453,7 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
         return jax.device_put(x, jax.sharding.NamedSharding(mesh, spec))
 
     def run(members, chunk, steps, solver):
-        """Raw outputs of ``members`` (indices), in chunks of ``chunk`` with budget ``steps``."""
+        """Raw outputs of `members` (indices), in chunks of `chunk` with budget `steps`."""
         static = (field_static, solver, rtol, atol, steps, thr,
                   diffrax.RecursiveCheckpointAdjoint(), time_scale)
         starts = range(0, len(members), chunk)
@@ -466,7 +493,7 @@ def sweep(fields, g0s, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=Non
 
 def _result(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk, solvers,
             method) -> SweepResult:
-    """Per-member statuses and masks, with the rules of ``solve.trajectory_of``."""
+    """Per-member statuses and masks, with the rules of `gaussflow.integrate.trajectory_of`."""
     B, n = raw["t_stop"].shape[0], len(ts_arr)
     status = np.array([status_of({k: raw[k][i] for k in SCALARS}) for i in range(B)],
                       dtype=object)

@@ -1,66 +1,68 @@
-"""The closed-form fast path of :func:`gaussflow.solve` and :func:`gaussflow.sweep`.
+r"""The closed-form fast path of `gaussflow.solve` and `gaussflow.sweep`.
 
-**When.** A field's derivation may carry the closed form ``inverse_increment``: with the value
-map ``W_O V = I``, ``d Sigma^{-1}/dt`` does not involve ``Sigma``, and the engine integrates it in
-time symbolically (:func:`gaussflow.symbolic.engine.identity_value_closed_form`), so
-``I(t) = int_0^t (d Sigma^{-1}/ds) ds`` (for softmax ``-B(t) (A + A^T)``, ``A = K^T Q``,
-``B(t) = int_0^t beta``). The velocity is linear in the value map, so with ``W_O V = v I``
+**When.** A field's derivation may carry the closed form `inverse_increment`: with the value
+map $W_O V = I$, $d\Sigma^{-1}/dt$ does not involve $\Sigma$, and the engine integrates it in
+time symbolically (`gaussflow.symbolic.engine.identity_value_closed_form`), so
+$I(t) = \int_0^t (d\Sigma^{-1}/ds)\, ds$ (for softmax $-B(t) (A + A^T)$, $A = K^T Q$,
+$B(t) = \int_0^t \beta$). The velocity is linear in the value map, so with $W_O V = v I$
 
-$$\\Sigma(t)^{-1} = \\Sigma_0^{-1} + D(t), \\qquad D(t) = v\\,(I(t) - I(t_0)).$$
+$$\Sigma(t)^{-1} = \Sigma_0^{-1} + D(t), \qquad D(t) = v\,(I(t) - I(t_0)).$$
 
-A member takes the fast path when every check below holds (:func:`plan`):
+A member takes the fast path when every check below holds (`plan`):
 
-1. the field is a single derived field whose derivation generates ``inverse_increment``, and the
-   state is one Gaussian (not a ``gf.Layers`` schedule, not positional blocks, not traced);
-2. ``W_O V = v I``: $\\max|W_O V - vI| \\le$ :data:`VALUE_TOL` $\\max(1, |v|, \\max|W_O V|)$ with
-   $v = \\operatorname{tr}(W_O V)/d$;
-3. at the probe times ``t0, (t0 + t1)/2, t1`` and a fixed generic probe state
-   $(\\alpha_p, \\Sigma_p)$, the field's own closure satisfies $J\\Sigma_p + \\Sigma_p J^\\top =
-   \\Sigma_p G \\Sigma_p$ with $G = -D'(t)$ (by automatic differentiation of the generated
-   ``inverse_increment``), to :data:`PROBE_TOL` relative;
-4. the mean: either $\\dot\\alpha = v\\alpha + \\tfrac12\\Sigma G\\alpha$ at the probes (for softmax:
-   iff ``A`` is symmetric), the increment is one scalar time profile times a fixed matrix
-   (``ClosedForm.time_structure`` is ``"linear"`` or ``"profile"``) and ``Sigma0`` is positive
-   definite; or ``alpha0 = 0`` and $\\dot\\alpha(t, 0, \\Sigma_p) = 0$ at the probes (the mean stays
+1. the field is a single derived field whose derivation generates `inverse_increment`, and the
+   state is one Gaussian (not a `gf.Layers` schedule, not positional blocks, not traced);
+2. $W_O V = v I$: $\max|W_O V - vI| \le$ `VALUE_TOL` $\max(1, |v|, \max|W_O V|)$ with
+   $v = \operatorname{tr}(W_O V)/d$;
+3. at the probe times $t_0$, $(t_0 + t_1)/2$, $t_1$ and a fixed generic probe state
+   $(\alpha_p, \Sigma_p)$, the field's own closure satisfies
+   $J\Sigma_p + \Sigma_p J^\top = \Sigma_p G \Sigma_p$ with $G = -D'(t)$ (by automatic
+   differentiation of the generated `inverse_increment`), to `PROBE_TOL` relative;
+4. the mean: either $\dot\alpha = v\alpha + \tfrac12\Sigma G\alpha$ at the probes (for softmax:
+   iff $A$ is symmetric), the increment is one scalar time profile times a fixed matrix
+   (`ClosedForm.time_structure` is `"linear"` or `"profile"`) and $\Sigma_0$ is positive
+   definite; or $\alpha_0 = 0$ and $\dot\alpha(t, 0, \Sigma_p) = 0$ at the probes (the mean stays
    0). Then
 
-   $$\\alpha(t) = e^{v (t - t_0)}\\, R\\, M(t)^{-1/2} R^{-1} \\alpha_0.$$
+   $$\alpha(t) = e^{v (t - t_0)}\, R\, M(t)^{-1/2} R^{-1} \alpha_0.$$
 
-   Otherwise the mean has no closed form here (for softmax with a non-symmetric ``A`` the mean
-   solves $\\dot w = v w - v\\beta A^\\top \\Sigma(t) w$, $w = \\Sigma^{-1}\\alpha$, a linear ODE whose
+   Otherwise the mean has no closed form here (for softmax with a non-symmetric $A$ the mean
+   solves $\dot w = v w - v\beta A^\top \Sigma(t) w$, $w = \Sigma^{-1}\alpha$, a linear ODE whose
    coefficients do not commute in time) and the member is integrated.
 
 Checks 3 and 4 are numerical, at three times: they guard the structural facts the derivation
-cannot see (linearity in the value map, the form of the mean's ODE, a symmetric ``A``).
+cannot see (linearity in the value map, the form of the mean's ODE, a symmetric $A$).
 
-**Evaluation** (NumPy, float64). ``Sigma0 = U diag(w) U^T`` (``eigh``; round-off negative ``w``
-set to 0), $R = U \\operatorname{diag}(\\sqrt w)$ so that $\\Sigma_0 = R R^\\top$ (singular
-``Sigma0`` allowed for the covariance), and
+**Evaluation** (NumPy, float64). $\Sigma_0 = U \operatorname{diag}(w) U^T$ (`eigh`; round-off
+negative $w$ set to 0), $R = U \operatorname{diag}(\sqrt w)$ so that $\Sigma_0 = R R^\top$
+(singular $\Sigma_0$ allowed for the covariance), and
 
-$$\\Sigma(t) = R\\, M(t)^{-1} R^\\top,\\qquad M(t) = I + R^\\top D(t) R = E\\,\\operatorname{diag}(m)\\,E^\\top$$
+$$\Sigma(t) = R\, M(t)^{-1} R^\top,\qquad
+  M(t) = I + R^\top D(t) R = E\,\operatorname{diag}(m)\,E^\top$$
 
-from the eigendecomposition of the symmetric ``M(t)``: no ``Sigma0^{-1}`` is formed, and the
-factors ``1/m_i`` are exact to round-off at any ``t``. For a ``"linear"`` increment
-(constant ``beta``) ``T = R^T v I(1) R`` is diagonalised once (``m_i = 1 + (t - t0) mu_i``;
-eigenvalues below ``8 d eps max|mu|`` are round-off and set to 0).
+from the eigendecomposition of the symmetric $M(t)$: no $\Sigma_0^{-1}$ is formed, and the
+factors $1/m_i$ are exact to round-off at any $t$. For a `"linear"` increment
+(constant $\beta$) $T = R^T v I(1) R$ is diagonalised once ($m_i = 1 + (t - t_0) \mu_i$;
+eigenvalues below $8 d \epsilon \max|\mu|$ are round-off and set to 0).
 
-**Blow-up.** ``Sigma`` blows up when ``M(t)`` (equivalently ``Sigma^{-1}``) loses positive
-definiteness. Linear increment: exactly ``T* = t0 + 1 / max_i(-mu_i)`` (the generalized
-eigenvalue problem of the pencil ``(Sigma0^{-1}, -v I(1))``). Otherwise ``lambda_min(M(t))`` is
-sampled on :data:`GRID` ``+ 1`` uniform times of ``[t0, t1]`` and the save times, and the first
+**Blow-up.** $\Sigma$ blows up when $M(t)$ (equivalently $\Sigma^{-1}$) loses positive
+definiteness. Linear increment: exactly $T^* = t_0 + 1 / \max_i(-\mu_i)$ (the generalized
+eigenvalue problem of the pencil $(\Sigma_0^{-1}, -v I(1))$). Otherwise $\lambda_{\min}(M(t))$
+is sampled on `GRID` $+ 1$ uniform times of $[t_0, t_1]$ and the save times, and the first
 sign change is refined by bisection to float resolution (a loss of definiteness that begins and
-ends between two samples, less than ``(t1 - t0)/GRID`` long, would be missed). The solve then
-stops, like the integrator, where ``f = tr Sigma / tr Sigma0`` reaches ``blowup_threshold``
-(bisection on ``[t0, T*)``), status ``"blowup"``, with ``blowup_time = T*`` (exact up to
-round-off, where the integrator's estimate is accurate to ``O(1/f)``). A member whose ``T*``
-is past ``t1`` completes (the integrator could also call a member blow-up whose ``T*`` lies
-within about ``1e-3 (t - t0)`` past ``t1``).
+ends between two samples, less than $(t_1 - t_0)/$`GRID` long, would be missed). The solve then
+stops, like the integrator, where $f = \operatorname{tr}\Sigma / \operatorname{tr}\Sigma_0$
+reaches `blowup_threshold` (bisection on $[t_0, T^*)$), status `"blowup"`, with
+`blowup_time` $= T^*$ (exact up to round-off, where the integrator's estimate is accurate to
+$O(1/f)$). A member whose $T^*$ is past $t_1$ completes (the integrator could also call a
+member blow-up whose $T^*$ lies within about $10^{-3} (t - t_0)$ past $t_1$).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import diffrax
 import equinox as eqx
@@ -71,23 +73,29 @@ import numpy as np
 from ._checks import is_concrete
 from .field import DerivedField
 
-#: ``closed_form=`` values of ``gf.solve`` / ``gf.sweep``.
+if TYPE_CHECKING:
+    from jax.typing import ArrayLike
+
+    from .field import Field
+
+#: `closed_form=` values of `gf.solve` / `gf.sweep`.
 MODES = ("auto", "never", "always")
-#: Relative tolerance of the hypothesis ``W_O V = v I`` (check 2 of the module docstring).
+#: Relative tolerance of the hypothesis $W_O V = v I$ (check 2 of the module docstring).
 VALUE_TOL = 1e-10
 #: Relative tolerance of the probe identities (checks 3 and 4).
 PROBE_TOL = 1e-9
-#: Uniform samples of ``[t0, t1]`` for the blow-up search of a non-linear increment.
+#: Uniform samples of $[t_0, t_1]$ for the blow-up search of a non-linear increment.
 GRID = 1024
-#: Members per call of the jitted probe / increment functions (see :func:`_chunked`).
+#: Members per call of the jitted probe / increment functions (see `_chunked`).
 CHUNK = 64
 #: Bisection steps (halves the bracket each: 200 reach float resolution from any bracket).
 BISECT = 200
+#: The closed form's key in a derivation (`Derivation.closed_forms`, `Derivation.functions`).
 KEY = "inverse_increment"
 
 
 def check_mode(closed_form: str) -> str:
-    """Validate ``closed_form=`` (one of :data:`MODES`)."""
+    """Validate `closed_form=` (one of `MODES`)."""
     if closed_form not in MODES:
         raise ValueError(f"closed_form must be one of {MODES}, got {closed_form!r}")
     return closed_form
@@ -102,7 +110,7 @@ def _probe_state(d: int):
 
 @eqx.filter_jit
 def _increments(field, batched, ts):
-    """``I(t)`` per member: ``ts`` (n, m) -> (n, m, d, d)."""
+    r"""$I(t)$ per member: `ts` `(n, m)` $\to$ `(n, m, d, d)`."""
     fn = field.derivation().functions[KEY]
 
     def one(f, tt):
@@ -114,7 +122,7 @@ def _increments(field, batched, ts):
 
 @eqx.filter_jit
 def _probes(field, batched, tp, v, alphas, Sigs):
-    """Both sides of the probe identities per member and probe time (``tp`` (n, 3))."""
+    """Both sides of the probe identities per member and probe time (`tp` (n, 3))."""
     fn = field.derivation().functions[KEY]
 
     def one(f, tt, vv, alpha, Sig):
@@ -134,9 +142,9 @@ def _probes(field, batched, tp, v, alphas, Sigs):
 
 
 def _chunked(fn, field, batched, rows, *arrays):
-    """``fn(field[rows], batched, *arrays)`` (``arrays`` aligned with ``rows``) in chunks of at
-    :data:`CHUNK` members (one member: one call of one), the last padded with its last member:
-    a jitted ``fn`` compiles for two shapes only, whatever the number of members."""
+    """`fn(field[rows], batched, *arrays)` (`arrays` aligned with `rows`) in chunks of at most
+    `CHUNK` members (one member: one call of one), the last padded with its last member:
+    a jitted `fn` compiles for two shapes only, whatever the number of members."""
     rows = np.asarray(rows)
     n = len(rows)
     size = 1 if n == 1 else CHUNK
@@ -152,8 +160,8 @@ def _chunked(fn, field, batched, rows, *arrays):
 
 
 def _probe_checks(field, batched, rows, v, t0, t1, d):
-    """Checks 3 and 4 of the module docstring for members ``rows``: ``(cov ok, mean formula ok,
-    mean ODE homogeneous)``, each (len(rows),) bool."""
+    """Checks 3 and 4 of the module docstring for members `rows`: `(cov ok, mean formula ok,
+    mean ODE homogeneous)`, each `(len(rows),)` bool."""
     B = len(rows)
     a_p, S_p = _probe_state(d)
     tp = np.broadcast_to(np.array([t0, 0.5 * (t0 + t1), t1]), (B, 3))
@@ -177,7 +185,7 @@ def _close(a, b, scale):
 
 @dataclass(frozen=True)
 class Plan:
-    """Which members take the closed form (:func:`plan`) and what evaluating it needs."""
+    """Which members take the closed form (`plan`) and what evaluating it needs."""
 
     eligible: np.ndarray  # (B,) bool
     reasons: tuple  # (B,) why a member is not eligible ("" if it is)
@@ -192,21 +200,29 @@ def _refuse(B, reason):
     return Plan(eligible=np.zeros(B, bool), reasons=(reason,) * B)
 
 
-def plan(field, field_batched: bool, means0, covs0, state_batched: bool, B: int,
-         t0: float, t1: float) -> Plan:
-    """Check the hypotheses of the module docstring for each of ``B`` members.
+def plan(field: Field, field_batched: bool, means0: ArrayLike, covs0: ArrayLike,
+         state_batched: bool, B: int, t0: float, t1: float) -> Plan:
+    """Check the hypotheses of the module docstring for each of `B` members.
 
     Parameters
     ----------
-    field : the (possibly batched) field. field_batched : whether its arrays carry a batch axis.
-    means0, covs0 : initial means (B, d) / covariances (B, d, d), or one (d,), (d, d) shared.
-    state_batched : whether the states carry the batch axis. B : number of members.
-    t0, t1 : the time interval.
+    field : Field
+        The (possibly batched) field.
+    field_batched : bool
+        Whether its arrays carry a batch axis.
+    means0, covs0 : array_like
+        Initial means `(B, d)` / covariances `(B, d, d)`, or one `(d,)`, `(d, d)` shared.
+    state_batched : bool
+        Whether the states carry the batch axis.
+    B : int
+        Number of members.
+    t0, t1 : float
+        The time interval.
 
     Returns
     -------
     Plan
-        ``eligible`` (B,) and, per member, the first hypothesis that fails.
+        `eligible` `(B,)` and, per member, the first hypothesis that fails.
     """
     if not isinstance(field, DerivedField) or getattr(field, "time_dependent", False):
         return _refuse(B, f"{type(field).__name__} is not a single derived field")
@@ -270,9 +286,10 @@ def _subset(field, batched, idx):
 
 
 class _Members:
-    """The closed-form solution of the members ``idx`` of a :class:`Plan` (module docstring)."""
+    """The closed-form solution of the members `idx` of a `Plan` (module docstring)."""
 
-    def __init__(self, p: Plan, idx, means0, covs0, state_batched, t0):
+    def __init__(self, p: Plan, idx: np.ndarray, means0: ArrayLike, covs0: ArrayLike,
+                 state_batched: bool, t0: float):
         n = len(idx)
         self.n, self.t0 = n, float(t0)
         self.field = _subset(p.field, p.batched, idx)
@@ -306,7 +323,8 @@ class _Members:
         return _chunked(_increments, self.field, self.batched, rows, np.asarray(ts, float))
 
     def factors(self, ts, rows=None):
-        """``(m, E)`` with ``M(t) = E diag(m) E^T`` at times ``ts`` (k, m) of members ``rows``."""
+        r"""`(m, E)` with $M(t) = E \operatorname{diag}(m) E^T$ at times `ts` `(k, m)` of members
+        `rows`."""
         rows = np.arange(self.n) if rows is None else rows
         ts = np.asarray(ts, float)
         if self.linear:
@@ -318,7 +336,8 @@ class _Members:
         return np.linalg.eigh((M + np.swapaxes(M, -1, -2)) / 2)
 
     def state(self, ts, rows=None):
-        """``(means, covs, lambda_min(M))`` at times ``ts`` (k, m) of members ``rows``."""
+        r"""`(means, covs, lam)`, $\lambda_{\min}(M)$ as `lam`, at times `ts` `(k, m)` of members
+        `rows`."""
         rows = np.arange(self.n) if rows is None else rows
         m, E = self.factors(ts, rows)
         RE = self.R[rows][:, None] @ E
@@ -332,7 +351,7 @@ class _Members:
         return means, covs, m.min(axis=-1)
 
     def blowup_times(self, t1, ts):
-        """``T*`` per member (``inf`` when ``M`` stays positive definite on ``[t0, t1]``)."""
+        r"""$T^*$ per member (`inf` when $M$ stays positive definite on $[t_0, t_1]$)."""
         if self.linear:
             rate = np.max(-self.mu, axis=1)
             with np.errstate(divide="ignore"):
@@ -356,7 +375,9 @@ class _Members:
         return T
 
     def stop_times(self, Tstar, thr):
-        """Where ``tr Sigma / tr Sigma0`` first reaches ``thr`` before ``T*`` (bisection)."""
+        r"""Where $\operatorname{tr}\Sigma / \operatorname{tr}\Sigma_0$ first reaches `thr` before
+        $T^*$ (bisection): `(rows, lo, hi)`, the members with a finite $T^*$ and the bracket of
+        their stop times."""
         rows = np.nonzero(np.isfinite(Tstar))[0]
         lo, hi = np.full(rows.size, self.t0), Tstar[rows].copy()
         for _ in range(BISECT if rows.size else 0):
@@ -368,22 +389,35 @@ class _Members:
         return rows, lo, hi
 
 
-def evaluate(p: Plan, idx, means0, covs0, state_batched: bool, ts, t0: float, t1: float,
-             thr: float) -> dict:
-    """The closed-form solution of members ``idx`` as the raw outputs of
-    :func:`gaussflow.integrate.integrate_closure` (leading axis ``len(idx)``).
+def evaluate(p: Plan, idx: ArrayLike, means0: ArrayLike, covs0: ArrayLike,
+             state_batched: bool, ts: ArrayLike, t0: float, t1: float,
+             thr: float) -> dict[str, np.ndarray]:
+    """The closed-form solution of members `idx` as the raw outputs of
+    `gaussflow.integrate.integrate_closure` (leading axis `len(idx)`).
 
     Parameters
     ----------
-    p : the :class:`Plan`; idx : member indices (all eligible).
-    means0, covs0, state_batched : the initial states, as given to :func:`plan`.
-    ts : save times (n,); t0, t1 : the interval; thr : ``blowup_threshold``.
+    p : Plan
+        The `Plan`.
+    idx : array_like of int
+        Member indices (all eligible).
+    means0, covs0 : array_like
+        The initial states, as given to `plan`.
+    state_batched : bool
+        Whether the states carry the batch axis, as given to `plan`.
+    ts : array_like
+        Save times `(n,)`.
+    t0, t1 : float
+        The interval.
+    thr : float
+        `blowup_threshold`.
 
     Returns
     -------
     dict
-        ``ts, means, covs, t_stop, tau, mean_end, cov_end, result, num_steps`` and the event
-        flags, ``num_steps = 0``; ``tau = T* - t_stop`` for a blow-up.
+        `ts, means, covs, t_stop, tau, mean_end, cov_end, result, num_steps` and the event
+        flags `event_nonfinite, event_blowup, event_domain, finite_ahead`, `num_steps = 0`;
+        `tau` $= T^* -$ `t_stop` for a blow-up.
     """
     idx = np.asarray(idx)
     mem = _Members(p, idx, means0, covs0, state_batched, t0)
@@ -410,13 +444,13 @@ def evaluate(p: Plan, idx, means0, covs0, state_batched: bool, ts, t0: float, t1
             "t_stop": t_stop, "tau": np.where(blow, Tstar - t_stop, np.inf),
             "mean_end": m_end[:, 0], "cov_end": c_end[:, 0], "result": result,
             "num_steps": np.zeros(n, np.int32), "event_nonfinite": false, "event_blowup": blow,
-            "event_domain": false, "finite_ahead": ~false}
+            "event_domain": false, "event_escape": false, "finite_ahead": ~false}
 
 
 @dataclass(frozen=True)
 class Split:
-    """The members of a sweep evaluated in closed form (``cf``, raw outputs ``raw``) and the
-    others (``rest``, to integrate); ``seconds`` spent checking and evaluating."""
+    """The members of a sweep evaluated in closed form (`cf`, raw outputs `raw`) and the
+    others (`rest`, to integrate); `seconds` spent checking and evaluating."""
 
     B: int
     cf: np.ndarray
@@ -425,20 +459,24 @@ class Split:
     seconds: float
 
 
-def split(mode: str, field, field_batched: bool, means0, covs0, state_batched: bool, B: int,
-          ts, t0: float, t1: float, thr: float):
-    """Evaluate the eligible members of a sweep; ``(Split, field, means0, covs0)`` with the field
+def split(mode: str, field: Field, field_batched: bool, means0: ArrayLike, covs0: ArrayLike,
+          state_batched: bool, B: int, ts: ArrayLike, t0: float, t1: float,
+          thr: float) -> tuple[Split, Field, ArrayLike, ArrayLike]:
+    """Evaluate the eligible members of a sweep; `(Split, field, means0, covs0)` with the field
     and states restricted to the members left to integrate.
 
     Parameters
     ----------
-    mode : ``"auto"`` or ``"always"`` (then a ValueError names the first member that is not
-        eligible and why). The other arguments are those of :func:`plan` and :func:`evaluate`.
+    mode : str
+        `"auto"` or `"always"` (then a `ValueError` names the first member that is not
+        eligible and why).
+    field, field_batched, means0, covs0, state_batched, B, ts, t0, t1, thr
+        As in `plan` and `evaluate`.
 
     Returns
     -------
     tuple
-        ``(Split, field, means0, covs0)``.
+        `(Split, field, means0, covs0)`.
     """
     start = time.perf_counter()
     p = plan(field, field_batched, means0, covs0, state_batched, B, t0, t1)
@@ -456,9 +494,10 @@ def split(mode: str, field, field_batched: bool, means0, covs0, state_batched: b
     return sp, field, means0, covs0
 
 
-def merge(sp: Split, raw_rest: dict | None, solvers_rest):
-    """``(raw, solvers)`` of all ``sp.B`` members: the closed-form ones (solver
-    ``"closed_form"``) and the integrated ones, in member order."""
+def merge(sp: Split, raw_rest: dict | None,
+          solvers_rest: ArrayLike | None) -> tuple[dict, np.ndarray]:
+    """`(raw, solvers)` of all `sp.B` members: the closed-form ones (solver
+    `"closed_form"`) and the integrated ones, in member order."""
     solvers = np.full(sp.B, "closed_form", dtype=object)
     if raw_rest is None:
         return sp.raw, solvers

@@ -1,47 +1,50 @@
-"""Integrate a field's Gaussian closure with diffrax.
+r"""Integrate a field's Gaussian closure with diffrax.
 
-**State.** The covariance is integrated through its flow map: ``Sigma(t) = Phi(t) Sigma0 Phi(t)^T``
-with ``dPhi/dt = J(t) Phi``, ``Phi(0) = I``, where ``J`` is the closure matrix of the field
-(``d Sigma/dt = J Sigma + Sigma J^T``). So ``Sigma(t)`` is symmetric positive semi-definite by
-construction and keeps the rank of ``Sigma0`` exactly (as long as ``Phi`` is invertible); the
-mean is integrated directly.
+**State.** The covariance is integrated through its flow map:
+$\Sigma(t) = \Phi(t) \Sigma_0 \Phi(t)^T$ with $d\Phi/dt = J(t) \Phi$, $\Phi(0) = I$, where $J$
+is the closure matrix of the field ($d\Sigma/dt = J \Sigma + \Sigma J^T$). So $\Sigma(t)$ is
+symmetric positive semi-definite by construction and keeps the rank of $\Sigma_0$ exactly (as
+long as $\Phi$ is invertible); the mean is integrated directly.
 
-**Steps.** The first step is ``min(t1 - t0, 0.01 / rate)`` with ``rate`` the closure's own inverse
-time scale at ``t0`` (:func:`first_step`), so a huge score scale does not make the first trial
-step land past a blow-up; a trial step that produces a non-finite state or error estimate is
-rejected and the step shrunk by 5 (:class:`FiniteErrorPID`).
+**Steps.** The first step is $\min(t_1 - t_0, 0.01 / \mathrm{rate})$ with rate the closure's own
+inverse time scale at $t_0$ (`first_step`, `gaussflow.stepping`), so a huge score scale does not
+make the first trial step land past a blow-up; a trial step that produces a non-finite state or
+error estimate is rejected and the step shrunk by 5 (`FiniteErrorPID`).
 
-**Statuses.** ``gf.solve`` never raises on a numerical event; it returns the trajectory up to the
-stopping time ``t_stop`` with ``status``:
+**Statuses.** `gf.solve` never raises on a numerical event; it returns the trajectory up to the
+stopping time `t_stop` with `status`:
 
-- ``"completed"``: reached ``t1``; every saved value is finite.
-- ``"blowup"``: finite-time blow-up. Detected when ``f = tr Sigma / tr Sigma0`` exceeds
-  ``blowup_threshold`` (default ``1e8``) while ``tau = f / (df/dt)`` (the time left to the
-  singularity of a ``1/(T* - t)`` growth) is below ``1e-3 (t - t0)``; exponential growth never
-  satisfies the latter (there ``tau (t - t0)^{-1}`` stays near ``1 / log f``). ``blowup_time`` is
-  ``t_stop + tau``, accurate to ``O(1/f)`` relative.
-- ``"escaped"``: exponential (not finite-time) growth past ``ESCAPE_FACTOR * blowup_threshold``
-  (``1e12`` by default): ``tr Sigma`` grew that much without the blow-up signature, and the run
-  stops there, at ``t_stop``. Beyond such factors the covariance's condition number leaves too few
-  significant digits in its small directions for error control (growing L2 and Sinkhorn flows
-  then crawl until ``max_steps``, implicit solvers included); the growth itself is the result
-  (``gf.theory.classify`` calls it ``growth``).
-- ``"max_steps"``: the solver used ``max_steps`` steps; ``t_stop`` is the time reached.
-- ``"nonfinite"``: the state or its right-hand side became NaN/inf (also when the solver stalls at
+- `"completed"`: reached `t1`; every saved value is finite.
+- `"blowup"`: finite-time blow-up. Detected when
+  $f = \operatorname{tr}\Sigma / \operatorname{tr}\Sigma_0$ exceeds `blowup_threshold`
+  (default `1e8`) while $\tau = f / (df/dt)$ (the time left to the singularity of a
+  $1/(T^* - t)$ growth) is below $10^{-3} (t - t_0)$; exponential growth never satisfies the
+  latter (there $\tau (t - t_0)^{-1}$ stays near $1 / \log f$). `blowup_time` is
+  $t_{\mathrm{stop}} + \tau$, accurate to $O(1/f)$ relative.
+- `"escaped"`: exponential (not finite-time) growth past `ESCAPE_FACTOR * blowup_threshold`
+  (`1e12` by default): $\operatorname{tr}\Sigma$ grew that much without the blow-up signature,
+  and the run stops there, at `t_stop`. Beyond such factors the covariance's condition number
+  leaves too few significant digits in its small directions for error control (growing L2 and
+  Sinkhorn flows then crawl until `max_steps`, implicit solvers included); the growth itself is
+  the result (`gf.theory.classify` calls it `growth`).
+- `"max_steps"`: the solver used `max_steps` steps; `t_stop` is the time reached.
+- `"nonfinite"`: the state or its right-hand side became NaN/inf (also when the solver stalls at
   the edge of a region where the right-hand side is NaN: every step across it is rejected).
-- ``"not_integrable"``: an approximate closure's integrals stopped existing (``_domain_ok``).
+- `"not_integrable"`: an approximate closure's integrals stopped existing (`_domain_ok`).
 
 **Closed form.** Where the field's derivation carries a closed form valid for the given weights
-and state (softmax-type attention with ``W_O V = v I``), :func:`solve` evaluates it instead of
-integrating (``closed_form="auto"``; :mod:`gaussflow.closed_form`): same :class:`Trajectory`,
-``method == "closed_form"``, ``num_steps == 0``, ``blowup_time`` the exact ``T*``.
+and state (softmax-type attention with $W_O V = v I$), `solve` evaluates it instead of
+integrating (`closed_form="auto"`; `gaussflow.closed_form`): same `Trajectory`,
+`method == "closed_form"`, `num_steps == 0`, `blowup_time` the exact $T^*$.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field as dc_field
+from typing import TYPE_CHECKING, Any
 
 import diffrax
 import equinox as eqx
@@ -56,27 +59,34 @@ from .gaussian import Gaussian
 from .field import cov_from_flow as _cov_from_flow
 from .stepping import FiniteErrorPID, first_step, growth_flags, resolve_solver, trace_total
 
+if TYPE_CHECKING:
+    from jax.typing import ArrayLike
+
+    from .field import Field
+    from .gaussian import PositionalGaussians
+
+#: The statuses of a `Trajectory` (`"traced"` besides, under a JAX transformation).
 STATUSES = ("completed", "blowup", "escaped", "max_steps", "nonfinite", "not_integrable")
 
 def _closure_at(field, t, mean, S):
-    """``(d alpha/dt, J)`` of the field's closure at time ``t``: the one place this module calls it."""
+    r"""$(d\alpha/dt, J)$ of the field's closure at time `t`: the one place this module calls it."""
     return field._closure(t, mean, S)
 
 
 @contextlib.contextmanager
-def _checks_without_callbacks():
-    """Trace equinox's runtime checks (``eqx.error_if``) in ``"nan"`` mode, not ``"raise"``.
+def _checks_without_callbacks() -> Iterator[None]:
+    """Trace equinox's runtime checks (`eqx.error_if`) in `"nan"` mode, not `"raise"`.
 
-    In ``"raise"`` mode every check is a host callback, and JAX does not store executables with
+    In `"raise"` mode every check is a host callback, and JAX does not store executables with
     host callbacks in its persistent compilation cache, so the solver would be recompiled in every
-    process. The checks diffrax makes here (save times increasing and inside ``[t0, t1]``) are
-    made on the host before any tracing (:func:`~gaussflow._checks.check_times`), so they cannot
-    fire; any other failed check turns the state into NaN, reported as status ``"nonfinite"``.
-    A mode the user chose through ``EQX_ON_ERROR`` (anything but the default) is left alone.
+    process. The checks diffrax makes here (save times increasing and inside $[t_0, t_1]$) are
+    made on the host before any tracing (`gaussflow._checks.check_times`), so they cannot
+    fire; any other failed check turns the state into NaN, reported as status `"nonfinite"`.
+    A mode the user chose through `EQX_ON_ERROR` (anything but the default) is left alone.
 
     Equinox traces each check once per shape and message and reuses it, whatever the mode then in
     force; the check's trace cache is cleared on entry and on exit, so this trace does not reuse a
-    ``"raise"`` check and later code (a user's own diffrax call) does not reuse a ``"nan"`` one.
+    `"raise"` check and later code (a user's own diffrax call) does not reuse a `"nan"` one.
     """
     errors = getattr(eqx, "_errors", None)
     if getattr(errors, "EQX_ON_ERROR", None) != "raise":
@@ -93,17 +103,25 @@ def _checks_without_callbacks():
         clear()
 
 
-#: Time variables the solver may step in (``solve(..., time_scale=)``).
+#: Time variables the solver may step in (`solve(..., time_scale=)`).
 TIME_SCALES = ("linear", "log")
 
 
 @eqx.filter_jit
-def integrate_closure(field, mean0, cov0, t0, t1, ts, solver, rtol, atol, max_steps, threshold,
-               progress_meter, adjoint, time_scale="linear"):
-    """Jitted core: returns a dict of arrays (shapes fixed by ``ts``).
+def integrate_closure(field: Field, mean0: jax.Array, cov0: jax.Array, t0: jax.Array,
+                      t1: jax.Array, ts: jax.Array, solver: diffrax.AbstractSolver, rtol: float,
+                      atol: float, max_steps: int, threshold: jax.Array, progress_meter: Any,
+                      adjoint: Any, time_scale: str = "linear") -> dict[str, jax.Array]:
+    r"""Jitted core: returns a dict of arrays (shapes fixed by `ts`).
 
-    ``time_scale="log"``: the solver steps in ``s = log(1 + t - t0)`` (``dy/ds = (1 + t - t0)
-    dy/dt``), where power-law approaches ``t^{-p}`` become exponentials ``e^{-p s}``.
+    The arguments are those of `solve` after checking (`threshold` is `blowup_threshold` as an
+    array; `progress_meter` and `adjoint` are diffrax's). The keys of the result are the raw
+    outputs `status_of` and `trajectory_of` read: `ts`, `means`, `covs`, `t_stop`, `tau`,
+    `mean_end`, `cov_end`, `result`, `num_steps` and the event flags.
+
+    `time_scale="log"`: the solver steps in $s = \log(1 + t - t_0)$
+    ($dy/ds = (1 + t - t_0)\, dy/dt$), where power-law approaches $t^{-p}$ become exponentials
+    $e^{-p s}$.
     """
     scale = jnp.maximum(trace_total(cov0), 1e-300)
     log = time_scale == "log"
@@ -177,7 +195,9 @@ def integrate_closure(field, mean0, cov0, t0, t1, ts, solver, rtol, atol, max_st
     }
 
 
-def status_of(out) -> str:
+def status_of(out: Mapping[str, Any]) -> str:
+    """The status (one of `STATUSES`) of one run from its raw outputs (`integrate_closure`):
+    the event flags first, then diffrax's result code."""
     if bool(out["event_nonfinite"]):
         return "nonfinite"
     if bool(out["event_blowup"]):
@@ -198,12 +218,12 @@ def status_of(out) -> str:
 class Trajectory:
     """A solved moment trajectory.
 
-    ``ts`` (n,), ``means`` (n, d), ``covs`` (n, d, d) as NumPy arrays: the requested save times
-    reached before ``t_stop``, followed by the state at ``t_stop`` when the solve stopped early.
-    ``status`` is one of :data:`STATUSES`; ``blowup_time`` the estimated blow-up time (``None``
-    unless ``status == "blowup"``); ``final`` the state at ``t_stop``. ``method``:
-    ``"integrate"`` (diffrax) or ``"closed_form"`` (evaluated, :mod:`gaussflow.closed_form`;
-    ``num_steps == 0`` and ``blowup_time`` exact).
+    `ts` `(n,)`, `means` `(n, d)`, `covs` `(n, d, d)` as NumPy arrays: the requested save times
+    reached before `t_stop`, followed by the state at `t_stop` when the solve stopped early.
+    `status` is one of `STATUSES` (or `"traced"` under a JAX transformation, with traced arrays);
+    `blowup_time` the estimated blow-up time (`None` unless `status == "blowup"`); `final` the
+    state at `t_stop`. `method`: `"integrate"` (diffrax) or `"closed_form"` (evaluated,
+    `gaussflow.closed_form`; `num_steps == 0` and `blowup_time` exact).
     """
 
     ts: np.ndarray
@@ -218,8 +238,9 @@ class Trajectory:
     method: str = "integrate"
 
     @property
-    def final(self):
-        """The last state, a :class:`~gaussflow.Gaussian` (covariance symmetrised)."""
+    def final(self) -> Gaussian | PositionalGaussians:
+        """The last state, a `gaussflow.Gaussian` (covariance symmetrised); a
+        `gaussflow.PositionalGaussians` for a positional trajectory."""
         if self.means.ndim == 3 and "positional" in self.extra:
             return self.extra["positional"](self.means[-1], self.covs[-1])
         return Gaussian(self.means[-1], self.covs[-1])
@@ -240,8 +261,14 @@ class Trajectory:
         return f"<table><caption>Trajectory of {self.field_name}</caption>{body}</table>"
 
 
-def check_solver_options(rtol, atol, blowup_threshold, max_steps):
-    """Validate the options shared by :func:`solve` and :func:`~gaussflow.sweep`."""
+def check_solver_options(rtol: float, atol: float, blowup_threshold: float,
+                         max_steps: int) -> tuple[float, float, float]:
+    """Validate the options shared by `solve` and `gaussflow.sweep`; returns
+    `(rtol, atol, blowup_threshold)` as floats.
+
+    Raises `ValueError` for a non-positive tolerance, a threshold not above 1 or a `max_steps`
+    that is not a positive integer.
+    """
     rtol = float(as_scalar("rtol", rtol, positive=True))
     atol = float(as_scalar("atol", atol, positive=True))
     thr = float(as_scalar("blowup_threshold", blowup_threshold, positive=True))
@@ -251,7 +278,9 @@ def check_solver_options(rtol, atol, blowup_threshold, max_steps):
     return rtol, atol, thr
 
 
-def check_field_state(field, g0):
+def check_field_state(field: Field, g0: Gaussian | PositionalGaussians) -> None:
+    """Check that `field` is a gaussflow field and `g0` a state it accepts (`TypeError` or
+    `ValueError` otherwise)."""
     from .field import Field
 
     if not isinstance(field, Field):
@@ -261,39 +290,66 @@ def check_field_state(field, g0):
     check(g0, "g0")
 
 
-def solve(field, g0, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
-          max_steps=16384, blowup_threshold=1e8, progress=False, adjoint=None,
-          time_scale="linear", closed_form="auto") -> Trajectory:
-    """Integrate the Gaussian closure of ``field`` from ``g0`` over ``[t0, t1]``.
+def solve(field: Field, g0: Gaussian | PositionalGaussians, t1: float,
+          ts: ArrayLike | None = None, *, t0: float = 0.0, rtol: float = 1e-8,
+          atol: float = 1e-10, solver: diffrax.AbstractSolver | str | None = None,
+          max_steps: int = 16384, blowup_threshold: float = 1e8, progress: bool = False,
+          adjoint: Any = None, time_scale: str = "linear",
+          closed_form: str = "auto") -> Trajectory:
+    r"""Integrate the Gaussian closure of `field` from `g0` over $[t_0, t_1]$.
 
     Parameters
     ----------
-    field : a gaussflow field (``gf.Softmax``, sums, ...), or a ``gf.Layers`` schedule (integrated
-        layer by layer, no step across a switch; ``t1 - t0`` at most its total duration).
-    g0 : the initial :class:`~gaussflow.Gaussian`.
-    t1 : final time (> t0). ts : save times (increasing, in ``[t0, t1]``); default 101 points.
-    rtol, atol : tolerances of diffrax's ``PIDController``. solver : a diffrax solver or a name
-        (``"tsit5"`` default, ``"dopri5"``, ``"dopri8"``, ``"kvaerno5"``, ...).
-    max_steps : step budget; exceeding it gives ``status == "max_steps"``.
-    blowup_threshold : growth factor of ``tr Sigma`` at which blow-up is tested (see module doc).
-    time_scale : ``"linear"`` (steps in t) or ``"log"`` (steps in ``s = log(1 + t - t0)``: fewer
-        steps for long runs towards a limit approached like a power of ``1/t``).
-    progress : show diffrax's tqdm progress meter. adjoint : a diffrax adjoint (default recursive
-        checkpointing; ``jax.grad`` flows through ``solve`` for completed runs: under a JAX
-        transformation the trajectory holds traced arrays at every requested time and
-        ``status == "traced"``).
-    closed_form : ``"auto"`` (default): evaluate the closed form instead of integrating when the
-        field's derivation carries one valid for these weights and this state (softmax-type
-        attention with ``W_O V = v I``; the hypotheses and the evaluation are in
-        :mod:`gaussflow.closed_form`); ``"never"``: always integrate; ``"always"``: the closed
-        form or a ValueError naming the hypothesis that fails. ``rtol``, ``atol``, ``solver``,
-        ``max_steps``, ``time_scale`` do not apply to it; ``blowup_threshold`` does (the stop).
+    field : Field
+        A gaussflow field (`gf.Softmax`, sums, ...), or a `gf.Layers` schedule (integrated
+        layer by layer, no step across a switch; `t1 - t0` at most its total duration).
+    g0 : Gaussian or PositionalGaussians
+        The initial `gaussflow.Gaussian` (or `gaussflow.PositionalGaussians` for a positional
+        field).
+    t1 : float
+        Final time ($> t_0$).
+    ts : array_like, optional
+        Save times (increasing, in $[t_0, t_1]$); default 101 points.
+    t0 : float
+        Initial time.
+    rtol, atol : float
+        Tolerances of diffrax's `PIDController`.
+    solver : diffrax.AbstractSolver or str, optional
+        A diffrax solver or a name (`"tsit5"` default, `"dopri5"`, `"dopri8"`, `"kvaerno5"`,
+        ...).
+    max_steps : int
+        Step budget; exceeding it gives `status == "max_steps"`.
+    blowup_threshold : float
+        Growth factor of $\operatorname{tr}\Sigma$ at which blow-up is tested (see the module
+        docstring).
+    progress : bool
+        Show diffrax's tqdm progress meter.
+    adjoint : diffrax adjoint, optional
+        A diffrax adjoint (default recursive checkpointing; `jax.grad` flows through `solve`
+        for completed runs: under a JAX transformation the trajectory holds traced arrays at
+        every requested time and `status == "traced"`).
+    time_scale : str
+        `"linear"` (steps in $t$) or `"log"` (steps in $s = \log(1 + t - t_0)$: fewer steps
+        for long runs towards a limit approached like a power of $1/t$).
+    closed_form : str
+        `"auto"` (default): evaluate the closed form instead of integrating when the field's
+        derivation carries one valid for these weights and this state (softmax-type attention
+        with $W_O V = v I$; the hypotheses and the evaluation are in `gaussflow.closed_form`);
+        `"never"`: always integrate; `"always"`: the closed form or a `ValueError` naming the
+        hypothesis that fails. `rtol`, `atol`, `solver`, `max_steps`, `time_scale` do not apply
+        to it; `blowup_threshold` does (the stop).
 
     Returns
     -------
     Trajectory
-        ``method`` says which path was taken. Never raises on numerical events (see the module
+        `method` says which path was taken. Never raises on numerical events (see the module
         docstring).
+
+    Raises
+    ------
+    TypeError, ValueError
+        For invalid arguments (a `t1` past the end of a `gf.Layers` schedule included), and
+        for `closed_form="always"` when the closed form does not apply.
     """
     check_field_state(field, g0)
     t0, t1, ts_arr = check_times(t0, t1, ts)
@@ -351,17 +407,17 @@ def solve(field, g0, t1, ts=None, *, t0=0.0, rtol=1e-8, atol=1e-10, solver=None,
 
 
 def _traced_trajectory(out, field) -> Trajectory:
-    """Trajectory of traced arrays (inside ``jax.grad`` etc.): every requested time is kept and
-    ``status`` is ``"traced"`` (events cannot be read under tracing; check a concrete run)."""
+    """Trajectory of traced arrays (inside `jax.grad` etc.): every requested time is kept and
+    `status` is `"traced"` (events cannot be read under tracing; check a concrete run)."""
     return Trajectory(ts=out["ts"], means=out["means"], covs=out["covs"], status="traced",
                       t_stop=out["t_stop"], num_steps=out["num_steps"],
                       field_name=getattr(field, "name", type(field).__name__))
 
 
 def _solve_schedule(layers, g0, t0, t1, ts_arr, run, time_scale="linear") -> Trajectory:
-    """Integrate a ``gf.Layers`` schedule layer by layer: each layer starts from the state at its
+    r"""Integrate a `gf.Layers` schedule layer by layer: each layer starts from the state at its
     switch time, so no step crosses a switch. Stops at the first layer that does not complete.
-    The blow-up threshold stays relative to ``tr Sigma0`` of ``g0``."""
+    The blow-up threshold stays relative to $\operatorname{tr}\Sigma_0$ of `g0`."""
     ends = t0 + layers.switch_times
     solver, rtol, atol, max_steps, thr, meter, adjoint = run
     scale0, thr = float(np.trace(np.asarray(g0.cov))), float(thr)
@@ -392,7 +448,15 @@ def _solve_schedule(layers, g0, t0, t1, ts_arr, run, time_scale="linear") -> Tra
                       blowup_time=tr.blowup_time, num_steps=steps, field_name=layers.name)
 
 
-def trajectory_of(out, ts_arr, field, t0) -> Trajectory:
+def trajectory_of(out: Mapping[str, Any], ts_arr: np.ndarray, field: Field,
+                  t0: float) -> Trajectory:
+    """The `Trajectory` of one run from its raw outputs (`integrate_closure`).
+
+    Keeps the requested save times `ts_arr` reached before `t_stop` with finite states, appends
+    the state at `t_stop` when it is finite and past the last kept time, reads the status
+    (`status_of`; `"completed"` becomes `"nonfinite"` when a saved value is not finite) and, for
+    `"blowup"`, `blowup_time = t_stop + tau`. `t0` is unused (kept for the callers).
+    """
     out = jax.tree_util.tree_map(np.asarray, out)
     status = status_of(out)
     t_stop = float(out["t_stop"])

@@ -1,25 +1,50 @@
 """The passes of a sweep: members that run out of steps are run again.
 
 A sweep first runs every member with its solver and a first budget; the members whose status is
-``"max_steps"`` run again from the start with the stiff (implicit) solver, and those that run
+`"max_steps"` run again from the start with the stiff (implicit) solver, and those that run
 out again (not stiff: just many steps) with the first solver and the full budget. Shared by the
-work queue (:mod:`gaussflow.queue`) and the vmapped path of :func:`gaussflow.sweep`.
+work queue (`gaussflow.queue`) and the vmapped path of `gaussflow.sweep`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import diffrax
 import numpy as np
 
 from .integrate import status_of
 
-#: The raw outputs ``solve.status_of`` reads.
+#: The raw outputs `status_of` (`gaussflow.integrate`) reads.
 SCALARS = ("event_nonfinite", "event_blowup", "event_domain", "event_escape", "result",
            "finite_ahead")
 
 
-def schedule(solver, stiff, budget, stiff_steps, max_steps):
-    """``[(solver, step budget), ...]``: the first pass runs every member, each later pass the
-    members whose status after the previous one is ``"max_steps"``."""
+def schedule(solver: diffrax.AbstractSolver, stiff: diffrax.AbstractSolver | None, budget: int,
+             stiff_steps: int | None,
+             max_steps: int) -> list[tuple[diffrax.AbstractSolver, int]]:
+    """`[(solver, step budget), ...]`: the first pass runs every member, each later pass the
+    members whose status after the previous one is `"max_steps"`.
+
+    Parameters
+    ----------
+    solver : diffrax.AbstractSolver
+        The solver of the first pass, and of the last when `budget < max_steps`.
+    stiff : diffrax.AbstractSolver or None
+        The stiff (implicit) solver of the second pass; `None`: no such pass.
+    budget : int
+        The step budget of the first pass.
+    stiff_steps : int or None
+        The step budget of the stiff pass; `None`: `max_steps`.
+    max_steps : int
+        The full budget; a last pass with `solver` and `max_steps` when `budget < max_steps`.
+
+    Returns
+    -------
+    list of (diffrax.AbstractSolver, int)
+        The passes in order.
+    """
     out = [(solver, budget)]
     if stiff is not None:
         out.append((stiff, max_steps if stiff_steps is None else stiff_steps))
@@ -28,9 +53,28 @@ def schedule(solver, stiff, budget, stiff_steps, max_steps):
     return out
 
 
-def run_schedule(schedule, B, run_pass):
-    """Run the passes of :func:`schedule`; ``run_pass(members, solver, steps, first)`` returns
-    ``(raw, compile s, run s)``. Returns ``(raw, solver names, compile s, run s)``."""
+def run_schedule(schedule: Sequence[tuple[diffrax.AbstractSolver, int]], B: int,
+                 run_pass: Callable[..., tuple[dict[str, np.ndarray], float, float]]
+                 ) -> tuple[dict[str, np.ndarray], np.ndarray, float, float]:
+    """Run the passes of `schedule`.
+
+    Parameters
+    ----------
+    schedule : sequence of (diffrax.AbstractSolver, int)
+        The passes, as `schedule` returns them.
+    B : int
+        The number of members.
+    run_pass : callable
+        `run_pass(members, solver, steps, first)` runs the members with indices `members` and
+        returns `(raw, compile s, run s)`; `first` is `True` on the first pass.
+
+    Returns
+    -------
+    tuple
+        `(raw, solver names, compile s, run s)`: the raw outputs of every member from its last
+        pass, the name of the solver of that pass per member (`solver_name`) and the summed
+        seconds.
+    """
     members, raw, solvers, compile_s, run_s = np.arange(B), None, None, 0.0, 0.0
     for k, (solver, steps) in enumerate(schedule):
         if k and not members.size:
@@ -47,18 +91,18 @@ def run_schedule(schedule, B, run_pass):
     return raw, solvers, compile_s, run_s
 
 
-def solver_name(solver) -> str:
-    """``"tsit5"``, ``"kvaerno5"``, ...: the lower-cased class name."""
+def solver_name(solver: diffrax.AbstractSolver) -> str:
+    """`"tsit5"`, `"kvaerno5"`, ...: the lower-cased class name."""
     return type(solver).__name__.lower()
 
 
-def used_up(raw) -> np.ndarray:
-    """Indices of the members whose status is ``"max_steps"``."""
+def used_up(raw: Mapping[str, Any]) -> np.ndarray:
+    """Indices of the members whose status is `"max_steps"`."""
     status = [status_of({k: raw[k][i] for k in SCALARS}) for i in range(len(raw["t_stop"]))]
     return np.flatnonzero(np.array(status) == "max_steps")
 
 
-def pow2_at_most(n, cap):
-    """The least power of two >= n, at most ``cap`` (few distinct buffer shapes: few
+def pow2_at_most(n: int, cap: int) -> int:
+    r"""The least power of two $\geq n$, at most `cap` (few distinct buffer shapes: few
     compilations)."""
     return int(min(cap, 1 << max(0, int(n) - 1).bit_length()))

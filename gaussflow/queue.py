@@ -1,43 +1,46 @@
-"""A refilling work queue of adaptive ODE solves: the engine of :func:`gaussflow.sweep`.
+r"""A refilling work queue of adaptive ODE solves: the engine of `gaussflow.sweep`.
 
-**Why.** Under ``jax.vmap`` a batch of adaptive solves runs as many steps as its slowest member,
+**Why.** Under `jax.vmap` a batch of adaptive solves runs as many steps as its slowest member,
 and the step counts of a sweep are heavy-tailed (most members need a few steps, a few need
-thousands). Here a fixed pool of ``P`` *slots* holds one member each; every iteration of a
-``jax.lax.while_loop`` takes one adaptive step in every active slot, and when a slot's member
-finishes (reached ``t1``, an event, or its step budget) the slot loads the next pending member.
+thousands). Here a fixed pool of `P` *slots* holds one member each; every iteration of a
+`jax.lax.while_loop` takes one adaptive step in every active slot, and when a slot's member
+finishes (reached `t1`, an event, or its step budget) the slot loads the next pending member.
 When the queue is drained and few slots are still busy, the survivors move to a smaller pool
-(``P -> P/16 -> ... -> 1``; each pool is a compiled loop of its own, run from the host, and
-compiled only when a tail outlasts :data:`GRACE_ITERS` iterations in the pool before), so the
-tail of slow members does not pay for idle slots. A slot loads at most ``P/4``
-members per iteration (each load runs diffrax's ``init``s for that many members).
+($P \to P/16 \to \dots \to 1$; each pool is a compiled loop of its own, run from the host,
+and compiled only when a tail outlasts `GRACE_ITERS` iterations in the pool before), so the
+tail of slow members does not pay for idle slots. A pool loads at most $\max(1, P/4)$ members
+per iteration (each load runs diffrax's `init`s for that many members).
 
-**Devices.** One device; :func:`gaussflow.sweep` keeps its vmapped path for sharding.
+**Devices.** One device; `gaussflow.sweep` keeps its vmapped path for sharding.
 
-**What is diffrax and what is gaussflow.** Each step is diffrax's: the solver's ``init`` /
-``step`` (Tsit5, Kvaerno5, ...), its dense output (``solver.interpolation_cls``) for the save
-times inside a step, and ``PIDController.init`` (initial step) / ``adapt_step_size`` (accept or
+**What is diffrax and what is gaussflow.** Each step is diffrax's: the solver's `init` /
+`step` (Tsit5, Kvaerno5, ...), its dense output (`solver.interpolation_cls`) for the save
+times inside a step, and `PIDController.init` (initial step) / `adapt_step_size` (accept or
 reject, next step). gaussflow supplies the loop around them, written to take the same decisions
-as ``diffrax.diffeqsolve`` with a boolean event: a non-NaN error estimate, the end time clipped
+as `diffrax.diffeqsolve` with a boolean event: a non-NaN error estimate, the end time clipped
 as diffrax clips it, a step counted whether accepted or rejected, save times written from the
-step's dense output, the event tested at the state after each step, ``max_steps`` steps at most.
-The first step and the step controller are ``gf.solve``'s (:func:`gaussflow.stepping.first_step`,
-:class:`gaussflow.stepping.FiniteErrorPID`). So a member's values agree with
-:func:`gaussflow.solve` to rounding (batched and single products may round differently), and its
-status, stop time and blow-up estimate are computed by the same formulas (``solve.integrate_closure``):
-the raw per-member dictionary this module returns is the one ``solve.status_of`` /
-``solve.trajectory_of`` read.
+step's dense output, the event tested at the state after each step, `max_steps` steps at most.
+The first step and the step controller are `gf.solve`'s (`gaussflow.stepping.first_step`,
+`gaussflow.stepping.FiniteErrorPID`). So a member's values agree with
+`gaussflow.solve` to rounding (batched and single products may round differently), and its
+status, stop time and blow-up estimate are computed by the same formulas
+(`gaussflow.integrate.integrate_closure`): the raw per-member dictionary this module returns is
+the one `gaussflow.integrate.status_of` / `gaussflow.integrate.trajectory_of` read.
 
-**State.** The flow-map state of :mod:`gaussflow.integrate`: ``y = (mean, Phi)``,
-``Sigma = Phi Sigma0 Phi^T``; with ``time_scale="log"`` the solver steps in
-``s = log(1 + t - t0)``.
+**State.** The flow-map state of `gaussflow.integrate`: `y = (mean, Phi)`,
+$\Sigma = \Phi \Sigma_0 \Phi^T$; with `time_scale="log"` the solver steps in
+$s = \log(1 + t - t_0)$.
 
 **Memory.** The pending members of one chunk live on the device with their outputs (save
-times x (d + d^2) per member); the slots hold one member's solver state each.
+times $\times\,(1 + d + d^2)$ values per member); the slots hold one member's solver state
+each.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import diffrax
 import equinox as eqx
@@ -53,25 +56,27 @@ _OK = int(diffrax.RESULTS.successful._value)
 _EVENT = int(diffrax.RESULTS.event_occurred._value)
 _MAX_STEPS = int(diffrax.RESULTS.max_steps_reached._value)
 
-#: Executables compiled so far, keyed by shapes and static options (see :func:`cache_size`).
+#: Executables compiled so far, keyed by shapes and static options (see `cache_size`).
 _COMPILED: dict = {}
 
 
 # ------------------------------------------------------------------- the calls into a field
 # The only place this module calls a field's private methods.
 def _field_rhs(field, t, mean, Phi, cov0):
-    """``(d mean/dt, dPhi/dt)`` at time ``t``."""
+    r"""$(dm/dt, d\Phi/dt)$ (mean, flow map) at time `t`."""
     return field._flow_rhs(t, mean, Phi, cov0)
 
 
 def _field_closure(field, t, mean, S):
-    """``((d mean/dt, J), domain ok)`` at time ``t``."""
+    """`((dm, J), ok)` at time `t`: the mean's derivative $dm/dt$, the closure matrix $J$ and
+    whether the state is inside the closure's domain."""
     return field._closure(t, mean, S), field._domain_ok(t, mean, S)
 
 
 # -------------------------------------------------------------------- one member's functions
 class _Member:
-    """The vector field and stop flags of one member (as in ``solve.integrate_closure``)."""
+    """The vector field and stop flags of one member (as in
+    `gaussflow.integrate.integrate_closure`)."""
 
     def __init__(self, field, cov0, scale, t0, thr, log):
         self.field, self.cov0, self.scale, self.t0, self.thr, self.log = \
@@ -89,8 +94,8 @@ class _Member:
         return dm, dPhi
 
     def flags(self, t, y):
-        """(nonfinite, blowup, escaped, outside domain, tau) at state ``y``: one closure
-        evaluation (:func:`gaussflow.stepping.growth_flags`)."""
+        """(nonfinite, blowup, escaped, outside domain, tau) at state `y`: one closure
+        evaluation (`gaussflow.stepping.growth_flags`)."""
         mean, Phi = y
         S = cov_from_flow(Phi, self.cov0)
         (dm, J), ok = _field_closure(self.field, t, mean, S)
@@ -104,9 +109,10 @@ class _Member:
         return nonfinite | blowup | escaped | outside
 
 
-def with_controller_tols(solver, controller):
-    """An implicit solver whose root finder uses the controller's ``rtol``/``atol``/``norm``
-    where it was left to them (what ``diffrax.diffeqsolve`` does)."""
+def with_controller_tols(solver: diffrax.AbstractSolver,
+                         controller: diffrax.PIDController) -> diffrax.AbstractSolver:
+    """An implicit solver whose root finder uses the controller's `rtol`/`atol`/`norm`
+    where it was left to them (what `diffrax.diffeqsolve` does)."""
     if not isinstance(solver, diffrax.AbstractImplicitSolver):
         return solver
     default = type(solver)().root_finder
@@ -122,7 +128,9 @@ def with_controller_tols(solver, controller):
 class Engine:
     """Static data of a queue run: field structure, solver, controller and options."""
 
-    def __init__(self, field_static, field_batched, solver, rtol, atol, max_steps, time_scale):
+    def __init__(self, field_static: StaticKey, field_batched: bool,
+                 solver: diffrax.AbstractSolver, rtol: float, atol: float, max_steps: int,
+                 time_scale: str):
         self.field_static, self.field_batched = field_static, field_batched
         self.controller = FiniteErrorPID(rtol=rtol, atol=atol)
         self.solver = with_controller_tols(solver, self.controller)
@@ -135,7 +143,7 @@ class Engine:
         return _Member(eqx.combine(fdyn, self.field_static.tree), cov0, scale, t0, thr, self.log)
 
     def _load(self, queue, fshared, idx, targs):
-        """Fresh slots for members ``idx`` (vmapped diffrax init)."""
+        """Fresh slots for members `idx` (vmapped diffrax init)."""
         fq, means0, covs0 = queue
         fdyn = jax.tree_util.tree_map(lambda x: x[idx], fq) if self.field_batched else None
         m0, c0 = means0[idx], covs0[idx]
@@ -192,17 +200,27 @@ class Engine:
         return self.solver.interpolation_cls(t0=a, t1=b, **dense).evaluate(s)
 
     # -- one pool ------------------------------------------------------------------------
-    def compact(self, slots_in, active_in, *, pool):
-        """The busy slots of ``slots_in`` (at most ``pool``) moved into a pool of ``pool``."""
+    def compact(self, slots_in: dict[str, Any], active_in: jax.Array, *,
+                pool: int) -> tuple[dict[str, Any], jax.Array]:
+        """The busy slots of `slots_in` (at most `pool`) moved into a pool of `pool`."""
         idx = jnp.nonzero(active_in, size=pool, fill_value=0)[0]
         slots = jax.tree_util.tree_map(lambda x: x[idx], slots_in)
         return slots, jnp.arange(pool) < jnp.sum(active_in)
 
-    def segment(self, slots, active, queue, fshared, out, nxt, n, targs, stop_at, max_iters, *,
-                pool):
-        """Run the queue loop on a pool of ``pool`` slots until the queue is drained and at most
-        ``stop_at`` slots are busy, or for ``max_iters`` iterations. Returns the new state and
-        the number of busy slots."""
+    def segment(self, slots: dict[str, Any], active: jax.Array, queue: tuple, fshared: Any,
+                out: dict[str, jax.Array], nxt: jax.Array, n: jax.Array,
+                targs: dict[str, jax.Array], stop_at: jax.Array, max_iters: jax.Array, *,
+                pool: int) -> tuple[dict[str, Any], jax.Array, dict[str, jax.Array], jax.Array,
+                                    jax.Array]:
+        """Run the queue loop on a pool of `pool` slots until the queue is drained and at most
+        `stop_at` slots are busy, or for `max_iters` iterations. Returns the new state
+        `(slots, active, out, nxt)` and the number of busy slots.
+
+        `queue` is `(field arrays or None, means0, covs0)` of the chunk's members, `fshared` the
+        field arrays shared by every member (`None` for a batched field), `out` the outputs
+        being written, `nxt` the index of the next pending member and `n` the number of real
+        (not padded) members.
+        """
         P = pool
         R = max(1, P // 4)  # members loaded per iteration at most
         slots = dict(slots)
@@ -275,13 +293,16 @@ class Engine:
             cond, body, (slots, active, member, out, nxt, jnp.zeros((), max_iters.dtype)))
         return dict(slots, member=member), active, out, nxt, jnp.sum(active)
 
-    def empty(self, queue, fshared, targs, pool):
-        """A pool of ``pool`` inactive slots (shapes of a loaded slot)."""
+    def empty(self, queue: tuple, fshared: Any, targs: dict[str, jax.Array],
+              pool: int) -> tuple[dict[str, Any], jax.Array]:
+        """A pool of `pool` inactive slots (shapes of a loaded slot)."""
         slots = self._load(queue, fshared, jnp.zeros(pool, int), targs)
         return dict(slots, member=jnp.zeros(pool, jnp.int32)), jnp.zeros(pool, bool)
 
-    def finalize(self, queue, fshared, out, targs):
-        """The raw per-member dictionary of ``solve.integrate_closure`` (vmapped over the chunk)."""
+    def finalize(self, queue: tuple, fshared: Any, out: dict[str, jax.Array],
+                 targs: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """The raw per-member dictionary of `gaussflow.integrate.integrate_closure` (vmapped
+        over the chunk)."""
         fq, means0, covs0 = queue
         s0, s1, t1 = targs["s0"], targs["s1"], targs["t1"]
 
@@ -321,8 +342,8 @@ def _outputs(N, n_ts, d):
             "result": jnp.zeros(N, jnp.int32), "num_steps": jnp.zeros(N, jnp.int32)}
 
 
-def pools_for(slots: int, ratio: int = 16) -> tuple:
-    """Pool sizes ``slots, slots // ratio, ..., 1``: once the queue is drained, the busy slots
+def pools_for(slots: int, ratio: int = 16) -> tuple[int, ...]:
+    """Pool sizes `slots, slots // ratio, ..., 1`: once the queue is drained, the busy slots
     move to the next pool when at most its size are left (one pass through a pool costs about
     a fixed overhead plus a per-slot part, so the last slow members run in a pool of 1)."""
     pools = [int(slots)]
@@ -337,15 +358,17 @@ GRACE_ITERS = 256
 _BIG = 2**62
 
 
-def run(engine, field_dyn, means0, covs0, targs, *, chunk, slots, members=None,
-        progress=False):
-    """Integrate ``members`` (indices into the batch; default all) in chunks of ``chunk``
-    members (the last one padded; padded members never run) through pools of ``slots`` slots.
-    Returns ``(raw dict of NumPy arrays, compile seconds, run seconds)``.
+def run(engine: Engine, field_dyn: Any, means0: np.ndarray, covs0: np.ndarray,
+        targs: dict[str, Any], *, chunk: int, slots: int,
+        members: Sequence[int] | np.ndarray | None = None,
+        progress: bool = False) -> tuple[dict[str, np.ndarray], float, float]:
+    """Integrate `members` (indices into the batch; default all) in chunks of `chunk`
+    members (the last one padded; padded members never run) through pools of `slots` slots.
+    Returns `(raw dict of NumPy arrays, compile seconds, run seconds)`.
 
     Each pool is its own compiled loop, run from the host: the first pool runs until the queue
     is drained and at most the next pool's size are busy; those move on, after
-    :data:`GRACE_ITERS` more iterations in this pool when the next pool is not compiled yet
+    `GRACE_ITERS` more iterations in this pool when the next pool is not compiled yet
     (short tails then cost no compilation)."""
     B = means0.shape[0]
     members = np.arange(B) if members is None else np.asarray(members)
@@ -373,7 +396,7 @@ def run(engine, field_dyn, means0, covs0, targs, *, chunk, slots, members=None,
 
 
 class _Timer:
-    """Compiles (cached in ``_COMPILED``) and calls the engine's functions, timing both."""
+    """Compiles (cached in `_COMPILED`) and calls the engine's functions, timing both."""
 
     def __init__(self):
         self.compile_s = self.run_s = 0.0
@@ -427,7 +450,7 @@ def _run_chunk(engine, queue, fshared, n, targs, pools, timer):
 
 
 def _segment_args(engine, slots_active, pool, queue, fshared, out, nxt, n, targs):
-    """Abstract arguments of the next pool's ``segment`` (to look up its executable)."""
+    """Abstract arguments of the next pool's `segment` (to look up its executable)."""
     slots, active = slots_active
     shaped = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct((pool,) + x.shape[1:], x.dtype), (slots, active))
@@ -444,7 +467,7 @@ def cache_size() -> int:
 
 
 def cleared() -> int:
-    """Number of compiled queue programs forgotten by :func:`clear_cache`."""
+    """Number of compiled queue programs forgotten by `clear_cache`."""
     return _CLEARED[0]
 
 
@@ -455,10 +478,21 @@ def clear_cache() -> None:
 
 
 # ------------------------------------------------------------------ gf.sweep's queue path
-def sweep_queue(field, field_batched, means0, covs0, state_batched, B, d, ts_arr, times,
-                solver, stiff, opts, chunk_size, slots, device, progress=False):
-    """``gf.sweep``'s queue path (one device): the passes of :mod:`gaussflow.passes`, each
-    through :func:`run`. Returns the arguments of ``sweep._result`` after ``ts``."""
+def sweep_queue(field: Any, field_batched: bool, means0: np.ndarray, covs0: np.ndarray,
+                state_batched: bool, B: int, d: int, ts_arr: np.ndarray,
+                times: tuple[float, float, float], solver: diffrax.AbstractSolver,
+                stiff: diffrax.AbstractSolver | None, opts: tuple, chunk_size: int | None,
+                slots: int | None, device: Any, progress: bool = False
+                ) -> tuple[dict[str, np.ndarray], float, float, int, np.ndarray]:
+    """`gf.sweep`'s queue path (one device): the passes of `gaussflow.passes`, each
+    through `run`.
+
+    `times` is `(t0, t1, blowup threshold)`, `opts` is
+    `(rtol, atol, max_steps, first_pass_steps, stiff_steps, time_scale)`; the other arguments
+    are `gaussflow.sweep`'s after checking and batching. Returns
+    `(raw, compile seconds, run seconds, chunk size, solver names)`, which `gaussflow.sweep`
+    turns into its result.
+    """
     t0, t1, thr = times
     rtol, atol, max_steps, first, stiff_steps, time_scale = opts
     budget = max_steps if first is None else min(first, max_steps)

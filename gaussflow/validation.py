@@ -1,73 +1,77 @@
-"""Monte Carlo validation of a closure against its particle system.
+r"""Monte Carlo validation of a closure against its particle system.
 
-Protocol. For each cloud size ``N`` and seed: draw ``N`` tokens from ``g0``, start
-the closure from the cloud's *empirical* moments ``(m_N(0), S_N(0))`` (``1/N`` normalisation),
-integrate the particles (:func:`gaussflow.particles.simulate`) and the closure
-(:func:`gaussflow.solve`) over the same save times, and measure at every saved time
+Protocol. For each cloud size $N$ and seed: draw $N$ tokens from `g0`, start
+the closure from the cloud's *empirical* moments $(m_N(0), S_N(0))$ ($1/N$ normalisation),
+integrate the particles (`gaussflow.particles.simulate`) and the closure
+(`gaussflow.solve`) over the same save times, and measure at every saved time
 
-- ``e_mean(t) = |m_N(t) - alpha(t)| / sqrt(tr Sigma(t))`` (mean error in units of the spread),
-- ``e_cov(t) = ||S_N(t) - Sigma(t)||_F / ||Sigma(t)||_F``,
+- $e_{\mathrm{mean}}(t) = |m_N(t) - \alpha(t)| / \sqrt{\operatorname{tr}\Sigma(t)}$ (mean error
+  in units of the spread),
+- $e_{\mathrm{cov}}(t) = \|S_N(t) - \Sigma(t)\|_F / \|\Sigma(t)\|_F$,
 
-where ``(m_N(t), S_N(t))`` are the empirical moments of the evolved cloud. The reported error is
+where $(m_N(t), S_N(t))$ are the empirical moments of the evolved cloud. The reported error is
 the maximum over the saved times. Both start at zero, so what they measure is how far the
 particle system drifts from the closure. For an exact closure the empirical measure is an exact
 (weak) solution of the same PDE, and the Gaussian solution from matched moments differs from it
-only through the non-Gaussian fluctuations of the sample, which are ``O(N^{-1/2})``: the error
-falls like ``N^{-1/2}``. A wrong closure leaves an ``O(1)`` discrepancy that does not fall. For
+only through the non-Gaussian fluctuations of the sample, which are $O(N^{-1/2})$: the error
+falls like $N^{-1/2}$. A wrong closure leaves an $O(1)$ discrepancy that does not fall. For
 an approximate (moment) closure the error tends to the closure's bias.
 
-**Verdict for exact closures** (per quantity; ``consistent`` when both pass):
+**Verdict for exact closures** (per quantity; `consistent` when both pass):
 
-- *at solver accuracy*: every error is below ``floor`` (default ``1e-6``): particle and closure
+- *at solver accuracy*: every error is below `floor` (default `1e-6`): particle and closure
   agree to integration tolerance (affine fields; the mean of Sinkhorn fields, whose particle
   mean obeys the closure's mean ODE exactly). The slope is meaningless there and not tested.
-- otherwise: the fitted slope of ``log error`` against ``log N`` (least squares over all seeds)
-  must be at most the upper end of ``slope_band`` (default ``[-0.75, -0.25]``; a slope below the
+- otherwise: the fitted slope of $\log e$ against $\log N$ (least squares over all seeds)
+  must be at most the upper end of `slope_band` (default `[-0.75, -0.25]`; a slope below the
   band, i.e. a faster fall, is noted but is no sign of a wrong closure), **and** the errors must
-  stay in the Monte Carlo band: the root mean square over seeds at every ``N`` is at most
-  ``band_factor`` (default 2) times the ``N^{-1/2}`` line through the smallest ``N``
-  (``e(N) <= 2 e(N_min) sqrt(N_min / N)``): no plateau.
+  stay in the Monte Carlo band: the root mean square over seeds at every $N$ is at most
+  `band_factor` (default 2) times the $N^{-1/2}$ line through the smallest $N$
+  ($e(N) \le 2\, e(N_{\min}) \sqrt{N_{\min} / N}$): no plateau.
 
-The central estimate per ``N`` is the root mean square over seeds (``E[e^2]`` is what scales like
-``1/N``; the square mean is far less noisy than a geometric mean of a few seeds). The slope is the
-least-squares fit of its logarithm against ``log N``; its standard error is a jackknife over seeds.
+The central estimate per $N$ is the root mean square over seeds ($E[e^2]$ is what scales like
+$1/N$; the square mean is far less noisy than a geometric mean of a few seeds). The slope is the
+least-squares fit of its logarithm against $\log N$; its standard error is a jackknife over
+seeds.
 
 **Inconclusive** (the reasons say which, and what the errors on the times reached would give):
-a particle run that did not complete; a closure that stopped before ``t1`` (e.g. finite-time
-blow-up at ``T* < t1``: finite-N particles have no blow-up, so near ``T*`` the errors measure
-neither closure nor Monte Carlo; validate over ``t1 < T*``); a particle Sinkhorn that did not
-reach ``sinkhorn_tol`` within ``sinkhorn_max_iter`` iterations (the particle velocity is then not
+a particle run that did not complete; a closure that stopped before `t1` (e.g. finite-time
+blow-up at $T^* < t_1$: finite-$N$ particles have no blow-up, so near $T^*$ the errors measure
+neither closure nor Monte Carlo; validate over $t_1 < T^*$); a particle Sinkhorn that did not
+reach `sinkhorn_tol` within `sinkhorn_max_iter` iterations (the particle velocity is then not
 the Sinkhorn field; this also warns). For approximate closures
-the report gives the remaining bias instead of a pass: ``b`` from the least-squares fit
-``e(N)^2 = b^2 + C^2 / N`` (non-negative), next to the error at the largest ``N``.
+the report gives the remaining bias instead of a pass: $b$ from the least-squares fit
+$e(N)^2 = b^2 + C^2 / N$ (non-negative), next to the error at the largest $N$.
 
-**Causal (masked) fields.** For a :class:`~gaussflow.Masked` field ``g0`` is a
-:class:`~gaussflow.PositionalGaussians` with ``B`` blocks and ``N`` counts tokens *per block*
-(``B N`` tokens in all). The cloud for ``(N, seed)`` is ``field.sample(g0, N, seed=seed,
-method=sampler)`` (block ``b``: ``N`` draws of ``N(means[b], covs[b])`` at evenly spaced
-positions in ``[b/B, (b+1)/B)``); the closure starts from the blocks' empirical moments, the
-causal particle system (every token acts as a key of the tokens at later positions) is integrated,
-and the errors above are measured per block: block ``b``'s tokens' empirical moments against
-``(alpha_b(t), Sigma_b(t))``. The report's ``mean``/``cov`` errors are the maximum over the
-selected ``blocks`` (default all), so the fit and the verdict are those above; the per-block
-curves are in ``report.curves[str(N)]["block_mean"]``/``["block_cov"]`` (``[seed][time][block]``,
+**Causal (masked) fields.** For a `gaussflow.Masked` field `g0` is a
+`gaussflow.PositionalGaussians` with $B$ blocks and $N$ counts tokens *per block*
+($B N$ tokens in all). The cloud for `(N, seed)` is
+`field.sample(g0, N, seed=seed, method=sampler)` (block $b$: $N$ draws of
+$\mathcal N(\mathrm{means}[b], \mathrm{covs}[b])$ at evenly spaced positions in
+$[b/B, (b+1)/B)$); the closure starts from the blocks' empirical moments, the causal particle
+system (every token acts as a key of the tokens at later positions) is integrated, and the
+errors above are measured per block: block $b$'s tokens' empirical moments against
+$(\alpha_b(t), \Sigma_b(t))$. The report's `mean`/`cov` errors are the maximum over the
+selected `blocks` (default all), so the fit and the verdict are those above; the per-block
+curves are in `report.curves[str(N)]["block_mean"]`/`["block_cov"]` (`[seed][time][block]`,
 every block).
 
 **Effective keys.** The particle field at query $x_i$ is an importance-weighted average over the
-keys; its effective sample size $1 / \\sum_j w_{ij}^2$ ($w_{ij}$ the normalised attention weights,
-:func:`gaussflow.particles.effective_keys`) is recorded at every saved time:
-``report.info["effective_keys"]`` holds, per ``N``, its minimum and median over the queries
-(``[seed][time]``) and a summary (``min``: over queries, times and seeds; ``median``: the lowest
+keys; its effective sample size $1 / \sum_j w_{ij}^2$ ($w_{ij}$ the normalised attention weights,
+`gaussflow.particles.effective_keys`) is recorded at every saved time:
+`report.info["effective_keys"]` holds, per $N$, its minimum and median over the queries
+(`[seed][time]`) and a summary (`min`: over queries, times and seeds; `median`: the lowest
 median over queries at any saved time and seed), printed under the table. The minimum is that of
 the outlying queries (their tilt lies beyond the sample; a few keys there are common and harmless;
-under a causal mask the first token sees only itself, so the minimum is 1). When the *median* falls
-below ``EFFECTIVE_KEYS_WARN = 3`` keys, the typical query averages over fewer than three tokens:
-the report says that the particle system is far from its mean-field limit there and a
-``RuntimeWarning`` is raised. The verdict is unchanged (the errors still say whether particles and
-closure agree). Fields without normalised attention (affine, unnormalised) have no such diagnostic.
+under a causal mask the first token sees only itself, so the minimum is 1). When the *median*
+falls below `EFFECTIVE_KEYS_WARN = 3` keys, the typical query averages over fewer than three
+tokens: the report says that the particle system is far from its mean-field limit there and a
+`RuntimeWarning` is raised. The verdict is unchanged (the errors still say whether particles and
+closure agree). Fields without normalised attention (affine, unnormalised) have no such
+diagnostic.
 
 This module is the driver (sampling, particle and closure runs, error curves); the report, its
-statistics and the verdict rules are in :mod:`gaussflow.validation_report`.
+statistics and the verdict rules are in `gaussflow.validation_report`.
 """
 
 from __future__ import annotations
@@ -76,6 +80,8 @@ import hashlib
 import operator
 import time
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
@@ -86,46 +92,82 @@ from . import particles as P, registry
 from .validation_report import QUANTITIES, ValidationReport, judge, moment_errors
 from .validation_report import QuantityStats  # noqa: F401  (re-exported)
 
+if TYPE_CHECKING:
+    from jax.typing import ArrayLike
 
-def validate(field, g0, t1, n_particles=(256, 1024, 4096), seeds=(0, 1, 2, 3, 4), ts=None, *,
-             rtol=1e-8, atol=1e-10, slope_band=(-0.75, -0.25), band_factor=2.0, floor=1e-6,
-             batch="auto", particle_options=None, particle_field=None, sampler="random",
-             blocks=None, progress=False) -> ValidationReport:
-    """Validate ``field``'s Gaussian closure against its particle system (see the module doc).
+    from .field import Field
+
+
+def validate(field: Field, g0: Gaussian | PositionalGaussians, t1: float,
+             n_particles: Sequence[int] = (256, 1024, 4096),
+             seeds: Sequence[int] = (0, 1, 2, 3, 4), ts: ArrayLike | None = None, *,
+             rtol: float = 1e-8, atol: float = 1e-10,
+             slope_band: tuple[float, float] = (-0.75, -0.25), band_factor: float = 2.0,
+             floor: float = 1e-6, batch: str = "auto",
+             particle_options: Mapping[str, Any] | None = None,
+             particle_field: Field | None = None, sampler: str = "random",
+             blocks: Iterable[int] | None = None, progress: bool = False) -> ValidationReport:
+    r"""Validate `field`'s Gaussian closure against its particle system (see the module doc).
 
     Parameters
     ----------
-    field : a gaussflow field. g0 : the :class:`~gaussflow.Gaussian` the tokens are drawn from;
-        for a :class:`~gaussflow.Masked` field (and only then) a
-        :class:`~gaussflow.PositionalGaussians` with the field's ``n_blocks`` blocks (see the
+    field : Field
+        A gaussflow field.
+    g0 : Gaussian or PositionalGaussians
+        The `gaussflow.Gaussian` the tokens are drawn from; for a `gaussflow.Masked` field (and
+        only then) a `gaussflow.PositionalGaussians` with the field's `n_blocks` blocks (see the
         module doc, *Causal (masked) fields*).
-    t1 : final time. ts : save times in ``(0, t1]`` compared (default 11 equispaced in [0, t1]).
-    n_particles : cloud sizes (at least two distinct, each ``> d``); for a masked field, tokens
-        *per block* (the cloud holds ``n_blocks * N`` tokens). seeds : sampling seeds (the cloud
-        for ``(N, seed)`` uses ``fold_in(PRNGKey(seed), N)``; masked: ``field.sample(g0, N,
-        seed=seed)``).
-    blocks : masked fields only: the blocks (0-based) whose maximum error the report's
-        ``mean``/``cov`` statistics fit (default ``None``: all blocks). Per-block curves of every
-        block are kept in ``report.curves[str(N)]["block_mean"]``/``["block_cov"]``.
-    rtol, atol : tolerances of both integrations. slope_band, band_factor, floor : the verdict's
-        thresholds. batch : ``"padded"`` (all clouds padded to the largest ``N``, one compiled
-        solve), ``"per_n"`` (one solve per ``N``, batched over seeds) or ``"auto"`` (padded when
-        the largest ``N <= 2048``; masked fields: always ``"per_n"``, causal positions cannot be
-        padded). particle_options : extra keyword arguments of
-        :func:`gaussflow.particles.simulate_batch` (``block``, ``sinkhorn_tol``, ...).
-    particle_field : the field whose particle system is simulated (default ``field``): validates
-        another closure of the same particles. The particle runs of the last few calls are kept
-        (keyed by the particle field's weights and every setting), so a second closure of the same
+    t1 : float
+        Final time (both systems start at $t = 0$).
+    n_particles : sequence of int
+        Cloud sizes (at least two distinct, each $> d$); for a masked field, tokens *per block*
+        (the cloud holds `n_blocks * N` tokens).
+    seeds : sequence of int
+        Sampling seeds (the cloud for `(N, seed)` uses `fold_in(PRNGKey(seed), N)`; masked:
+        `field.sample(g0, N, seed=seed)`).
+    ts : array_like, optional
+        Save times compared, strictly increasing in $[0, t_1]$ ($t_1$ is appended when
+        missing; default 11 equispaced in $[0, t_1]$).
+    rtol, atol : float
+        Tolerances of both integrations.
+    slope_band, band_factor, floor
+        The verdict's thresholds (module doc, *Verdict for exact closures*).
+    batch : str
+        `"padded"` (all clouds padded to the largest $N$, one compiled solve), `"per_n"` (one
+        solve per $N$, batched over seeds) or `"auto"` (padded when the largest
+        $N \le 2048$; masked fields: always `"per_n"`, causal positions cannot be padded).
+    particle_options : mapping, optional
+        Extra keyword arguments of `gaussflow.particles.simulate_batch` (`block`,
+        `sinkhorn_tol`, ...).
+    particle_field : Field, optional
+        The field whose particle system is simulated (default `field`): validates another
+        closure of the same particles. The particle runs of the last few calls are kept (keyed
+        by the particle field's weights and every setting), so a second closure of the same
         system reuses them.
-    sampler : how clouds are drawn from ``g0`` (:func:`gaussflow.particles.sample` ``method``):
-        ``"random"`` (independent draws), ``"antithetic"`` (mirrored pairs ``x``, ``2 alpha - x``:
-        the empirical mean is exact, so flows that expand the mean do not amplify its sampling
-        error) or ``"sobol"`` (scrambled Sobol points: the same mean-field limit, far less Monte
-        Carlo noise; resolves smaller biases at the same N).
-    progress : tqdm bars over the particle batches and the closure solves (nothing is printed
+    sampler : str
+        How clouds are drawn from `g0` (`gaussflow.particles.sample` `method`): `"random"`
+        (independent draws), `"antithetic"` (mirrored pairs $x$, $2\alpha - x$: the empirical
+        mean is exact, so flows that expand the mean do not amplify its sampling error) or
+        `"sobol"` (scrambled Sobol points: the same mean-field limit, far less Monte Carlo
+        noise; resolves smaller biases at the same $N$).
+    blocks : iterable of int, optional
+        Masked fields only: the blocks (0-based) whose maximum error the report's
+        `mean`/`cov` statistics fit (default `None`: all blocks). Per-block curves of every
+        block are kept in `report.curves[str(N)]["block_mean"]`/`["block_cov"]`.
+    progress : bool
+        tqdm bars over the particle batches and the closure solves (nothing is printed
         otherwise).
 
-    Returns a :class:`ValidationReport`.
+    Returns
+    -------
+    ValidationReport
+
+    Raises
+    ------
+    TypeError, ValueError
+        For invalid arguments (e.g. a `gaussflow.PositionalGaussians` with a field that is not
+        masked, fewer than two sizes, a size not above $d$, `batch="padded"` for a masked
+        field).
     """
     from .integrate import check_field_state, solve
 
@@ -281,7 +323,7 @@ def validate(field, g0, t1, n_particles=(256, 1024, 4096), seeds=(0, 1, 2, 3, 4)
 
 
 def _finite_min(rows):
-    """Smallest finite value of a ragged list of lists (``None`` when there is none)."""
+    """Smallest finite value of a ragged list of lists (`None` when there is none)."""
     vals = [v for row in rows for v in row if np.isfinite(v)]
     return float(min(vals)) if vals else None
 
@@ -302,7 +344,7 @@ def _fingerprint(tree) -> tuple:
 
 
 def _bar(items, progress, desc, unit):
-    """``items``, wrapped in a tqdm bar when ``progress``."""
+    """`items`, wrapped in a tqdm bar when `progress`."""
     if not progress:
         return items
     from tqdm.auto import tqdm
@@ -339,7 +381,7 @@ def _run_causal(field, clouds, positions, ns, seeds, ts, rtol, atol, opts, progr
 
 
 def _check_positional(field, g0, argname):
-    """True for a masked field with a positional state; TypeError for a mismatched pair."""
+    """True for a masked field with a positional state; `TypeError` for a mismatched pair."""
     from .variants.masked import Masked
 
     positional = isinstance(g0, PositionalGaussians)
@@ -356,7 +398,7 @@ def _check_positional(field, g0, argname):
 
 
 def _check_blocks(blocks, n_blocks):
-    """Selected blocks (sorted, distinct) of a masked validation; ``None`` -> all."""
+    """Selected blocks (sorted, distinct) of a masked validation; `None`: all."""
     if n_blocks is None:
         if blocks is not None:
             raise ValueError("blocks selects position blocks of a gf.Masked field; leave it None "
@@ -375,7 +417,7 @@ def _check_blocks(blocks, n_blocks):
 
 
 def _int_list(name, values):
-    """``values`` as a list of Python ints (``TypeError`` for strings, floats, bools, ...)."""
+    """`values` as a list of Python ints (`TypeError` for strings, floats, bools, ...)."""
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
         raise TypeError(f"{name} must be a sequence of integers, got {values!r}")
     out = []
@@ -386,8 +428,11 @@ def _int_list(name, values):
     return out
 
 
-def check_sizes(n_particles, d, what=""):
-    """Sorted distinct cloud sizes (at least two, each ``> d``), or ValueError / TypeError."""
+def check_sizes(n_particles: Iterable[int], d: int, what: str = "") -> list[int]:
+    """Sorted distinct cloud sizes (at least two, each $> d$), or `ValueError` / `TypeError`.
+
+    `what` prefixes `n_particles` in the message (e.g. `"tokens per block in "`).
+    """
     ns = sorted(set(_int_list("n_particles", n_particles)))
     if len(ns) < 2:
         raise ValueError("n_particles needs at least two distinct sizes to fit a slope, e.g. "
@@ -398,8 +443,8 @@ def check_sizes(n_particles, d, what=""):
     return ns
 
 
-def check_seeds(seeds):
-    """``seeds`` as distinct non-negative ints below ``2**32``, or ValueError / TypeError."""
+def check_seeds(seeds: Iterable[int]) -> list[int]:
+    """`seeds` as distinct non-negative ints below `2**32`, or `ValueError` / `TypeError`."""
     out = _int_list("seeds", seeds)
     if not out or len(set(out)) != len(out) or any(s < 0 for s in out):
         raise ValueError(f"seeds must be distinct non-negative integers, got {seeds!r}")
@@ -409,15 +454,18 @@ def check_seeds(seeds):
 
 
 # ---------------------------------------------------------------------- example problems
-def example(name: str, d: int = 3, seed: int = 0):
-    """A moderate validation problem for the variant ``name``: ``(field, g0, t1)``.
+def example(name: str, d: int = 3, seed: int = 0) -> tuple[Field, Gaussian, float]:
+    r"""A moderate validation problem for the variant `name`: `(field, g0, t1)`.
 
-    Read from the variant's own declaration (``cls.example(d, seed)``, e.g.
-    :meth:`gaussflow.Attention.example`): random weights from ``seed`` with moderate, mostly
-    contracting scores. Moderate scores matter for the particles: a token at ``x`` weighs keys by
-    ``exp(beta <Qx, Ky>)``, an importance weight whose variance grows like
-    ``exp(beta^2 |Sigma^{1/2} A^T x|^2)``, so strong scores need many more particles before the
-    error reaches its ``N^{-1/2}`` regime.
+    Read from the variant's own declaration (`cls.example(d, seed)`, e.g.
+    `gaussflow.Attention.example`): random weights from `seed` with moderate, mostly
+    contracting scores. Moderate scores matter for the particles: a token at $x$ weighs keys by
+    $\exp(\beta \langle Qx, Ky \rangle)$, an importance weight whose variance grows like
+    $\exp(\beta^2 |\Sigma^{1/2} A^T x|^2)$, so strong scores need many more particles before the
+    error reaches its $N^{-1/2}$ regime.
+
+    Raises `ValueError` for a `d` that is not a positive integer or a variant without an
+    example (`examples`).
     """
     if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
         raise ValueError(f"d must be a positive integer, got {d!r}")

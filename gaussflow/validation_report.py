@@ -1,11 +1,11 @@
-"""Validation reports and their statistics.
+r"""Validation reports and their statistics.
 
-:class:`ValidationReport` (the result of :func:`gaussflow.validate`) and :class:`QuantityStats`
-(the error statistics of one quantity), the fits behind them (:func:`quantity_stats`: root mean
-square over seeds, least-squares slope of its logarithm against ``log N`` with a jackknife
-standard error, Monte Carlo band ratio, bias fit ``e^2 = b^2 + C^2 / N``), the relative moment
-errors (:func:`moment_errors`) and the verdict (:func:`judge`). The protocol and the verdict rules
-are described in :mod:`gaussflow.validation`.
+`ValidationReport` (the result of `gaussflow.validate`) and `QuantityStats`
+(the error statistics of one quantity), the fits behind them (`quantity_stats`: root mean
+square over seeds, least-squares slope of its logarithm against $\log N$ with a jackknife
+standard error, Monte Carlo band ratio, bias fit $e^2 = b^2 + C^2 / N$), the relative moment
+errors (`moment_errors`) and the verdict (`judge`). The protocol and the verdict rules
+are described in `gaussflow.validation`.
 """
 
 from __future__ import annotations
@@ -13,24 +13,32 @@ from __future__ import annotations
 import json
 import math
 import warnings
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field as dc_field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.optimize import nnls
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+#: The quantities compared: the mean and the covariance (errors of `moment_errors`).
 QUANTITIES = ("mean", "cov")
 
 
 @dataclass(frozen=True)
 class QuantityStats:
-    """Error statistics of one quantity (``"mean"`` or ``"cov"``) over ``N`` and seeds."""
+    """Error statistics of one quantity (`"mean"` or `"cov"`) over $N$ and seeds."""
 
     errors: list  # [n_N][n_seeds] max-over-time relative errors
     rms: list  # per N, root mean square over seeds (the central estimate)
     lo: list  # per N, min over seeds
     hi: list  # per N, max over seeds
     slope: float  # least-squares slope of log error vs log N (nan at the floor)
-    slope_se: float  # its standard error (regression residuals)
+    slope_se: float  # its standard error (jackknife over seeds)
     band_ratio: float  # max_N e(N) / (e(N_min) sqrt(N_min / N))
     bias: float  # b of e^2 = b^2 + C^2 / N
     mc_constant: float  # C
@@ -41,7 +49,7 @@ class QuantityStats:
 
 @dataclass(frozen=True)
 class ValidationReport:
-    """Result of :func:`validate`. ``str(report)`` is a table; see :meth:`plot`, :meth:`to_json`."""
+    """Result of `gaussflow.validate`. `str(report)` is a table; see `plot`, `to_json`."""
 
     field_name: str
     exact: bool
@@ -65,7 +73,8 @@ class ValidationReport:
 
     @property
     def consistent(self) -> bool | None:
-        """True/False for exact closures (False also when inconclusive); None for approximate."""
+        """`True`/`False` for exact closures (`False` also when inconclusive); `None` for
+        approximate ones."""
         if not self.exact:
             return None
         return self.verdict == "consistent"
@@ -76,17 +85,25 @@ class ValidationReport:
         return self.verdict in ("consistent", "approximate")
 
     def stats(self, quantity: str) -> QuantityStats:
+        """The statistics of `quantity` (`"mean"` or `"cov"`)."""
         return {"mean": self.mean, "cov": self.cov}[quantity]
 
     # -- outputs -----------------------------------------------------------------------------
     def to_dict(self) -> dict:
+        """The report as plain JSON-compatible Python values (lists, dicts, floats, strings)."""
         return _jsonable(asdict(self))
 
-    def to_json(self, indent=2) -> str:
+    def to_json(self, indent: int | None = 2) -> str:
+        """The report as JSON (`to_dict`), indented by `indent`."""
         return json.dumps(self.to_dict(), indent=indent)
 
-    def plot(self, path=None, ax=None):
-        """Log-log error against N with the ``N^{-1/2}`` reference; saves PNG+PDF if ``path``."""
+    def plot(self, path: str | os.PathLike | None = None,
+             ax: Axes | None = None) -> Figure | str:
+        """Log-log error against $N$ with the $N^{-1/2}$ reference; saves PNG+PDF if `path`.
+
+        Returns the figure, or the PNG's path when `path` is given (a stem; a `.png`/`.pdf`
+        ending is dropped).
+        """
         from . import plots
 
         fig = plots.validation_errors(self, ax=ax)
@@ -174,8 +191,8 @@ def _fit_slope(ns, central):
 
 
 def _slope(ns, E):
-    """Least-squares slope of ``log rms_seeds(E)`` against ``log N`` and its jackknife standard
-    error over seeds (leave one seed out; ``nan`` with a single seed)."""
+    r"""Least-squares slope of $\log \mathrm{rms}_{\mathrm{seeds}}(E)$ against $\log N$ and its
+    jackknife standard error over seeds (leave one seed out; `nan` with a single seed)."""
     slope = _fit_slope(ns, _rms(E))
     S = E.shape[1]
     if S < 2:
@@ -184,9 +201,11 @@ def _slope(ns, E):
     return slope, float(np.sqrt((S - 1) / S * np.sum((jack - jack.mean()) ** 2)))
 
 
-def quantity_stats(ns, E, exact, slope_band, band_factor, floor) -> QuantityStats:
-    """:class:`QuantityStats` of the errors ``E`` (n_N, n_seeds) of one quantity over the sizes
-    ``ns``; ``ok`` by the verdict rules for exact closures (``None`` for approximate ones)."""
+def quantity_stats(ns: Sequence[int], E: np.ndarray, exact: bool,
+                   slope_band: tuple[float, float], band_factor: float,
+                   floor: float) -> QuantityStats:
+    """`QuantityStats` of the errors `E` `(n_N, n_seeds)` of one quantity over the sizes
+    `ns`; `ok` by the verdict rules for exact closures (`None` for approximate ones)."""
     ns = np.asarray(ns, float)
     rms = _rms(E)
     at_floor = bool(np.all(E < floor))
@@ -209,8 +228,10 @@ def quantity_stats(ns, E, exact, slope_band, band_factor, floor) -> QuantityStat
                          at_floor=at_floor, ok=ok, note=note)
 
 
-def moment_errors(means_p, covs_p, means_c, covs_c):
-    """Relative errors per time: ``|m_p - m_c| / sqrt(tr S_c)`` and ``||S_p - S_c||_F / ||S_c||_F``."""
+def moment_errors(means_p: np.ndarray, covs_p: np.ndarray, means_c: np.ndarray,
+                  covs_c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r"""Relative errors per time: $|m_p - m_c| / \sqrt{\operatorname{tr} S_c}$ and
+    $\|S_p - S_c\|_F / \|S_c\|_F$ (particles `p` against closure `c`; leading axes broadcast)."""
     tr = np.trace(covs_c, axis1=-2, axis2=-1)
     em = np.linalg.norm(means_p - means_c, axis=-1) / np.sqrt(np.maximum(tr, 1e-300))
     ec = (np.linalg.norm(covs_p - covs_c, axis=(-2, -1))
@@ -218,16 +239,20 @@ def moment_errors(means_p, covs_p, means_c, covs_c):
     return em, ec
 
 
-def judge(ns, seeds, errors, statuses, stops, info, curves, exact, slope_band, band_factor,
-          floor, t1):
-    """Statistics, verdict and reasons of a validation (rules: :mod:`gaussflow.validation`).
+def judge(ns: Sequence[int], seeds: Sequence[int], errors: Mapping[str, np.ndarray],
+          statuses: Mapping[str, list], stops: list, info: dict, curves: Mapping[str, dict],
+          exact: bool, slope_band: tuple[float, float], band_factor: float, floor: float,
+          t1: float) -> tuple[dict[str, QuantityStats], str, list[str]]:
+    """Statistics, verdict and reasons of a validation (rules: `gaussflow.validation`).
 
-    ``errors``: ``{"mean": E, "cov": E}`` with ``E[i, j]`` the max-over-time error of size
-    ``ns[i]`` and seed ``seeds[j]`` (NaN where no save time was compared); ``statuses``:
-    ``{"particles": [[...]], "closure": [[...]]}``; ``stops``: the closure runs that stopped
-    before ``t1``; ``info``: the run's information (Sinkhorn convergence); ``curves``: the error
-    curves per ``N``. Returns ``(stats, verdict, reasons)``, ``stats`` a :class:`QuantityStats`
-    per quantity. Warns (RuntimeWarning) when a particle Sinkhorn did not converge.
+    `errors`: `{"mean": E, "cov": E}` with `E[i, j]` the max-over-time error of size
+    `ns[i]` and seed `seeds[j]` (NaN where no save time was compared); `statuses`:
+    `{"particles": [[...]], "closure": [[...]]}`; `stops`: the closure runs that stopped
+    before `t1`; `info`: the run's information (Sinkhorn convergence, effective keys);
+    `curves`: the error curves per $N$. Returns `(stats, verdict, reasons)`, `stats` a
+    `QuantityStats` per quantity. Warns (`RuntimeWarning`) when a particle Sinkhorn did not
+    converge, and when the median query has fewer than `info["effective_keys"]["threshold"]`
+    effective keys.
     """
     reasons = []
     # Inconclusive (module doc): a particle run failed, a closure stopped before t1, or a particle

@@ -1,13 +1,14 @@
-"""``gaussflow validate``: a variant's closure against its particle system."""
+"""`gaussflow validate`: a variant's closure against its particle system."""
 
 from __future__ import annotations
 
+import argparse
 import os
 
 from ._common import UsageError, fmt, int_list
 
 
-def add(sub):
+def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check a variant's closure against its particle system",
                        description="Sample particles from a Gaussian, start the closure from their "
                        "empirical moments, integrate both and report the error against N (see "
@@ -30,7 +31,7 @@ def add(sub):
     p.set_defaults(func=cmd)
 
 
-def cmd(args):
+def cmd(args: argparse.Namespace) -> int:
     from .._checks import as_scalar
     from ..validation import check_seeds, check_sizes, example, validate
 

@@ -1,26 +1,30 @@
-"""The derivation engine: from a declaration's score, normalisation and value map to closure ODEs.
+r"""The derivation engine: from a declaration's score, normalisation and value map to closure ODEs.
 
-Every normalisation rule turns the declaration into a velocity ``Gamma[N(alpha, Sigma)](x)``:
+Every normalisation rule turns the declaration into a velocity
+$\Gamma[\mathcal N(\alpha, \Sigma)](x)$:
 
-- :func:`derive_normalised_exp` (softmax over keys): tilt ``N(alpha, Sigma)`` by the kernel and
-  complete the square;
-- :func:`derive_sinkhorn` (doubly stochastic): the Gaussian Schrödinger system and conditioning;
-- the rules of :mod:`.projection` (no normalisation): Gaussian moments, exp-quadratic integrals,
+- `derive_normalised_exp` (softmax over keys): tilt $\mathcal N(\alpha, \Sigma)$ by the kernel
+  and complete the square;
+- `derive_sinkhorn` (doubly stochastic): the Gaussian Schrödinger system and conditioning;
+- the rules of `.projection` (no normalisation): Gaussian moments, exp-quadratic integrals,
   Stein's lemma;
-- :func:`derive_affine`: a velocity given directly (e.g. ``W x + b``).
+- `derive_affine`: a velocity given directly (e.g. $W x + b$).
 
-Then :func:`finish` decides exactness: an affine velocity gets the affine closure rule (exact);
-otherwise the rule must name its moment projection (``exact = False``). :func:`build` assembles the
-:class:`~.derivation.Derivation` with the list of functions to generate (:class:`~.derivation.Program`,
-printed later by :mod:`gaussflow.codegen`; this layer imports nothing numeric).
-:func:`sum_derivations` gives the derivation of a superposition. Scores and values may involve the
-time ``t``; every generated function takes it first.
+Then `finish` decides exactness: an affine velocity gets the affine closure rule (exact);
+otherwise the rule must name its moment projection (`exact = False`). `build` assembles the
+`.derivation.Derivation` with the list of functions to generate (`.derivation.Program`,
+printed later by `gaussflow.codegen`; this layer imports nothing numeric).
+`sum_derivations` gives the derivation of a superposition. Scores and values may involve the
+time $t$; every generated function takes it first.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
 import sympy as sp
-from sympy import Identity, MatrixSymbol, ZeroMatrix
+from sympy import Identity, MatrixExpr, MatrixSymbol, ZeroMatrix
 
 from . import symbols as S
 from .calculus import (
@@ -35,18 +39,52 @@ from .coupling import gaussian_conditioning, gaussian_self_coupling
 from .derivation import ClosedForm, Derivation, Program, Step, order_params, signature
 
 
-def value_map():
-    """The default value map ``y -> W_O V y`` as a matrix acting on column vectors."""
+def value_map() -> MatrixExpr:
+    r"""The default value map $y \mapsto W_O V y$ as a matrix acting on column vectors."""
     return S.W_O * S.V
 
 
-def build(name, exact, velocity, mean_rhs, jacobian, cov_rhs, steps, closed_forms=(), notes=(),
-          runtime=None, extras=(), projection=None, extra_params=()):
-    """Assemble a :class:`Derivation` and the functions to generate.
+def build(name: str, exact: bool, velocity: MatrixExpr, mean_rhs: MatrixExpr,
+          jacobian: MatrixExpr, cov_rhs: MatrixExpr, steps: Sequence[Step],
+          closed_forms: Sequence[ClosedForm] = (), notes: Sequence[str] = (),
+          runtime: Mapping[str, Any] | None = None,
+          extras: Sequence[tuple[str, str, Sequence[sp.Basic], str]] = (),
+          projection: str | None = None, extra_params: Sequence[sp.Basic] = ()) -> Derivation:
+    r"""Assemble a `Derivation` and the functions to generate.
 
-    ``extras``: ``(name, kind, outputs, doc)`` with ``kind`` ``"token"`` (arguments
-    ``t, x, alpha, Sigma, *params``) or ``"state"`` (``t, alpha, Sigma, *params``): rule-specific
-    functions (e.g. a Jacobian or an integrability matrix) generated next to the standard ones.
+    The standard functions are `velocity` ($\Gamma[\mathcal N(\alpha, \Sigma)](x)$), `closure`
+    ($(d\alpha/dt, J)$), `moment_rhs` ($(d\alpha/dt, d\Sigma/dt)$), `flow_rhs` (the solver's
+    flow-map state, `flow_exprs`) and one function per generated closed form.
+
+    Parameters
+    ----------
+    name : str
+        The field's name.
+    exact : bool
+        Whether the closure is exact (`False`: a moment projection, named by `projection`).
+    velocity, mean_rhs, jacobian, cov_rhs : MatrixExpr
+        $\Gamma(x)$, $d\alpha/dt$, $J$ and $d\Sigma/dt$.
+    steps : sequence of Step
+        The derivation's steps, for the rendered derivation.
+    closed_forms : sequence of ClosedForm
+        Closed forms (those with `generate` set become functions).
+    notes : sequence of str
+        Notes shown with the derivation.
+    runtime : mapping, optional
+        Runtime data of the rule, stored on the `Derivation`.
+    extras : sequence of (str, str, sequence, str)
+        `(name, kind, outputs, doc)` with `kind` `"token"` (arguments
+        `t, x, alpha, Sigma, *params`) or `"state"` (`t, alpha, Sigma, *params`): rule-specific
+        functions (e.g. a Jacobian or an integrability matrix) generated next to the standard
+        ones.
+    projection : str, optional
+        The moment projection of an approximate closure.
+    extra_params : sequence of sympy objects
+        Parameters every generated function takes although no expression involves them.
+
+    Returns
+    -------
+    Derivation
     """
     extra_outputs = [o for _, _, outs, _ in extras for o in outs]
     closed_exprs = [cf.expr for cf in closed_forms if cf.generate]
@@ -74,17 +112,18 @@ def build(name, exact, velocity, mean_rhs, jacobian, cov_rhs, steps, closed_form
                       programs=tuple(programs), runtime=dict(runtime or {}))
 
 
-def flow_exprs(mean_rhs, jacobian):
-    """``(d alpha/dt, dPhi/dt = J Phi)`` in the solver's state: ``Sigma = Phi Sigma0 Phi^T``
-    substituted, so that the printer can form ``Q Phi``, ``K Phi`` before anything else."""
+def flow_exprs(mean_rhs: MatrixExpr, jacobian: MatrixExpr) -> tuple[MatrixExpr, MatrixExpr]:
+    r"""$(d\alpha/dt,\ d\Phi/dt = J \Phi)$ in the solver's state: $\Sigma = \Phi \Sigma_0 \Phi^T$
+    substituted, so that the printer can form $Q \Phi$, $K \Phi$ before anything else."""
     sub = {S.Sigma: S.Phi * S.Sigma0 * S.Phi.T}
     fix = {sp.Transpose(S.Sigma0): S.Sigma0}
     return (mean_rhs.xreplace(sub).doit().xreplace(fix),
             (jacobian.xreplace(sub) * S.Phi).doit().expand().xreplace(fix))
 
 
-def integrate_in_time(expr):
-    """``int_0^t expr(s) ds`` for a matrix expression whose terms are (scalar of t) x (matrix)."""
+def integrate_in_time(expr: MatrixExpr) -> MatrixExpr:
+    r"""$\int_0^t \mathrm{expr}(s)\, ds$ for a matrix expression whose terms are
+    (scalar of $t$) $\times$ (matrix)."""
     s = sp.Dummy("s", real=True)
     terms = sp.Add.make_args(expr) if not isinstance(expr, sp.MatAdd) else expr.args
     out = []
@@ -100,12 +139,14 @@ def integrate_in_time(expr):
     return simplify_matrix(sp.MatAdd(*out))
 
 
-def identity_value_closed_form(cov_rhs):
-    """With ``W_O = V = I``: ``d Sigma^{-1}/dt``; a closed form when it does not involve Sigma.
+def identity_value_closed_form(cov_rhs: MatrixExpr) -> tuple[ClosedForm, ...]:
+    r"""With $W_O = V = I$: $d\Sigma^{-1}/dt$; a closed form when it does not involve $\Sigma$.
 
-    Then ``Sigma(t)^{-1} = Sigma(0)^{-1} + int_0^t (d Sigma^{-1}/ds) ds`` (the time integral taken
-    symbolically, so a depth schedule such as ``beta(t)`` is covered). Returns :class:`ClosedForm`
-    records; the increment is generated as ``inverse_increment(t, *params)`` for :mod:`gaussflow.theory`.
+    Then $\Sigma(t)^{-1} = \Sigma(0)^{-1} + \int_0^t (d\Sigma^{-1}/ds)\, ds$ (the time integral
+    taken symbolically, so a depth schedule such as $\beta(t)$ is covered). Returns `ClosedForm`
+    records (none when `cov_rhs` has no value map $W_O$, $V$; only the rate, not generated,
+    when it involves $\Sigma$); the increment is generated as `inverse_increment(t, *params)` for
+    `gaussflow.theory` and `gaussflow.closed_form`.
     """
     subs = {S.W_O: Identity(S.d), S.V: Identity(S.d)}
     if not cov_rhs.has(S.W_O) or not cov_rhs.has(S.V):
@@ -124,13 +165,16 @@ def identity_value_closed_form(cov_rhs):
     )
 
 
-def finish(name, velocity, steps, notes=(), runtime=None, symmetric=(), realise=None):
-    """The closure of a velocity: the affine closure rule when ``velocity`` is affine in ``x``.
+def finish(name: str, velocity: MatrixExpr, steps: Sequence[Step], notes: Sequence[str] = (),
+           runtime: Mapping[str, Any] | None = None, symmetric: Sequence[sp.Basic] = (),
+           realise: Callable[[sp.Basic], sp.Basic] | None = None) -> Derivation:
+    r"""The closure of a velocity: the affine closure rule when `velocity` is affine in $x$.
 
-    ``symmetric``: placeholder symbols known to be symmetric; ``realise``: a map applied to the
-    final expressions (replacing placeholders, e.g. ``Sigma^{1/2}``). A velocity that is not affine
-    needs a moment projection, which only the rules of :mod:`.projection` supply: raises
-    :class:`~.calculus.NotAffineError` naming the variant.
+    `symmetric`: placeholder symbols known to be symmetric; `realise`: a map applied to the
+    final expressions (replacing placeholders, e.g. $\Sigma^{1/2}$). A velocity that is not
+    affine needs a moment projection, which only the rules of `.projection` supply: raises
+    `.calculus.NotAffineError` naming the variant. The closed forms of
+    `identity_value_closed_form` are attached when there is no `realise` map.
     """
     try:
         cl = affine_closure(velocity, S.x, S.alpha, S.Sigma, symmetric)
@@ -155,12 +199,17 @@ def finish(name, velocity, steps, notes=(), runtime=None, symmetric=(), realise=
     return build(name, True, *exprs, steps, closed, notes, runtime)
 
 
-def kernel_step(log_kernel, text):
+def kernel_step(log_kernel: MatrixExpr, text: str) -> Step:
+    """The derivation step that shows the log-kernel, with the explanation `text`."""
     return Step("Kernel", text, ((r"\log k(x, y)", log_kernel),))
 
 
-def derive_normalised_exp(name, log_kernel, value=None, notes=()):
-    """Derive the closure of attention with weights ``exp(log_kernel(x, y))`` normalised over y."""
+def derive_normalised_exp(name: str, log_kernel: MatrixExpr, value: MatrixExpr | None = None,
+                          notes: Sequence[str] = ()) -> Derivation:
+    """Derive the closure of attention with weights `exp(log_kernel(x, y))` normalised over $y$.
+
+    `value` is the value map (default `value_map`).
+    """
     value = value_map() if value is None else value
     quad = quadratic_coefficients(log_kernel, S.y, (S.Sigma,))
     tilt = complete_the_square(log_kernel, S.y, S.alpha, S.Sigma)
@@ -181,12 +230,14 @@ def derive_normalised_exp(name, log_kernel, value=None, notes=()):
     return finish(name, velocity, steps, notes)
 
 
-def derive_sinkhorn(name, log_kernel, value=None, notes=()):
-    """Derive the closure of attention with weights ``exp(log_kernel)`` made doubly stochastic.
+def derive_sinkhorn(name: str, log_kernel: MatrixExpr, value: MatrixExpr | None = None,
+                    notes: Sequence[str] = ()) -> Derivation:
+    r"""Derive the closure of attention with weights `exp(log_kernel)` made doubly stochastic.
 
-    The weights of key ``y`` seen from query ``x`` are ``pi(x, y) / mu(x)`` where ``pi`` is the
-    entropic self-coupling of ``mu`` (:func:`~.coupling.gaussian_self_coupling`); the velocity is
-    the conditional mean ``E_pi[value(Y) | X = x]`` (:func:`~.coupling.gaussian_conditioning`).
+    The weights of key $y$ seen from query $x$ are $\pi(x, y) / \mu(x)$ where $\pi$ is the
+    entropic self-coupling of $\mu$ (`.coupling.gaussian_self_coupling`); the velocity is
+    the conditional mean $E_\pi[\mathrm{value}(Y) \mid X = x]$
+    (`.coupling.gaussian_conditioning`). `value` is the value map (default `value_map`).
     """
     value = value_map() if value is None else value
     sc = gaussian_self_coupling(log_kernel, S.x, S.y, S.Sigma)
@@ -227,15 +278,16 @@ def derive_sinkhorn(name, log_kernel, value=None, notes=()):
     return finish(name, velocity, steps, notes, symmetric=(R, sc.M), realise=sc.realise)
 
 
-def derive_affine(name, velocity, notes=()):
-    """Derive the closure of a velocity field that does not depend on ``mu`` (e.g. ``W x + b``)."""
+def derive_affine(name: str, velocity: MatrixExpr, notes: Sequence[str] = ()) -> Derivation:
+    r"""Derive the closure of a velocity field that does not depend on $\mu$ (e.g. $W x + b$)."""
     steps = [Step("Velocity", "The field does not depend on the token distribution:",
                   ((r"\Gamma(x)", velocity),))]
     return finish(name, velocity, steps, notes)
 
 
 def _subscripted(derivation, i):
-    """Map every weight symbol (and the dimensions k, k_v) of ``derivation`` to a copy indexed i."""
+    """Map every weight symbol (and the dimensions `k`, `k_v`) of `derivation` to a copy indexed
+    `i`."""
     dims = {S.k: sp.Symbol(f"k_{i}", integer=True, positive=True),
             S.k_v: sp.Symbol(f"k_{{v,{i}}}", integer=True, positive=True)}
     mapping = {}
@@ -248,12 +300,13 @@ def _subscripted(derivation, i):
     return mapping
 
 
-def sum_derivations(name, parts, notes=()):
-    """The derivation of a superposition ``Gamma_1 + ... + Gamma_n`` from the parts' derivations.
+def sum_derivations(name: str, parts: Sequence[Derivation],
+                    notes: Sequence[str] = ()) -> Derivation:
+    r"""The derivation of a superposition $\Gamma_1 + \dots + \Gamma_n$ from the parts' derivations.
 
-    Velocities add; both the affine closure rule and the moment projection are linear in the field,
-    so ``d alpha/dt``, ``J`` and ``d Sigma/dt`` add. Part ``i``'s weights get the subscript ``i``
-    (``Q -> Q_1``, ``beta -> beta_1``, ...). Exact iff every part is exact.
+    Velocities add; both the affine closure rule and the moment projection are linear in the
+    field, so $d\alpha/dt$, $J$ and $d\Sigma/dt$ add. Part $i$'s weights get the subscript $i$
+    ($Q \to Q_1$, $\beta \to \beta_1$, ...). Exact iff every part is exact.
     """
     parts = tuple(parts)
     steps, terms, runtime = [], [], {}
@@ -280,5 +333,6 @@ def sum_derivations(name, parts, notes=()):
                  projection=projection)
 
 
-def zero_vector():
+def zero_vector() -> MatrixExpr:
+    """The zero column vector of dimension $d$."""
     return ZeroMatrix(S.d, 1)

@@ -1,45 +1,56 @@
-"""Closed forms and exact limits for softmax attention with ``W_O V = v I``.
+r"""Closed forms and exact limits for softmax attention with $W_O V = v I$.
 
-Conventions: score ``s(x, y) = beta y^T A x`` with ``A = K^T Q``; value map
-``y -> W_O V y``. Everything here is NumPy (float64) on concrete arrays.
+Conventions: score $s(x, y) = \beta\, y^T A x$ with $A = K^T Q$; value map
+$y \mapsto W_O V y$. Everything here is NumPy (float64) on concrete arrays.
 
-**Closed forms for softmax with** ``W_O V = v I`` (a single :class:`~gaussflow.Softmax`, or a sum /
-multi-head of such fields). Then ``dSigma/dt = Sigma S Sigma`` with the symmetric matrix
-``S = sum_h beta_h v_h (A_h + A_h^T)``, so ``d(Sigma^{-1})/dt = -S`` and
+**Closed forms for softmax with** $W_O V = v I$ (a single `gaussflow.Softmax`, or a sum /
+multi-head of such fields). Then $d\Sigma/dt = \Sigma S \Sigma$ with the symmetric matrix
+$S = \sum_h \beta_h v_h (A_h + A_h^T)$, so $d(\Sigma^{-1})/dt = -S$ and
 
-    Sigma(t)^{-1} = Sigma0^{-1} - t S        (for one head: S = beta v (A + A^T)).
+$$\Sigma(t)^{-1} = \Sigma_0^{-1} - t S \qquad (\text{for one head: } S = \beta v (A + A^T)).$$
 
-The factor ``v`` multiplies ``beta (A + A^T)``: a negative ``v`` swaps the roles of blow-up and
-convergence. Written ``Sigma(t) = Sigma0^{1/2} (I - t S~)^{-1} Sigma0^{1/2}`` with the whitened
-``S~ = Sigma0^{1/2} S Sigma0^{1/2}``:
+The factor $v$ multiplies $\beta (A + A^T)$: a negative $v$ swaps the roles of blow-up and
+convergence. Written $\Sigma(t) = \Sigma_0^{1/2} (I - t \tilde S)^{-1} \Sigma_0^{1/2}$ with the
+whitened $\tilde S = \Sigma_0^{1/2} S \Sigma_0^{1/2}$:
 
-- :func:`blowup_time`: ``T* = 1 / lambda_max(S~)`` if ``lambda_max(S~) > 0`` else ``inf``;
-- :func:`blowup_direction`: ``Sigma / tr Sigma -> w w^T`` with ``w ∝ Sigma0^{1/2} e`` (``e`` the top
-  eigenvector of ``S~``; needs a simple top eigenvalue);
-- :func:`limit_covariance`: for ``S <= 0``, ``Sigma(t) -> Sigma0 - Sigma0 R (R^T Sigma0 R)^{-1} R^T Sigma0``
-  (R an orthonormal basis of the range of S) at rate O(1/t); :func:`limit_rank` ``= dim ker S``
-  (``= dim ker(A + A^T)`` for one head with ``v != 0``);
-- :func:`mean` (``A_h`` symmetric): ``alpha(t) = e^{v t} Sigma0^{1/2} (I - t S~)^{-1/2} Sigma0^{-1/2} alpha0``
-  with ``v = sum_h v_h`` (from ``d alpha/dt = v alpha + Sigma S alpha / 2``).
+- `blowup_time`: $T^* = 1 / \lambda_{\max}(\tilde S)$ if $\lambda_{\max}(\tilde S) > 0$ else
+  `inf`;
+- `blowup_direction`: $\Sigma / \operatorname{tr}\Sigma \to w w^T$ with
+  $w \propto \Sigma_0^{1/2} e$ ($e$ the top eigenvector of $\tilde S$; needs a simple top
+  eigenvalue);
+- `limit_covariance`: for $S \preceq 0$,
+  $\Sigma(t) \to \Sigma_0 - \Sigma_0 R (R^T \Sigma_0 R)^{-1} R^T \Sigma_0$ ($R$ an orthonormal
+  basis of the range of $S$) at rate $O(1/t)$; `limit_rank` $= \dim\ker S$
+  ($= \dim\ker(A + A^T)$ for one head with $v \neq 0$);
+- `mean` ($A_h$ symmetric):
+  $\alpha(t) = e^{v t} \Sigma_0^{1/2} (I - t \tilde S)^{-1/2} \Sigma_0^{-1/2} \alpha_0$ with
+  $v = \sum_h v_h$ (from $d\alpha/dt = v \alpha + \Sigma S \alpha / 2$).
 
-:func:`stationary_lines` (d = 2, softmax or L2, any V): rank-one covariances ``u u^T`` are stationary
-iff ``u^T A u = 0`` (for L2 because ``(I + 2c u u^T K^T K)^{-1} u = u / (1 + 2c |K u|^2)``).
+`stationary_lines` ($d = 2$, softmax or L2, any $V$): rank-one covariances $u u^T$ are
+stationary iff $u^T A u = 0$ (for L2 because
+$(I + 2c\, u u^T K^T K)^{-1} u = u / (1 + 2c |K u|^2)$).
 
-The hypotheses are checked by :func:`softmax_S` (shared with :mod:`gaussflow.theory.affine`),
-which raises ValueError naming the one that fails.
+The hypotheses are checked by `softmax_S` (shared with `gaussflow.theory.affine`),
+which raises `ValueError` naming the one that fails.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .._checks import as_array
 from ..gaussian import Gaussian
 
+if TYPE_CHECKING:
+    from jax.typing import ArrayLike
+
+    from ..field import Field
+
 #: Relative tolerance for eigenvalues of symmetric weight matrices counted as zero
-#: (``|lambda| <= RANK_TOL * max|lambda|``) and for the hypothesis ``W_O V = v I``.
+#: ($|\lambda| \le$ `RANK_TOL` $\max|\lambda|$) and for the hypothesis $W_O V = v I$.
 RANK_TOL = 1e-10
 
 
@@ -57,7 +68,7 @@ def _is_affine(f):
 
 
 def _value_scalar(h, name):
-    """``v`` with ``W_O V = v I``, or ValueError naming the failed hypothesis."""
+    """$v$ with $W_O V = v I$, or `ValueError` naming the failed hypothesis."""
     WV = np.asarray(h.W_O) @ np.asarray(h.V)
     d = WV.shape[0]
     v = float(np.trace(WV)) / d
@@ -69,12 +80,36 @@ def _value_scalar(h, name):
     return v
 
 
-def softmax_S(field, allow_affine=False, need_symmetric_A=False):
-    """``(S, v_total, W)`` for softmax parts with ``W_O V = v I`` (+ optional affine parts).
+def softmax_S(field: Field, allow_affine: bool = False,
+              need_symmetric_A: bool = False) -> tuple[np.ndarray, float, np.ndarray]:
+    r"""`(S, v_total, W)` for softmax parts with $W_O V = v I$ (+ optional affine parts).
 
-    ``S = -sum_h v_h (d Sigma^{-1}/dt)_h`` read from each part's derivation (its closed form
-    ``inverse_increment`` at ``t = 1``, derived with ``W_O V = I``; for softmax
-    ``beta_h (A_h + A_h^T)``); ``W`` the summed affine matrix (zeros if none).
+    $S = -\sum_h v_h\, (d\Sigma^{-1}/dt)_h$ read from each part's derivation (its closed form
+    `inverse_increment` at $t = 1$, derived with $W_O V = I$; for softmax
+    $-\beta_h (A_h + A_h^T)$, so that $S = \sum_h \beta_h v_h (A_h + A_h^T)$); `W` the summed
+    affine matrix (zeros if none); `v_total` $= \sum_h v_h$.
+
+    Parameters
+    ----------
+    field : Field
+        A softmax field, or a sum / multi-head of them.
+    allow_affine : bool
+        Accept affine parts (`gaussflow.theory.affine`) and sum their matrices into `W`.
+    need_symmetric_A : bool
+        Require every $A_h = K_h^T Q_h$ to be symmetric (the closed-form mean).
+
+    Returns
+    -------
+    tuple of (np.ndarray, float, np.ndarray)
+        `(S, v_total, W)`, $S$ symmetrised.
+
+    Raises
+    ------
+    TypeError
+        If `field` is not a gaussflow field.
+    ValueError
+        Naming the hypothesis that fails (softmax attention, $W_O V = v I$, symmetric $A$),
+        or when there is no softmax part.
     """
     from ..variants.softmax import Softmax
     from ..field import Field
@@ -109,8 +144,8 @@ def softmax_S(field, allow_affine=False, need_symmetric_A=False):
     return (S + S.T) / 2, vtot, W
 
 
-def field_state(field, g0):
-    """Validated ``(mean, cov)`` of ``g0`` (checked before any work on the field)."""
+def field_state(field: Field, g0: Gaussian) -> tuple[np.ndarray, np.ndarray]:
+    """Validated `(mean, cov)` of `g0` (checked before any work on the field)."""
     from ..field import Field
 
     if not isinstance(field, Field):
@@ -135,10 +170,11 @@ def _whitened(field, g0):
     return S, v, S0, R, (St + St.T) / 2
 
 
-def blowup_time(field, g0):
-    """Finite blow-up time ``T* = 1/lambda_max(Sigma0^{1/2} S Sigma0^{1/2})``, ``inf`` if none.
+def blowup_time(field: Field, g0: Gaussian) -> float:
+    r"""Finite blow-up time $T^* = 1/\lambda_{\max}(\Sigma_0^{1/2} S \Sigma_0^{1/2})$, `inf` if
+    none.
 
-    ``S = beta v (A + A^T)`` (summed over heads); softmax with ``W_O V = v I`` only.
+    $S = \beta v (A + A^T)$ (summed over heads); softmax with $W_O V = v I$ only.
     """
     _, _, _, _, St = _whitened(field, g0)
     lam = float(np.linalg.eigvalsh(St)[-1])
@@ -146,11 +182,13 @@ def blowup_time(field, g0):
     return 1.0 / lam if lam > RANK_TOL * scale else math.inf
 
 
-def blowup_direction(field, g0):
-    """Unit vector ``w`` with ``Sigma(t)/tr Sigma(t) -> w w^T`` as ``t -> T*`` (sign: largest entry > 0).
+def blowup_direction(field: Field, g0: Gaussian) -> np.ndarray:
+    r"""Unit vector $w$ with $\Sigma(t)/\operatorname{tr}\Sigma(t) \to w w^T$ as $t \to T^*$
+    (sign: largest entry $> 0$).
 
-    ValueError if there is no blow-up or the top eigenvalue of ``Sigma0^{1/2} S Sigma0^{1/2}`` is
-    repeated (then the limit is a projector of higher rank, not a line).
+    `ValueError` if there is no blow-up or the top eigenvalue of
+    $\Sigma_0^{1/2} S \Sigma_0^{1/2}$ is repeated (then the limit is a projector of higher rank,
+    not a line).
     """
     _, _, _, R, St = _whitened(field, g0)
     lam, U = np.linalg.eigh(St)
@@ -166,10 +204,12 @@ def blowup_direction(field, g0):
     return w if w[np.argmax(np.abs(w))] > 0 else -w
 
 
-def covariance(field, g0, t):
-    """``Sigma(t) = Sigma0^{1/2} (I - t S~)^{-1} Sigma0^{1/2}`` for ``t`` scalar or array (before T*).
+def covariance(field: Field, g0: Gaussian, t: ArrayLike) -> np.ndarray:
+    r"""$\Sigma(t) = \Sigma_0^{1/2} (I - t \tilde S)^{-1} \Sigma_0^{1/2}$ for `t` scalar or array
+    (before $T^*$): `(d, d)`, or `(n, d, d)` for `n` times.
 
-    Softmax with ``W_O V = v I``; valid for singular ``Sigma0`` too. ValueError for ``t >= T*``.
+    Softmax with $W_O V = v I$; valid for singular $\Sigma_0$ too. `ValueError` for
+    $t \ge T^*$.
     """
     _, _, _, R, St = _whitened(field, g0)
     ts = np.atleast_1d(np.asarray(as_array("t", t), dtype=float))
@@ -186,10 +226,12 @@ def covariance(field, g0, t):
     return out[0] if np.ndim(t) == 0 else out
 
 
-def mean(field, g0, t):
-    """``alpha(t) = e^{v t} Sigma0^{1/2} (I - t S~)^{-1/2} Sigma0^{-1/2} alpha0`` (A symmetric).
+def mean(field: Field, g0: Gaussian, t: ArrayLike) -> np.ndarray:
+    r"""$\alpha(t) = e^{v t} \Sigma_0^{1/2} (I - t \tilde S)^{-1/2} \Sigma_0^{-1/2} \alpha_0$
+    ($A$ symmetric) for `t` scalar or array (before $T^*$): `(d,)`, or `(n, d)` for `n` times.
 
-    Softmax with ``W_O V = v I`` and symmetric ``A = K^T Q``; needs ``Sigma0`` positive definite.
+    Softmax with $W_O V = v I$ and symmetric $A = K^T Q$; needs $\Sigma_0$ positive definite.
+    `ValueError` otherwise, and for $t \ge T^*$.
     """
     a0, S0 = field_state(field, g0)
     S, v, _ = softmax_S(field, need_symmetric_A=True)
@@ -215,9 +257,9 @@ def _range_basis(S):
     return U[:, np.abs(w) > RANK_TOL * scale], w, scale
 
 
-def limit_rank(field):
-    """``dim ker S`` with ``S = sum_h beta_h v_h (A_h + A_h^T)``: the rank of the limit covariance
-    (for a positive definite ``Sigma0``). Needs ``S <= 0`` (ValueError otherwise)."""
+def limit_rank(field: Field) -> int:
+    r"""$\dim\ker S$ with $S = \sum_h \beta_h v_h (A_h + A_h^T)$: the rank of the limit covariance
+    (for a positive definite $\Sigma_0$). Needs $S \preceq 0$ (`ValueError` otherwise)."""
     S, _, _ = softmax_S(field)
     Rb, w, scale = _range_basis(S)
     if w[-1] > RANK_TOL * scale:
@@ -226,11 +268,12 @@ def limit_rank(field):
     return S.shape[0] - Rb.shape[1]
 
 
-def limit_covariance(field, g0):
-    """``lim Sigma(t) = Sigma0 - Sigma0 R (R^T Sigma0 R)^{-1} R^T Sigma0`` (R: basis of range S).
+def limit_covariance(field: Field, g0: Gaussian) -> np.ndarray:
+    r"""$\lim \Sigma(t) = \Sigma_0 - \Sigma_0 R (R^T \Sigma_0 R)^{-1} R^T \Sigma_0$ ($R$: basis of
+    the range of $S$).
 
-    Softmax with ``W_O V = v I`` and ``S = beta v (A + A^T) <= 0``; ``Sigma0`` positive definite.
-    Approached at rate O(1/t).
+    Softmax with $W_O V = v I$ and $S = \beta v (A + A^T) \preceq 0$; $\Sigma_0$ positive
+    definite. Approached at rate $O(1/t)$.
     """
     limit_rank(field)  # checks S <= 0
     _, S0 = field_state(field, g0)
@@ -246,12 +289,13 @@ def limit_covariance(field, g0):
     return (L + L.T) / 2
 
 
-def stationary_lines(field):
-    """Unit directions ``u`` (d = 2) with ``u^T A u = 0``: the stationary rank-one covariances ``u u^T``.
+def stationary_lines(field: Field) -> np.ndarray:
+    r"""Unit directions $u$ ($d = 2$) with $u^T A u = 0$: the stationary rank-one covariances
+    $u u^T$.
 
-    For softmax and L2 with any value map. Returns an array ``(m, 2)`` with m = 0 (``A + A^T``
-    definite), 1 (semi-definite, singular) or 2 (indefinite); ValueError if ``A + A^T = 0`` (every
-    line is stationary).
+    For softmax and L2 with any value map. Returns an array `(m, 2)` with $m = 0$ ($A + A^T$
+    definite), 1 (semi-definite, singular) or 2 (indefinite); `ValueError` if $A + A^T = 0$
+    (every line is stationary).
     """
     from ..variants.softmax import Softmax
 
