@@ -18,8 +18,8 @@ def add(sub):
     p.add_argument("--out", default="gaussflow-reproduce", help="output folder "
                    "(default ./gaussflow-reproduce)")
     p.add_argument("--quick", action="store_true", help="small grids and fewer draws (< 2 min)")
-    p.add_argument("--only", choices=["regimes", "ranks", "clustering"], action="append",
-                   help="run only this part (repeatable)")
+    p.add_argument("--only", choices=["regimes", "ranks", "clustering", "maps"], action="append",
+                   help="run only this part (repeatable; 'maps', the regime maps, runs only when named)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd)
 
