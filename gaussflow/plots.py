@@ -397,7 +397,7 @@ def blowup_times(times, ax=None, title=None):
     ax[0].set_ylabel("runs")
     ax[0].legend(fontsize=7)
     ax[1].set_xlabel(r"$\beta T^*$ (closed form)")
-    ax[1].set_ylabel(r"$|t_{sweep} / T^* - 1|$")
+    ax[1].set_ylabel(r"$|t_\mathrm{sweep} / T^* - 1|$")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -363,7 +363,8 @@ def closed_form_agreement(rmap: RegimeMap) -> dict:
     -------
     dict
         `n` (members), `agree`, `undetermined`, `mismatches` (list of `(p, d, draw, label,
-        predicted)`), `blowups` / `predicted_blowups` (counts), `blowup_rel_err_max` (largest
+        predicted)`), `blowups` / `predicted_blowups` / `beyond_horizon` (counts),
+        `blowup_rel_err_max` (largest
         $|t_\text{sweep} / T^* - 1|$ over members classified `blowup`), `blowup_times`
         (list of `(p, d, T*, t_sweep)`).
     """
@@ -371,7 +372,7 @@ def closed_form_agreement(rmap: RegimeMap) -> dict:
         raise TypeError(f"rmap must be a RegimeMap, got {type(rmap).__name__}")
     if not (rmap.variant == "softmax" and rmap.value == "I"):
         raise ValueError(f"rmap: the closed forms need softmax with V = I, got {rmap.name}")
-    n = agree = und = blow = pblow = 0
+    n = agree = und = blow = pblow = beyond = 0
     mism, times, errs = [], [], []
     for (p, d), labs in rmap.labels.items():
         t1 = rmap.t1[(p, d)]
@@ -383,6 +384,7 @@ def closed_form_agreement(rmap: RegimeMap) -> dict:
                 pblow += 1
             elif math.isfinite(T):
                 pred = "beyond horizon"
+                beyond += 1
             else:
                 r = int(rmap.predicted_rank[d][i])
                 pred = "collapse" if r == 0 else f"rank {r}"
@@ -398,7 +400,7 @@ def closed_form_agreement(rmap: RegimeMap) -> dict:
             else:
                 mism.append((p, d, i, lab, pred))
     return {"n": n, "agree": agree, "undetermined": und, "mismatches": mism, "blowups": blow,
-            "predicted_blowups": pblow, "blowup_rel_err_max": max(errs) if errs else None,
+            "predicted_blowups": pblow, "beyond_horizon": beyond, "blowup_rel_err_max": max(errs) if errs else None,
             "blowup_times": times}
 
 
@@ -483,7 +485,8 @@ def reproduce_maps(out_dir: str, quick: bool = False, seed: int = 0,
     log(_format_table(maps))
     log(f"  closed form (softmax, V = I): {agreement['agree']}/{agreement['n']} agree, "
         f"{agreement['undetermined']} undetermined, {len(agreement['mismatches'])} mismatches; "
-        f"blow-ups {agreement['blowups']} (predicted {agreement['predicted_blowups']}), max "
+        f"blow-ups {agreement['blowups']} (predicted {agreement['predicted_blowups']}; "
+        f"{agreement['beyond_horizon']} more after t1), max "
         f"relative error of t* {agreement['blowup_rel_err_max']}")
     files = [plots.save(plots.regime_maps(maps), os.path.join(out_dir, "regime_maps")),
              plots.save(plots.blowup_times(agreement["blowup_times"]),
