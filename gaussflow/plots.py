@@ -8,6 +8,7 @@ inline); the command-line tool selects the non-interactive Agg backend for itsel
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter
 import numpy as np
 
 
@@ -119,7 +120,7 @@ def validation_errors(report, ax=None):
     ax.set_yscale("log")
     ax.set_xticks(ns)
     ax.set_xticklabels([str(int(n)) for n in ns])
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("number of particles N")
     ax.set_ylabel("relative error (max over time)")
     ax.set_title(f"{report.field_name}: closure vs particles ({report.verdict})", fontsize=10)
@@ -347,11 +348,93 @@ def gap_against_n(summary: dict, title: str | None = None):
         ax.set_yscale("log")
         ax.set_xticks(ns)
         ax.set_xticklabels([str(int(n)) for n in ns])
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("number of particles N")
         ax.set_ylabel("max |normalised spectrum closure - particles|")
         ax.set_title(case, fontsize=10)
         ax.legend(fontsize=7)
+
+
+# ------------------------------------------------------------ regime maps (gf.theory.maps)
+def _map_color(label):
+    """Colour of a regime-map label: ranks in shades of blue, other kinds as REGIME_COLORS."""
+    if label.startswith("rank "):
+        r = int(label.split()[1])
+        return plt.get_cmap("Blues")(0.35 + 0.13 * min(r, 5))
+    return REGIME_COLORS.get(label, "magenta")
+
+
+def regime_maps(maps, axes=None):
+    """Stacked bars of the fraction of runs in each regime: one row per regime map
+    (`gf.theory.maps.RegimeMap`), one column per dimension d, one bar per scale value.
+
+    Every run is drawn (the bars of a cell sum to 1); the legend of a row lists its labels
+    (`"rank r"`: converged to a rank-r limit)."""
+    maps = list(maps)
+    dims = sorted({d for m in maps for d in m.dims})
+    if axes is None:
+        fig, axes = plt.subplots(len(maps), len(dims), figsize=(2.6 * len(dims) + 1.6,
+                                                                2.2 * len(maps)), squeeze=False)
+    else:
+        axes = np.atleast_2d(axes)
+        fig = axes.flat[0].figure
+    for i, m in enumerate(maps):
+        labels = m.all_labels()
+        counts = m.counts()
+        for j, d in enumerate(dims):
+            ax = axes[i, j]
+            if d not in m.dims:
+                ax.set_visible(False)
+                continue
+            x = np.arange(len(m.params))
+            bottom = np.zeros(len(m.params))
+            for lab in labels:
+                frac = np.array([counts[(p, d)].get(lab, 0) / len(m.labels[(p, d)])
+                                 for p in m.params])
+                ax.bar(x, frac, 0.8, bottom=bottom, color=_map_color(lab), label=lab,
+                       edgecolor="white", linewidth=0.3)
+                bottom += frac
+            ax.set_xticks(x)
+            ax.set_xticklabels([f"{p:g}" for p in m.params], fontsize=7)
+            ax.set_ylim(0, 1)
+            ax.tick_params(axis="y", labelsize=7)
+            ax.set_title(f"{m.name}, d = {d}", fontsize=8)
+            if i == len(maps) - 1 or (i + 1 < len(maps) and maps[i + 1].param != m.param):
+                ax.set_xlabel(m.param, fontsize=8)
+            if j == 0:
+                ax.set_ylabel(f"fraction ({m.n_draws} draws)", fontsize=7)
+        axes[i, -1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5),
+                           frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def blowup_times(times, ax=None, title=None):
+    """Blow-up times from a sweep against the closed form: ``times`` is a list of
+    ``(p, d, T*, t_sweep)`` (`gf.theory.maps.closed_form_agreement`). Left: histogram of
+    ``beta T*`` (closed form, outline) and of ``beta t_sweep`` (filled); right: relative error
+    ``|t_sweep / T* - 1|`` against ``beta T*``."""
+    arr = np.array([(p, T, t) for p, _, T, t in times], float).reshape(-1, 3)
+    if ax is None:
+        fig, ax = plt.subplots(1, 2, figsize=(9, 3.4))
+    else:
+        ax = np.atleast_1d(ax)
+        fig = ax[0].figure
+    if len(arr):
+        scaled_T, scaled_t = arr[:, 0] * arr[:, 1], arr[:, 0] * arr[:, 2]
+        bins = np.geomspace(max(scaled_T.min(), 1e-6) / 1.2, scaled_T.max() * 1.2, 30)
+        ax[0].hist(scaled_t, bins=bins, color="tab:red", alpha=0.5, label="sweep")
+        ax[0].hist(scaled_T, bins=bins, histtype="step", color="k", lw=1.2,
+                   label="closed form")
+        ax[0].set_xscale("log")
+        err = np.abs(arr[:, 2] / arr[:, 1] - 1)
+        ax[1].loglog(scaled_T, np.maximum(err, 1e-17), ".", ms=3, color="tab:red")
+        ax[1].set_title(f"max relative error {err.max():.2g} ({len(arr)} blow-ups)", fontsize=9)
+    ax[0].set_xlabel(r"$\beta T^*$")
+    ax[0].set_ylabel("runs")
+    ax[0].legend(fontsize=7)
+    ax[1].set_xlabel(r"$\beta T^*$ (closed form)")
+    ax[1].set_ylabel(r"$|t_\mathrm{sweep} / T^* - 1|$")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

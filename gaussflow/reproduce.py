@@ -14,6 +14,9 @@ code's figures) and a clustering figure.
   limit (:func:`gaussflow.theory.limit_rank`) for softmax with ``V = I`` and from a converged
   solve + :func:`~gaussflow.theory.classify` otherwise. Every run is counted: runs that do not
   converge are reported under their regime (``collapse`` = rank 0, ``undetermined``, ...).
+- ``maps`` (only when asked for: ``parts=(..., "maps")``, ``--only maps``) —
+  :func:`gaussflow.theory.maps.reproduce_maps`: regime maps (fraction of random weight draws
+  in each regime against the scale and d) and blow-up times against the closed form.
 - :func:`clustering` — a random multi-layer softmax schedule in d = 8 (``gf.Layers``); the
   normalised spectrum against depth from the closure and from a mirrored (antithetic) cloud, on the
   same axes; :func:`clustering_gap` — the largest gap between the two spectra against ``N``, for
@@ -39,7 +42,9 @@ from . import theory
 from .gaussian import Gaussian
 from .integrate import solve
 from .study import trace_one_grid
-from .reproduce_clustering import clustering, clustering_gap, clustering_schedule  # noqa: F401
+from .reproduce_clustering import clustering, clustering_gap, clustering_schedule  # noqa: F401 (public here too)
+from .reproduce_meanfield import meanfield
+from .theory.maps import reproduce_maps
 from .variants import L2, MultiHead, Sinkhorn, Softmax
 
 #: Number of saved times of every solve (one shape, so one compilation per field type).
@@ -239,7 +244,7 @@ def reproduce(out_dir="gaussflow-reproduce", quick=False, log=print, parts=PARTS
     t_start = time.perf_counter()
     summary = {"quick": bool(quick), "files": [], "seconds": {}}
     steps = {"regimes": regimes, "ranks": rank_histograms, "clustering": clustering,
-             "clustering_gap": clustering_gap}
+             "clustering_gap": clustering_gap, "maps": reproduce_maps, "meanfield": meanfield}
     for name in parts:
         if name not in steps:
             raise ValueError(f"parts: unknown part {name!r}; choose from {sorted(steps)}")

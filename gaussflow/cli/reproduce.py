@@ -21,8 +21,10 @@ def add(sub):
                    "(default ./gaussflow-reproduce)")
     p.add_argument("--quick", action="store_true",
                    help="small grids and fewer draws (about 3 min on 2 cores)")
-    p.add_argument("--only", choices=["regimes", "ranks", "clustering", "clustering_gap"],
-                   action="append", help="run only this part (repeatable)")
+    p.add_argument("--only", choices=["regimes", "ranks", "clustering", "clustering_gap", "maps",
+                                      "meanfield"],
+                   action="append", help="run only this part (repeatable; 'maps' and "
+                   "'meanfield' run only when named)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd)
 

@@ -15,7 +15,9 @@ Modules (every public name is re-exported here, `gf.theory.X`):
 - `gaussflow.theory.affine`: `Affine(W, b) + softmax` (Alcalde–Ji–Zuazua):
   `affine_attention`, `AffineAttentionRegime`;
 - `gaussflow.theory.regimes`: `classify` a solved trajectory into a `Regime`
-  (`REGIMES`, `THRESHOLDS`).
+  (`REGIMES`, `THRESHOLDS`);
+- `gaussflow.theory.maps`: regime maps over random weight draws (`gf.sweep` +
+  `classify`): `regime_map`, `RegimeMap`, `closed_form_agreement`.
 """
 
 from .metrics import (alignment, angle_to_disk, anisotropy, condition_number, effective_rank,
@@ -24,10 +26,11 @@ from .closed_forms import (RANK_TOL, blowup_direction, blowup_time, covariance, 
                            limit_rank, mean, stationary_lines)
 from .affine import AffineAttentionRegime, affine_attention
 from .regimes import REGIMES, THRESHOLDS, Regime, classify
+from .maps import RegimeMap, closed_form_agreement, regime_map
 
 __all__ = [
     "normalised_spectrum", "effective_rank", "condition_number", "alignment", "anisotropy",
     "covariance", "mean", "blowup_time", "blowup_direction", "limit_covariance", "limit_rank",
     "stationary_lines", "affine_attention", "AffineAttentionRegime", "classify", "Regime",
-    "angle_to_disk", "REGIMES",
+    "angle_to_disk", "REGIMES", "regime_map", "RegimeMap", "closed_form_agreement",
 ]
