@@ -41,7 +41,7 @@ def study_fields(d: int = 2, seed: int = 0) -> dict:
 
 def meanfield(out_dir: str, quick: bool = False, seed: int = 0,
               log: Callable[[str], None] = print) -> tuple[dict, list[str]]:
-    """Run the study; write the figure `meanfield.png` and `meanfield.json`.
+    r"""Run the study; write the figure `meanfield.png`.
 
     Parameters
     ----------
