@@ -46,11 +46,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field as dc_field
 from typing import TYPE_CHECKING, Any
 
+from typing import Any
+
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tqdm
 
 from . import cache
 from . import closed_form as _cf_mod
@@ -67,6 +70,16 @@ if TYPE_CHECKING:
 
 #: The statuses of a `Trajectory` (`"traced"` besides, under a JAX transformation).
 STATUSES = ("completed", "blowup", "escaped", "max_steps", "nonfinite", "not_integrable")
+
+class TimeProgressMeter(diffrax.TqdmProgressMeter):
+    """diffrax's tqdm meter showing the share of $[t_0, t_1]$ done, the elapsed and the
+    estimated remaining time (no rate: a rate in percent per second reads as nonsense)."""
+
+    @staticmethod
+    def _init_bar() -> Any:
+        return tqdm.tqdm(total=100, bar_format="solve {percentage:5.1f}% of [t0, t1] |{bar}| "
+                                               "{elapsed} elapsed, {remaining} left")
+
 
 def _closure_at(field, t, mean, S):
     r"""$(d\alpha/dt, J)$ of the field's closure at time `t`: the one place this module calls it."""
@@ -365,7 +378,7 @@ def solve(field: Field, g0: Gaussian | PositionalGaussians, t1: float,
     solver = resolve_solver(solver)
     if ts_arr is None:
         ts_arr = np.linspace(t0, t1, 101)
-    meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
+    meter = TimeProgressMeter() if progress else diffrax.NoProgressMeter()
     adjoint = diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
     # thr as an array: a traced argument, so per-layer thresholds share one compilation
     run = (solver, rtol, atol, int(max_steps), jnp.asarray(thr), meter, adjoint)

@@ -324,3 +324,11 @@ def test_nonfinite_trial_step_shrinks_the_step():
         assert not bool(keep)
         assert float(t0n) == 0.0
         assert 0.0 < float(t1n) < 0.5
+
+
+def test_progress_meter_shows_time_left_not_a_rate(capsys):
+    field = gf.Softmax(np.eye(2), -np.eye(2), np.eye(2) + 0.1)
+    traj = gf.solve(field, gf.Gaussian.standard(2), 1.0, progress=True, closed_form="never")
+    err = capsys.readouterr().err
+    assert traj.status == "completed"
+    assert "100.0% of [t0, t1]" in err and "left" in err and "%/s" not in err
