@@ -46,8 +46,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field as dc_field
 from typing import TYPE_CHECKING, Any
 
-from typing import Any
-
 import diffrax
 import equinox as eqx
 import jax
