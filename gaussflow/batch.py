@@ -47,10 +47,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import cache
+from . import cache, queue
 from . import closed_form as _cf_mod
 from ._checks import check_batched_covs, check_times, positive_int
-from .field import StaticKey
+from .field import Field, StaticKey
 from .gaussian import Gaussian
 from .passes import SCALARS, run_schedule, schedule
 from .integrate import (TIME_SCALES, Trajectory, check_solver_options, integrate_closure,
@@ -59,8 +59,6 @@ from .stepping import resolve_solver
 
 if TYPE_CHECKING:
     from jax.typing import ArrayLike
-
-    from .field import Field
 
 _AXIS = "batch"
 #: Lowerings of the batched core so far (one per compilation; see `cache_info`).
@@ -119,16 +117,12 @@ def _compiled(dyn, t0, t1, ts, static, field_batched, state_batched, mesh):
 def cache_info() -> dict[str, int]:
     """`{"compilations": n, "traces": n}`: executables kept by `sweep`, and how many
     times its core has been traced in this process (equal unless the cache was cleared)."""
-    from . import queue
-
     return {"compilations": len(_COMPILED) + queue.cache_size(),
             "traces": _TRACES + queue.cache_size() + queue.cleared()}
 
 
 def clear_cache() -> None:
     """Forget the compiled sweeps (the next call compiles again)."""
-    from . import queue
-
     _COMPILED.clear()
     queue.clear_cache()
 
@@ -214,8 +208,6 @@ def _stack(items):
 
 def _batch_fields(fields, d):
     """`(field, batched, B, name)`; a sequence is stacked along a new leading axis."""
-    from .field import Field
-
     if isinstance(fields, (list, tuple)):
         if not fields:
             raise ValueError("fields is an empty sequence; pass at least one field")
@@ -426,9 +418,8 @@ def sweep(fields: Field | Sequence[Field], g0s: Gaussian | Sequence[Gaussian], t
             run_s, method = run_s + sp.seconds, method + "+closed_form"
         return _result(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk, solvers, method)
     if method == "queue":
-        from .queue import sweep_queue
 
-        raw, compile_s, run_s, chunk, solvers = sweep_queue(
+        raw, compile_s, run_s, chunk, solvers = queue.sweep_queue(
             field, field_batched, means0, covs0, state_batched, B, d, ts_arr,
             (t0, t1, thr), solver, stiff, (rtol, atol, int(max_steps), first, stiff_steps,
                                            time_scale), chunk_size, slots, devices[0],

@@ -57,13 +57,12 @@ from . import cache
 from . import closed_form as _cf_mod
 from ._checks import as_scalar, check_times, is_concrete, positive_int
 from .gaussian import Gaussian
-from .field import cov_from_flow as _cov_from_flow
+from .field import Field, cov_from_flow as _cov_from_flow
 from .stepping import FiniteErrorPID, first_step, growth_flags, resolve_solver, trace_total
 
 if TYPE_CHECKING:
     from jax.typing import ArrayLike
 
-    from .field import Field
     from .gaussian import PositionalGaussians
 
 #: The statuses of a `Trajectory` (`"traced"` besides, under a JAX transformation).
@@ -292,8 +291,6 @@ def check_solver_options(rtol: float, atol: float, blowup_threshold: float,
 def check_field_state(field: Field, g0: Gaussian | PositionalGaussians) -> None:
     """Check that `field` is a gaussflow field and `g0` a state it accepts (`TypeError` or
     `ValueError` otherwise)."""
-    from .field import Field
-
     if not isinstance(field, Field):
         raise TypeError(f"field must be a gaussflow field (e.g. gf.Softmax(Q, K, V)), got "
                         f"{type(field).__name__}")

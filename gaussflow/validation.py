@@ -88,6 +88,8 @@ import numpy as np
 
 from ._checks import as_array, as_scalar
 from .gaussian import Gaussian, PositionalGaussians
+from .integrate import check_field_state, solve
+from .variants.masked import Masked
 from . import particles as P, registry
 from .validation_report import QUANTITIES, ValidationReport, judge, moment_errors
 from .validation_report import QuantityStats  # noqa: F401  (re-exported)
@@ -169,8 +171,6 @@ def validate(field: Field, g0: Gaussian | PositionalGaussians, t1: float,
         masked, fewer than two sizes, a size not above $d$, `batch="padded"` for a masked
         field).
     """
-    from .integrate import check_field_state, solve
-
     masked = _check_positional(field, g0, "field")
     check_field_state(field, g0)
     t1 = float(as_scalar("t1", t1, positive=True))
@@ -382,8 +382,6 @@ def _run_causal(field, clouds, positions, ns, seeds, ts, rtol, atol, opts, progr
 
 def _check_positional(field, g0, argname):
     """True for a masked field with a positional state; `TypeError` for a mismatched pair."""
-    from .variants.masked import Masked
-
     positional = isinstance(g0, PositionalGaussians)
     if positional and not isinstance(field, Masked):
         raise TypeError(f"g0 is a gf.PositionalGaussians (one Gaussian per position block), which "
