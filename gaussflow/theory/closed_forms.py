@@ -43,6 +43,7 @@ import numpy as np
 
 from .._checks import as_array
 from ..gaussian import Gaussian
+from ..linalg import sqrtm_psd
 
 if TYPE_CHECKING:
     from jax.typing import ArrayLike
@@ -157,15 +158,10 @@ def field_state(field: Field, g0: Gaussian) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(g0.mean), np.asarray(g0.cov)
 
 
-def _sqrt_psd(S):
-    w, U = np.linalg.eigh(S)
-    return (U * np.sqrt(np.clip(w, 0, None))) @ U.T
-
-
 def _whitened(field, g0):
     _, S0 = field_state(field, g0)
     S, v, _ = softmax_S(field)
-    R = _sqrt_psd(S0)
+    R = np.asarray(sqrtm_psd(S0))  # the package's one PSD square root
     St = R @ S @ R
     return S, v, S0, R, (St + St.T) / 2
 
