@@ -16,8 +16,7 @@ PENDING = {
     # -- group 1
     # -- group 2
     # -- group 3
-    "reproduce.py", "plots.py",
-    "cli/reproduce.py",
+    "plots.py",
 }
 
 SPHINX_ROLE = re.compile(r":(func|class|meth|mod|data|attr|obj|exc|ref):`")
