@@ -1,4 +1,7 @@
-"""Figures (matplotlib). Each function takes ``ax=`` and returns the figure.
+"""Figures (matplotlib). The drawing functions take the axes to draw on (`ax=`, or `axes=` for
+`regime_maps`; `gap_against_n` makes its own) and return the figure; `save` writes a figure as
+PNG and PDF; `disk_coordinates` and `cone_coordinates` are the coordinates the covariance
+figures use.
 
 Importing this module leaves matplotlib's backend alone (in a notebook, figures keep displaying
 inline); the command-line tool selects the non-interactive Agg backend for itself
@@ -7,9 +10,22 @@ inline); the command-line tool selects the non-interactive Agg backend for itsel
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
 import matplotlib.pyplot as plt
 from matplotlib.ticker import NullFormatter
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from numpy.typing import ArrayLike
+
+    from .gaussian import Gaussian
+    from .integrate import Trajectory
+    from .theory.maps import RegimeMap
+    from .validation_report import ValidationReport
 
 
 def _axes(ax, **kw):
@@ -20,10 +36,21 @@ def _axes(ax, **kw):
     return fig, ax
 
 
-def disk_coordinates(covs):
-    """Normalised 2x2 covariances ``[[a, c], [c, b]] / (a + b)`` as ``(a - b, 2c)`` on the unit disk.
+def disk_coordinates(covs: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    r"""Normalised 2x2 covariances $\begin{pmatrix} a & c \\ c & b \end{pmatrix} / (a + b)$ as
+    $(a - b, 2c)/(a + b)$ on the unit disk.
 
     Rank-one matrices lie on the unit circle, multiples of the identity at the centre.
+
+    Parameters
+    ----------
+    covs : array_like
+        Covariances `(..., 2, 2)`.
+
+    Returns
+    -------
+    tuple[numpy.ndarray, numpy.ndarray]
+        The two coordinates, each of shape `(...)`; NaN where the trace is not positive.
     """
     covs = np.asarray(covs)
     a, b, c = covs[..., 0, 0], covs[..., 1, 1], covs[..., 0, 1]
@@ -32,8 +59,30 @@ def disk_coordinates(covs):
     return (a - b) / tr, 2 * c / tr
 
 
-def unit_disk(trajectories, ax=None, labels=None, title=None, colors=None):
-    """Normalised covariance paths of d = 2 trajectories on the unit disk (start: dot, end: cross)."""
+def unit_disk(trajectories: Sequence[Trajectory], ax: Axes | None = None,
+              labels: Sequence[str] | None = None, title: str | None = None,
+              colors: Sequence | None = None) -> Figure:
+    """Normalised covariance paths of $d = 2$ trajectories on the unit disk (start: dot, end:
+    cross; coordinates of `disk_coordinates`).
+
+    Parameters
+    ----------
+    trajectories : Sequence[Trajectory]
+        Trajectories with `covs` of shape `(n_t, 2, 2)`.
+    ax : Axes or None
+        Axes to draw on; `None`: a new 5 x 5 in figure.
+    labels : Sequence[str] or None
+        One legend label per trajectory.
+    title : str or None
+        Axes title.
+    colors : Sequence or None
+        One matplotlib colour per trajectory; default: viridis by index.
+
+    Returns
+    -------
+    Figure
+        The figure of `ax`.
+    """
     fig, ax = _axes(ax, figsize=(5, 5))
     th = np.linspace(0, 2 * np.pi, 400)
     ax.plot(np.cos(th), np.sin(th), color="0.6", lw=1, label="rank one")
@@ -57,11 +106,32 @@ def unit_disk(trajectories, ax=None, labels=None, title=None, colors=None):
     return fig
 
 
-def eigenvalues(trajectories, ax=None, title=None, normalised=False, labels=None):
-    """Eigenvalues of the covariance (or of ``Sigma / tr Sigma``) against time, log scale.
+def eigenvalues(trajectories: Sequence[Trajectory], ax: Axes | None = None,
+                title: str | None = None, normalised: bool = False,
+                labels: Sequence[str] | None = None) -> Figure:
+    r"""Eigenvalues of the covariance (or of $\Sigma / \operatorname{tr}\Sigma$) against time, log
+    scale.
 
-    Several trajectories: one colour per trajectory (``labels`` in the legend). One trajectory
-    without ``labels``: one colour per eigenvalue, ``lambda_1 <= ... <= lambda_d`` in the legend.
+    Several trajectories: one colour per trajectory (`labels` in the legend). One trajectory
+    without `labels`: one colour per eigenvalue, $\lambda_1 \le \dots \le \lambda_d$ in the legend.
+
+    Parameters
+    ----------
+    trajectories : Sequence[Trajectory]
+        Trajectories with `ts` and `covs` of shape `(n_t, d, d)`.
+    ax : Axes or None
+        Axes to draw on; `None`: a new figure.
+    title : str or None
+        Axes title.
+    normalised : bool
+        Draw the eigenvalues of $\Sigma / \operatorname{tr}\Sigma$.
+    labels : Sequence[str] or None
+        One legend label per trajectory.
+
+    Returns
+    -------
+    Figure
+        The figure of `ax`.
     """
     fig, ax = _axes(ax, figsize=(6, 4))
     cmap = plt.get_cmap("viridis")
@@ -91,8 +161,21 @@ def eigenvalues(trajectories, ax=None, title=None, normalised=False, labels=None
     return fig
 
 
-def save(fig, path_stem):
-    """Save ``fig`` as PNG and PDF next to each other; returns the PNG path."""
+def save(fig: Figure, path_stem: str) -> str:
+    """Save `fig` as PNG and PDF next to each other, then close it.
+
+    Parameters
+    ----------
+    fig : Figure
+        The figure.
+    path_stem : str
+        Path without the extension: writes `path_stem.png` (120 dpi) and `path_stem.pdf`.
+
+    Returns
+    -------
+    str
+        The PNG path.
+    """
     png = f"{path_stem}.png"
     fig.savefig(png, dpi=120)
     fig.savefig(f"{path_stem}.pdf")
@@ -100,10 +183,24 @@ def save(fig, path_stem):
     return png
 
 
-def validation_errors(report, ax=None):
+def validation_errors(report: ValidationReport, ax: Axes | None = None) -> Figure:
     """Closure-vs-particle error against the number of particles (log-log), for a
-    :class:`~gaussflow.validation.ValidationReport`: every seed (dots), the root mean square over
-    seeds (line) and the ``N^{-1/2}`` Monte Carlo reference through the smallest ``N`` (dashed)."""
+    `gaussflow.validation.ValidationReport`: every seed (dots), the root mean square over seeds
+    (line) and the $N^{-1/2}$ Monte Carlo reference through the smallest $N$ (dashed), for the
+    mean and for the covariance.
+
+    Parameters
+    ----------
+    report : ValidationReport
+        The report (`gf.validate`).
+    ax : Axes or None
+        Axes to draw on; `None`: a new figure.
+
+    Returns
+    -------
+    Figure
+        The figure of `ax`.
+    """
     fig, ax = _axes(ax, figsize=(5.5, 4))
     ns = np.asarray(report.n_particles, float)
     for q, col in (("mean", "C0"), ("cov", "C3")):
@@ -129,13 +226,38 @@ def validation_errors(report, ax=None):
     return fig
 
 
-def ellipses(particles_at_times, gaussians, ax=None, times=None, n_std=(1.0, 2.0),
-             max_points=2000):
-    """Particles (d = 2) overlaid with covariance ellipses of Gaussians at the same times.
+def ellipses(particles_at_times: ArrayLike, gaussians: Sequence[Gaussian],
+             ax: Axes | None = None, times: Sequence[float] | None = None,
+             n_std: Sequence[float] = (1.0, 2.0), max_points: int = 2000) -> Figure:
+    r"""Particles ($d = 2$) overlaid with covariance ellipses of Gaussians at the same times.
 
-    ``particles_at_times``: clouds ``(n_t, N, 2)`` (e.g. ``simulate(...).xs[idx]``);
-    ``gaussians``: ``n_t`` :class:`~gaussflow.Gaussian` (e.g. from a closure trajectory); the
-    ellipses are ``{x : (x - mean)^T cov^{-1} (x - mean) = k^2}`` for ``k`` in ``n_std``.
+    The ellipses are $\{x : (x - \mu)^\top \Sigma^{-1} (x - \mu) = k^2\}$ for $k$ in `n_std`
+    ($\mu$, $\Sigma$: the mean and covariance of each Gaussian).
+
+    Parameters
+    ----------
+    particles_at_times : array_like
+        Clouds `(n_t, N, 2)` (e.g. `simulate(...).xs[idx]`).
+    gaussians : Sequence[Gaussian]
+        `n_t` `gaussflow.Gaussian`s (e.g. from a closure trajectory), one per cloud.
+    ax : Axes or None
+        Axes to draw on; `None`: a new figure.
+    times : Sequence[float] or None
+        The `n_t` times, for the legend (no legend without them).
+    n_std : Sequence[float]
+        The levels $k$ of the ellipses, in standard deviations.
+    max_points : int
+        At most about this many particles drawn per cloud (every `len(X) // max_points`-th).
+
+    Returns
+    -------
+    Figure
+        The figure of `ax`.
+
+    Raises
+    ------
+    ValueError
+        If the clouds are not of shape `(n_t, N, 2)` or there is not one Gaussian per cloud.
     """
     clouds = np.asarray(particles_at_times, float)
     if clouds.ndim != 3 or clouds.shape[-1] != 2:
@@ -170,14 +292,26 @@ def ellipses(particles_at_times, gaussians, ax=None, times=None, n_std=(1.0, 2.0
 
 
 # ------------------------------------------------------------------ theory figures (gf.theory)
-#: Colour of each regime of :func:`gaussflow.theory.classify` in the reproduction figures.
+#: Colour of each regime of `gaussflow.theory.classify` in the reproduction figures.
 REGIME_COLORS = {"collapse": "tab:green", "converge": "tab:blue", "stationary": "0.45",
                  "blowup": "tab:red", "growth": "tab:orange", "undetermined": "black"}
 
 
-def cone_coordinates(covs):
-    """2x2 covariances ``[[a, c], [c, b]]`` as ``(a - b, 2c, a + b)``: the PSD cone is
-    ``sqrt(x^2 + y^2) <= z`` and rank-one matrices lie on its boundary."""
+def cone_coordinates(covs: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""2x2 covariances $\begin{pmatrix} a & c \\ c & b \end{pmatrix}$ as
+    $(x, y, z) = (a - b, 2c, a + b)$: the PSD cone is $\sqrt{x^2 + y^2} \le z$ and rank-one
+    matrices lie on its boundary.
+
+    Parameters
+    ----------
+    covs : array_like
+        Covariances `(..., 2, 2)`.
+
+    Returns
+    -------
+    tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]
+        $x$, $y$, $z$, each of shape `(...)`.
+    """
     covs = np.asarray(covs)
     a, b, c = covs[..., 0, 0], covs[..., 1, 1], covs[..., 0, 1]
     return a - b, 2 * c, a + b
@@ -192,10 +326,33 @@ def _regime_legend(ax, kinds, extra=(), **kw):
         ax.legend(handles=handles, **kw)
 
 
-def regime_disk(trajectories, kinds, ax=None, limit_dirs=(), title=None, diameters=True):
-    """Normalised d = 2 covariance paths on the unit disk, each coloured by its regime
-    (:data:`REGIME_COLORS`; start: dot, end: cross); ``limit_dirs``: unit vectors u whose rank-one
-    limits ``u u^T`` the theory predicts (red stars on the circle, dashed diameters)."""
+def regime_disk(trajectories: Sequence[Trajectory], kinds: Sequence[str], ax: Axes | None = None,
+                limit_dirs: Sequence[ArrayLike] = (), title: str | None = None,
+                diameters: bool = True) -> Figure:
+    r"""Normalised $d = 2$ covariance paths on the unit disk, each coloured by its regime
+    (`REGIME_COLORS`; start: dot, end: cross), with the rank-one limits the theory predicts.
+
+    Parameters
+    ----------
+    trajectories : Sequence[Trajectory]
+        Trajectories with `covs` of shape `(n_t, 2, 2)`.
+    kinds : Sequence[str]
+        The regime of each trajectory (`gaussflow.theory.classify(...).kind`).
+    ax : Axes or None
+        Axes to draw on; `None`: a new 5 x 5 in figure.
+    limit_dirs : Sequence[array_like]
+        Unit vectors $u$ whose rank-one limits $u u^\top$ the theory predicts: red stars on the
+        circle.
+    title : str or None
+        Axes title.
+    diameters : bool
+        Also draw a dashed diameter through each predicted limit (and larger stars).
+
+    Returns
+    -------
+    Figure
+        The figure of `ax`.
+    """
     from matplotlib.lines import Line2D
 
     fig, ax = _axes(ax, figsize=(5, 5))
@@ -227,10 +384,33 @@ def regime_disk(trajectories, kinds, ax=None, limit_dirs=(), title=None, diamete
     return fig
 
 
-def psd_cone(trajectories, kinds, ax=None, limit_dirs=(), title=None, zmax=None):
-    """d = 2 covariance paths in the PSD cone ``(a - b, 2c, a + b)`` (3-D axes), coloured by regime;
-    ``limit_dirs``: predicted rank-one limits ``s u u^T`` drawn as rays on the cone's boundary.
-    Paths are clipped at height ``zmax`` (default: 1.5 x the largest starting trace)."""
+def psd_cone(trajectories: Sequence[Trajectory], kinds: Sequence[str], ax: Axes | None = None,
+             limit_dirs: Sequence[ArrayLike] = (), title: str | None = None,
+             zmax: float | None = None) -> Figure:
+    r"""$d = 2$ covariance paths in the PSD cone $(a - b, 2c, a + b)$ (`cone_coordinates`, 3-D
+    axes), coloured by regime (`REGIME_COLORS`; start: dot).
+
+    Parameters
+    ----------
+    trajectories : Sequence[Trajectory]
+        Trajectories with `covs` of shape `(n_t, 2, 2)`.
+    kinds : Sequence[str]
+        The regime of each trajectory (`gaussflow.theory.classify(...).kind`).
+    ax : Axes or None
+        3-D axes to draw on (`projection="3d"`); `None`: a new figure with one.
+    limit_dirs : Sequence[array_like]
+        Unit vectors $u$ of predicted rank-one limits $s\, u u^\top$, drawn as dashed rays on the
+        cone's boundary.
+    title : str or None
+        Axes title.
+    zmax : float or None
+        Height at which the paths are clipped; default 1.5 times the largest starting trace.
+
+    Returns
+    -------
+    Figure
+        The figure of `ax`.
+    """
     from matplotlib.lines import Line2D
 
     if ax is None:
@@ -265,10 +445,26 @@ def psd_cone(trajectories, kinds, ax=None, limit_dirs=(), title=None, zmax=None)
     return fig
 
 
-def rank_histogram(counts, ax=None, title=None):
-    """Grouped bars: ``counts[label][r]`` = number of runs whose limit has rank r (one group of
-    bars per rank, one colour per label). Labels such as ``"d = 3"``; non-integer keys (e.g.
-    ``"undetermined"``) are drawn after the ranks."""
+def rank_histogram(counts: Mapping[str, Mapping[int | str, int]], ax: Axes | None = None,
+                   title: str | None = None) -> Figure:
+    """Grouped bars of the ranks of limit covariances: one group of bars per rank, one colour per
+    label.
+
+    Parameters
+    ----------
+    counts : Mapping[str, Mapping[int | str, int]]
+        `counts[label][r]` = number of runs whose limit has rank `r`. Labels such as `"d = 3"`;
+        non-integer keys (e.g. `"undetermined"`) are drawn after the ranks.
+    ax : Axes or None
+        Axes to draw on; `None`: a new figure.
+    title : str or None
+        Axes title.
+
+    Returns
+    -------
+    Figure
+        The figure of `ax`.
+    """
     fig, ax = _axes(ax, figsize=(5, 3.5))
     keys = sorted({k for c in counts.values() for k in c}, key=lambda k: (isinstance(k, str), k))
     labels = list(counts)
@@ -288,10 +484,33 @@ def rank_histogram(counts, ax=None, title=None):
     return fig
 
 
-def spectrum_depth(ts, spectra, ax=None, particles=None, title=None, switch_times=()):
-    """Normalised spectrum ``eig(Sigma)/tr Sigma`` against depth (log scale): lines from the
-    closure (``spectra`` (n_t, d)), markers from particles (``particles=(ts_p, spectra_p)``),
-    one colour per eigenvalue index; dotted verticals at the layer switches."""
+def spectrum_depth(ts: ArrayLike, spectra: ArrayLike, ax: Axes | None = None,
+                   particles: tuple[ArrayLike, ArrayLike] | None = None, title: str | None = None,
+                   switch_times: Sequence[float] = ()) -> Figure:
+    r"""Normalised spectrum $\operatorname{eig}(\Sigma)/\operatorname{tr}\Sigma$ against depth (log
+    scale): lines from the closure, markers from particles, one colour per eigenvalue index;
+    dotted verticals at the layer switches.
+
+    Parameters
+    ----------
+    ts : array_like
+        Depths `(n_t,)` of the closure's spectra.
+    spectra : array_like
+        The closure's normalised spectra `(n_t, d)`.
+    ax : Axes or None
+        Axes to draw on; `None`: a new figure.
+    particles : tuple[array_like, array_like] or None
+        `(ts_p, spectra_p)`: the particles' depths and normalised spectra `(n_p, d)`.
+    title : str or None
+        Axes title.
+    switch_times : Sequence[float]
+        Depths of the layer switches.
+
+    Returns
+    -------
+    Figure
+        The figure of `ax`.
+    """
     from matplotlib.lines import Line2D
 
     fig, ax = _axes(ax, figsize=(6.5, 4))
@@ -320,19 +539,22 @@ def spectrum_depth(ts, spectra, ax=None, particles=None, title=None, switch_time
     return fig
 
 
-def gap_against_n(summary: dict, title: str | None = None):
-    """Closure-vs-particle spectrum gap against ``N`` (log-log), one panel per case of
-    :func:`gaussflow.reproduce_clustering.clustering_gap`'s summary: every cloud seed (dots) and
-    their mean (line), independent clouds against mirrored (antithetic) ones.
+def gap_against_n(summary: dict, title: str | None = None) -> Figure:
+    """Closure-vs-particle spectrum gap against $N$ (log-log), one panel per case of
+    `gaussflow.reproduce_clustering.clustering_gap`'s summary: every cloud seed (dots) and their
+    mean (line), independent clouds against mirrored (antithetic) ones.
 
     Parameters
     ----------
-    summary : ``clustering_gap``'s summary (``n_particles`` and ``cases``).
-    title : figure title.
+    summary : dict
+        `clustering_gap`'s summary (`n_particles` and `cases`).
+    title : str or None
+        Figure title.
 
     Returns
     -------
-    matplotlib.figure.Figure
+    Figure
+        A new figure.
     """
     cases = summary["cases"]
     ns = np.asarray(summary["n_particles"], float)
@@ -357,19 +579,33 @@ def gap_against_n(summary: dict, title: str | None = None):
 
 # ------------------------------------------------------------ regime maps (gf.theory.maps)
 def _map_color(label):
-    """Colour of a regime-map label: ranks in shades of blue, other kinds as REGIME_COLORS."""
+    """Colour of a regime-map label: ranks in shades of blue, other kinds as `REGIME_COLORS`."""
     if label.startswith("rank "):
         r = int(label.split()[1])
         return plt.get_cmap("Blues")(0.35 + 0.13 * min(r, 5))
     return REGIME_COLORS.get(label, "magenta")
 
 
-def regime_maps(maps, axes=None):
+def regime_maps(maps: Sequence[RegimeMap], axes: np.ndarray | None = None) -> Figure:
     """Stacked bars of the fraction of runs in each regime: one row per regime map
-    (`gf.theory.maps.RegimeMap`), one column per dimension d, one bar per scale value.
+    (`gf.theory.maps.RegimeMap`), one column per dimension $d$, one bar per scale value.
 
     Every run is drawn (the bars of a cell sum to 1); the legend of a row lists its labels
-    (`"rank r"`: converged to a rank-r limit)."""
+    (`"rank r"`: converged to a rank-$r$ limit).
+
+    Parameters
+    ----------
+    maps : Sequence[RegimeMap]
+        The regime maps (`gf.theory.maps.regime_map`).
+    axes : numpy.ndarray or None
+        A grid of axes, one row per map and one column per dimension (over all maps); `None`: a
+        new figure. Cells of a dimension a map does not have are hidden.
+
+    Returns
+    -------
+    Figure
+        The figure of `axes`.
+    """
     maps = list(maps)
     dims = sorted({d for m in maps for d in m.dims})
     if axes is None:
@@ -409,11 +645,27 @@ def regime_maps(maps, axes=None):
     return fig
 
 
-def blowup_times(times, ax=None, title=None):
-    """Blow-up times from a sweep against the closed form: ``times`` is a list of
-    ``(p, d, T*, t_sweep)`` (`gf.theory.maps.closed_form_agreement`). Left: histogram of
-    ``beta T*`` (closed form, outline) and of ``beta t_sweep`` (filled); right: relative error
-    ``|t_sweep / T* - 1|`` against ``beta T*``."""
+def blowup_times(times: Sequence[tuple[float, int, float, float]],
+                 ax: Sequence[Axes] | None = None, title: str | None = None) -> Figure:
+    r"""Blow-up times from a sweep against the closed form. Left: histogram of $\beta T^*$
+    (closed form, outline) and of $\beta t_\mathrm{sweep}$ (filled); right: the relative error
+    $|t_\mathrm{sweep} / T^* - 1|$ against $\beta T^*$.
+
+    Parameters
+    ----------
+    times : Sequence[tuple[float, int, float, float]]
+        `(p, d, T*, t_sweep)` per blow-up, $p$ the regime map's scale value (softmax: $\beta$)
+        (`gf.theory.maps.closed_form_agreement`'s `blowup_times`).
+    ax : Sequence[Axes] or None
+        Two axes (left, right); `None`: a new figure.
+    title : str or None
+        Figure title.
+
+    Returns
+    -------
+    Figure
+        The figure of `ax`.
+    """
     arr = np.array([(p, T, t) for p, _, T, t in times], float).reshape(-1, 3)
     if ax is None:
         fig, ax = plt.subplots(1, 2, figsize=(9, 3.4))

@@ -1,31 +1,34 @@
-"""Reproductions of the reference experiments (the 2-D regimes and rank histograms of the reference
-code's figures) and a clustering figure.
+r"""Reproductions of the reference experiments (the 2-D regimes and rank histograms of the
+reference code's figures) and a clustering figure.
 
-``gaussflow reproduce [--out DIR] [--quick]`` runs :func:`reproduce`, which calls
+`gaussflow reproduce [--out DIR] [--quick] [--only PART]` runs `reproduce`, which calls
 
-- :func:`regimes` — the six 2-D regimes for each listed variant: every trace-one initial
-  covariance of a grid is solved, classified with :func:`gaussflow.theory.classify`, and drawn on
-  the unit disk ``(a - b, 2c)/tr`` and in the PSD cone ``(a - b, 2c, a + b)``. Paths are coloured
-  by their classified regime (:data:`gaussflow.plots.REGIME_COLORS`); red dashes mark the limits
-  the theory predicts (the kernel of ``A + A^T`` for "line", the stationary lines
-  ``u^T A u = 0`` for "two lines"/"either", the blow-up directions for softmax).
-- :func:`rank_histograms` — d = 3, 4, 5, ``Q`` standard normal ``floor(d/2) x d``, ``K = -Q``,
-  ``V = I`` or ``V = M^T M``, softmax and L2: the rank of the limit covariance, from the exact
-  limit (:func:`gaussflow.theory.limit_rank`) for softmax with ``V = I`` and from a converged
-  solve + :func:`~gaussflow.theory.classify` otherwise. Every run is counted: runs that do not
-  converge are reported under their regime (``collapse`` = rank 0, ``undetermined``, ...).
-- ``maps`` (only when asked for: ``parts=(..., "maps")``, ``--only maps``) —
-  :func:`gaussflow.theory.maps.reproduce_maps`: regime maps (fraction of random weight draws
-  in each regime against the scale and d) and blow-up times against the closed form.
-- :func:`clustering` — a random multi-layer softmax schedule in d = 8 (``gf.Layers``); the
-  normalised spectrum against depth from the closure and from a mirrored (antithetic) cloud, on the
-  same axes; :func:`clustering_gap` — the largest gap between the two spectra against ``N``, for
-  independent and for mirrored clouds, after one and three layers (both in
-  :mod:`gaussflow.reproduce_clustering`, whose docstring explains why independent clouds part
-  from the closure).
+- `regimes` — the six 2-D regimes for each listed variant: every trace-one initial covariance of
+  a grid is solved, classified with `gaussflow.theory.classify`, and drawn on the unit disk
+  $(a - b, 2c)/\operatorname{tr}\Sigma$ and in the PSD cone $(a - b, 2c, a + b)$. Paths are
+  coloured by their classified regime (`gaussflow.plots.REGIME_COLORS`); red dashes mark the
+  limits the theory predicts (the kernel of $A + A^\top$ for "line", the stationary lines
+  $u^\top A u = 0$ for "two lines"/"either", the blow-up directions for softmax).
+- `rank_histograms` — $d = 3, 4, 5$, $Q$ standard normal $\lfloor d/2 \rfloor \times d$,
+  $K = -Q$, $V = I$ or $V = M^\top M$, softmax and L2: the rank of the limit covariance, from the
+  exact limit (`gaussflow.theory.limit_rank`) for softmax with $V = I$ and from a converged
+  solve + `gaussflow.theory.classify` otherwise. Every run is counted: runs that do not converge
+  are reported under their regime (`collapse` = rank 0, `undetermined`, ...).
+- `maps` (only when asked for: `parts=(..., "maps")`, `--only maps`) —
+  `gaussflow.theory.maps.reproduce_maps`: regime maps (fraction of random weight draws in each
+  regime against the scale and $d$) and blow-up times against the closed form.
+- `meanfield` (only when asked for: `parts=(..., "meanfield")`, `--only meanfield`) —
+  `gaussflow.reproduce_meanfield.meanfield`: the mean-field limit from compactly supported data,
+  for every variant.
+- `clustering` — a random multi-layer softmax schedule in $d = 8$ (`gf.Layers`); the normalised
+  spectrum against depth from the closure and from a mirrored (antithetic) cloud, on the same
+  axes; `clustering_gap` — the largest gap between the two spectra against $N$, for independent
+  and for mirrored clouds, after one and three layers (both in `gaussflow.reproduce_clustering`,
+  whose docstring explains why independent clouds part from the closure).
 
-Scales (the reference code's): softmax ``beta = 1/sqrt(d)``; L2 ``c = 1/sqrt(d)``; multi-head
-(H = 2) ``beta = 1/sqrt(d/H)``; Sinkhorn ``beta = 1, eps = 1``. Seeds are fixed (``seed``).
+Scales (the reference code's): softmax $\beta = 1/\sqrt{d}$; L2 $c = 1/\sqrt{d}$; multi-head
+($H = 2$) $\beta = 1/\sqrt{d/H}$; Sinkhorn $\beta = 1$, $\varepsilon = 1$. Seeds are fixed
+(`seed`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import math
 import os
 import time
 from collections import Counter
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -47,6 +51,9 @@ from .reproduce_meanfield import meanfield
 from .theory.maps import reproduce_maps
 from .variants import L2, MultiHead, Sinkhorn, Softmax
 
+if TYPE_CHECKING:
+    from .field import Field
+
 #: Number of saved times of every solve (one shape, so one compilation per field type).
 N_SAVE = 101
 
@@ -54,7 +61,7 @@ _I2 = np.eye(2)
 
 
 def _pad(q, rows=2):
-    """Pad a (k, d) weight with zero rows to ``rows`` (same A, same compiled shapes)."""
+    """Pad a `(k, d)` weight with zero rows to `rows` (same $A$, same compiled shapes)."""
     q = np.atleast_2d(np.asarray(q, float))
     return np.vstack([q, np.zeros((rows - q.shape[0], q.shape[1]))])
 
@@ -71,9 +78,22 @@ def _variants(Q, K, V, which, d=2):
     return {name: make[name]() for name in which}
 
 
-def regime_cases(seed: int = 1):
-    """The six 2-D regimes of the reference figures: list of dicts with ``name``, ``title``, ``weights``,
-    ``fields`` ({variant: field}), ``t1`` ({variant: horizon}), ``expected`` ({variant: kinds})."""
+def regime_cases(seed: int = 1) -> list[dict]:
+    """The six 2-D regimes of the reference figures.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the random weights of the "collapse" case (`numpy.random.default_rng`); the
+        "two lines" and "either" cases use fixed seeds of their own.
+
+    Returns
+    -------
+    list[dict]
+        One dict per regime, with `name`, `title`, `fields` (`{variant: field}`), `t1`
+        (`{variant: horizon}`), `expected` (`{variant: set of regime kinds}`) and, for the cases
+        with a predicted limit rank, `rank`.
+    """
     rng = np.random.default_rng(seed)
     Qc = rng.uniform(0, 1, size=(2, 2))
     M = rng.normal(size=(2, 2))
@@ -113,8 +133,29 @@ def regime_cases(seed: int = 1):
     return cases
 
 
-def predicted_directions(case, variant, field, g0s):
-    """Unit vectors of the rank-one limits the theory gives for this case (may be empty)."""
+def predicted_directions(case: dict, variant: str, field: Field,
+                         g0s: list[Gaussian]) -> list[np.ndarray]:
+    r"""Unit vectors of the rank-one limits the theory gives for this case (may be empty).
+
+    Parameters
+    ----------
+    case : dict
+        A case of `regime_cases`.
+    variant : str
+        The variant's name (`"softmax"`, `"l2"`, `"multihead"`, `"sinkhorn"`).
+    field : Field
+        The case's field for this variant.
+    g0s : list[Gaussian]
+        The initial Gaussians of the grid.
+
+    Returns
+    -------
+    list[numpy.ndarray]
+        "line": the unit vector orthogonal to $q$ (the kernel of $A + A^\top$); "two lines" and
+        "either": the stationary lines (`gaussflow.theory.stationary_lines`); "blowup" with
+        softmax: the blow-up direction of each initial Gaussian
+        (`gaussflow.theory.blowup_direction`); otherwise none.
+    """
     name = case["name"]
     if name == "line":
         q = np.asarray(field.Q)[0]
@@ -132,8 +173,29 @@ def _solve_grid(field, g0s, t1):
     return trajs, [theory.classify(tr) for tr in trajs]
 
 
-def regimes(out_dir, quick=False, seed=1, log=print):
-    """Run the six 2-D regimes; write one figure per regime; return the summary dict."""
+def regimes(out_dir: str, quick: bool = False, seed: int = 1,
+            log: Callable = print) -> tuple[dict, list[str]]:
+    """Run the six 2-D regimes; write one figure per regime.
+
+    Parameters
+    ----------
+    out_dir : str
+        Folder of the figures `regime_<name>.png` (and `.pdf`).
+    quick : bool
+        A coarser grid of trace-one initial covariances (`trace_one_grid(2, 4)` instead of
+        `trace_one_grid(3, 8)`).
+    seed : int
+        Seed of `regime_cases`.
+    log : Callable
+        Called with one progress line per case and variant.
+
+    Returns
+    -------
+    tuple[dict, list[str]]
+        The summary (per case and variant: `t1`, the regime `counts`, `as_expected`, `expected`;
+        softmax blow-up: `blowup_time_max_rel_err` against `gaussflow.theory.blowup_time`) and the
+        PNG paths written.
+    """
     import matplotlib.pyplot as plt
 
     from . import plots
@@ -179,14 +241,40 @@ def regimes(out_dir, quick=False, seed=1, log=print):
     return summary, files
 
 
-def rank_histograms(out_dir, quick=False, seed=0, dims=(3, 4, 5), n_draws=None, t1=1e4,
-                    log=print):
-    """Rank histograms of the limit covariance; returns (summary, files).
+def rank_histograms(out_dir: str, quick: bool = False, seed: int = 0,
+                    dims: tuple[int, ...] = (3, 4, 5), n_draws: int | None = None,
+                    t1: float = 1e4, log: Callable = print) -> tuple[dict, list[str]]:
+    r"""Rank histograms of the limit covariance.
 
-    For each d, variant (softmax, L2) and value choice (``V = I``, ``V = M^T M``) draw ``n_draws``
-    (default 100; quick: 8) weights. Softmax with ``V = I``: exact rank ``dim ker(A + A^T)``;
-    otherwise: classify a solve to ``t1``. Counts are by rank (converged runs and collapses,
-    rank 0) plus any other regime by name (nothing is dropped).
+    For each $d$, variant (softmax, L2) and value choice ($V = I$, $V = M^\top M$) draw `n_draws`
+    weights. Softmax with $V = I$: the exact rank $\dim\ker(A + A^\top)$
+    (`gaussflow.theory.limit_rank`); otherwise: classify a solve to `t1`. Counts are by rank
+    (converged and stationary runs, and collapses as rank 0) plus any other regime by name
+    (nothing is dropped).
+
+    Parameters
+    ----------
+    out_dir : str
+        Folder of the figure `rank_histograms.png` (and `.pdf`).
+    quick : bool
+        8 draws instead of 100 (when `n_draws` is `None`).
+    seed : int
+        Seed of the weights (with $d$ and the value choice, `numpy.random.default_rng`).
+    dims : tuple[int, ...]
+        Dimensions $d$.
+    n_draws : int or None
+        Draws per $d$, variant and value choice; default 100 (quick: 8).
+    t1 : float
+        Horizon of the solves.
+    log : Callable
+        Called with one progress line per variant, value choice and $d$.
+
+    Returns
+    -------
+    tuple[dict, list[str]]
+        The summary (per variant and value choice, per $d$: `counts` by rank or regime, `source`
+        of the counts, `"exact"` or `"solve"`, and `ceil_d_2` $= \lceil d/2 \rceil$) and the PNG
+        paths written.
     """
     from . import plots
     import matplotlib.pyplot as plt
@@ -234,12 +322,37 @@ def rank_histograms(out_dir, quick=False, seed=0, dims=(3, 4, 5), n_draws=None, 
     return summary, files
 
 
-#: The parts of :func:`reproduce`, in order.
+#: The default parts of `reproduce`, in order (`"maps"` and `"meanfield"` run only when named).
 PARTS = ("regimes", "ranks", "clustering", "clustering_gap")
 
 
-def reproduce(out_dir="gaussflow-reproduce", quick=False, log=print, parts=PARTS):
-    """Run the reproductions into ``out_dir``; write ``summary.json``; return the summary."""
+def reproduce(out_dir: str = "gaussflow-reproduce", quick: bool = False, log: Callable = print,
+              parts: tuple[str, ...] = PARTS) -> dict:
+    """Run the reproductions into `out_dir`; write `summary.json`; return the summary.
+
+    Parameters
+    ----------
+    out_dir : str
+        Output folder (created if missing).
+    quick : bool
+        Small grids and fewer draws in every part.
+    log : Callable
+        Called with progress lines.
+    parts : tuple[str, ...]
+        The parts to run, in order: any of `"regimes"`, `"ranks"`, `"clustering"`,
+        `"clustering_gap"`, `"maps"`, `"meanfield"` (default `PARTS`).
+
+    Returns
+    -------
+    dict
+        `quick`, `files` (every file written, `summary.json` last), `seconds` (per part and
+        `total`) and one entry per part with that part's summary.
+
+    Raises
+    ------
+    ValueError
+        For an unknown part.
+    """
     os.makedirs(out_dir, exist_ok=True)
     t_start = time.perf_counter()
     summary = {"quick": bool(quick), "files": [], "seconds": {}}

@@ -1,13 +1,16 @@
-"""``gaussflow reproduce``: the reference figures (regimes, rank histograms, clustering)."""
+"""`gaussflow reproduce`: the reference figures (regimes, rank histograms, clustering), and on
+request the regime maps and the mean-field figure (`--only maps`, `--only meanfield`)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from ._common import fmt, report_files
 
 
-def add(sub):
+def add(sub: argparse._SubParsersAction) -> None:
+    """Register the `reproduce` subcommand on the subparsers `sub`."""
     p = sub.add_parser("reproduce", help="reproduce the reference figures (regimes, rank histograms, "
                        "clustering)",
                        description="Reproduce the reference experiments: the six 2-D regimes for softmax, "
@@ -29,7 +32,9 @@ def add(sub):
     p.set_defaults(func=cmd)
 
 
-def cmd(args):
+def cmd(args: argparse.Namespace) -> int:
+    """Run `gaussflow.reproduce.reproduce` on the parsed arguments (`--out`, `--quick`, `--only`,
+    `--json`); the exit status (0 on success)."""
     from ..reproduce import PARTS, reproduce
 
     parts = tuple(args.only) if args.only else PARTS
