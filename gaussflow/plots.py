@@ -575,6 +575,10 @@ def gap_against_n(summary: dict, title: str | None = None) -> Figure:
         ax.set_ylabel("max |normalised spectrum closure - particles|")
         ax.set_title(case, fontsize=10)
         ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 # ------------------------------------------------------------ regime maps (gf.theory.maps)
