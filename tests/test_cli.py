@@ -81,3 +81,12 @@ def test_importing_plots_leaves_the_backend_alone():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=dict(os.environ, MPLBACKEND="svg")).stdout.strip()
     assert out == "svg"
+
+
+@pytest.mark.parametrize("command", ["run", "derive", "solve", "validate", "reproduce", "bench"])
+def test_every_subcommand_takes_json_and_quiet(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "--json" in text and "--quiet" in text

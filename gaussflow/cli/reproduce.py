@@ -29,6 +29,7 @@ def add(sub: argparse._SubParsersAction) -> None:
                    action="append", help="run only this part (repeatable; 'maps' and "
                    "'meanfield' run only when named)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress lines (errors and --json only)")
     p.set_defaults(func=cmd)
 
 
@@ -38,8 +39,11 @@ def cmd(args: argparse.Namespace) -> int:
     from ..reproduce import PARTS, reproduce
 
     parts = tuple(args.only) if args.only else PARTS
-    summary = reproduce(args.out, quick=args.quick, parts=parts)
+    summary = reproduce(args.out, quick=args.quick, parts=parts,
+                        log=(lambda *a, **k: None) if args.quiet else print)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
+        return 0
+    if args.quiet:
         return 0
     return report_files(summary["seconds"]["total"], args.out, summary["files"])
