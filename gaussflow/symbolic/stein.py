@@ -1,8 +1,8 @@
 r"""The Stein rule for fields of the form $\Gamma(x) = W_2\, s(W_1 x + b_1) + b_2$ (an MLP).
 
 For $X \sim \mathcal N(\alpha, \Sigma)$ the pre-activations $h = W_1 X + b_1$ are Gaussian,
-$h_i \sim \mathcal N(m_i, v_i)$ with $m = W_1 \alpha + b_1$, $v = \operatorname{diag}(W_1 \Sigma
-W_1^\top)$. The Gaussian moment projection needs only
+$h_i \sim \mathcal N(m_i, v_i)$ with $m = W_1 \alpha + b_1$ and
+$v = \operatorname{diag}(W_1 \Sigma W_1^\top)$. The Gaussian moment projection needs only
 
 $$E[\Gamma(X)] = W_2\, E[s(h)] + b_2, \qquad
 E[\nabla\Gamma(X)] = W_2 \operatorname{diag}(E[s'(h)])\, W_1,$$
