@@ -27,6 +27,7 @@ from .batch import SweepResult, sweep  # noqa: E402
 from . import particles, theory  # noqa: E402
 from .validation import ValidationReport, validate  # noqa: E402
 from .weights import load_attention  # noqa: E402
+from .layernorm import layer_norm_gaussian  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -61,4 +62,5 @@ __all__ = [
     "validate",
     "ValidationReport",
     "load_attention",
+    "layer_norm_gaussian",
 ]

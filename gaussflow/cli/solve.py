@@ -33,6 +33,7 @@ Keys of --input (all variants: cov (d, d) required; mean (d,) default 0; t1 > 0)
   multihead               Q, K (H k, d), V (H k_v, d) stacked by heads, heads (H, an integer);
                           optional W_O (d, H k_v), beta (default 1/sqrt(k))
   affine                  W (d, d); optional b (d,)
+  mlp                     W1 (m, d), W2 (d, m); optional b1 (m,), b2 (d,) (GELU)
 """
 
 
