@@ -22,7 +22,7 @@ stopping time `t_stop` with `status`:
   latter (there $\tau (t - t_0)^{-1}$ stays near $1 / \log f$). `blowup_time` is
   $t_{\mathrm{stop}} + \tau$, accurate to $O(1/f)$ relative.
 - `"escaped"`: exponential (not finite-time) growth past `ESCAPE_FACTOR * blowup_threshold`
-  (`1e12` by default): $\operatorname{tr}\Sigma$ grew that much without the blow-up signature,
+  (`1e9` by default): $\operatorname{tr}\Sigma$ grew that much without the blow-up signature,
   and the run stops there, at `t_stop`. Beyond such factors the covariance's condition number
   leaves too few significant digits in its small directions for error control (growing L2 and
   Sinkhorn flows then crawl until `max_steps`, implicit solvers included); the growth itself is

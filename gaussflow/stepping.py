@@ -28,7 +28,7 @@ BLOWUP_TAU_RATIO = 1e-3
 #: A run whose $\operatorname{tr}\Sigma / \operatorname{tr}\Sigma_0$ passes
 #: `ESCAPE_FACTOR * blowup_threshold` without the blow-up signature stops with status
 #: `"escaped"` (exponential growth).
-ESCAPE_FACTOR = 1e4
+ESCAPE_FACTOR = 10.0
 
 #: First step $dt_0 = \min(t_1 - t_0, \mathrm{FIRST\_STEP} / \mathrm{rate})$ (see `first_step`).
 FIRST_STEP = 1e-2
