@@ -90,8 +90,10 @@ def latex_to_mathml(tex: str, display: bool = False) -> str:
                   out, flags=re.S)
 
 
-# Display math: `$$ ... $$`, possibly over several lines.
-_DISPLAY = re.compile(r"(?<!\\)\$\$(.+?)(?<!\\)\$\$", re.S)
+# Display math: `$$ ... $$`, possibly over several lines; a backtick code span (matched first, so
+# that the `$$` in it is not math) is kept as it is.
+_DISPLAY = re.compile(r"(?P<code>(?<!`)(?P<ticks>`+)(?!`).+?(?<!`)(?P=ticks)(?!`))"
+                      r"|(?<!\\)\$\$(?P<tex>.+?)(?<!\\)\$\$", re.S)
 # Inline math: no space after the opening `$` or before the closing one, no digit right after it
 # (so "costs $5 and $6" is text), no blank line inside.
 _INLINE = r"(?<![\\$\w])\$(?![\s$])((?:[^$\n]|\n(?!\s*\n))+?)(?<![\s\\])\$(?![\w$])"
@@ -106,9 +108,10 @@ class _DisplayMath(Preprocessor):
             return lines
 
         def repl(m: re.Match) -> str:
-            placeholder = self.md.htmlStash.store(latex_to_mathml(m.group(1), display=True))
+            if m.group("code"):
+                return m.group(0)
             # On a line of its own the placeholder becomes a block, otherwise it stays inline.
-            return placeholder
+            return self.md.htmlStash.store(latex_to_mathml(m.group("tex"), display=True))
 
         return _DISPLAY.sub(repl, text).split("\n")
 

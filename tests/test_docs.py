@@ -60,9 +60,9 @@ def test_markdown_extension_leaves_code_and_prices_alone():
     import markdown
 
     md = markdown.Markdown(extensions=["fenced_code", MathMLExtension()])
-    out = md.convert("Costs $5 and $6; `$HOME` and $W_O V$, *x* $a * b$.\n\n"
+    out = md.convert("Costs $5 and $6; `$HOME` and $W_O V$, *x* $a * b$; `$$...$$`.\n\n"
                      "```\n$\\Sigma$ in code\n```\n\n$$\n\\Gamma \\\\ x\n$$\n")
-    assert "Costs $5 and $6" in out and "<code>$HOME</code>" in out
+    assert "Costs $5 and $6" in out and "<code>$HOME</code>" in out and "<code>$$...$$</code>" in out
     assert out.count("<math") == 3 and "$\\Sigma$ in code" in out
     assert "<msub><mi>W</mi><mi>O</mi></msub>" in out and "<em>x</em>" in out
 
