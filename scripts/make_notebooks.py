@@ -85,7 +85,7 @@ rng = np.random.default_rng(1)
 Q, K = 0.5 * rng.normal(size=(2, 2, 2))
 field = gf.Softmax(Q, K, V=np.eye(2), beta=1.0)
 g0 = gf.Gaussian(mean=np.array([0.5, -0.2]), cov=np.array([[1.0, 0.3], [0.3, 0.6]]))
-report = gf.validate(field, g0, t1=1.0, n_particles=(128, 512, 2048), seeds=(0, 1, 2))
+report = gf.validate(field, g0, t1=1.0, n_particles=(128, 256, 512), seeds=(0, 1, 2))
 print(report)"""),
         ("code", """print("verdict:", report.verdict)
 fig = report.plot()"""),
