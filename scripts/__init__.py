@@ -1,0 +1,1 @@
+"""Maintenance scripts of the repository (documentation site, notebooks); not part of the package."""
