@@ -188,6 +188,48 @@ def mean_cosine(X: np.ndarray) -> float:
     return float((s @ s - n) / (n * (n - 1)))
 
 
+def score_spread(field: Any, g: Gaussian) -> np.ndarray:
+    r"""Per softmax head, the spread of its scores over the keys: $\sigma_h$.
+
+    $$\sigma_h^2 = \beta_h^2\, \mathbb{E}_{x \sim g} \operatorname{Var}_{y \sim g}
+    \langle Q_h x, K_h y\rangle
+    = \beta_h^2 \left(\operatorname{tr}(M_h \Sigma) + \alpha^\top M_h \alpha\right)$$
+
+    with $M_h = Q_h^\top K_h \Sigma K_h^\top Q_h$. A query's softmax weights over
+    $N$ keys drawn from $g$ are log-normal with log-variance $\sigma_h^2$: their effective sample
+    size is about $N e^{-\sigma_h^2}$, so $N$ tokens follow the mean-field limit only while
+    $e^{\sigma_h^2} \ll N$.
+
+    Parameters
+    ----------
+    field : Field
+        A `gf.Softmax`, or a sum of fields holding softmax heads (`gf.MultiHead`, plus a
+        `gf.Affine` part with `with_bias=True`); other parts are skipped.
+    g : Gaussian
+        The token distribution $N(\alpha, \Sigma)$.
+
+    Returns
+    -------
+    np.ndarray
+        $\sigma_h$ for each softmax head, in order (empty when there is none).
+    """
+    out = []
+    stack = [field]
+    while stack:
+        f = stack.pop(0)
+        parts = getattr(f, "parts", None)
+        if isinstance(parts, tuple):
+            stack = list(parts) + stack
+        elif getattr(f, "name", "") == "softmax":
+            Q, K = np.asarray(f.params["Q"]), np.asarray(f.params["K"])
+            beta = float(f.params["beta"])
+            S, a = np.asarray(g.cov), np.asarray(g.mean)
+            B = K @ S @ K.T
+            M = Q.T @ B @ Q
+            out.append(abs(beta) * np.sqrt(max(np.trace(M @ S) + a @ M @ a, 0.0)))
+    return np.asarray(out)
+
+
 @dataclass(frozen=True)
 class DepthRun:
     r"""One initial cloud through depth: closure and particles, metrics at every saved depth.
@@ -196,7 +238,8 @@ class DepthRun:
     $\sqrt{\operatorname{tr}\Sigma_0 / d}$ for the embedding Gaussian); `ts`: depths (0 first,
     the layer ends at the integers); `metrics`: arrays over `ts` (NaN past a failed run);
     `status`: of the closure and of the particles; `seconds`: wall times (the first run of a
-    process includes compilation).
+    process includes compilation); `score_std`: per layer, the largest `score_spread` over its
+    heads, on the closure's Gaussian as the layer starts.
     """
 
     label: str
@@ -205,6 +248,7 @@ class DepthRun:
     metrics: dict[str, np.ndarray]
     status: dict[str, str]
     seconds: dict[str, float]
+    score_std: np.ndarray = dc_field(default_factory=lambda: np.zeros(0))
 
     def at_layers(self, name: str) -> np.ndarray:
         r"""The metric `name` at depths $0, 1, \dots, L$ (input, then after each layer)."""
@@ -234,9 +278,9 @@ class DepthReport:
 
     def table(self) -> str:
         """A Markdown table: one row per cloud and layer (after the layer)."""
-        head = ("| cloud | layer | cov err | mean err | eff. rank clo / part | "
-                "lambda1 clo / part | align | cos clo / part |")
-        rows = [head, "|" + "---|" * 8]
+        head = ("| cloud | depth | cov err | mean err | eff. rank clo / part | "
+                "lambda1 clo / part | align | cos clo / part | score sd next |")
+        rows = [head, "|" + "---|" * 9]
         for r in self.runs:
             m = {k: r.at_layers(k) for k in r.metrics}
             for i in range(len(m["cov_error"])):
@@ -245,7 +289,8 @@ class DepthReport:
                     f"{m['rank_closure'][i]:.1f} / {m['rank_particles'][i]:.1f} | "
                     f"{m['top_closure'][i, 0]:.3f} / {m['top_particles'][i, 0]:.3f} | "
                     f"{m['alignment'][i]:.3f} | "
-                    f"{m['cos_closure'][i]:.3f} / {m['cos_particles'][i]:.3f} |")
+                    f"{m['cos_closure'][i]:.3f} / {m['cos_particles'][i]:.3f} | "
+                    + (f"{r.score_std[i]:.2f} |" if i < len(r.score_std) else "- |"))
         return "\n".join(rows)
 
     def to_dict(self) -> dict[str, Any]:
@@ -253,6 +298,7 @@ class DepthReport:
         return {"info": self.info, "dropped": {str(k): v for k, v in self.dropped.items()},
                 "runs": [{"label": r.label, "scale": r.scale, "status": r.status,
                           "seconds": r.seconds, "max_cov_error": r.max_error(),
+                          "score_std": r.score_std.tolist(),
                           "layers": {k: r.at_layers(k).tolist() for k in r.metrics}}
                          for r in self.runs]}
 
@@ -408,8 +454,13 @@ def attention_through_depth(path: str | os.PathLike,
                           np.concatenate([S0[None], clo.covs]))
         (xs,) = _on_grid(all_ts, np.concatenate([[0.0], part.ts]),
                          np.concatenate([np.asarray(x0)[None], part.xs]))
+        at = np.isclose(all_ts, np.round(all_ts))
+        spread = [float(np.max(score_spread(r.field, Gaussian(m, S)), initial=0.0))
+                  if np.all(np.isfinite(S)) else np.nan
+                  for r, m, S in zip(recs, mc[at], Sc[at])]
         runs.append(DepthRun(label=label, scale=s, ts=all_ts,
                              metrics=_metrics(all_ts, mc, Sc, xs, seed),
+                             score_std=np.asarray(spread),
                              status={"closure": clo.status, "particles": part.status},
                              seconds={"closure": t_clo, "particles": t_part}))
         if log is not None:

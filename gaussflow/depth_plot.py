@@ -78,7 +78,7 @@ def plot_depth(report: DepthReport, title: str | None = None) -> Any:
 
 
 #: Full and quick settings of `depth_minilm`.
-FULL = {"scales": (0.05, 0.2, 0.5, 1.0), "n_tokens": 1024, "steps_per_layer": 4}
+FULL = {"scales": (0.05, 0.2, 0.5), "n_tokens": 1024, "steps_per_layer": 4}
 QUICK = {"scales": (0.1, 1.0, 3.0), "n_tokens": 256, "steps_per_layer": 2}
 
 

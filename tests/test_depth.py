@@ -122,3 +122,28 @@ def test_mean_cosine():
     assert mean_cosine(np.eye(4)) == pytest.approx(0.0)
     with pytest.raises(ValueError, match="N >= 2"):
         mean_cosine(x[None])
+
+
+def test_score_spread_matches_monte_carlo(ckpt):
+    from gaussflow import Gaussian, load_attention
+
+    field = load_attention(ckpt, layer=1, with_bias=True)  # a sum: MultiHead + Affine
+    rng = np.random.default_rng(3)
+    d = field.dim
+    L = rng.normal(size=(d, d)) / np.sqrt(d)
+    g = Gaussian(rng.normal(size=d), 2.0 * L @ L.T + 0.5 * np.eye(d))
+    sig = depth.score_spread(field, g)
+    assert sig.shape == (2,)
+    x = rng.multivariate_normal(g.mean, g.cov, size=400)
+    y = rng.multivariate_normal(g.mean, g.cov, size=4000)
+    for s, h in zip(sig, load_attention(ckpt, layer=1).heads):
+        Q, K, beta = (np.asarray(h.params[k]) for k in ("Q", "K", "beta"))
+        scores = beta * (x @ Q.T) @ (K @ y.T)  # (queries, keys)
+        assert s == pytest.approx(np.sqrt(scores.var(axis=1).mean()), rel=0.05)
+
+
+def test_score_spread_explains_the_agreement(report):
+    small, large = report.runs
+    assert small.score_std.shape == (LAYERS,)
+    assert np.all(small.score_std < 0.1)  # e^{sigma^2} ~ 1: every token counts as a key
+    assert large.score_std[0] > 1.0
