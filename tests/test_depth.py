@@ -1,4 +1,4 @@
-"""Real weights through depth (`gaussflow.depth`): closure vs tokens on a small random checkpoint."""
+"""Real weights through depth (`gaussflow.depth`): closure vs tokens on a random checkpoint."""
 
 import json
 import os
