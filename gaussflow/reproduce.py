@@ -47,6 +47,7 @@ from .gaussian import Gaussian
 from .integrate import solve
 from .study import trace_one_grid
 from .reproduce_clustering import clustering, clustering_gap, clustering_schedule  # noqa: F401 (public here too)
+from .depth_plot import depth_minilm
 from .reproduce_meanfield import meanfield
 from .theory.maps import reproduce_maps
 from .variants import L2, MultiHead, Sinkhorn, Softmax
@@ -322,7 +323,8 @@ def rank_histograms(out_dir: str, quick: bool = False, seed: int = 0,
     return summary, files
 
 
-#: The default parts of `reproduce`, in order (`"maps"` and `"meanfield"` run only when named).
+#: The default parts of `reproduce`, in order (`"maps"`, `"meanfield"` and `"depth"` run only
+#: when named).
 PARTS = ("regimes", "ranks", "clustering", "clustering_gap")
 
 
@@ -357,7 +359,8 @@ def reproduce(out_dir: str = "gaussflow-reproduce", quick: bool = False, log: Ca
     t_start = time.perf_counter()
     summary = {"quick": bool(quick), "files": [], "seconds": {}}
     steps = {"regimes": regimes, "ranks": rank_histograms, "clustering": clustering,
-             "clustering_gap": clustering_gap, "maps": reproduce_maps, "meanfield": meanfield}
+             "clustering_gap": clustering_gap, "maps": reproduce_maps, "meanfield": meanfield,
+             "depth": depth_minilm}
     for name in parts:
         if name not in steps:
             raise ValueError(f"parts: unknown part {name!r}; choose from {sorted(steps)}")
