@@ -58,7 +58,8 @@ def test_small_run_converges_in_n(small_report):
     w = rep.w2.mean(axis=1)
     assert np.all(np.diff(w, axis=0) < 0)  # closer to the reference as N grows, at every time
     assert np.all(rep.rate > 0.15)
-    assert rep.closure_cov_error[0] == 0.0 and rep.closure_mean_error[0] == 0.0
+    # at t = 0 the closure starts from the reference moments: equal up to round-off
+    assert rep.closure_cov_error[0] < 1e-13 and rep.closure_mean_error[0] < 1e-13
     # a uniform disk is not Gaussian: farther from its Gaussian than two Gaussian samples
     assert rep.gaussian_distance[0] > 1.3 * rep.gaussian_floor[0]
     assert "rate" in rep.table()
