@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 import gaussflow as gf
-from gaussflow import plots
+from gaussflow import plots, plots_regimes
 from gaussflow.weights import read_attention, write_random_bert
 
 
@@ -71,7 +71,7 @@ def main(argv=None):
         return w / w.sum(-1, keepdims=True)
 
     fig, axs = plots.plt.subplots(1, 2, figsize=(11, 4.2))
-    plots.spectrum_depth(clo.ts, spectrum(clo.covs), ax=axs[0],
+    plots_regimes.spectrum_depth(clo.ts, spectrum(clo.covs), ax=axs[0],
                          particles=(part.ts, spectrum(Sp)),
                          title=f"layer {info['layer']}: spectrum, closure vs N = {ns[-1]} tokens")
     plots.validation_errors(rep, ax=axs[1])

@@ -6,7 +6,7 @@ reference code's figures) and a clustering figure.
 - `regimes` — the six 2-D regimes for each listed variant: every trace-one initial covariance of
   a grid is solved, classified with `gaussflow.theory.classify`, and drawn on the unit disk
   $(a - b, 2c)/\operatorname{tr}\Sigma$ and in the PSD cone $(a - b, 2c, a + b)$. Paths are
-  coloured by their classified regime (`gaussflow.plots.REGIME_COLORS`); red dashes mark the
+  coloured by their classified regime (`gaussflow.plots_regimes.REGIME_COLORS`); red dashes mark the
   limits the theory predicts (the kernel of $A + A^\top$ for "line", the stationary lines
   $u^\top A u = 0$ for "two lines"/"either", the blow-up directions for softmax).
 - `rank_histograms` — $d = 3, 4, 5$, $Q$ standard normal $\lfloor d/2 \rfloor \times d$,
@@ -199,7 +199,7 @@ def regimes(out_dir: str, quick: bool = False, seed: int = 1,
     """
     import matplotlib.pyplot as plt
 
-    from . import plots
+    from . import plots, plots_regimes
 
     grid = trace_one_grid(2, 4) if quick else trace_one_grid(3, 8)
     g0s = [Gaussian(np.zeros(2), S) for S in grid]
@@ -231,10 +231,10 @@ def regimes(out_dir: str, quick: bool = False, seed: int = 1,
                 + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
                 + ("" if ok else "  [NOT AS EXPECTED]"))
             ax1 = fig.add_subplot(2, n, j + 1)
-            plots.regime_disk(trajs, kinds, ax=ax1, limit_dirs=dirs, title=f"{vname}",
+            plots_regimes.regime_disk(trajs, kinds, ax=ax1, limit_dirs=dirs, title=f"{vname}",
                               diameters=case["name"] != "blowup")
             ax2 = fig.add_subplot(2, n, n + j + 1, projection="3d")
-            plots.psd_cone(trajs, kinds, ax=ax2, limit_dirs=dirs, title=f"{vname}: PSD cone")
+            plots_regimes.psd_cone(trajs, kinds, ax=ax2, limit_dirs=dirs, title=f"{vname}: PSD cone")
         fig.suptitle(case["title"], fontsize=11)
         fig.tight_layout()
         files.append(plots.save(fig, os.path.join(out_dir, f"regime_{case['name']}")))
@@ -277,7 +277,7 @@ def rank_histograms(out_dir: str, quick: bool = False, seed: int = 0,
         of the counts, `"exact"` or `"solve"`, and `ceil_d_2` $= \lceil d/2 \rceil$) and the PNG
         paths written.
     """
-    from . import plots
+    from . import plots, plots_regimes
     import matplotlib.pyplot as plt
 
     n_draws = (8 if quick else 100) if n_draws is None else int(n_draws)
@@ -315,7 +315,7 @@ def rank_histograms(out_dir: str, quick: bool = False, seed: int = 0,
                 log(f"  ranks {key:18s} d={d}: "
                     + ", ".join(f"{k}: {v}" for k, v in sorted(c.items(), key=lambda kv: str(kv[0])))
                     + f"  ({', '.join(f'{s} {n}' for s, n in sources.items())})")
-            plots.rank_histogram(counts, ax=axes[iv, jv],
+            plots_regimes.rank_histogram(counts, ax=axes[iv, jv],
                                  title=f"{key} ({n_draws} draws per d)")
     fig.suptitle("rank of the limit covariance, K = -Q, Q standard normal (floor(d/2) x d)")
     fig.tight_layout()

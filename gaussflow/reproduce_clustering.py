@@ -141,7 +141,7 @@ def clustering(out_dir: str, quick: bool = False, seed: int = 0,
         `(summary, files)`: the numbers (largest spectrum gap, effective ranks, lowest median
         effective keys, statuses) and the written PNG.
     """
-    from . import plots
+    from . import plots, plots_regimes
 
     d = 8
     n_layers = 3 if quick else 8
@@ -153,7 +153,7 @@ def clustering(out_dir: str, quick: bool = False, seed: int = 0,
     pt, tr = res["particles"], res["closure"]
     spec = theory.normalised_spectrum(tr.covs)
     spec_p = theory.normalised_spectrum(pt.moments()[1])
-    fig = plots.spectrum_depth(tr.ts, spec, particles=(pt.ts, spec_p),
+    fig = plots_regimes.spectrum_depth(tr.ts, spec, particles=(pt.ts, spec_p),
                                switch_times=sched.switch_times[:-1],
                                title=f"random {n_layers}-layer softmax schedule, d = {d}, "
                                      f"N = {n_particles} mirrored particles")
@@ -200,7 +200,7 @@ def clustering_gap(out_dir: str, quick: bool = False, seed: int = 0, log: Callab
         spreads `mean_spreads` and the `statuses` (see `spectrum_gap`); `files` the
         written PNG.
     """
-    from . import plots
+    from . import plots, plots_regimes
 
     d = 8
     ns = tuple(n_particles or ((128, 512) if quick else (256, 512, 1024, 2048)))
@@ -224,7 +224,7 @@ def clustering_gap(out_dir: str, quick: bool = False, seed: int = 0, log: Callab
                     + ", ".join(f"{r['mean_spreads']:.3g}" for r in runs))
             out[method] = rows
         summary["cases"][case] = out
-    fig = plots.gap_against_n(summary, title=f"closure vs particles, d = {d}, random softmax "
+    fig = plots_regimes.gap_against_n(summary, title=f"closure vs particles, d = {d}, random softmax "
                                              f"layers (K = -Q, V = I + 0.1 G)")
     path = plots.save(fig, os.path.join(out_dir, "clustering_gap"))
     return summary, [path]

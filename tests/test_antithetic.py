@@ -177,14 +177,14 @@ def test_mirrored_clouds_close_the_clustering_gap():
 
 
 def test_gap_plot_and_cli_choices(tmp_path):
-    from gaussflow import plots
+    from gaussflow import plots, plots_regimes
     from gaussflow.cli import build_parser
 
     rows = {"gap": [[0.1, 0.12], [0.11, 0.1]], "keys_median": [], "mean_spreads": [],
             "statuses": []}
     summary = {"n_particles": [64, 128],
                "cases": {"1 layer": {"random": rows, "antithetic": rows}}}
-    assert plots.save(plots.gap_against_n(summary), str(tmp_path / "gap")).endswith(".png")
+    assert plots.save(plots_regimes.gap_against_n(summary), str(tmp_path / "gap")).endswith(".png")
     ap = build_parser()
     assert ap.parse_args(["reproduce", "--only", "clustering_gap"]).only == ["clustering_gap"]
     assert ap.parse_args(["validate", "softmax", "--sampler", "antithetic"]).sampler == "antithetic"

@@ -468,7 +468,7 @@ def reproduce_maps(out_dir: str, quick: bool = False, seed: int = 0,
     tuple
         `(summary dict, list of written files)`.
     """
-    from .. import plots
+    from .. import plots, plots_regimes
 
     n_draws = (6 if quick else 64) if n_draws is None else positive_int("n_draws", n_draws)
     dims = ((2,) if quick else (2, 3, 4, 5)) if dims is None else _check_dims(dims)
@@ -488,8 +488,8 @@ def reproduce_maps(out_dir: str, quick: bool = False, seed: int = 0,
         f"blow-ups {agreement['blowups']} (predicted {agreement['predicted_blowups']}; "
         f"{agreement['beyond_horizon']} more after t1), max "
         f"relative error of t* {agreement['blowup_rel_err_max']}")
-    files = [plots.save(plots.regime_maps(maps), os.path.join(out_dir, "regime_maps")),
-             plots.save(plots.blowup_times(agreement["blowup_times"]),
+    files = [plots.save(plots_regimes.regime_maps(maps), os.path.join(out_dir, "regime_maps")),
+             plots.save(plots_regimes.blowup_times(agreement["blowup_times"]),
                         os.path.join(out_dir, "blowup_times"))]
     files.append(write_table(maps, os.path.join(out_dir, "regime_maps.csv")))
     summary = {"maps": [m.to_dict() for m in maps],
