@@ -25,22 +25,27 @@ numbers or nested lists of numbers: no strings, null or true/false), from --chec
 BERT-style safetensors layer, multihead only; the initial Gaussian is N(0, I) unless --input
 gives mean/cov), or are random (--d, --seed; the moderate weights of gaussflow.validation.example).
 
-Keys of --input (all variants: cov (d, d) required; mean (d,) default 0; t1 > 0):
-  softmax, unnormalized   Q (k, d), K (k, d), V (k_v, d); optional W_O (d, k_v), beta
-  l2                      Q, K, V; optional W_O, c
-  sinkhorn                Q, K, V; optional W_O, beta, eps
-  sigmoid                 Q, K, V; optional W_O, beta, bias
-  multihead               Q, K (H k, d), V (H k_v, d) stacked by heads, heads (H, an integer);
-                          optional W_O (d, H k_v), beta (default 1/sqrt(k))
-  affine                  W (d, d); optional b (d,)
-  mlp                     W1 (m, d), W2 (d, m); optional b1 (m,), b2 (d,) (GELU)
+Keys of --input (all variants: cov (d, d) required; mean (d,) default 0; t1 > 0); matrices
+act on column vectors (Q, K: (k, d), V: (k_v, d), W_O: (d, k_v) for attention), the rest are
+numbers. By variant (read from the declarations; required, then optional):
 """
+
+
+def _keys_help() -> str:
+    """One line per variant of `SOLVE_KEYS`: its required and optional `--input` keys."""
+    width = max(len(n) for n in SOLVE_KEYS) + 2
+    lines = []
+    for name, (req, opt) in SOLVE_KEYS.items():
+        text = " ".join(req) + (f"; optional {' '.join(opt)}" if opt else "")
+        lines.append(f"  {name:<{width}}{text}")
+    return "\n".join(lines)
+
 
 
 def add(sub: argparse._SubParsersAction) -> None:
     """Register the `solve` subcommand on `sub` (the subparsers of the `gaussflow` parser)."""
     p = sub.add_parser("solve", help="integrate a variant's closure; write trajectory and figures",
-                       description=_SOLVE_DOC,
+                       description=_SOLVE_DOC + _keys_help(),
                        **fmt("gaussflow solve softmax --d 2 --seed 1 --t1 3 --out sol/\n"
                              "  gaussflow solve l2 --input weights.npz --out sol/ --json\n"
                              "  gaussflow solve multihead --checkpoint bert/ --layer 0 --t1 1"))
