@@ -59,6 +59,18 @@ def disk_coordinates(covs: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     return (a - b) / tr, 2 * c / tr
 
 
+def disk_frame(ax: Axes, lim: float, label: str | None = None) -> None:
+    r"""The frame of the unit-disk figures: the unit circle (rank-one covariances; legend entry
+    `label`), equal aspect, limits $[-\mathrm{lim}, \mathrm{lim}]^2$ and the axis labels."""
+    th = np.linspace(0, 2 * np.pi, 400)
+    ax.plot(np.cos(th), np.sin(th), color="0.6", lw=1, label=label)
+    ax.set_aspect("equal")
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_xlabel(r"$(a - b)/\mathrm{tr}\,\Sigma$")
+    ax.set_ylabel(r"$2c/\mathrm{tr}\,\Sigma$")
+
+
 def unit_disk(trajectories: Sequence[Trajectory], ax: Axes | None = None,
               labels: Sequence[str] | None = None, title: str | None = None,
               colors: Sequence | None = None) -> Figure:
@@ -84,8 +96,7 @@ def unit_disk(trajectories: Sequence[Trajectory], ax: Axes | None = None,
         The figure of `ax`.
     """
     fig, ax = figure_axes(ax, figsize=(5, 5))
-    th = np.linspace(0, 2 * np.pi, 400)
-    ax.plot(np.cos(th), np.sin(th), color="0.6", lw=1, label="rank one")
+    disk_frame(ax, 1.1, label="rank one")
     cmap = plt.get_cmap("viridis")
     n = max(len(trajectories), 1)
     for i, tr in enumerate(trajectories):
@@ -94,11 +105,6 @@ def unit_disk(trajectories: Sequence[Trajectory], ax: Axes | None = None,
         ax.plot(u, w, color=col, lw=1, label=None if labels is None else labels[i])
         ax.plot(u[0], w[0], "o", color=col, ms=3)
         ax.plot(u[-1], w[-1], "x", color=col, ms=5)
-    ax.set_aspect("equal")
-    ax.set_xlim(-1.1, 1.1)
-    ax.set_ylim(-1.1, 1.1)
-    ax.set_xlabel(r"$(a - b)/\mathrm{tr}\,\Sigma$")
-    ax.set_ylabel(r"$2c/\mathrm{tr}\,\Sigma$")
     if title:
         ax.set_title(title)
     ax.legend(loc="upper right", fontsize=7)

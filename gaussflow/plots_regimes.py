@@ -15,7 +15,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter
 import numpy as np
 
-from .plots import disk_coordinates, figure_axes
+from .plots import disk_coordinates, disk_frame, figure_axes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -88,8 +88,7 @@ def regime_disk(trajectories: Sequence[Trajectory], kinds: Sequence[str], ax: Ax
     """
 
     fig, ax = figure_axes(ax, figsize=(5, 5))
-    th = np.linspace(0, 2 * np.pi, 400)
-    ax.plot(np.cos(th), np.sin(th), color="0.6", lw=1)
+    disk_frame(ax, 1.15)
     for tr, k in zip(trajectories, kinds):
         u, w = disk_coordinates(tr.covs)
         col = REGIME_COLORS.get(k, "k")
@@ -105,11 +104,6 @@ def regime_disk(trajectories: Sequence[Trajectory], kinds: Sequence[str], ax: Ax
         ax.plot(np.cos(t2), np.sin(t2), "*", color="crimson", ms=11 if diameters else 7)
     if len(limit_dirs):
         extra.append(Line2D([], [], color="crimson", ls="--", marker="*", label="predicted limit"))
-    ax.set_aspect("equal")
-    ax.set_xlim(-1.15, 1.15)
-    ax.set_ylim(-1.15, 1.15)
-    ax.set_xlabel(r"$(a - b)/\mathrm{tr}\,\Sigma$")
-    ax.set_ylabel(r"$2c/\mathrm{tr}\,\Sigma$")
     if title:
         ax.set_title(title, fontsize=9)
     _regime_legend(ax, sorted(set(kinds)), extra, loc="lower left", fontsize=6, framealpha=0.8)
