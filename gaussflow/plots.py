@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from .integrate import Trajectory
 
 
+#: The most entries a legend gets; past this the figures draw a colour bar or a note instead.
+LEGEND_MAX = 10
+
+
 def figure_axes(ax: Axes | None, **kw: object) -> tuple[Figure, Axes]:
     """`(figure, ax)`: a new figure and axes (`plt.subplots(**kw)`) when `ax` is `None`, else
     `ax` and its figure."""
@@ -114,12 +118,15 @@ def unit_disk(trajectories: Sequence[Trajectory], ax: Axes | None = None,
 
 def eigenvalues(trajectories: Sequence[Trajectory], ax: Axes | None = None,
                 title: str | None = None, normalised: bool = False,
-                labels: Sequence[str] | None = None) -> Figure:
+                labels: Sequence[str] | None = None,
+                spectra: Sequence[ArrayLike] | None = None) -> Figure:
     r"""Eigenvalues of the covariance (or of $\Sigma / \operatorname{tr}\Sigma$) against time, log
     scale.
 
     Several trajectories: one colour per trajectory (`labels` in the legend). One trajectory
-    without `labels`: one colour per eigenvalue, $\lambda_1 \le \dots \le \lambda_d$ in the legend.
+    without `labels`: one colour per eigenvalue, $\lambda_1 \le \dots \le \lambda_d$ in the legend
+    when $d \le$ `LEGEND_MAX`, else a colour bar over the index $i$ of $\lambda_i$. A legend
+    with more than `LEGEND_MAX` labels cannot be read: it is replaced by a note.
 
     Parameters
     ----------
@@ -133,6 +140,10 @@ def eigenvalues(trajectories: Sequence[Trajectory], ax: Axes | None = None,
         Draw the eigenvalues of $\Sigma / \operatorname{tr}\Sigma$.
     labels : Sequence[str] or None
         One legend label per trajectory.
+    spectra : Sequence[array_like] or None
+        The eigenvalues of each trajectory's covariances, shape `(n_t, d)` in increasing order
+        (`np.linalg.eigvalsh(tr.covs)`), when the caller has them already (large $d$: the
+        decomposition dominates); default: computed here.
 
     Returns
     -------
@@ -143,14 +154,17 @@ def eigenvalues(trajectories: Sequence[Trajectory], ax: Axes | None = None,
     cmap = plt.get_cmap("viridis")
     n = max(len(trajectories), 1)
     per_eig = len(trajectories) == 1 and labels is None
+    d = 0
     for i, tr in enumerate(trajectories):
-        w = np.linalg.eigvalsh(np.asarray(tr.covs))
+        w = (np.linalg.eigvalsh(np.asarray(tr.covs)) if spectra is None
+             else np.asarray(spectra[i], dtype=float))
         if normalised:
             w = w / np.sum(w, axis=-1, keepdims=True)
         d = w.shape[-1]
         for j in range(d):
             if per_eig:
                 col, lab = plt.get_cmap("plasma")(0.85 * j / max(d - 1, 1)), rf"$\lambda_{{{j + 1}}}$"
+                lab = lab if d <= LEGEND_MAX else None
             else:
                 col = cmap(i / n)
                 lab = labels[i] if (labels is not None and j == 0) else None
@@ -161,10 +175,26 @@ def eigenvalues(trajectories: Sequence[Trajectory], ax: Axes | None = None,
                   else r"eigenvalues of $\Sigma(t)$")
     if title:
         ax.set_title(title)
-    if labels is not None or (per_eig and len(trajectories[0].ts)):
-        ax.legend(fontsize=7, ncol=1 + (per_eig and np.shape(trajectories[0].covs)[-1] > 6))
+    if per_eig and d > LEGEND_MAX:  # one colour per index: a colour bar, not a legend
+        from matplotlib.colors import ListedColormap
+
+        cmap_i = ListedColormap(plt.get_cmap("plasma")(np.linspace(0, 0.85, 256)))
+        sm = plt.cm.ScalarMappable(cmap=cmap_i, norm=plt.Normalize(1, d))
+        bar = fig.colorbar(sm, ax=ax, fraction=0.05, pad=0.02)
+        bar.set_label(r"index $i$ of $\lambda_i$ (increasing order)", fontsize=7)
+        bar.ax.tick_params(labelsize=7)
+    elif labels is not None and len(labels) > LEGEND_MAX:
+        legend_note(ax, f"{len(labels)} trajectories, one colour each (viridis by index)")
+    elif labels is not None or (per_eig and len(trajectories[0].ts)):
+        ax.legend(fontsize=7, loc="upper left", ncol=1 + (per_eig and d > 6))
     fig.tight_layout()
     return fig
+
+
+def legend_note(ax: Axes, text: str) -> None:
+    """A short note in the corner of `ax`, in place of a legend too long to read."""
+    ax.text(0.01, 0.99, text, transform=ax.transAxes, va="top", ha="left", fontsize=7,
+            bbox={"boxstyle": "round", "fc": "white", "ec": "0.7", "alpha": 0.8})
 
 
 def save(fig: Figure, path_stem: str) -> str:

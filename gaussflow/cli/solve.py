@@ -11,14 +11,27 @@ from ._common import UsageError, fmt
 from .io import SOLVE_KEYS, problem_from_arrays, read_arrays, state_from_arrays
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from ..field import Field
     from ..gaussian import Gaussian
 
-_SOLVE_DOC = """\
+#: Past this dimension `gaussflow solve` saves Sigma at `COV_SAVES` times only (`--all-covs`).
+LARGE_D = 32
+#: Save times that keep Sigma when $d$ > `LARGE_D`.
+COV_SAVES = 5
+#: Past this dimension the printed summary describes the spectrum instead of listing it.
+PRINT_MAX = 10
+
+
+_SOLVE_DOC = f"""\
 Integrate a variant's Gaussian closure from N(mean, cov) and write the trajectory
-(solve-VARIANT.npz: ts, means, covs, status, t_stop, blowup_time (NaN unless blow-up)),
-a JSON summary and figures (eigenvalues of Sigma and of Sigma/tr Sigma against depth; the
-unit disk when d = 2) as PNG and PDF.
+(solve-VARIANT.npz: ts, means, eigenvalues (of Sigma at every save time, increasing), covs
+and cov_index (covs[k] is Sigma at ts[cov_index[k]]: every save time when d <= {LARGE_D} or with
+--all-covs, else {COV_SAVES} of them), status, t_stop, blowup_time (NaN unless blow-up)), a JSON
+summary and figures (eigenvalues of Sigma and of Sigma/tr Sigma against depth; the unit disk
+when d = 2) as PNG and PDF. For d > {PRINT_MAX} the printed summary gives the trace, effective rank
+and largest eigenvalues of the final Sigma instead of all d eigenvalues.
 
 Weights and the initial Gaussian come from --input FILE (.npz or .json; JSON values are
 numbers or nested lists of numbers: no strings, null or true/false), from --checkpoint (a
@@ -63,6 +76,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-save", type=int, default=201, help="number of save times (default 201)")
     p.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance (default 1e-8)")
     p.add_argument("--atol", type=float, default=1e-10, help="absolute tolerance (default 1e-10)")
+    p.add_argument("--all-covs", action="store_true", help=f"save Sigma at every save time "
+                   f"(default only when d <= {LARGE_D}; larger d: at {COV_SAVES} of them, about "
+                   f"{COV_SAVES} d^2 x 8 bytes instead of n_save d^2 x 8)")
     p.add_argument("--out", default="gaussflow-out", help="output folder (default ./gaussflow-out)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress meter")
@@ -125,6 +141,7 @@ def cmd(args: argparse.Namespace) -> int:
 
     from .. import plots
     from ..integrate import solve
+    from ..theory import spectrum_summary
 
     _check_options(args)
     field, g0, t1, source = problem(args)
@@ -134,13 +151,16 @@ def cmd(args: argparse.Namespace) -> int:
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"solve-{args.variant}")
     bt = np.nan if tr.blowup_time is None else tr.blowup_time
-    np.savez(stem + ".npz", ts=tr.ts, means=tr.means, covs=tr.covs, status=np.array(tr.status),
+    spec = np.linalg.eigvalsh(np.asarray(tr.covs))  # once: at d = 384 it dominates the output
+    keep = cov_index(len(tr.ts), g0.dim, args.all_covs)
+    np.savez(stem + ".npz", ts=tr.ts, means=tr.means, eigenvalues=spec, cov_index=keep,
+             covs=np.asarray(tr.covs)[keep], status=np.array(tr.status),
              t_stop=np.array(tr.t_stop), blowup_time=np.array(bt))
     files = [stem + ".npz"]
     label = f"{field.name}, {source}"
     fig, axs = plots.plt.subplots(1, 2, figsize=(10, 4))
-    plots.eigenvalues([tr], ax=axs[0])
-    plots.eigenvalues([tr], ax=axs[1], normalised=True)
+    plots.eigenvalues([tr], ax=axs[0], spectra=[spec])
+    plots.eigenvalues([tr], ax=axs[1], normalised=True, spectra=[spec])
     fig.suptitle(f"{label}: {tr.status}" + ("" if tr.blowup_time is None
                                              else f", blow-up at t* = {tr.blowup_time:.4g}"),
                  fontsize=10)
@@ -150,12 +170,14 @@ def cmd(args: argparse.Namespace) -> int:
         fig = plots.unit_disk([tr], labels=[rf"$\Sigma(t)/\mathrm{{tr}}\,\Sigma$, $t \in [0, {tr.t_stop:.3g}]$"],
                               title=label)
         files.append(plots.save(fig, stem + "-disk"))
-    w = np.linalg.eigvalsh(tr.covs[-1])
+    w = spec[-1]
     summary = {"variant": field.name, "exact": bool(field.exact), "source": source, "d": g0.dim,
                "t1": t1, "status": tr.status, "t_stop": float(tr.t_stop),
                "blowup_time": tr.blowup_time, "num_steps": tr.num_steps,
                "final_mean": np.asarray(tr.means[-1]).tolist(),
-               "final_eigenvalues": w.tolist(), "files": files}
+               "final_eigenvalues": w.tolist(),
+               "final_spectrum": spectrum_summary(np.asarray(tr.covs)[-1]),
+               "covs_saved": len(keep), "files": files}
     with open(stem + ".json", "w") as fh:
         json.dump(summary, fh, indent=2)
     files.append(stem + ".json")
@@ -168,6 +190,29 @@ def cmd(args: argparse.Namespace) -> int:
     if tr.blowup_time is not None:
         line += f"; blow-up time t* = {tr.blowup_time:.8g}"
     print(line)
-    print("final eigenvalues of Sigma: " + ", ".join(f"{v:.4g}" for v in w))
+    print(spectrum_line(summary["final_spectrum"], w))
     print("files: " + ", ".join(files))
     return 0
+
+
+def cov_index(n_t: int, d: int, all_covs: bool = False) -> np.ndarray:
+    r"""Indices of the save times at which `gaussflow solve` writes $\Sigma$: all of the `n_t`
+    when $d \le$ `LARGE_D` or `all_covs`, else `COV_SAVES` spread evenly (first and last
+    included)."""
+    import numpy as np
+
+    if all_covs or d <= LARGE_D or n_t <= COV_SAVES:
+        return np.arange(n_t)
+    return np.unique(np.round(np.linspace(0, n_t - 1, COV_SAVES)).astype(int))
+
+
+def spectrum_line(spec: dict, w: np.ndarray) -> str:
+    r"""The printed line on the final $\Sigma$: every eigenvalue when $d \le$ `PRINT_MAX`,
+    else the summary `spec` (`gaussflow.theory.spectrum_summary`)."""
+    if len(w) <= PRINT_MAX:
+        return "final eigenvalues of Sigma: " + ", ".join(f"{v:.4g}" for v in w)
+    top = ", ".join(f"{v:.4g}" for v in spec["top"])
+    return (f"final Sigma: trace {spec['trace']:.6g}, effective rank "
+            f"{spec['effective_rank']:.4g} of d = {spec['d']}, eigenvalues in "
+            f"[{spec['min']:.4g}, {spec['max']:.4g}]; largest {top} (all of them: "
+            f"final_eigenvalues in the JSON, eigenvalues in the .npz)")

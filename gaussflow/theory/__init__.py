@@ -21,7 +21,7 @@ Modules (every public name is re-exported here, `gf.theory.X`):
 """
 
 from .metrics import (alignment, angle_to_disk, anisotropy, condition_number, effective_rank,
-                      normalised_spectrum)
+                      normalised_spectrum, spectrum_summary)
 from .closed_forms import (RANK_TOL, blowup_direction, blowup_time, covariance, limit_covariance,
                            limit_rank, mean, stationary_lines)
 from .affine import AffineAttentionRegime, affine_attention
@@ -29,7 +29,8 @@ from .regimes import REGIMES, THRESHOLDS, Regime, classify
 from .maps import RegimeMap, closed_form_agreement, regime_map
 
 __all__ = [
-    "normalised_spectrum", "effective_rank", "condition_number", "alignment", "anisotropy",
+    "normalised_spectrum", "effective_rank", "spectrum_summary", "condition_number", "alignment",
+    "anisotropy",
     "covariance", "mean", "blowup_time", "blowup_direction", "limit_covariance", "limit_rank",
     "stationary_lines", "affine_attention", "AffineAttentionRegime", "classify", "Regime",
     "angle_to_disk", "REGIMES", "regime_map", "RegimeMap", "closed_form_agreement",

@@ -10,6 +10,8 @@ r"""Anisotropy measures of covariances and trajectories.
 - `condition_number`: $\lambda_{\max} / \lambda_{\min}$ (`inf` for a singular covariance);
 - `alignment`: $|\langle e_1, u\rangle| / |u|$, the cosine of the angle between the top
   eigenvector $e_1$ and a direction $u$ (1 = aligned, 0 = orthogonal).
+- `spectrum_summary`: a few numbers that describe one covariance of any size (trace, effective
+  rank, extreme and top eigenvalues), for printing where $d$ numbers would be a dump;
 - `anisotropy`: the measures above along a trajectory; `angle_to_disk`: the point of the unit
   circle of a rank-one covariance ($d = 2$).
 """
@@ -128,6 +130,38 @@ def alignment(covs: ArrayLike, direction: ArrayLike) -> np.ndarray:
         raise ValueError("direction must be non-zero")
     e1 = np.linalg.eigh(covs)[1][..., :, -1]
     return np.abs(e1 @ (u / nu))
+
+
+def spectrum_summary(cov: ArrayLike, top: int = 5) -> dict[str, float | int | list[float]]:
+    r"""A short description of one covariance $\Sigma$ `(d, d)`: what to print for large $d$.
+
+    Parameters
+    ----------
+    cov : ArrayLike
+        The covariance, shape `(d, d)` (symmetrised before use).
+    top : int
+        How many of the largest eigenvalues to keep (at most $d$).
+
+    Returns
+    -------
+    dict
+        `d`; `trace` $\operatorname{tr}\Sigma$; `effective_rank` (entropy, see
+        `effective_rank`); `min`, `max` the extreme eigenvalues; `top` the `top` largest
+        eigenvalues in decreasing order.
+
+    Raises
+    ------
+    ValueError
+        For a `cov` that is not one square matrix, or `top` < 1.
+    """
+    c = _covs(cov, "cov")
+    if c.ndim != 2:
+        raise ValueError(f"cov must have shape (d, d), got {c.shape}")
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
+        raise ValueError(f"top must be a positive integer, got {top!r}")
+    w = np.linalg.eigvalsh(c)
+    return {"d": int(c.shape[0]), "trace": float(np.sum(w)),
+            "effective_rank": float(effective_rank(c)), "min": float(w[0]), "max": float(w[-1]), "top": w[::-1][:int(top)].tolist()}
 
 
 def anisotropy(traj: Trajectory, direction: ArrayLike | None = None) -> dict[str, np.ndarray]:
