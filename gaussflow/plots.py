@@ -63,55 +63,95 @@ def disk_coordinates(covs: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     return (a - b) / tr, 2 * c / tr
 
 
-def disk_frame(ax: Axes, lim: float, label: str | None = None) -> None:
+#: The caption of the unit-disk figures: what the coordinates are (`disk_frame` writes it).
+DISK_CAPTION = (r"$\Sigma = [[a,\,c],[c,\,b]]$, $x = (a-b)/(a+b)$, $y = 2c/(a+b)$"
+                "\n" r"circle: rank one; centre: $\Sigma \propto I$")
+
+
+def disk_frame(ax: Axes, lim: float, label: str | None = None, caption: bool = True) -> None:
     r"""The frame of the unit-disk figures: the unit circle (rank-one covariances; legend entry
-    `label`), equal aspect, limits $[-\mathrm{lim}, \mathrm{lim}]^2$ and the axis labels."""
+    `label`), equal aspect, limits $[-\mathrm{lim}, \mathrm{lim}]^2$, the axis labels and
+    (`caption`) the definition of the coordinates, `DISK_CAPTION`, in the upper-left corner:
+    $\Sigma = \begin{pmatrix} a & c \\ c & b \end{pmatrix}$ is drawn at
+    $(x, y) = (a - b, 2c)/(a + b)$ (`disk_coordinates`)."""
     th = np.linspace(0, 2 * np.pi, 400)
     ax.plot(np.cos(th), np.sin(th), color="0.6", lw=1, label=label)
     ax.set_aspect("equal")
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
-    ax.set_xlabel(r"$(a - b)/\mathrm{tr}\,\Sigma$")
-    ax.set_ylabel(r"$2c/\mathrm{tr}\,\Sigma$")
+    ax.set_xlabel(r"$x = (a - b)/(a + b)$")
+    ax.set_ylabel(r"$y = 2c/(a + b)$")
+    if caption:
+        ax.text(0.01, 0.99, DISK_CAPTION, transform=ax.transAxes, va="top", ha="left",
+                fontsize=5.5, color="0.25", linespacing=1.3)
+
+
+def disk_marker_handles(color: str = "0.3") -> list:
+    """Legend entries of the unit-disk markers: the dot at the start of a path ($t = 0$) and the
+    cross at its end (the last saved time: $t_1$, or the stop of a run that blew up or left the
+    integrable domain)."""
+    from matplotlib.lines import Line2D
+
+    return [Line2D([], [], ls="", marker="o", ms=3, color=color, label="start, t = 0"),
+            Line2D([], [], ls="", marker="x", ms=5, color=color, label="end (last saved t)")]
 
 
 def unit_disk(trajectories: Sequence[Trajectory], ax: Axes | None = None,
               labels: Sequence[str] | None = None, title: str | None = None,
-              colors: Sequence | None = None) -> Figure:
+              colors: Sequence | None = None, color_note: str | None = None) -> Figure:
     """Normalised covariance paths of $d = 2$ trajectories on the unit disk (start: dot, end:
-    cross; coordinates of `disk_coordinates`).
+    cross; coordinates of `disk_coordinates`, defined in the figure by `disk_frame`).
+
+    The legend explains the markers and the colours: the `labels` when there are at most
+    `LEGEND_MAX`, else (and for the default colours without labels) one line saying how the
+    colours are assigned.
 
     Parameters
     ----------
     trajectories : Sequence[Trajectory]
         Trajectories with `covs` of shape `(n_t, 2, 2)`.
     ax : Axes or None
-        Axes to draw on; `None`: a new 5 x 5 in figure.
+        Axes to draw on; `None`: a new 5 x 6 in figure (the legend goes below the disk).
     labels : Sequence[str] or None
         One legend label per trajectory.
     title : str or None
         Axes title.
     colors : Sequence or None
         One matplotlib colour per trajectory; default: viridis by index.
+    color_note : str or None
+        What the colours mean, for the legend (when the labels do not say it); default: how
+        they are assigned.
 
     Returns
     -------
     Figure
         The figure of `ax`.
     """
-    fig, ax = figure_axes(ax, figsize=(5, 5))
-    disk_frame(ax, 1.1, label="rank one")
+    from matplotlib.lines import Line2D
+
+    fig, ax = figure_axes(ax, figsize=(5, 6))
+    disk_frame(ax, 1.1)
     cmap = plt.get_cmap("viridis")
     n = max(len(trajectories), 1)
+    handles = [Line2D([], [], color="0.6", lw=1, label="rank one")]
+    readable = labels is not None and len(labels) <= LEGEND_MAX
     for i, tr in enumerate(trajectories):
         u, w = disk_coordinates(tr.covs)
         col = colors[i] if colors is not None else cmap(i / n)
-        ax.plot(u, w, color=col, lw=1, label=None if labels is None else labels[i])
+        line, = ax.plot(u, w, color=col, lw=1, label=labels[i] if readable else None)
+        if readable:
+            handles.append(line)
         ax.plot(u[0], w[0], "o", color=col, ms=3)
         ax.plot(u[-1], w[-1], "x", color=col, ms=5)
+    handles += disk_marker_handles()
+    if color_note or (not readable and len(trajectories) > 1):
+        how = color_note or ("colour: viridis, in the order given (dark: first)"
+                             if colors is None else "colour: one per path")
+        handles.append(Line2D([], [], ls="", label=how))
     if title:
         ax.set_title(title)
-    ax.legend(loc="upper right", fontsize=7)
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2,
+              fontsize=6.5, frameon=False)  # below the disk: no path hidden
     fig.tight_layout()
     return fig
 

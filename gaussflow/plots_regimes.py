@@ -15,7 +15,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter
 import numpy as np
 
-from .plots import disk_coordinates, disk_frame, figure_axes
+from .plots import disk_coordinates, disk_frame, disk_marker_handles, figure_axes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -64,6 +64,8 @@ def regime_disk(trajectories: Sequence[Trajectory], kinds: Sequence[str], ax: Ax
                 diameters: bool = True) -> Figure:
     r"""Normalised $d = 2$ covariance paths on the unit disk, each coloured by its regime
     (`REGIME_COLORS`; start: dot, end: cross), with the rank-one limits the theory predicts.
+    The legend names the colours (regimes) and the markers; `disk_frame` writes the definition
+    of the coordinates in the figure.
 
     Parameters
     ----------
@@ -95,7 +97,7 @@ def regime_disk(trajectories: Sequence[Trajectory], kinds: Sequence[str], ax: Ax
         ax.plot(u, w, color=col, lw=0.9, alpha=0.85)
         ax.plot(u[0], w[0], "o", color=col, ms=2.5)
         ax.plot(u[-1], w[-1], "x", color=col, ms=4)
-    extra = [Line2D([], [], color="0.6", lw=1, label="rank one")]
+    extra = [Line2D([], [], color="0.6", lw=1, label="rank one")] + disk_marker_handles()
     for i, d in enumerate(limit_dirs):
         t2 = 2 * np.arctan2(d[1], d[0])
         if diameters:

@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from .gaussian import Gaussian
-from .integrate import solve
+from .savetimes import solve_resolved
 from .theory import classify
 from .variants import Softmax
 
@@ -109,7 +109,7 @@ def run_study(out_dir: str = "gaussflow-out", seed: int = 0, quick: bool = False
         rows = []
         for S0 in grid:
             g0 = Gaussian(np.zeros(2), S0)
-            tr = solve(field, g0, t1, ts=np.linspace(0, t1, 201))
+            tr = solve_resolved(field, g0, t1, n_save=201)  # dense saves before a blow-up
             trajs.append(tr)
             rows.append({"cov0": S0.tolist(), "status": tr.status, "t_stop": tr.t_stop,
                          "blowup_time": tr.blowup_time, "regime": classify(tr).kind,
@@ -120,7 +120,9 @@ def run_study(out_dir: str = "gaussflow-out", seed: int = 0, quick: bool = False
             "statuses": {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})},
             "regimes": {k: sum(r["regime"] == k for r in rows) for k in sorted({r["regime"] for r in rows})},
         }
-        fig = plots.unit_disk(trajs, title=f"softmax, {name}: normalised covariance")
+        fig = plots.unit_disk(trajs, title=f"softmax, {name}: normalised covariance",
+                              color_note="colour: initial $\\Sigma_0$, viridis in grid order\n"
+                              "(dark: centre, then outward)")
         files.append(plots.save(fig, os.path.join(out_dir, f"disk_{name}")))
         fig = plots.eigenvalues(trajs, title=f"softmax, {name}: eigenvalues of Sigma(t)")
         files.append(plots.save(fig, os.path.join(out_dir, f"eigenvalues_{name}")))

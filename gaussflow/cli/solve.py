@@ -28,7 +28,8 @@ _SOLVE_DOC = f"""\
 Integrate a variant's Gaussian closure from N(mean, cov) and write the trajectory
 (solve-VARIANT.npz: ts, means, eigenvalues (of Sigma at every save time, increasing), covs
 and cov_index (covs[k] is Sigma at ts[cov_index[k]]: every save time when d <= {LARGE_D} or with
---all-covs, else {COV_SAVES} of them), status, t_stop, blowup_time (NaN unless blow-up)), a JSON
+--all-covs, else {COV_SAVES} of them; the ts are equispaced unless the run blows up at t*,
+then half of them approach t* geometrically), status, t_stop, blowup_time (NaN unless blow-up)), a JSON
 summary and figures (eigenvalues of Sigma and of Sigma/tr Sigma against depth; the unit disk
 when d = 2) as PNG and PDF. For d > {PRINT_MAX} the printed summary gives the trace, effective rank
 and largest eigenvalues of the final Sigma instead of all d eigenvalues.
@@ -140,14 +141,14 @@ def cmd(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .. import plots
-    from ..integrate import solve
+    from ..savetimes import solve_resolved
     from ..theory import spectrum_summary
 
     _check_options(args)
     field, g0, t1, source = problem(args)
     t1 = float(args.t1 if args.t1 is not None else (t1 if t1 is not None else 1.0))
-    tr = solve(field, g0, t1, ts=np.linspace(0.0, t1, args.n_save), rtol=args.rtol,
-               atol=args.atol, progress=not args.quiet)
+    tr = solve_resolved(field, g0, t1, n_save=args.n_save, rtol=args.rtol, atol=args.atol,
+                        progress=not args.quiet)
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"solve-{args.variant}")
     bt = np.nan if tr.blowup_time is None else tr.blowup_time
