@@ -157,8 +157,9 @@ def validate(field: Field, g0: Gaussian | PositionalGaussians, t1: float,
         `mean`/`cov` statistics fit (default `None`: all blocks). Per-block curves of every
         block are kept in `report.curves[str(N)]["block_mean"]`/`["block_cov"]`.
     progress : bool
-        tqdm bars over the particle batches and the closure solves (nothing is printed
-        otherwise).
+        One tqdm bar over the whole validation (particle batches and closure solves) with the
+        elapsed and the estimated remaining time (`gaussflow.progress.WorkBar`, sized by the
+        cost model of `gaussflow.progress`); nothing is printed otherwise.
 
     Returns
     -------
@@ -215,16 +216,16 @@ def validate(field: Field, g0: Gaussian | PositionalGaussians, t1: float,
                                    method=sampler)
                   for n in ns for s in seeds}
     padded = not masked and (batch == "padded" or (batch == "auto" and max(ns) <= 2048))
+    bar = _work_bar(pfield, g0.dim, ns, len(seeds), t1, padded, progress)
     key = (_fingerprint(pfield), _fingerprint(g0), tuple(ns), tuple(seeds), ts.tobytes(), rtol,
            atol, padded, masked, sampler, tuple(sorted((k, repr(v)) for k, v in opts.items())))
     parts = _PARTICLE_CACHE.get(key)
     if parts is None:
         if masked:
-            parts = _run_causal(pfield, clouds, positions, ns, seeds, ts, rtol, atol, opts,
-                                progress)
+            parts = _run_causal(pfield, clouds, positions, ns, seeds, ts, rtol, atol, opts, bar)
         else:
             parts = _run_particles(pfield, clouds, ns, seeds, ts, padded, rtol, atol, opts,
-                                   g0.dim, progress)
+                                   g0.dim, bar)
         _PARTICLE_CACHE[key] = parts
         while len(_PARTICLE_CACHE) > _CACHE_SIZE:
             _PARTICLE_CACHE.popitem(last=False)
@@ -242,9 +243,9 @@ def validate(field: Field, g0: Gaussian | PositionalGaussians, t1: float,
     # effective keys per query (particle system's weights) at the saved times, per N and seed
     ek_opts = {k: opts[k] for k in ("block", "sinkhorn_tol", "sinkhorn_max_iter") if k in opts}
     keys_min, keys_med = {}, {}
-    for i, n in enumerate(_bar(ns, progress, "closure solves", "N")):
+    for i, n in enumerate(ns):
         cm, cc, bm, bc = [], [], [], []
-        for j, s in enumerate(seeds):
+        for j, s in enumerate(bar.each(seeds, bar.closure_share)):
             pt = parts[(n, s)]
             if masked:  # per-block moments: (B, d), (B, d, d); over time (n_t, B, ...)
                 nb, d = g0.n_blocks, g0.dim
@@ -297,6 +298,7 @@ def validate(field: Field, g0: Gaussian | PositionalGaussians, t1: float,
                           "mean": [c.tolist() for c in cm], "cov": [c.tolist() for c in cc]}
         if masked:
             curves[str(n)].update(block_mean=bm, block_cov=bc)
+    bar.close()
     info["seconds"] = time.time() - started
     info["particle_steps"] = [[parts[(n, s)].num_steps for s in seeds] for n in ns]
     if masked:
@@ -343,20 +345,30 @@ def _fingerprint(tree) -> tuple:
     return (type(tree).__qualname__, str(treedef), digest.hexdigest())
 
 
-def _bar(items, progress, desc, unit):
-    """`items`, wrapped in a tqdm bar when `progress`."""
-    if not progress:
-        return items
-    from tqdm.auto import tqdm
+def _work_bar(pfield, d, ns, n_seeds, t1, padded, progress):
+    """The one bar over the whole `validate` (`gaussflow.progress.WorkBar`), its stages sized by
+    the cost model: one per particle batch, one per closure solve."""
+    from .progress import OVERHEAD_SECONDS, WorkBar, particle_kind, particle_seconds
 
-    return tqdm(items, desc=desc, unit=unit)
+    kind = particle_kind(pfield)
+    if padded:  # every cloud padded to the largest N: one batch
+        batches = [particle_seconds(kind, max(ns), n_seeds * len(ns), d, t1)]
+    else:
+        batches = [particle_seconds(kind, n, n_seeds, d, t1) for n in ns]
+    compile_s = OVERHEAD_SECONDS / 3  # the particle solve's compilation, in the first batch
+    batches[0] += compile_s
+    closure = (OVERHEAD_SECONDS - compile_s) / (len(ns) * n_seeds)
+    bar = WorkBar(sum(batches) + closure * len(ns) * n_seeds,
+                  f"validate {getattr(pfield, 'name', '')}".strip(), enabled=progress)
+    bar.batches, bar.closure_share = batches, closure
+    return bar
 
 
-def _run_particles(field, clouds, ns, seeds, ts, padded, rtol, atol, opts, d, progress=False):
+def _run_particles(field, clouds, ns, seeds, ts, padded, rtol, atol, opts, d, bar):
     """Simulate every cloud: one padded batch, or one batch over seeds per N."""
     groups = [list(clouds)] if padded else [[(n, s) for s in seeds] for n in ns]
     parts = {}
-    for keys in _bar(groups, progress, "particle batches", "batch"):
+    for keys in bar.each(groups, bar.batches):
         nmax = max(k[0] for k in keys)
         x0s = np.zeros((len(keys), nmax, d))
         for i, k in enumerate(keys):
@@ -369,10 +381,10 @@ def _run_particles(field, clouds, ns, seeds, ts, padded, rtol, atol, opts, d, pr
     return parts
 
 
-def _run_causal(field, clouds, positions, ns, seeds, ts, rtol, atol, opts, progress=False):
+def _run_causal(field, clouds, positions, ns, seeds, ts, rtol, atol, opts, bar):
     """Simulate the causal clouds: one batch over seeds per block size (shared positions)."""
     parts = {}
-    for n in _bar(ns, progress, "particle batches", "batch"):
+    for n in bar.each(ns, bar.batches):
         keys = [(n, s) for s in seeds]
         trajs = P.simulate_batch(field, np.stack([clouds[k] for k in keys]), ts,
                                  positions=positions[n], rtol=rtol, atol=atol, **opts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from ._common import UsageError, fmt, int_list
 
@@ -33,6 +34,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 def cmd(args: argparse.Namespace) -> int:
     from .._checks import as_scalar
+    from ..progress import validate_notice
     from ..validation import check_seeds, check_sizes, example, validate
 
     ns, seeds = int_list("n", args.n), int_list("seeds", args.seeds)
@@ -42,6 +44,9 @@ def cmd(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(f"--{e}") from None
     field, g0, _ = example(args.variant, d=args.d, seed=args.seed)
+    notice = None if args.quiet else validate_notice(field, args.d, ns, seeds, args.t1)
+    if notice:
+        print(f"gaussflow validate {args.variant}: {notice}", file=sys.stderr, flush=True)
     rep = validate(field, g0, args.t1, n_particles=ns,
                    seeds=seeds, sampler=args.sampler, progress=not args.quiet)
     os.makedirs(args.out, exist_ok=True)

@@ -52,14 +52,14 @@ def particle_velocity(field: Any, X: jax.Array, positions: jax.Array | None = No
     if is_attention(field):
         sc = Scores(kernel_spec(type(field)), field, X, t)
         return type(field).normalisation.particle_velocity(sc, ctx, positions, log_a)
-    if _is_local(field):
+    if is_local(field):
         d = X.shape[1]
         return jax.vmap(lambda x: field._velocity(t, jnp.zeros((d,)), jnp.eye(d), x))(X)
     raise TypeError(f"{type(field).__name__} has no particle system: declare it as a "
                     "gf.Attention, or implement _particle_velocity(X, ctx, positions, log_a, t)")
 
 
-def _is_local(field) -> bool:
+def is_local(field) -> bool:
     """True for derived fields whose velocity does not depend on the measure (e.g. affine)."""
     deriv = getattr(type(field), "derivation", None)
     if not callable(deriv):
