@@ -110,6 +110,36 @@ def validate_notice(field: Any, d: int, ns: Sequence[int], seeds: Sequence[int],
     return text
 
 
+#: Seconds of each part of `gaussflow reproduce`, `(quick, full)` (see `reproduce_seconds`).
+REPRODUCE_SECONDS = {"regimes": (40.0, 90.0), "ranks": (30.0, 80.0), "clustering": (30.0, 60.0),
+                     "clustering_gap": (51.0, 138.0), "maps": (100.0, 1800.0),
+                     "meanfield": (120.0, 1700.0), "depth": (300.0, 3600.0)}
+
+
+def reproduce_seconds(parts: Sequence[str], quick: bool) -> dict[str, float]:
+    """Estimated seconds of each of the `parts` of `gaussflow reproduce` (`REPRODUCE_SECONDS`,
+    measured once on 2 cores; unknown parts count 60 s)."""
+    return {p: REPRODUCE_SECONDS.get(p, (60.0, 60.0))[0 if quick else 1] for p in parts}
+
+
+def reproduce_notice(parts: Sequence[str], quick: bool) -> str | None:
+    """The line `gaussflow reproduce` prints before a run estimated past `LONG_SECONDS`: the
+    expected time and the options that shorten it (`--quick`, `--only PART`); `None` for a
+    shorter run."""
+    est = reproduce_seconds(parts, quick)
+    total = sum(est.values())
+    if total <= LONG_SECONDS:
+        return None
+    text = f"expected about {format_seconds(total)} on 2 cores"
+    if not quick:
+        text += f"; --quick takes about {format_seconds(sum(reproduce_seconds(parts, True).values()))}"
+    if len(parts) > 1:
+        one = min(parts, key=lambda p: reproduce_seconds([p], True)[p])
+        text += (f"; --only PART runs one part (--only {one} --quick: about "
+                 f"{format_seconds(reproduce_seconds([one], True)[one])})")
+    return text
+
+
 def format_seconds(s: float) -> str:
     """`s` seconds as `"45 s"`, `"12 min"` or `"2.5 h"`."""
     if s < 90:
@@ -187,6 +217,19 @@ class WorkBar:
         for item, est in zip(items, estimates):
             with self.stage(est):
                 yield item
+
+    def wrap_log(self, log: Any) -> Any:
+        """`log` (a `print`-like function) made to print above the bar instead of through it."""
+        if self._bar is None:
+            return log
+
+        def wrapped(*args: Any, **kwargs: Any) -> None:
+            from tqdm import tqdm
+
+            with tqdm.external_write_mode():
+                log(*args, **kwargs)
+
+        return wrapped
 
     def write(self, text: str) -> None:
         """Print a line above the bar (or plainly, when the bar is off)."""

@@ -44,6 +44,7 @@ import numpy as np
 
 from . import theory
 from .gaussian import Gaussian
+from .progress import WorkBar, reproduce_seconds
 from .integrate import solve
 from .savetimes import solve_resolved
 from .study import trace_one_grid
@@ -329,7 +330,7 @@ PARTS = ("regimes", "ranks", "clustering", "clustering_gap")
 
 
 def reproduce(out_dir: str = "gaussflow-reproduce", quick: bool = False, log: Callable = print,
-              parts: tuple[str, ...] = PARTS) -> dict:
+              parts: tuple[str, ...] = PARTS, progress: bool = False) -> dict:
     """Run the reproductions into `out_dir`; write `summary.json`; return the summary.
 
     Parameters
@@ -343,6 +344,10 @@ def reproduce(out_dir: str = "gaussflow-reproduce", quick: bool = False, log: Ca
     parts : tuple[str, ...]
         The parts to run, in order: any of `"regimes"`, `"ranks"`, `"clustering"`,
         `"clustering_gap"`, `"maps"`, `"meanfield"` (default `PARTS`).
+    progress : bool
+        One bar over the whole run with the elapsed and the estimated remaining time
+        (`gaussflow.progress.WorkBar`, parts sized by `gaussflow.progress.REPRODUCE_SECONDS`);
+        the `log` lines print above it.
 
     Returns
     -------
@@ -361,15 +366,21 @@ def reproduce(out_dir: str = "gaussflow-reproduce", quick: bool = False, log: Ca
     steps = {"regimes": regimes, "ranks": rank_histograms, "clustering": clustering,
              "clustering_gap": clustering_gap, "maps": reproduce_maps, "meanfield": meanfield,
              "depth": depth_minilm}
+    bad = [p for p in parts if p not in steps]
+    if bad:
+        raise ValueError(f"parts: unknown part {bad[0]!r}; choose from {sorted(steps)}")
+    est = reproduce_seconds(parts, quick)
+    bar = WorkBar(sum(est.values()), "reproduce", enabled=progress)
+    log = bar.wrap_log(log)
     for name in parts:
-        if name not in steps:
-            raise ValueError(f"parts: unknown part {name!r}; choose from {sorted(steps)}")
         t = time.perf_counter()
         log(f"{name}:")
-        res, files = steps[name](out_dir, quick=quick, log=log)
+        with bar.stage(est[name]):
+            res, files = steps[name](out_dir, quick=quick, log=log)
         summary[name] = res
         summary["files"] += files
         summary["seconds"][name] = round(time.perf_counter() - t, 2)
+    bar.close()
     summary["seconds"]["total"] = round(time.perf_counter() - t_start, 2)
     path = os.path.join(out_dir, "summary.json")
     with open(path, "w") as fh:

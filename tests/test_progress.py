@@ -58,3 +58,15 @@ def test_validate_cli_announces_a_long_run(tmp_path, capsys, monkeypatch):
     first = err.lstrip().splitlines()[0]
     assert first.startswith("gaussflow validate affine: expected about ")
     assert "N = " not in first  # affine particles cost no pairs: nothing to blame on N
+
+
+def test_reproduce_notice_names_the_shorter_options():
+    from gaussflow.reproduce import PARTS
+
+    full = sum(P.reproduce_seconds(PARTS, False).values())
+    quick = sum(P.reproduce_seconds(PARTS, True).values())
+    assert quick < full
+    text = P.reproduce_notice(PARTS, False)
+    assert text.startswith(f"expected about {P.format_seconds(full)}")
+    assert f"--quick takes about {P.format_seconds(quick)}" in text and "--only" in text
+    assert P.reproduce_notice(("clustering",), True) is None  # short: no notice

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ._common import fmt, report_files
 
@@ -36,10 +37,14 @@ def add(sub: argparse._SubParsersAction) -> None:
 def cmd(args: argparse.Namespace) -> int:
     """Run `gaussflow.reproduce.reproduce` on the parsed arguments (`--out`, `--quick`, `--only`,
     `--json`); the exit status (0 on success)."""
+    from ..progress import reproduce_notice
     from ..reproduce import PARTS, reproduce
 
     parts = tuple(args.only) if args.only else PARTS
-    summary = reproduce(args.out, quick=args.quick, parts=parts,
+    notice = None if args.quiet else reproduce_notice(parts, args.quick)
+    if notice:
+        print(f"gaussflow reproduce: {notice}", file=sys.stderr, flush=True)
+    summary = reproduce(args.out, quick=args.quick, parts=parts, progress=not args.quiet,
                         log=(lambda *a, **k: None) if args.quiet else print)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
