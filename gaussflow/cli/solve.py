@@ -63,6 +63,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-save", type=int, default=201, help="number of save times (default 201)")
     p.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance (default 1e-8)")
     p.add_argument("--atol", type=float, default=1e-10, help="absolute tolerance (default 1e-10)")
+    p.add_argument("--closed-form", choices=("auto", "always", "never"), default="auto",
+                   help="evaluate the closed-form solution where the derivation has one for these "
+                   "weights (auto, the default), require it (always) or integrate (never)")
     p.add_argument("--out", default="gaussflow-out", help="output folder (default ./gaussflow-out)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress meter")
@@ -130,7 +133,7 @@ def cmd(args: argparse.Namespace) -> int:
     field, g0, t1, source = problem(args)
     t1 = float(args.t1 if args.t1 is not None else (t1 if t1 is not None else 1.0))
     tr = solve(field, g0, t1, ts=np.linspace(0.0, t1, args.n_save), rtol=args.rtol,
-               atol=args.atol, progress=not args.quiet)
+               atol=args.atol, progress=not args.quiet, closed_form=args.closed_form)
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"solve-{args.variant}")
     bt = np.nan if tr.blowup_time is None else tr.blowup_time
@@ -152,7 +155,7 @@ def cmd(args: argparse.Namespace) -> int:
         files.append(plots.save(fig, stem + "-disk"))
     w = np.linalg.eigvalsh(tr.covs[-1])
     summary = {"variant": field.name, "exact": bool(field.exact), "source": source, "d": g0.dim,
-               "t1": t1, "status": tr.status, "t_stop": float(tr.t_stop),
+               "t1": t1, "method": tr.method, "status": tr.status, "t_stop": float(tr.t_stop),
                "blowup_time": tr.blowup_time, "num_steps": tr.num_steps,
                "final_mean": np.asarray(tr.means[-1]).tolist(),
                "final_eigenvalues": w.tolist(), "files": files}
