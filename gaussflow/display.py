@@ -98,11 +98,12 @@ def side_by_side(table: str, png: bytes | None, alt: str) -> str:
     return "<div>" + cell.format(table) + (cell.format(img_tag(png, alt)) if png else "") + "</div>"
 
 
-def new_figure() -> Figure:
-    """A small `matplotlib.figure.Figure` (`FIGSIZE`), made without `pyplot`."""
+def new_figure(constrained: bool = True) -> Figure:
+    """A small `matplotlib.figure.Figure` (`FIGSIZE`), made without `pyplot`; with the
+    constrained layout unless `constrained` is false (for drawing code that lays out itself)."""
     from matplotlib.figure import Figure
 
-    return Figure(figsize=FIGSIZE, layout="constrained")
+    return Figure(figsize=FIGSIZE, layout="constrained" if constrained else None)
 
 
 # ----------------------------------------------------------------------------- trajectories
@@ -240,7 +241,7 @@ def validation_figure(report: ValidationReport) -> Figure:
     figure made without `pyplot`."""
     from . import plots
 
-    fig = new_figure()
+    fig = new_figure(constrained=False)  # validation_errors calls tight_layout
     fig.set_size_inches(FIGSIZE[0], FIGSIZE[1] + 0.4)
     plots.validation_errors(report, ax=fig.add_subplot())
     return fig
