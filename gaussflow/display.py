@@ -66,8 +66,7 @@ def matrix_text(a: Any) -> str:
 
 def html_table(rows: Iterable[tuple[str, Any]], caption: str | None = None) -> str:
     """An HTML table of `(name, value)` rows (both escaped), with an optional caption."""
-    body = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
-                   f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>"
+    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
                    for k, v in rows)
     cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
     return f"<table>{cap}{body}</table>"
@@ -264,7 +263,7 @@ def sweep_rows(res: SweepResult) -> list[tuple[str, str]]:
     timing."""
     rows = [("members", str(len(res))), ("d", str(res.final_means.shape[-1])),
             ("method", res.method)]
-    rows += [(f"status {k}", str(v)) for k, v in res.counts().items()]
+    rows.append(("statuses", ", ".join(f"{k}: {v}" for k, v in res.counts().items())))
     if res.solvers is not None:
         names, n = np.unique(res.solvers, return_counts=True)
         rows.append(("solvers", ", ".join(f"{k}: {v}" for k, v in zip(names, n))))

@@ -42,7 +42,7 @@ def test_run_writes_figures_and_summary(tmp_path, capsys):
     assert embedded_pngs(page) == figures
     assert f"gaussflow run --quick --out {out}" in page
     n = len(summary["cases"]["collapse"]["runs"])
-    assert f"collapse / statuses / completed</th><td style='text-align:left'>{n}<" in page
+    assert f"collapse / statuses / completed</th><td>{n}<" in page
 
 
 def test_derive_prints_odes(capsys):

@@ -41,4 +41,4 @@ def test_cli_reproduce_quick_clustering(tmp_path, capsys):
     assert embedded_pngs(page) == [(tmp_path / "clustering_spectrum.png").read_bytes()]
     summary = json.loads((tmp_path / "summary.json").read_text())
     rank = summary["clustering"]["effective_rank_end"]
-    assert f"effective_rank_end</th><td style='text-align:left'>{rank:.4g}<" in page
+    assert f"effective_rank_end</th><td>{rank:.4g}<" in page
