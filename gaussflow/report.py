@@ -190,8 +190,11 @@ def write_report(path: str | os.PathLike, title: str, numbers: Mapping[str, Any]
     TypeError
         If `numbers` is not a mapping or `figures` is a single path.
     ValueError
-        If a figure is not an existing PNG file.
+        If the folder of `path` does not exist, or a figure is not an existing PNG file.
     """
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    if not os.path.isdir(folder):
+        raise ValueError(f"path: folder {folder} does not exist; create it first")
     if not isinstance(numbers, Mapping):
         raise TypeError(f"numbers must be a mapping (a summary dict), got {type(numbers).__name__}")
     figs = _check_figures(figures)

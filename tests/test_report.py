@@ -88,12 +88,15 @@ def test_blowup_trajectory_shows_its_time(trajectories):
     assert blow._repr_png_().startswith(PNG)
 
 
-def test_trajectory_display_leaves_pyplot_alone(trajectories):
+def test_displays_leave_pyplot_alone(trajectories):
+    import matplotlib
     import matplotlib.pyplot as plt
 
-    before = plt.get_fignums()
+    before, backend = plt.get_fignums(), matplotlib.get_backend()
     trajectories[0]._repr_png_()
-    assert plt.get_fignums() == before  # drawn on a Figure of its own, not through pyplot
+    _validation_report()._repr_png_()
+    assert plt.get_fignums() == before  # drawn on Figures of their own, not through pyplot
+    assert matplotlib.get_backend() == backend
 
 
 def _validation_report(exact=True):
@@ -175,6 +178,8 @@ def test_write_report_rejects_bad_figures(tmp_path, figure_files):
         report.write_report(tmp_path / "r.html", "t", {}, [str(folder / "summary.json")])
     with pytest.raises(TypeError, match="wrap it in a list"):
         report.write_report(tmp_path / "r.html", "t", {}, paths[0])
+    with pytest.raises(ValueError, match="path: folder .*nowhere does not exist"):
+        report.write_report(tmp_path / "nowhere" / "r.html", "t", {}, paths)
     with pytest.raises(TypeError, match="numbers must be a mapping"):
         report.write_report(tmp_path / "r.html", "t", [1, 2])
     assert not (tmp_path / "r.html").exists()
