@@ -148,7 +148,7 @@ def trajectory_rows(traj: Trajectory) -> list[tuple[str, str]]:
     rows += [("t range", f"[{fmt(float(ts[0]))}, {fmt(float(traj.t_stop))}]" if len(ts) else "—"),
              ("saved times", str(len(ts))), ("solver steps", str(traj.num_steps)), ("d", str(d))]
     if traj.blowup_time is not None:
-        rows.append(("blow-up time", fmt(float(traj.blowup_time))))
+        rows.append(("blow-up time", f"{float(traj.blowup_time):.8g}"))  # to compare with theory
     if traj.means.ndim == 3:
         rows.append(("blocks", f"{traj.means.shape[1]} (state below: their mixture)"))
     if len(ts):

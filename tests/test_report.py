@@ -84,7 +84,7 @@ def test_blowup_trajectory_shows_its_time(trajectories):
     _, _, blow = trajectories
     page = blow._repr_html_()
     assert blow.status == "blowup" and "blow-up time" in page
-    assert display.fmt(float(blow.blowup_time)) in page
+    assert f"blow-up time</th><td>{blow.blowup_time:.8g}<" in page
     assert blow._repr_png_().startswith(PNG)
 
 
