@@ -19,7 +19,7 @@ import time
 
 #: Benchmark name -> module (in the order of issue 7).
 NAMES = ("rank_sweep", "rhs_codegen", "many_flows", "particle_step", "closure_vs_particles",
-         "cli_cold", "sinkhorn_speed")
+         "cli_cold", "sinkhorn_speed", "layout", "scaling")
 
 
 def load(name: str):

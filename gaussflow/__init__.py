@@ -28,6 +28,7 @@ from . import particles, theory  # noqa: E402
 from .validation import ValidationReport, validate  # noqa: E402
 from .weights import load_attention  # noqa: E402
 from .layernorm import layer_norm_gaussian  # noqa: E402
+from .report import write_report  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -63,4 +64,5 @@ __all__ = [
     "ValidationReport",
     "load_attention",
     "layer_norm_gaussian",
+    "write_report",
 ]

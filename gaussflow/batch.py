@@ -191,14 +191,10 @@ class SweepResult:
                 f"devices={self.n_devices})")
 
     def _repr_html_(self) -> str:
-        st = ", ".join(f"{k}: {v}" for k, v in self.counts().items())
-        bt = self.blowup_time[np.isfinite(self.blowup_time)]
-        rows = [("members", str(len(self))), ("d", str(self.final_means.shape[-1])),
-                ("statuses", st), ("t_stop", f"[{np.min(self.t_stop):.4g}, {np.max(self.t_stop):.4g}]"),
-                ("blow-up times", f"[{bt.min():.4g}, {bt.max():.4g}]" if bt.size else "—"),
-                ("compile / run", f"{self.compile_seconds:.3g} s / {self.run_seconds:.3g} s")]
-        body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
-        return f"<table><caption>SweepResult of {self.field_name}</caption>{body}</table>"
+        """A table: members, status counts, solvers, stop times, timing (`gaussflow.display`)."""
+        from .display import sweep_html
+
+        return sweep_html(self)
 
 
 # -------------------------------------------------------------------------------- arguments

@@ -130,17 +130,30 @@ def _jit_moment_rhs(field, t, mean, cov):
 
 def realise(derivation: Derivation) -> Derivation:
     """Print a symbolic derivation's programs as JAX source and compile them: the derivation with
-    `jax_source` and `functions` filled in (returned as is when they already are)."""
+    `jax_source`, `functions` and `matmul_functions` filled in (returned as is when they already
+    are).
+
+    The programs are printed twice from the same expressions: `jax_source` with products as
+    `A @ B` (the documented text; compiled into `matmul_functions`), and the source that runs,
+    compiled into `functions`, with products as `_mm(A, B)`
+    (`gaussflow.codegen.compile.matmul_by_size`: multiply-adds when the inner dimension is
+    small, `@` above), the layout that is fast for the small matrices of a sweep.
+    """
     if derivation.functions:
         return derivation
     runtime = dict(derivation.runtime)
     header = f"# gaussflow generated code: {derivation.name} closure. Vectors are (n, 1) columns.\n"
-    src = "\n".join([header] + [
-        generate_function(p.name, p.args, list(p.outputs), doc=p.doc, symmetric=p.symmetric,
-                          constants=p.constants, state=p.state)
-        for p in derivation.programs])
-    functions = compile_source(src, runtime)
-    return dataclasses.replace(derivation, jax_source=src, functions=functions)
+
+    def source(products):
+        return "\n".join([header] + [
+            generate_function(p.name, p.args, list(p.outputs), doc=p.doc, symmetric=p.symmetric,
+                              constants=p.constants, state=p.state, products=products)
+            for p in derivation.programs])
+
+    src = source("matmul")
+    return dataclasses.replace(derivation, jax_source=src,
+                               functions=compile_source(source("by_size"), runtime),
+                               matmul_functions=compile_source(src, runtime))
 
 
 class DerivedField(Field):

@@ -262,13 +262,17 @@ class Trajectory:
                 f"d={self.means.shape[-1]}, steps={self.num_steps}, method={self.method!r})")
 
     def _repr_html_(self) -> str:
-        rows = [("status", self.status), ("t_stop", f"{self.t_stop:.6g}"),
-                ("blowup_time", "—" if self.blowup_time is None else f"{self.blowup_time:.8g}"),
-                ("saved times", str(len(self.ts))), ("solver steps", str(self.num_steps)),
-                ("method", self.method),
-                ("d", str(self.means.shape[-1]))]
-        body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
-        return f"<table><caption>Trajectory of {self.field_name}</caption>{body}</table>"
+        """A table (status, time range, final state; summarised for large $d$) and a small
+        figure of the covariance's eigenvalues (`gaussflow.display`)."""
+        from .display import trajectory_html
+
+        return trajectory_html(self)
+
+    def _repr_png_(self) -> bytes | None:
+        """The small figure of `_repr_html_` as PNG bytes (`None` for a traced trajectory)."""
+        from .display import trajectory_png
+
+        return trajectory_png(self)
 
 
 def check_solver_options(rtol: float, atol: float, blowup_threshold: float,

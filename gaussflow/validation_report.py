@@ -121,9 +121,17 @@ class ValidationReport:
                 f"{self.cov.slope:+.2f})")
 
     def _repr_html_(self) -> str:
-        import html
+        """A table (verdict, errors and slopes per quantity, reasons) and the small error-against-$N$
+        figure (`gaussflow.display`)."""
+        from .display import validation_html
 
-        return f"<pre>{html.escape(str(self))}</pre>"
+        return validation_html(self)
+
+    def _repr_png_(self) -> bytes:
+        """The small error-against-$N$ figure of `_repr_html_` as PNG bytes."""
+        from .display import validation_png
+
+        return validation_png(self)
 
     def __str__(self) -> str:
         kind = "exact" if self.exact else "approximate"

@@ -66,6 +66,10 @@ clear by $t = 20$; an ill-conditioned one first flattens $\Sigma$ onto a line)."
 collapsing = gf.Softmax(Qc, -Qc, V=np.eye(3), beta=0.5)
 traj_c = gf.solve(collapsing, g0, t1=20.0)
 print(traj_c.status, gf.theory.classify(traj_c))"""),
+        ("md", r"""A trajectory displays itself as a compact table (status, time range, final state;
+for large $d$ the covariance is summarised by its trace, effective rank and top eigenvalues)
+with a small figure of the eigenvalues of $\Sigma(t)$:"""),
+        ("code", """traj_c"""),
         ("code", """from gaussflow import plots
 
 fig = plots.eigenvalues([traj, traj_c], labels=["blow-up", "collapse"], normalised=True,
@@ -89,6 +93,9 @@ report = gf.validate(field, g0, t1=1.0, n_particles=(128, 256, 512), seeds=(0, 1
 print(report)"""),
         ("code", """print("verdict:", report.verdict)
 fig = report.plot()"""),
+        ("md", """The report also displays itself as a table with a small figure (errors and slopes
+per quantity, the verdict and its reasons):"""),
+        ("code", """report"""),
     ],
     "regime_map": [
         ("md", r"""# A small regime map

@@ -31,6 +31,18 @@ def test_run_writes_figures_and_summary(tmp_path, capsys):
         assert (out / f"{name}.png").stat().st_size > 1000
         assert (out / f"{name}.pdf").exists()
     assert "blowup" in (out / "summary.md").read_text()
+    # one self-contained report next to the figures, its path printed
+    from test_report import assert_self_contained, embedded_pngs
+
+    assert f"report: {out / 'report.html'}" in printed
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert_self_contained(page)
+    figures = [(out / f"{name}.png").read_bytes() for name in
+               ["disk_collapse", "eigenvalues_collapse", "disk_blowup", "eigenvalues_blowup"]]
+    assert embedded_pngs(page) == figures
+    assert f"gaussflow run --quick --out {out}" in page
+    n = len(summary["cases"]["collapse"]["runs"])
+    assert f"collapse / statuses / completed</th><td>{n}<" in page
 
 
 def test_derive_prints_odes(capsys):

@@ -234,3 +234,23 @@ def test_fuzz_input_files(tmp_path_factory, case):
         assert not out.exists(), "a rejected input wrote results"
     else:
         assert (out / f"solve-{variant}.npz").exists()
+
+
+def test_solve_closed_form_option(tmp_path):
+    """`--closed-form`: softmax with V = I (W_O V = I) is evaluated in closed form by default and
+    integrated with `never`; `always` where no closed form applies is a clear error (exit 2)."""
+    path = tmp_path / "soft.json"
+    path.write_text(json.dumps(dict(SOFT, Q=[[0.5, 0.2], [0.1, -0.3]], t1=0.5)))
+    methods = {}
+    for mode in ("auto", "never"):
+        code, stdout, err, _ = _main(["solve", "softmax", "--input", str(path), "--n-save", "3",
+                                      "--quiet", "--json", "--closed-form", mode,
+                                      "--out", str(tmp_path / mode)])
+        assert code == 0, err
+        methods[mode] = json.loads(stdout)
+    assert methods["auto"]["method"] == "closed_form"
+    assert methods["never"]["method"] == "integrate"
+    code, _, err, _ = _main(["solve", "affine", "--closed-form", "always", "--n-save", "3",
+                             "--quiet", "--out", str(tmp_path / "a")])
+    assert code == 2
+    _error_line(err, "closed_form")

@@ -3,6 +3,7 @@ product order by shape, and generated functions equal to SymPy's own evaluation.
 
 import re
 
+import jax
 import numpy as np
 import pytest
 import scipy.linalg
@@ -208,3 +209,40 @@ def test_unknown_node_is_refused():
     undefined_exp = sp.Function("exp")  # an undefined function that only shares exp's name
     with pytest.raises(NotImplementedError, match="exp"):
         generate_function("f", (S.beta,), [undefined_exp(S.beta)])
+
+
+@pytest.mark.parametrize("name", ["softmax", "l2", "sinkhorn", "multihead", "affine"])
+def test_size_laid_out_functions_equal_the_matmul_source(name):
+    """`functions` (products laid out by size) and `matmul_functions` (the documented `@` source)
+    are the same functions up to rounding, at d = 3 (every product unrolled)."""
+    der = gf.derive(name)
+    assert " @ " in der.jax_source
+    rng = np.random.default_rng(3)
+    vals = _values(rng, der.params)
+    p = [vals[s] for s in der.params]
+    a, Sg, x = vals[S.alpha], vals[S.Sigma], vals[S.x]
+    Phi = np.eye(3) + 0.1 * rng.normal(size=(3, 3))
+    calls = {"closure": (0.0, a, Sg, *p), "moment_rhs": (0.0, a, Sg, *p),
+             "velocity": (0.0, x, a, Sg, *p), "flow_rhs": (0.0, a, Phi, Sg, *p)}
+    for fn, args in calls.items():
+        got, want = der.functions[fn](*args), der.matmul_functions[fn](*args)
+        for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+            np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-12, atol=1e-13,
+                                       err_msg=f"{name}.{fn}")
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 3), (5, 5, 1), (6, 6, 6), (8, 7, 8), (2, 12, 3)])
+def test_matmul_by_size_equals_matmul_batched_and_alone(shape):
+    from gaussflow.codegen.compile import UNROLL_MAX, matmul_by_size
+
+    n, k, m = shape
+    rng = np.random.default_rng(k)
+    A, B = rng.normal(size=(4, n, k)), rng.normal(size=(4, k, m))
+    want = A @ B
+    np.testing.assert_allclose(np.asarray(jax.vmap(matmul_by_size)(A, B)), want, rtol=1e-13,
+                               atol=1e-13)
+    np.testing.assert_allclose(np.asarray(matmul_by_size(A[0], B[0])), want[0], rtol=1e-13,
+                               atol=1e-13)
+    # the layout is chosen by the inner dimension: unrolled products contain no dot
+    hlo = jax.jit(matmul_by_size).lower(A[0], B[0]).as_text()
+    assert ("dot" in hlo) == (k > UNROLL_MAX)

@@ -127,13 +127,18 @@ def test_committed_screenshots_exist():
         assert os.path.getsize(path) > 20_000, path
 
 
-def test_pages_render_in_headless_chromium(site, tmp_path):
+def _need_browser():
+    """Skip without selenium or a browser where none can be installed; fail where one can."""
     pytest.importorskip("selenium", reason="the docs extra is not installed: pip install '.[docs]'")
     if docs_screenshots.find_browser() is None:
         if shutil.which("apt-get") or shutil.which("apt"):
             pytest.fail("Chromium is missing: apt-get install -y chromium chromium-driver "
                         "(.ci/run does this)")
         pytest.skip("no Chromium/ChromeDriver and no package manager to install them")
+
+
+def test_pages_render_in_headless_chromium(site, tmp_path):
+    _need_browser()
     results = docs_screenshots.open_pages(str(site), str(tmp_path))
     assert docs_screenshots.problems(results) == []
     landing, variant, api = results["landing"], results["variant"], results["api"]
@@ -147,3 +152,28 @@ def test_pages_render_in_headless_chromium(site, tmp_path):
     assert "gaussflow.solve" in api["headings"]
     for name in docs_screenshots.PAGES:
         assert os.path.getsize(tmp_path / f"{name}.png") > 20_000
+
+
+def test_study_report_opens_in_headless_chromium(tmp_path):
+    """A report of `gaussflow.report` (figures of a solved trajectory and of a validation
+    report, embedded) opens from disk with every image decoded by the browser."""
+    _need_browser()
+    import numpy as np
+
+    import gaussflow as gf
+    from gaussflow import display, report
+    from test_report import _validation_report
+
+    tr = gf.solve(gf.Softmax(np.eye(2), -np.eye(2), np.eye(2)), gf.Gaussian(np.zeros(2), np.eye(2)),
+                  2.0, ts=np.linspace(0, 2, 11))
+    figs = [tmp_path / "eigenvalues_case.png", tmp_path / "validate-softmax.png"]
+    figs[0].write_bytes(tr._repr_png_())
+    figs[1].write_bytes(display.validation_png(_validation_report()))
+    report.write_report(tmp_path / "report.html", "browser check", {"status": tr.status}, figs)
+    results = docs_screenshots.open_pages(str(tmp_path), None, {"report": "report.html"})
+    images = results["report"]["images"]
+    assert len(images) == 2 and all(src.startswith("data:image/png;base64,") for src, _ in images)
+    widths = [w for _, w in images]
+    assert all(w > 0 for w in widths), widths  # decoded: the browser knows the PNG's size
+    assert widths == [int(display.FIGSIZE[0] * display.DPI)] * 2
+    assert "browser check" in results["report"]["title"]

@@ -1,5 +1,6 @@
 """The examples run in quick mode (in-process, sharing compiled solves) and write their figures."""
 
+import json
 import os
 import runpy
 
@@ -31,3 +32,13 @@ def test_cli_reproduce_quick_clustering(tmp_path, capsys):
     assert main(["reproduce", "--quick", "--only", "clustering", "--out", str(tmp_path)]) == 0
     assert os.path.exists(tmp_path / "clustering_spectrum.png")
     assert os.path.exists(tmp_path / "summary.json")
+    # the report: written next to the figure, its path printed, the figure embedded
+    from test_report import assert_self_contained, embedded_pngs
+
+    assert f"report: {tmp_path / 'report.html'}" in capsys.readouterr().out
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert_self_contained(page)
+    assert embedded_pngs(page) == [(tmp_path / "clustering_spectrum.png").read_bytes()]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    rank = summary["clustering"]["effective_rank_end"]
+    assert f"effective_rank_end</th><td>{rank:.4g}<" in page

@@ -156,7 +156,9 @@ def test_library_prints_nothing_unless_asked(small_affine, capsys):
     assert out.out == "" and out.err == ""
     r = repr(rep)
     assert r.startswith("ValidationReport(affine, ") and "\n" not in r
-    assert "<pre>validate affine" in rep._repr_html_()
+    page = rep._repr_html_()  # the table and small figure of gaussflow.display
+    assert "<caption>Validation of affine</caption>" in page and "data:image/png" in page
+    assert f"verdict</th><td>{rep.verdict}</td>" in page
     gf.validate(f, g, 1.0, n_particles=(16, 64), seeds=(0, 1), progress=True)
     err = capsys.readouterr().err  # one bar over the whole validation: elapsed and remaining
     assert "validate affine" in err and "elapsed" in err and "left" in err

@@ -51,6 +51,14 @@ def _images(data):
     return [d["image/png"] for d in data if "image/png" in d]
 
 
+def _rich(data, caption):
+    """The HTML of the rich display (`gaussflow.display`) whose table has `caption`."""
+    pages = [d["text/html"] for d in data if caption in d.get("text/html", "")]
+    assert len(pages) == 1, [d.keys() for d in data]
+    assert "<table>" in pages[0] and "data:image/png;base64," in pages[0]
+    return pages[0]
+
+
 def test_notebook_derive():
     text, data = _run("derive")
     latex = [d["text/latex"] for d in data if "text/latex" in d]
@@ -69,12 +77,14 @@ def test_notebook_solve():
     assert lines[1].startswith("blowup")
     assert "collapse" in lines[2]
     assert _images(_data)
+    assert "completed" in _rich(_data, "Trajectory of softmax")  # traj_c, table + figure
 
 
 def test_notebook_validate():
     text, data = _run("validate")
     assert "verdict: consistent" in text
     assert _images(data)
+    assert "consistent" in _rich(data, "Validation of softmax")
 
 
 def test_notebook_regime_map():

@@ -74,6 +74,29 @@ def test_affine_closure_agrees_to_solver_accuracy():
     assert max(map(max, rep.cov.errors)) < 1e-7
 
 
+def test_cli_validate_writes_and_prints_its_report(tmp_path, capsys):
+    """The same validation as the test above (same arguments: its compiled functions are reused
+    in this process) through `gaussflow validate`: the HTML report, its path in --json, --quiet."""
+    from gaussflow.cli import main
+    from test_report import assert_self_contained, embedded_pngs
+
+    argv = ["validate", "affine", "--d", str(D), "--n", "8,16", "--seeds", "0,1", "--t1",
+            str(T1), "--out", str(tmp_path)]
+    assert main(argv + ["--json", "--quiet"]) == 0  # --quiet: no progress bars, JSON still printed
+    printed = json.loads(capsys.readouterr().out)
+    path = printed["files"]["report"]
+    assert path == str(tmp_path / "validate-affine.html") and printed["verdict"] == "consistent"
+    page = open(path, encoding="utf-8").read()
+    assert_self_contained(page)
+    assert embedded_pngs(page) == [open(tmp_path / "validate-affine.png", "rb").read()]
+    assert " ".join(["gaussflow"] + argv + ["--json", "--quiet"]) in page
+    assert "verdict</th><td>consistent<" in page
+    assert main(argv + ["--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(argv) == 0
+    assert f"report: {path}" in capsys.readouterr().out
+
+
 class FlippedSoftmax(gf.Field):
     """Softmax particles, but the covariance ODE's sign flipped: a deliberately wrong closure."""
 

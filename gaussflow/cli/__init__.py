@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import textwrap
 import warnings
@@ -110,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MPLBACKEND", "Agg")  # figures to files; no display needed
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = shlex.join(["gaussflow", *(sys.argv[1:] if argv is None else argv)])
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -19,7 +19,8 @@ def add(sub: argparse._SubParsersAction) -> None:
                        "(d = 3, 4, 5), a d = 8 clustering figure (closure vs mirrored particles) "
                        "and the closure-particle gap against N for independent vs mirrored "
                        "clouds. Writes "
-                       "PNG/PDF figures and summary.json.",
+                       "PNG/PDF figures, summary.json and report.html (one self-contained page: "
+                       "figures, key numbers, the command).",
                        **fmt("gaussflow reproduce --quick --out figures/"))
     p.add_argument("--out", default="gaussflow-reproduce", help="output folder "
                    "(default ./gaussflow-reproduce)")
@@ -41,14 +42,20 @@ def cmd(args: argparse.Namespace) -> int:
     from ..reproduce import PARTS, reproduce
 
     parts = tuple(args.only) if args.only else PARTS
+    from ..report import write_study_report
+
     notice = None if args.quiet else reproduce_notice(parts, args.quick)
     if notice:
         print(f"gaussflow reproduce: {notice}", file=sys.stderr, flush=True)
     summary = reproduce(args.out, quick=args.quick, parts=parts, progress=not args.quiet,
                         log=(lambda *a, **k: None) if args.quiet else print)
+    summary["report"] = write_study_report(args.out, "gaussflow reproduce: " + ", ".join(parts),
+                                           summary, getattr(args, "command_line", None))
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         return 0
     if args.quiet:
         return 0
-    return report_files(summary["seconds"]["total"], args.out, summary["files"])
+    report_files(summary["seconds"]["total"], args.out, summary["files"])
+    print(f"report: {summary['report']}")
+    return 0

@@ -13,7 +13,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the default study (softmax, d = 2) and write figures",
                        description="Run the embedded default study: softmax attention in d = 2 on "
                        "a grid of trace-one initial covariances, for collapsing and blowing-up "
-                       "weights. Writes figures and summary.json/summary.md.",
+                       "weights. Writes figures, summary.json/summary.md and report.html (one "
+                       "self-contained page: figures, key numbers, the command).",
                        **fmt("gaussflow run --out results/"))
     p.add_argument("--out", default="gaussflow-out", help="output folder (default ./gaussflow-out)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
@@ -27,7 +28,11 @@ def cmd(args: argparse.Namespace) -> int:
     """Run the default study (`gaussflow.study.run_study`) and print its outcome; exit code 0."""
     from ..study import run_study
 
+    from ..report import write_study_report
+
     summary = run_study(args.out, seed=args.seed, quick=args.quick)
+    summary["report"] = write_study_report(args.out, "gaussflow run: softmax, d = 2", summary,
+                                           getattr(args, "command_line", None))
     if args.json:
         print(json.dumps({k: v for k, v in summary.items()}, indent=2))
         return 0
@@ -37,4 +42,6 @@ def cmd(args: argparse.Namespace) -> int:
         st = ", ".join(f"{k}: {v}" for k, v in case["statuses"].items())
         rg = ", ".join(f"{k}: {v}" for k, v in case["regimes"].items())
         print(f"{name:10s} {len(case['runs'])} runs (status {st}; regime {rg})")
-    return report_files(summary["seconds"], args.out, summary["files"])
+    report_files(summary["seconds"], args.out, summary["files"])
+    print(f"report: {summary['report']}")
+    return 0

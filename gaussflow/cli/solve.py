@@ -80,6 +80,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--all-covs", action="store_true", help=f"save Sigma at every save time "
                    f"(default only when d <= {LARGE_D}; larger d: at {COV_SAVES} of them, about "
                    f"{COV_SAVES} d^2 x 8 bytes instead of n_save d^2 x 8)")
+    p.add_argument("--closed-form", choices=("auto", "always", "never"), default="auto",
+                   help="evaluate the closed-form solution where the derivation has one for these "
+                   "weights (auto, the default), require it (always) or integrate (never)")
     p.add_argument("--out", default="gaussflow-out", help="output folder (default ./gaussflow-out)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress meter")
@@ -148,7 +151,7 @@ def cmd(args: argparse.Namespace) -> int:
     field, g0, t1, source = problem(args)
     t1 = float(args.t1 if args.t1 is not None else (t1 if t1 is not None else 1.0))
     tr = solve_resolved(field, g0, t1, n_save=args.n_save, rtol=args.rtol, atol=args.atol,
-                        progress=not args.quiet)
+                        progress=not args.quiet, closed_form=args.closed_form)
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"solve-{args.variant}")
     bt = np.nan if tr.blowup_time is None else tr.blowup_time
@@ -173,7 +176,7 @@ def cmd(args: argparse.Namespace) -> int:
         files.append(plots.save(fig, stem + "-disk"))
     w = spec[-1]
     summary = {"variant": field.name, "exact": bool(field.exact), "source": source, "d": g0.dim,
-               "t1": t1, "status": tr.status, "t_stop": float(tr.t_stop),
+               "t1": t1, "method": tr.method, "status": tr.status, "t_stop": float(tr.t_stop),
                "blowup_time": tr.blowup_time, "num_steps": tr.num_steps,
                "final_mean": np.asarray(tr.means[-1]).tolist(),
                "final_eigenvalues": w.tolist(),

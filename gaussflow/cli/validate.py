@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -14,7 +15,9 @@ def add(sub: argparse._SubParsersAction) -> None:
                        description="Sample particles from a Gaussian, start the closure from their "
                        "empirical moments, integrate both and report the error against N (see "
                        "gaussflow.validate). Weights are random (--seed) and moderate (see "
-                       "gaussflow.validation.example). Exit code 1 if an exact closure is "
+                       "gaussflow.validation.example). Writes validate-VARIANT.png/.pdf/.json and "
+                       "validate-VARIANT.html (one self-contained page: figure, key numbers, "
+                       "the command). Exit code 1 if an exact closure is "
                        "inconsistent or the check is inconclusive.",
                        **fmt("gaussflow validate softmax --d 3 --n 256,1024,4096 --out val/"))
     p.add_argument("variant", help="softmax, multihead, l2, sinkhorn, affine, sigmoid, unnormalized")
@@ -28,13 +31,16 @@ def add(sub: argparse._SubParsersAction) -> None:
                    "2 alpha - x (exact empirical mean) or scrambled Sobol points")
     p.add_argument("--out", default="gaussflow-out", help="folder for the plot and JSON")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars and no printed report "
+                   "(errors and --json only)")
     p.set_defaults(func=cmd)
 
 
 def cmd(args: argparse.Namespace) -> int:
     from .._checks import as_scalar
+    from ..display import validation_numbers
     from ..progress import validate_notice
+    from ..report import write_report
     from ..validation import check_seeds, check_sizes, example, validate
 
     ns, seeds = int_list("n", args.n), int_list("seeds", args.seeds)
@@ -54,7 +60,13 @@ def cmd(args: argparse.Namespace) -> int:
     png = rep.plot(stem)
     with open(stem + ".json", "w") as fh:
         fh.write(rep.to_json())
-    print(rep.to_json() if args.json else rep)
-    if not args.json:
-        print(f"plot: {png}\nreport: {stem}.json")
+    html = write_report(stem + ".html", f"gaussflow validate {args.variant}",
+                        validation_numbers(rep), [png], getattr(args, "command_line", None),
+                        [stem + ".json"])
+    if args.json:
+        print(json.dumps({**rep.to_dict(), "files": {"plot": png, "json": stem + ".json",
+                                                     "report": html}}, indent=2))
+    elif not args.quiet:
+        print(rep)
+        print(f"plot: {png}\njson: {stem}.json\nreport: {html}")
     return 0 if rep.ok else 1

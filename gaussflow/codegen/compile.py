@@ -4,7 +4,8 @@
 modules `jnp` (`jax.numpy`), `jsp` (`jax.scipy.special`), `jax`, and one implementation per
 `_jax_name` of the symbolic nodes in `gaussflow.symbolic.special` (`_sqrtm_psd`:
 `gaussflow.linalg.sqrtm_psd`; `_scalar`: the entry of a `(1, 1)` matrix; `_logistic_gauss`:
-`gaussflow.quadrature.logistic_gauss`; `_gauss_expect`: `gaussflow.quadrature.gauss_expect`).
+`gaussflow.quadrature.logistic_gauss`; `_gauss_expect`: `gaussflow.quadrature.gauss_expect`;
+`_mm`: `matmul_by_size`, the product of the source printed with `products="by_size"`).
 The printer refuses arguments named like any of them.
 
 Source is produced in-process from the package's own expressions and never read from disk.
@@ -27,11 +28,47 @@ def scalar_entry(M: jax.Array) -> jax.Array:
     return M[0, 0]
 
 
+#: The largest inner dimension $k$ of a product $A B$ that `matmul_by_size` writes as $k$
+#: elementwise multiply-adds instead of a matrix product.
+UNROLL_MAX = 6
+
+
+def matmul_by_size(A: jax.Array, B: jax.Array) -> jax.Array:
+    r"""The product $A B$ of two matrices, laid out by its inner dimension $k$ (static).
+
+    For $k \le$ `UNROLL_MAX`, $A B = \sum_{i<k} A_{:, i}\, B_{i, :}$ as $k$ broadcast
+    multiply-adds; above, `A @ B`. Under `jax.vmap` over many members (a sweep) the batch axis
+    leads, and XLA on CPU multiplies batches of small matrices slowly (measured by
+    `benchmarks/layout.py`: 3 to 14 times slower than the multiply-adds for $4 \le d \le 7$,
+    faster from $d \approx 8$); for one large matrix `@` is the right call.
+
+    Parameters
+    ----------
+    A : jax.Array
+        Shape `(n, k)`.
+    B : jax.Array
+        Shape `(k, m)`.
+
+    Returns
+    -------
+    jax.Array
+        Shape `(n, m)`, equal to `A @ B` up to rounding (summation order).
+    """
+    k = A.shape[-1]
+    if A.ndim != 2 or B.ndim != 2 or k > UNROLL_MAX:
+        return A @ B
+    out = A[:, 0, None] * B[None, 0, :]
+    for i in range(1, k):
+        out = out + A[:, i, None] * B[None, i, :]
+    return out
+
+
 #: The namespace of generated code (see the module docstring).
 RUNTIME = {
     "jnp": jnp,
     "jsp": jsp,
     "jax": jax,
+    "_mm": matmul_by_size,
     "_sqrtm_psd": sqrtm_psd,
     "_scalar": scalar_entry,
     "_logistic_gauss": logistic_gauss,

@@ -34,6 +34,8 @@ from .compile import RUNTIME
 from .products import ProductRules
 
 _TEMPORARY = re.compile(r"_t\d+\Z")
+#: How products print: `A @ B`, or `_mm(A, B)` (layout by inner dimension at run time).
+PRODUCT_STYLES = ("matmul", "by_size")
 
 
 def _check_name(name: str, what) -> str:
@@ -70,6 +72,10 @@ class JaxMatrixPrinter(ProductRules, CodePrinter):
     state : MatrixSymbol, optional
         A flow-map symbol `Phi` that each adjacent weight multiplies first
         (`gaussflow.codegen.products.ProductRules._with_state`).
+    products : {"matmul", "by_size"}
+        `"matmul"` prints a product as `A @ B` (readable; the documented source); `"by_size"`
+        as `_mm(A, B)`, laid out by its inner dimension at run time
+        (`gaussflow.codegen.compile.matmul_by_size`).
     """
 
     printmethod = None  # nodes do not print themselves: every rule is a method of the printer
@@ -77,8 +83,12 @@ class JaxMatrixPrinter(ProductRules, CodePrinter):
     _default_settings = {**CodePrinter._default_settings, "strict": True}
 
     def __init__(self, dims: dict[sp.Symbol, str], symmetric: Sequence[MatrixSymbol] = (),
-                 constants: Iterable[sp.Basic] = (), state: MatrixSymbol | None = None):
+                 constants: Iterable[sp.Basic] = (), state: MatrixSymbol | None = None,
+                 products: str = "matmul"):
         super().__init__({"strict": True})
+        if products not in PRODUCT_STYLES:
+            raise ValueError(f"products must be one of {PRODUCT_STYLES}, got {products!r}")
+        self.product_style = products
         self.dims = dims
         self.constants = frozenset(constants)
         self.state = state
@@ -367,7 +377,8 @@ def _check_names(name, args, outputs, dims, runtime_names):
 def generate_function(name: str, args: Sequence[sp.Symbol | MatrixSymbol],
                       outputs: Sequence[sp.Basic], doc: str = "",
                       symmetric: Sequence[MatrixSymbol] | None = None,
-                      constants: Iterable[sp.Basic] = (), state: MatrixSymbol | None = None) -> str:
+                      constants: Iterable[sp.Basic] = (), state: MatrixSymbol | None = None,
+                      products: str = "matmul") -> str:
     r"""Source text of `def name(*args): ... return outputs` for SymPy (matrix) expressions.
 
     Larger outputs are printed first, so smaller ones reuse their products (e.g.
@@ -394,6 +405,8 @@ def generate_function(name: str, args: Sequence[sp.Symbol | MatrixSymbol],
     state : MatrixSymbol, optional
         A flow-map symbol `Phi` that each adjacent weight multiplies first (for round-off, see
         `gaussflow.codegen.products.ProductRules._with_state`).
+    products : {"matmul", "by_size"}
+        How products print (see `JaxMatrixPrinter`); both texts compute the same values.
 
     Returns
     -------
@@ -418,7 +431,7 @@ def generate_function(name: str, args: Sequence[sp.Symbol | MatrixSymbol],
             for axis, n in enumerate(a.shape):
                 for s in sp.sympify(n).free_symbols:
                     dims.setdefault(s, f"{a.name}.shape[{axis}]")
-    printer = JaxMatrixPrinter(dims, symmetric, constants, state)
+    printer = JaxMatrixPrinter(dims, symmetric, constants, state, products)
     for out in outputs:
         printer.count(out)
     _check_names(name, args, outputs, dims, printer.runtime_names)

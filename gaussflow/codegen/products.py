@@ -13,7 +13,9 @@ three). An `Inverse(B)` factor is never formed: `Inverse(B) @ R` is `solve(B, R)
 
 The mixin expects of its host (`gaussflow.codegen.printer.JaxMatrixPrinter`): `print` (an
 expression's text, with common sub-expressions bound), `_bind` (a temporary for a text), and the
-attributes `constants`, `state`, `symmetric`, `chains`, `products`, `_tcache`.
+attributes `constants`, `state`, `symmetric`, `chains`, `products`, `_tcache`, and the product
+style `product_style`: `"matmul"` prints `A @ B`, `"by_size"` prints `_mm(A, B)`
+(`gaussflow.codegen.compile.matmul_by_size`: multiply-adds for a small inner dimension).
 """
 
 from __future__ import annotations
@@ -180,7 +182,8 @@ class ProductRules:
             text = (f"jnp.linalg.solve({self.print(fs[j - 1].args[0])}.T, "
                     f"{self._chain(fs, i, s, split)}.T).T")
         else:
-            text = f"({self._chain(fs, i, s, split)} @ {self._chain(fs, s, j, split)})"
+            a, b = self._chain(fs, i, s, split), self._chain(fs, s, j, split)
+            text = f"({a} @ {b})" if self.product_style == "matmul" else f"_mm({a}, {b})"
         if self.chains.get(self._pair(fs[i:j]), 0) > 1:
             name = self._bind(text)
             self.products[self._key(fs[i:j])] = name

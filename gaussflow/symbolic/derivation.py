@@ -160,7 +160,11 @@ class Derivation:
         The printed source of `programs`, filled in by `gaussflow.field.realise` (empty on a
         purely symbolic derivation).
     functions : dict
-        The compiled functions of `jax_source` by name, filled in likewise.
+        The compiled functions by name, filled in likewise: `jax_source` with each product
+        laid out by its size (`gaussflow.codegen.compile.matmul_by_size`).
+    matmul_functions : dict
+        The same functions compiled from `jax_source` as printed (`A @ B`); equal to
+        `functions` up to rounding (tested), used to compare the two layouts.
     """
 
     name: str
@@ -178,6 +182,7 @@ class Derivation:
     runtime: dict = field(default_factory=dict, compare=False, repr=False)
     jax_source: str = ""
     functions: dict = field(default_factory=dict, compare=False, repr=False)
+    matmul_functions: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def time_dependent(self) -> bool:
