@@ -12,7 +12,7 @@ estimates by how fast this machine has actually been.
 **Cost model** (measured once on the 2-core development machine, float64, `d = 3`, `t1 = 1`,
 the moderate weights of `gaussflow.validation.example`; user CPU seconds, which is the wall time
 on an idle 2-core machine within about a factor 1.5): a particle system costs
-`PAIR_SECONDS[kind]` per seed and per pair of tokens $N^2$ (Sinkhorn: about 70 times softmax,
+`PAIR_SECONDS[kind]` per seed and per pair of tokens $N^2$ (Sinkhorn: about 50 times softmax,
 the Sinkhorn iterations at every velocity evaluation), scaled by $t_1$ and by $d / 3$ for
 $d > 3$; a field whose velocity does not depend on the measure (affine, MLP) costs nothing per
 pair. `OVERHEAD_SECONDS` covers the start, the compilations and the closure solves. Estimates
@@ -110,9 +110,12 @@ def validate_notice(field: Any, d: int, ns: Sequence[int], seeds: Sequence[int],
     return text
 
 
-#: Seconds of each part of `gaussflow reproduce`, `(quick, full)` (see `reproduce_seconds`).
-REPRODUCE_SECONDS = {"regimes": (40.0, 90.0), "ranks": (30.0, 80.0), "clustering": (30.0, 60.0),
-                     "clustering_gap": (51.0, 138.0), "maps": (100.0, 1800.0),
+#: Seconds of each part of `gaussflow reproduce`, `(quick, full)` (see `reproduce_seconds`):
+#: the default parts as measured on the 2 shared cores (full: 151, 144, 65, 73 s at load 7 to
+#: 14; quick: the 102 s of the first three parts in the README split in the same proportions,
+#: and its 51 s for the gap); the parts that run only when named from their README timings.
+REPRODUCE_SECONDS = {"regimes": (43.0, 150.0), "ranks": (41.0, 145.0), "clustering": (18.0, 65.0),
+                     "clustering_gap": (51.0, 75.0), "maps": (100.0, 1800.0),
                      "meanfield": (120.0, 1700.0), "depth": (300.0, 3600.0)}
 
 

@@ -59,7 +59,7 @@ def particle_velocity(field: Any, X: jax.Array, positions: jax.Array | None = No
                     "gf.Attention, or implement _particle_velocity(X, ctx, positions, log_a, t)")
 
 
-def is_local(field) -> bool:
+def is_local(field: Any) -> bool:
     """True for derived fields whose velocity does not depend on the measure (e.g. affine)."""
     deriv = getattr(type(field), "derivation", None)
     if not callable(deriv):
