@@ -70,14 +70,25 @@ def particle_seconds(kind: str, n: int, n_seeds: int, d: int, t1: float) -> floa
     return PAIR_SECONDS[kind] * n_seeds * float(n) ** 2 * max(d, 3) / 3 * max(float(t1), 0.05)
 
 
-def validate_seconds(field: Any, d: int, ns: Sequence[int], n_seeds: int,
-                     t1: float) -> tuple[float, list[float]]:
-    """Estimated seconds of `gaussflow.validate` at sizes `ns`: `(total, per size)`.
+#: `gaussflow.validate`'s `batch="auto"` pads every cloud to the largest $N$ up to this size.
+PADDED_MAX_N = 2048
 
-    The total adds `OVERHEAD_SECONDS`; the list holds the particle work of each size.
+
+def validate_seconds(field: Any, d: int, ns: Sequence[int], n_seeds: int, t1: float,
+                     padded: bool | None = None) -> tuple[float, list[float]]:
+    r"""Estimated seconds of `gaussflow.validate` at sizes `ns`: `(total, per batch)`.
+
+    `padded` (default: `batch="auto"`'s rule, largest $N \le$ `PADDED_MAX_N`): every cloud is
+    padded to the largest $N$ and simulated in one batch, which costs that size's pairs for
+    every cloud; otherwise one batch per size. The total adds `OVERHEAD_SECONDS`.
     """
     kind = particle_kind(field)
-    per = [particle_seconds(kind, n, n_seeds, d, t1) for n in ns]
+    if padded is None:
+        padded = max(ns) <= PADDED_MAX_N
+    if padded:
+        per = [particle_seconds(kind, max(ns), n_seeds * len(ns), d, t1)]
+    else:
+        per = [particle_seconds(kind, n, n_seeds, d, t1) for n in ns]
     return OVERHEAD_SECONDS + sum(per), per
 
 
@@ -89,12 +100,13 @@ def validate_notice(field: Any, d: int, ns: Sequence[int], seeds: Sequence[int],
     total, per = validate_seconds(field, d, ns, len(seeds), t1)
     if total <= LONG_SECONDS:
         return None
-    big = max(range(len(ns)), key=lambda i: per[i])
+    big = max(range(len(per)), key=lambda i: per[i])
+    big_n = max(ns) if len(per) == 1 else ns[big]  # one padded batch: every cloud at max N
     what = {"sinkhorn": "the particle Sinkhorn", "attention": "the particle system",
             "local": "the particle system"}[particle_kind(field)]
     text = f"expected about {format_seconds(total)} on 2 cores"
     if per[big] > total / 2:
-        text += (f" ({what} at N = {ns[big]} is {100 * per[big] / total:.0f}% of it; the cost "
+        text += (f" ({what} at N = {big_n} is {100 * per[big] / total:.0f}% of it; the cost "
                  "grows like N^2)")
     for scale in (1, 2, 4, 8, 16, 32):
         small = sorted({max(n // scale, d + 1) for n in ns})

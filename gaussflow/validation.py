@@ -89,6 +89,7 @@ import numpy as np
 from ._checks import as_array, as_scalar
 from .gaussian import Gaussian, PositionalGaussians
 from .integrate import check_field_state, solve
+from .progress import PADDED_MAX_N
 from .variants.masked import Masked
 from . import particles as P, registry
 from .validation_report import QUANTITIES, ValidationReport, judge, moment_errors
@@ -137,7 +138,7 @@ def validate(field: Field, g0: Gaussian | PositionalGaussians, t1: float,
     batch : str
         `"padded"` (all clouds padded to the largest $N$, one compiled solve), `"per_n"` (one
         solve per $N$, batched over seeds) or `"auto"` (padded when the largest
-        $N \le 2048$; masked fields: always `"per_n"`, causal positions cannot be padded).
+        $N \le 2048$, `gaussflow.progress.PADDED_MAX_N`; masked fields: always `"per_n"`, causal positions cannot be padded).
     particle_options : mapping, optional
         Extra keyword arguments of `gaussflow.particles.simulate_batch` (`block`,
         `sinkhorn_tol`, ...).
@@ -215,7 +216,7 @@ def validate(field: Field, g0: Gaussian | PositionalGaussians, t1: float,
         clouds = {(n, s): P.sample(g0, n, jax.random.fold_in(jax.random.PRNGKey(s), n),
                                    method=sampler)
                   for n in ns for s in seeds}
-    padded = not masked and (batch == "padded" or (batch == "auto" and max(ns) <= 2048))
+    padded = not masked and (batch == "padded" or (batch == "auto" and max(ns) <= PADDED_MAX_N))
     bar = _work_bar(pfield, g0.dim, ns, len(seeds), t1, padded, progress)
     key = (_fingerprint(pfield), _fingerprint(g0), tuple(ns), tuple(seeds), ts.tobytes(), rtol,
            atol, padded, masked, sampler, tuple(sorted((k, repr(v)) for k, v in opts.items())))
@@ -348,18 +349,13 @@ def _fingerprint(tree) -> tuple:
 def _work_bar(pfield, d, ns, n_seeds, t1, padded, progress):
     """The one bar over the whole `validate` (`gaussflow.progress.WorkBar`), its stages sized by
     the cost model: one per particle batch, one per closure solve."""
-    from .progress import OVERHEAD_SECONDS, WorkBar, particle_kind, particle_seconds
+    from .progress import OVERHEAD_SECONDS, WorkBar, validate_seconds
 
-    kind = particle_kind(pfield)
-    if padded:  # every cloud padded to the largest N: one batch
-        batches = [particle_seconds(kind, max(ns), n_seeds * len(ns), d, t1)]
-    else:
-        batches = [particle_seconds(kind, n, n_seeds, d, t1) for n in ns]
+    total, batches = validate_seconds(pfield, d, ns, n_seeds, t1, padded=padded)
     compile_s = OVERHEAD_SECONDS / 3  # the particle solve's compilation, in the first batch
     batches[0] += compile_s
-    closure = (OVERHEAD_SECONDS - compile_s) / (len(ns) * n_seeds)
-    bar = WorkBar(sum(batches) + closure * len(ns) * n_seeds,
-                  f"validate {getattr(pfield, 'name', '')}".strip(), enabled=progress)
+    closure = (total - sum(batches)) / (len(ns) * n_seeds)
+    bar = WorkBar(total, f"validate {getattr(pfield, 'name', '')}".strip(), enabled=progress)
     bar.batches, bar.closure_share = batches, closure
     return bar
 
