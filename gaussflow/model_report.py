@@ -15,7 +15,10 @@ layers (`gaussflow.propagate.propagate`), so the gap between the two is the clos
 - `w2` and `w2_floor`: the exact $W_2$ (`gaussflow.particles.convergence.wasserstein2`, POT) between
   (a subsample of) the tokens and as many draws from their moment-matched Gaussian, and between two
   independent such draws; `w2 / w2_floor` near 1 means the cloud is as Gaussian as $N$ samples
-  can tell, far above 1 that the Gaussian closure stops describing it.
+  can tell, far above 1 that the Gaussian closure stops describing it;
+- `spread`: the largest `gaussflow.propagate.variance_spread` of the closure's Gaussians entering
+  the layer's two layer norms (0 for the input; layer norm is near affine, and its Gaussian map
+  accurate, only while it is small).
 
 `whole_model` is the reproduction (`gaussflow reproduce --only model`,
 `examples/whole_model.py`): MiniLM (`gaussflow.depth.minilm_folder`) from $N(0, s^2 I)$ clouds and
@@ -48,7 +51,7 @@ N_TOP = 3
 #: Settings of `whole_model`: tokens, token scales, tokens used for $W_2$.
 FULL = {"n_tokens": 2048, "scales": (0.05, 0.2, 0.5, 1.0), "n_w2": 1024}
 QUICK = {"n_tokens": 256, "scales": (0.1, 1.0), "n_w2": 256}
-METRICS = ("mean_err", "cov_err", "rank_tokens", "rank_closure", "top_tokens", "top_closure",
+METRICS = ("spread", "mean_err", "cov_err", "rank_tokens", "rank_closure", "top_tokens", "top_closure",
            "cos_tokens", "cos_closure", "w2", "w2_floor")
 
 
@@ -67,7 +70,7 @@ class ModelReport:
         """The Markdown table: one row per cloud and layer (layer 0 = the input)."""
         head = ("| initial cloud | layer | mean err | cov err | eff. rank tokens / closure | "
                 "top eigenvalue tokens / closure | mean cos tokens / closure | "
-                "W2 to Gaussian / floor |\n|---|---|---|---|---|---|---|---|")
+                "W2 to Gaussian / floor | sd V / E V |\n|---|---|---|---|---|---|---|---|---|")
         rows = [head]
         for name, r in self.runs.items():
             for l in range(len(r["cov_err"])):
@@ -76,7 +79,7 @@ class ModelReport:
                     f"{r['rank_tokens'][l]:.1f} / {r['rank_closure'][l]:.1f} | "
                     f"{r['top_tokens'][l][0]:.3f} / {r['top_closure'][l][0]:.3f} | "
                     f"{r['cos_tokens'][l]:.3f} / {r['cos_closure'][l]:.3f} | "
-                    f"{r['w2'][l]:.3g} / {r['w2_floor'][l]:.3g} |")
+                    f"{r['w2'][l]:.3g} / {r['w2_floor'][l]:.3g} | {r['spread'][l]:.2g} |")
         return "\n".join(rows)
 
     def to_dict(self) -> dict:
@@ -141,12 +144,15 @@ def compare_model(model: Model, clouds: dict[str, np.ndarray], mode: str = "disc
         xs = forward(model, X)
         t_net = time.perf_counter() - t
         m0, S0 = _stats(X)
-        gs = propagate(model, Gaussian(m0, S0), mode=mode)
+        spreads: list = []
+        gs = propagate(model, Gaussian(m0, S0), mode=mode, trace=spreads)
+        spreads = [0.0] + [max(p) for p in spreads] if spreads else [np.nan] * len(gs)
         t_closure = time.perf_counter() - t - t_net
         r = {k: [] for k in METRICS}
         for l, (Y, g) in enumerate(zip(xs, gs)):
             m, S = _stats(Y)
             mc, Sc = np.asarray(g.mean), np.asarray(g.cov)
+            r["spread"].append(spreads[l])
             r["mean_err"].append(np.linalg.norm(mc - m) / np.sqrt(m @ m + np.trace(S)))
             r["cov_err"].append(np.linalg.norm(Sc - S) / np.linalg.norm(S))
             r["rank_tokens"].append(float(theory.effective_rank(S)))

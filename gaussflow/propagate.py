@@ -22,7 +22,9 @@ $\operatorname{Cov}(x, F(u)) = C\, G^\top$ for jointly Gaussian $x, u$).
   $\operatorname{Cov} s(h)$ from Mehler's formula (`activation_moments`). Exact moments of the
   step at a Gaussian input; the output is not Gaussian (moment projection).
 - **Layer norm**: `gf.layer_norm_gaussian` (moment matched, second-order delta method; accurate
-  for large $d$, see its measured error). For pre-norm, $C = \operatorname{Cov}(x, \mathrm{LN}\,x)$
+  for large $d$ while the feature variance concentrates, `variance_spread` small; where the
+  second-order covariance is not positive semi-definite, which happens only when it does not,
+  the leading order is used). For pre-norm, $C = \operatorname{Cov}(x, \mathrm{LN}\,x)$
   is taken at leading order, $\Sigma P D_\gamma f_0$ ($P$ the centring projection,
   $f_0 = (v_0 + \epsilon)^{-1/2}$): an $O(1/d)$ approximation.
 
@@ -47,7 +49,7 @@ from .quadrature import gauss_hermite
 from .variants import Softmax
 
 __all__ = ["BertAttention", "attention_affine", "activation_moments", "residual_moments",
-           "attention_step", "mlp_step", "layer_step", "propagate", "MODES"]
+           "attention_step", "mlp_step", "variance_spread", "layer_step", "propagate", "MODES"]
 
 #: `propagate` modes: `"discrete"` (one residual step per sub-block, as the network computes)
 #: or `"continuous"` (the flow over one unit of depth of each sub-block's velocity).
@@ -193,10 +195,27 @@ def residual_moments(g: Gaussian, C: np.ndarray, mean_F: np.ndarray, G: np.ndarr
     return Gaussian(mean, (cov + cov.T) / 2)
 
 
+def variance_spread(g: Gaussian) -> float:
+    r"""$\operatorname{sd}(V) / E V$ of the feature variance $V = |P x|^2 / d$, $x \sim$ `g`.
+
+    Layer norm is close to affine on `g` (and `gf.layer_norm_gaussian` accurate) only while this
+    is small; $\operatorname{Var} V = (2 \operatorname{tr} S^2 + 4 a^\top S a)/d^2$ with
+    $a = P\alpha$, $S = P \Sigma P$ (`gaussflow.layernorm`).
+    """
+    d = g.dim
+    P = np.eye(d) - 1.0 / d
+    a, S = P @ np.asarray(g.mean), P @ np.asarray(g.cov) @ P
+    v0 = (np.trace(S) + a @ a) / d
+    return float(np.sqrt(max(2 * np.sum(S * S) + 4 * a @ S @ a, 0.0)) / d / v0) if v0 > 0 else 0.0
+
+
 def _ln(g, block, which):
     gamma, beta = (block.ln1_gamma, block.ln1_beta) if which == 1 else (block.ln2_gamma,
                                                                          block.ln2_beta)
-    return layer_norm_gaussian(g, gamma, beta, eps=block.eps), gamma
+    try:
+        return layer_norm_gaussian(g, gamma, beta, eps=block.eps, order=2), gamma
+    except ValueError:  # the second-order covariance is not PSD: V does not concentrate
+        return layer_norm_gaussian(g, gamma, beta, eps=block.eps, order=0), gamma
 
 
 def _pre_norm(g, block, which):
@@ -240,8 +259,9 @@ def mlp_step(block: Block, g: Gaussian, C: np.ndarray | None = None,
 
 
 def layer_step(block: Block, g: Gaussian, placement: str = "post", mode: str = "discrete",
-               terms: int = 40) -> Gaussian:
-    r"""One encoder layer on a Gaussian (see `propagate`)."""
+               terms: int = 40, trace: list | None = None) -> Gaussian:
+    r"""One encoder layer on a Gaussian (see `propagate`); appends to `trace` the
+    `variance_spread` of the inputs of its two layer norms (discrete post-norm)."""
     if mode == "continuous":
         from .integrate import solve
         from .variants import MLP
@@ -254,16 +274,20 @@ def layer_step(block: Block, g: Gaussian, placement: str = "post", mode: str = "
         h = solve(MLP(block.W1, block.b1, block.W2, block.b2, block.activation), h, 1.0).final
         return _ln(h, block, 2)[0]
     if placement == "post":
-        h, _ = _ln(attention_step(block, g), block, 1)
-        return _ln(mlp_step(block, h, terms=terms), block, 2)[0]
+        u = attention_step(block, g)
+        h, _ = _ln(u, block, 1)
+        z = mlp_step(block, h, terms=terms)
+        if trace is not None:
+            trace.append((variance_spread(u), variance_spread(z)))
+        return _ln(z, block, 2)[0]
     gu, C = _pre_norm(g, block, 1)
     h = attention_step(block, g, C, gu)
     gu, C = _pre_norm(h, block, 2)
     return mlp_step(block, h, C, gu, terms=terms)
 
 
-def propagate(model: Model, g0: Gaussian, mode: str = "discrete", terms: int = 40
-              ) -> list[Gaussian]:
+def propagate(model: Model, g0: Gaussian, mode: str = "discrete", terms: int = 40,
+              trace: list | None = None) -> list[Gaussian]:
     r"""Carry a Gaussian through every layer of `model`: the Gaussian after each layer.
 
     Parameters
@@ -278,6 +302,9 @@ def propagate(model: Model, g0: Gaussian, mode: str = "discrete", terms: int = 4
         unit of depth, `gf.solve`; post-norm only).
     terms : int
         Hermite terms of the MLP covariance (`activation_moments`).
+    trace : list, optional
+        Receives per layer `(spread LN1, spread LN2)`, the `variance_spread` of the Gaussians
+        entering its layer norms (discrete post-norm only).
 
     Returns
     -------
@@ -307,5 +334,5 @@ def propagate(model: Model, g0: Gaussian, mode: str = "discrete", terms: int = 4
     positive_int("terms", terms)
     out = [g0]
     for b in model.blocks:
-        out.append(layer_step(b, out[-1], model.placement, mode, terms))
+        out.append(layer_step(b, out[-1], model.placement, mode, terms, trace))
     return out
