@@ -28,6 +28,8 @@ from . import particles, theory  # noqa: E402
 from .validation import ValidationReport, validate  # noqa: E402
 from .weights import load_attention  # noqa: E402
 from .layernorm import layer_norm_gaussian  # noqa: E402
+from .blocks import load_block, load_model  # noqa: E402
+from .propagate import propagate  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -63,4 +65,7 @@ __all__ = [
     "ValidationReport",
     "load_attention",
     "layer_norm_gaussian",
+    "load_block",
+    "load_model",
+    "propagate",
 ]

@@ -49,7 +49,7 @@ __all__ = ["ModelReport", "compare_model", "initial_clouds", "plot_model", "whol
 
 N_TOP = 3
 #: Settings of `whole_model`: tokens, token scales, tokens used for $W_2$.
-FULL = {"n_tokens": 2048, "scales": (0.05, 0.2, 0.5, 1.0), "n_w2": 1024}
+FULL = {"n_tokens": 1024, "scales": (0.05, 0.2, 1.0), "n_w2": 512}
 QUICK = {"n_tokens": 256, "scales": (0.1, 1.0), "n_w2": 256}
 METRICS = ("spread", "mean_err", "cov_err", "rank_tokens", "rank_closure", "top_tokens", "top_closure",
            "cos_tokens", "cos_closure", "w2", "w2_floor")
