@@ -122,7 +122,8 @@ class Block:
         return self.W1.shape[0]
 
     def head(self, h: int) -> tuple[np.ndarray, ...]:
-        """`(Q_h, K_h, V_h, bq_h, bk_h, bv_h, W_O^h)` of head `h` (row blocks; `W_O` columns)."""
+        r"""$(Q_h, K_h, V_h, b_{q,h}, b_{k,h}, b_{v,h}, W_O^h)$ of head `h` (row blocks of the
+        stacked weights; column block of $W_O$)."""
         q, v = slice(h * self.k, (h + 1) * self.k), slice(h * self.k_v, (h + 1) * self.k_v)
         return (self.Q[q], self.K[q], self.V[v], self.bq[q], self.bk[q], self.bv[v],
                 self.W_O[:, v])

@@ -61,7 +61,7 @@ class BertAttention(Field):
 
     $\Gamma[\mu](x) = \sum_h W_O^h\, E_{y \sim \mu_h(x)}[V_h y + b_{v,h}] + b_O$, softmax
     weights $\propto e^{\beta \langle Q_h x + b_{q,h}, K_h y + b_{k,h}\rangle}$. Exact on
-    Gaussians (module docstring): head $h$ is `gf.Softmax(Q_h, K_h, V_h, W_O^h, beta=beta)`
+    Gaussians (module docstring): head $h$ is the `gf.Softmax` of $(Q_h, K_h, V_h, W_O^h, \beta)$
     under the tilted Gaussian $\mathcal N(\alpha + \beta \Sigma K_h^\top b_{q,h}, \Sigma)$.
 
     Parameters
@@ -134,8 +134,8 @@ def activation_moments(mu: np.ndarray, C: np.ndarray, name: str = "gelu", terms:
     $E[s(h_i) s(h_j)] = \sum_n c_{i,n} c_{j,n} \rho_{ij}^n$, $\rho$ the correlation, so
     $\operatorname{Cov} s(h) = \sum_{n=1}^{\mathrm{terms}} (c_n c_n^\top) \circ \rho^{\circ n}$
     off the diagonal; the diagonal is the exact variance $E s^2 - (E s)^2$ (the truncation only
-    drops positive terms, so the result stays positive semi-definite). $E s'(h_i) = c_{i,1} /
-    \sigma_i$ (Stein's lemma; $s'(\mu_i)$ where $\sigma_i = 0$).
+    drops positive terms, so the result stays positive semi-definite). By Stein's lemma
+    $E s'(h_i) = c_{i,1} / \sigma_i$ (and $s'(\mu_i)$ where $\sigma_i = 0$).
 
     Parameters
     ----------
@@ -219,7 +219,7 @@ def _ln(g, block, which):
 
 
 def _pre_norm(g, block, which):
-    """`(g_u, C)`: the Gaussian of $u = \\mathrm{LN}(x)$ and $\\operatorname{Cov}(x, u)$ at
+    r"""`(g_u, C)`: the Gaussian of $u = \mathrm{LN}(x)$ and $\operatorname{Cov}(x, u)$ at
     leading order."""
     gu, gamma = _ln(g, block, which)
     d = g.dim
