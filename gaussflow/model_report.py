@@ -8,6 +8,10 @@ layers (`gaussflow.propagate.propagate`), so the gap between the two is the clos
 - `mean_err`: $|\alpha_c - \bar x| / \sqrt{|\bar x|^2 + \operatorname{tr}\widehat\Sigma}$ (relative
   to the tokens' root-mean-square norm; the mean alone may be near zero);
 - `cov_err`: $\|\Sigma_c - \widehat\Sigma\|_F / \|\widehat\Sigma\|_F$;
+- `mean_floor`, `cov_floor` (with `twins`): the **sampling floor**, the same two errors between
+  the tokens and a second cloud with the same empirical input moments
+  (`gaussflow.model_noise.matched_twin`) through the same layers, over $\sqrt 2$: the noise of
+  one cloud's statistics that the closure cannot follow (NaN without twins);
 - `rank`: the effective rank (`gaussflow.theory.effective_rank`) of tokens and closure, and
   `top`: their top normalised eigenvalues (anisotropy);
 - `cos`: the mean cosine similarity between tokens (`gaussflow.depth.mean_cosine`), of the tokens
@@ -39,6 +43,7 @@ from . import particles, theory
 from .blocks import Model, load_model
 from .depth import embedding_gaussian, mean_cosine, minilm_folder
 from .gaussian import Gaussian
+from .model_noise import empirical, matched_twin, noise_scan, noise_table, relative_errors
 from .network import forward
 from .particles.convergence import wasserstein2
 from .propagate import propagate
@@ -48,10 +53,14 @@ __all__ = ["ModelReport", "compare_model", "initial_clouds", "plot_model", "whol
            "QUICK", "FULL", "N_TOP"]
 
 N_TOP = 3
-#: Settings of `whole_model`: tokens, token scales, tokens used for $W_2$.
-FULL = {"n_tokens": 1024, "scales": (0.05, 0.2, 1.0), "n_w2": 512}
-QUICK = {"n_tokens": 256, "scales": (0.1, 1.0), "n_w2": 256}
-METRICS = ("spread", "mean_err", "cov_err", "rank_tokens", "rank_closure", "top_tokens", "top_closure",
+#: Settings of `whole_model`: tokens, token scales, tokens used for $W_2$; the sampling-floor
+#: scan (`gaussflow.model_noise.noise_scan`, from these scales and the embeddings): token counts
+#: and layers.
+FULL = {"n_tokens": 1024, "scales": (0.05, 0.2, 1.0), "n_w2": 512,
+        "scan_ns": (512, 1024, 2048, 4096), "scan_scales": (0.2,), "scan_layers": 2}
+QUICK = {"n_tokens": 256, "scales": (0.1, 1.0), "n_w2": 256,
+         "scan_ns": (64, 256), "scan_scales": (1.0,), "scan_layers": 2}
+METRICS = ("spread", "mean_err", "cov_err", "mean_floor", "cov_floor", "rank_tokens", "rank_closure", "top_tokens", "top_closure",
            "cos_tokens", "cos_closure", "w2", "w2_floor")
 
 
@@ -68,14 +77,16 @@ class ModelReport:
 
     def table(self) -> str:
         """The Markdown table: one row per cloud and layer (layer 0 = the input)."""
-        head = ("| initial cloud | layer | mean err | cov err | eff. rank tokens / closure | "
-                "top eigenvalue tokens / closure | mean cos tokens / closure | "
-                "W2 to Gaussian / floor | sd V / E V |\n|---|---|---|---|---|---|---|---|---|")
+        head = ("| initial cloud | layer | mean err / floor | cov err / floor | "
+                "eff. rank tokens / closure | top eigenvalue tokens / closure | "
+                "mean cos tokens / closure | W2 to Gaussian / floor | sd V / E V |\n"
+                "|---|---|---|---|---|---|---|---|---|")
         rows = [head]
         for name, r in self.runs.items():
             for l in range(len(r["cov_err"])):
                 rows.append(
-                    f"| {name} | {l} | {r['mean_err'][l]:.1e} | {r['cov_err'][l]:.1e} | "
+                    f"| {name} | {l} | {r['mean_err'][l]:.1e} / {r['mean_floor'][l]:.1e} | "
+                    f"{r['cov_err'][l]:.2f} / {r['cov_floor'][l]:.2f} | "
                     f"{r['rank_tokens'][l]:.1f} / {r['rank_closure'][l]:.1f} | "
                     f"{r['top_tokens'][l][0]:.3f} / {r['top_closure'][l][0]:.3f} | "
                     f"{r['cos_tokens'][l]:.3f} / {r['cos_closure'][l]:.3f} | "
@@ -88,14 +99,8 @@ class ModelReport:
                          for k, r in self.runs.items()}, "info": self.info}
 
 
-def _stats(X):
-    m = X.mean(0)
-    D = X - m
-    return m, D.T @ D / len(X)
-
-
 def compare_model(model: Model, clouds: dict[str, np.ndarray], mode: str = "discrete",
-                  n_w2: int = 1024, seed: int = 0,
+                  n_w2: int = 1024, seed: int = 0, twins: dict[str, np.ndarray] | None = None,
                   log: Callable[[str], Any] = lambda s: None) -> ModelReport:
     r"""The closure against the network, layer by layer, for each initial cloud.
 
@@ -111,6 +116,10 @@ def compare_model(model: Model, clouds: dict[str, np.ndarray], mode: str = "disc
         Tokens used for the $W_2$ distances (the first `n_w2`; at least 2).
     seed : int
         Seed of the Gaussian draws.
+    twins : dict of str to np.ndarray, optional
+        Per cloud name, an independent cloud of the same shape from the same law (Gaussian):
+        moved onto the cloud's empirical moments (`gaussflow.model_noise.matched_twin`), it gives
+        the sampling floor.
     log : callable
         Called with a progress line per cloud.
 
@@ -124,7 +133,7 @@ def compare_model(model: Model, clouds: dict[str, np.ndarray], mode: str = "disc
     TypeError
         If `model` is not a `Model`.
     ValueError
-        For no clouds, a cloud of the wrong shape, or `n_w2 < 2`.
+        For no clouds, a cloud (or twin) of the wrong shape, or `n_w2 < 2`.
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be a gaussflow Model (gf.load_model), got "
@@ -137,24 +146,34 @@ def compare_model(model: Model, clouds: dict[str, np.ndarray], mode: str = "disc
                              f"got {np.shape(X)}")
     if isinstance(n_w2, bool) or not isinstance(n_w2, (int, np.integer)) or n_w2 < 2:
         raise ValueError(f"n_w2 must be an integer >= 2, got {n_w2!r}")
+    twins = {} if twins is None else twins
+    for name, Y in twins.items():
+        if name not in clouds or np.shape(Y) != np.shape(clouds[name]):
+            raise ValueError(f"twins[{name!r}] must match a cloud's name and shape")
     runs, seconds = {}, {}
     for name, X in clouds.items():
         t = time.perf_counter()
         X = np.asarray(X, dtype=np.float64)
         xs = forward(model, X)
         t_net = time.perf_counter() - t
-        m0, S0 = _stats(X)
+        ys = (forward(model, matched_twin(X, twins[name])) if name in twins
+              else [None] * len(xs))
+        m0, S0 = empirical(X)
         spreads: list = []
         gs = propagate(model, Gaussian(m0, S0), mode=mode, trace=spreads)
         spreads = [0.0] + [max(p) for p in spreads] if spreads else [np.nan] * len(gs)
         t_closure = time.perf_counter() - t - t_net
         r = {k: [] for k in METRICS}
-        for l, (Y, g) in enumerate(zip(xs, gs)):
-            m, S = _stats(Y)
+        for l, (Y, g, T) in enumerate(zip(xs, gs, ys)):
+            m, S = empirical(Y)
             mc, Sc = np.asarray(g.mean), np.asarray(g.cov)
             r["spread"].append(spreads[l])
-            r["mean_err"].append(np.linalg.norm(mc - m) / np.sqrt(m @ m + np.trace(S)))
-            r["cov_err"].append(np.linalg.norm(Sc - S) / np.linalg.norm(S))
+            errs = relative_errors(mc, Sc, m, S)
+            floors = (np.array(relative_errors(*empirical(T), m, S)) / np.sqrt(2) if T is not None
+                      else (np.nan, np.nan))
+            for k, key in enumerate(("mean", "cov")):
+                r[key + "_err"].append(errs[k])
+                r[key + "_floor"].append(floors[k])
             r["rank_tokens"].append(float(theory.effective_rank(S)))
             r["rank_closure"].append(float(theory.effective_rank(Sc)))
             r["top_tokens"].append(theory.normalised_spectrum(S)[:N_TOP])
@@ -190,7 +209,8 @@ def initial_clouds(d: int, n: int, scales: tuple, seed: int = 0,
 
 
 def plot_model(report: ModelReport, title: str | None = None) -> Any:
-    """Six panels against the layer: covariance and mean errors, effective rank, top normalised
+    """Six panels against the layer: covariance and mean errors (dotted: sampling floor,
+    `cov_floor`, `mean_floor`), effective rank, top normalised
     eigenvalue, mean cosine (tokens solid, closure dashed) and $W_2$ to the Gaussian over its
     floor."""
     import matplotlib.pyplot as plt
@@ -203,6 +223,8 @@ def plot_model(report: ModelReport, title: str | None = None) -> Any:
         L = np.arange(len(r["cov_err"]))
         ax[0].semilogy(L[1:], r["cov_err"][1:], "o-", color=c, label=name)
         ax[1].semilogy(L[1:], r["mean_err"][1:], "o-", color=c)
+        ax[0].semilogy(L[1:], r["cov_floor"][1:], ":", color=c)
+        ax[1].semilogy(L[1:], r["mean_floor"][1:], ":", color=c)
         for k, key in ((2, "rank"), (3, "top"), (4, "cos")):
             tok, clo = r[key + "_tokens"], r[key + "_closure"]
             if key == "top":
@@ -218,6 +240,7 @@ def plot_model(report: ModelReport, title: str | None = None) -> Any:
         a.set_title(lab, fontsize=10)
         a.set_xlabel("layer")
         a.grid(alpha=0.3)
+    ax[0].plot([], [], "k:", label="sampling floor")
     ax[0].legend(fontsize=8)
     ax[2].plot([], [], "k-", label="tokens (network)")
     ax[2].plot([], [], "k--", label="Gaussian closure")
@@ -231,7 +254,7 @@ def whole_model(out_dir: str | os.PathLike, quick: bool = False, seed: int = 0,
                 checkpoint: str | os.PathLike | None = None, placement: str = "post",
                 log: Callable[[str], Any] = print) -> tuple[dict[str, Any], list[str]]:
     """The whole-model reproduction: figure `model_minilm.png` / `.pdf`, table `model_minilm.md`,
-    summary `model_minilm.json` in `out_dir`.
+    sampling-floor scan `model_minilm_noise.md`, summary `model_minilm.json` in `out_dir`.
 
     Parameters
     ----------
@@ -271,14 +294,29 @@ def whole_model(out_dir: str | os.PathLike, quick: bool = False, seed: int = 0,
     model = load_model(checkpoint, placement=placement)
     log(f"whole model: {checkpoint} (d = {model.d}, {len(model)} layers, {placement}-norm, "
         f"{settings['n_tokens']} tokens)")
-    clouds = initial_clouds(model.d, settings["n_tokens"], settings["scales"], seed,
-                            embedding_gaussian(checkpoint))
-    rep = compare_model(model, clouds, n_w2=settings["n_w2"], seed=seed, log=log)
+    emb = embedding_gaussian(checkpoint)
+    clouds = initial_clouds(model.d, settings["n_tokens"], settings["scales"], seed, emb)
+    twins = initial_clouds(model.d, settings["n_tokens"], settings["scales"], seed + 1, emb)
+    rep = compare_model(model, clouds, n_w2=settings["n_w2"], seed=seed, twins=twins, log=log)
     stem = os.path.join(out_dir, "model_minilm")
     png = plots.save(plot_model(rep), stem)
     with open(stem + ".md", "w") as fh:
         fh.write(rep.table() + "\n")
+    laws = {f"N(0, {s:g}² I)": Gaussian(np.zeros(model.d), s * s * np.eye(model.d))
+            for s in settings["scan_scales"]}
+    if emb is not None:
+        laws["embeddings"] = emb
+    scans = {}
+    for name, law in laws.items():
+        t = time.perf_counter()
+        scans[name] = noise_scan(model, law, settings["scan_ns"], settings["scan_layers"], seed)
+        log(f"  sampling-floor scan {name}: N = {settings['scan_ns']} "
+            f"[{time.perf_counter() - t:.1f} s]")
+    with open(stem + "_noise.md", "w") as fh:
+        fh.write(noise_table(scans) + "\n")
     summary = rep.to_dict()
+    summary["noise"] = {k: {m: np.asarray(v).tolist() for m, v in s.items()}
+                        for k, s in scans.items()}
     with open(stem + ".json", "w") as fh:
         json.dump(summary, fh, indent=1, default=float)
     return summary, [png]

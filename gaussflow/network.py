@@ -21,7 +21,8 @@ from .blocks import Block, Model
 from .layernorm import layer_norm
 from .symbolic.stein import activation_of, z
 
-__all__ = ["activation", "attention_forward", "mlp_forward", "layer_forward", "forward"]
+__all__ = ["activation", "attention_forward", "mlp_forward", "forward_halves", "layer_forward",
+           "forward"]
 
 
 @functools.cache
@@ -76,8 +77,9 @@ def mlp_forward(block: Block, X: np.ndarray) -> np.ndarray:
     return s(X @ block.W1.T + block.b1) @ block.W2.T + block.b2
 
 
-def layer_forward(block: Block, X: np.ndarray, placement: str = "post") -> np.ndarray:
-    r"""One encoder layer on the tokens `X` `(N, d)`.
+def forward_halves(block: Block, X: np.ndarray, placement: str = "post"
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    r"""One encoder layer on the tokens `X` `(N, d)`, with its midpoint: `(h, out)`.
 
     `"post"`: $h = \mathrm{LN}_1(x + \mathrm{Attn}\,x)$, $\mathrm{LN}_2(h + \mathrm{MLP}\,h)$;
     `"pre"`: $h = x + \mathrm{Attn}(\mathrm{LN}_1 x)$, $h + \mathrm{MLP}(\mathrm{LN}_2 h)$.
@@ -86,11 +88,16 @@ def layer_forward(block: Block, X: np.ndarray, placement: str = "post") -> np.nd
     ln2 = functools.partial(layer_norm, gamma=block.ln2_gamma, beta=block.ln2_beta, eps=block.eps)
     if placement == "post":
         h = ln1(X + attention_forward(block, X))
-        return ln2(h + mlp_forward(block, h))
+        return h, ln2(h + mlp_forward(block, h))
     if placement == "pre":
         h = X + attention_forward(block, ln1(X))
-        return h + mlp_forward(block, ln2(h))
+        return h, h + mlp_forward(block, ln2(h))
     raise ValueError(f"placement must be 'post' or 'pre', got {placement!r}")
+
+
+def layer_forward(block: Block, X: np.ndarray, placement: str = "post") -> np.ndarray:
+    r"""One encoder layer on the tokens `X` `(N, d)` (`forward_halves`' second output)."""
+    return forward_halves(block, X, placement)[1]
 
 
 def forward(model: Model, X: np.ndarray) -> list[np.ndarray]:

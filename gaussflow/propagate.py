@@ -49,7 +49,8 @@ from .quadrature import gauss_hermite
 from .variants import Softmax
 
 __all__ = ["BertAttention", "attention_affine", "activation_moments", "residual_moments",
-           "attention_step", "mlp_step", "variance_spread", "layer_step", "propagate", "MODES"]
+           "attention_step", "mlp_step", "variance_spread", "step_halves", "layer_step", "propagate",
+           "MODES"]
 
 #: `propagate` modes: `"discrete"` (one residual step per sub-block, as the network computes)
 #: or `"continuous"` (the flow over one unit of depth of each sub-block's velocity).
@@ -258,6 +259,27 @@ def mlp_step(block: Block, g: Gaussian, C: np.ndarray | None = None,
                             W2 @ Cs @ W2.T)
 
 
+def step_halves(block: Block, g: Gaussian, placement: str = "post", terms: int = 40,
+                trace: list | None = None) -> tuple[Gaussian, Gaussian]:
+    r"""One encoder layer on a Gaussian (discrete mode), with its midpoint: `(h, out)`.
+
+    `h` is the Gaussian after the attention sub-block (post-norm: after $\mathrm{LN}_1$), `out`
+    after the whole layer, as `gaussflow.network.forward_halves` on tokens. Appends to `trace`
+    the `variance_spread` of the inputs of the two layer norms (post-norm).
+    """
+    if placement == "post":
+        u = attention_step(block, g)
+        h, _ = _ln(u, block, 1)
+        z = mlp_step(block, h, terms=terms)
+        if trace is not None:
+            trace.append((variance_spread(u), variance_spread(z)))
+        return h, _ln(z, block, 2)[0]
+    gu, C = _pre_norm(g, block, 1)
+    h = attention_step(block, g, C, gu)
+    gu, C = _pre_norm(h, block, 2)
+    return h, mlp_step(block, h, C, gu, terms=terms)
+
+
 def layer_step(block: Block, g: Gaussian, placement: str = "post", mode: str = "discrete",
                terms: int = 40, trace: list | None = None) -> Gaussian:
     r"""One encoder layer on a Gaussian (see `propagate`); appends to `trace` the
@@ -273,17 +295,7 @@ def layer_step(block: Block, g: Gaussian, placement: str = "post", mode: str = "
         h, _ = _ln(h, block, 1)
         h = solve(MLP(block.W1, block.b1, block.W2, block.b2, block.activation), h, 1.0).final
         return _ln(h, block, 2)[0]
-    if placement == "post":
-        u = attention_step(block, g)
-        h, _ = _ln(u, block, 1)
-        z = mlp_step(block, h, terms=terms)
-        if trace is not None:
-            trace.append((variance_spread(u), variance_spread(z)))
-        return _ln(z, block, 2)[0]
-    gu, C = _pre_norm(g, block, 1)
-    h = attention_step(block, g, C, gu)
-    gu, C = _pre_norm(h, block, 2)
-    return mlp_step(block, h, C, gu, terms=terms)
+    return step_halves(block, g, placement, terms, trace)[1]
 
 
 def propagate(model: Model, g0: Gaussian, mode: str = "discrete", terms: int = 40,

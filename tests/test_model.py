@@ -9,6 +9,8 @@ import pytest
 
 import gaussflow as gf
 from gaussflow.blocks import load_block
+from gaussflow.model_noise import empirical, matched_twin, noise_scan
+from gaussflow.model_report import compare_model
 from gaussflow.network import activation, attention_forward, forward
 from gaussflow.propagate import BertAttention, activation_moments, attention_affine, mlp_step
 from gaussflow.quadrature import gauss_hermite
@@ -19,6 +21,15 @@ from gaussflow.weights import write_random_bert
 def ckpt(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bert-full")
     write_random_bert(folder, d=16, heads=4, layers=2, full=True, seed=3)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """d = 8, 2 heads, 1 layer, MLP width 32: the Monte Carlo check of the MLP step (NumPy only;
+    the JAX checks share `ckpt`'s shapes, hence its compiled operations)."""
+    folder = tmp_path_factory.mktemp("bert-small")
+    write_random_bert(folder, d=8, heads=2, layers=1, full=True, seed=3)
     return str(folder)
 
 
@@ -104,12 +115,14 @@ def test_mehler_covariance_against_2d_quadrature():
     np.testing.assert_allclose(dm, [w @ ds(mu[i] + sd[i] * u) for i in range(3)], rtol=1e-9)
 
 
-def test_mlp_step_moments_against_monte_carlo(ckpt):
-    b = load_block(ckpt, 0)
+def test_mlp_step_moments_against_monte_carlo(small):
+    """The MLP step's moments against 5e4 draws (d = 8, width 32); the step starts from the
+    draws' own moments, so the gap is the Monte Carlo noise of the nonlinear part only."""
+    b = load_block(small, 0)
     rng = np.random.default_rng(2)
-    L = rng.normal(size=(16, 16)) / 4
-    g = gf.Gaussian(0.2 * rng.normal(size=16), L @ L.T + 0.3 * np.eye(16))
-    X = np.asarray(gf.particles.sample(g, 100_000, seed=4))
+    L = rng.normal(size=(8, 8)) / 3
+    X = 0.2 * rng.normal(size=8) + rng.normal(size=(50_000, 8)) @ (
+        np.linalg.cholesky(L @ L.T + 0.3 * np.eye(8)).T)
     z = mlp_step(b, _gauss(X))  # from the sample's own moments: no noise of X's mean, cov
     s, _ = activation("gelu")
     Z = X + s(X @ b.W1.T + b.b1) @ b.W2.T + b.b2
@@ -146,3 +159,25 @@ def test_continuous_option_runs_and_differs_at_second_order(tmp_path):
         gf.propagate(m.with_placement("pre"), g0, mode="continuous")
     with pytest.raises(ValueError, match="dimension"):
         gf.propagate(m, gf.Gaussian(np.zeros(3), np.eye(3)))
+
+
+def test_sampling_floor_is_finite_n_noise(ckpt):
+    """The matched twin has the cloud's exact moments; the floor it gives is 0 at the input,
+    falls like N^{-1/2} after the layers (N = 64 -> 1024: 0.25), stays below the unmatched
+    twin's (which also carries the input's sampling error), and the closure cannot beat it."""
+    X, Y = np.random.default_rng(5).normal(size=(2, 100, 16)) + 0.3
+    T = matched_twin(X, Y)
+    for a, b in zip(empirical(T), empirical(X)):
+        np.testing.assert_allclose(a, b, atol=1e-12)
+    with pytest.raises(ValueError, match="rank"):
+        matched_twin(X, Y * np.r_[np.ones(15), 0.0])
+    m = gf.load_model(ckpt)
+    rep = compare_model(m, {"x": X}, n_w2=2, twins={"x": Y})
+    assert rep.runs["x"]["cov_floor"][0] < 1e-12 and rep.runs["x"]["mean_floor"][0] < 1e-12
+    assert np.all(rep.runs["x"]["cov_floor"][1:] > 1e-3)
+    scan = noise_scan(m, gf.Gaussian(0.3 * np.ones(16), np.eye(16)), (64, 1024), layers=2)
+    print({k: np.round(scan[k], 4) for k in ("cov_err", "cov_floor", "cov_own", "cov_free")})
+    ratio = scan["cov_floor"][1] / scan["cov_floor"][0]
+    assert np.all((0.12 < ratio) & (ratio < 0.45)), ratio
+    assert np.all(scan["cov_free"] > 1.5 * scan["cov_floor"]), scan
+    assert np.all(scan["cov_err"] > 0.8 * scan["cov_floor"]), scan
