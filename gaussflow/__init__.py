@@ -29,6 +29,8 @@ from .validation import ValidationReport, validate  # noqa: E402
 from .weights import load_attention  # noqa: E402
 from .layernorm import layer_norm_gaussian  # noqa: E402
 from .report import write_report  # noqa: E402
+from .blocks import load_block, load_model  # noqa: E402
+from .propagate import propagate  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -65,4 +67,7 @@ __all__ = [
     "load_attention",
     "layer_norm_gaussian",
     "write_report",
+    "load_block",
+    "load_model",
+    "propagate",
 ]

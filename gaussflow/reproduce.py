@@ -20,6 +20,9 @@ reference code's figures) and a clustering figure.
 - `meanfield` (only when asked for: `parts=(..., "meanfield")`, `--only meanfield`) —
   `gaussflow.reproduce_meanfield.meanfield`: the mean-field limit from compactly supported data,
   for every variant.
+- `model` (only when asked for: `--only model`) — `gaussflow.model_report.whole_model`: a whole
+  pretrained encoder (all-MiniLM-L6-v2; `--quick`: a random small one) predicted layer by layer by
+  `gf.propagate` against its NumPy forward pass.
 - `clustering` — a random multi-layer softmax schedule in $d = 8$ (`gf.Layers`); the normalised
   spectrum against depth from the closure and from a mirrored (antithetic) cloud, on the same
   axes; `clustering_gap` — the largest gap between the two spectra against $N$, for independent
@@ -50,6 +53,7 @@ from .savetimes import solve_resolved
 from .study import trace_one_grid
 from .reproduce_clustering import clustering, clustering_gap, clustering_schedule  # noqa: F401 (public here too)
 from .depth_plot import depth_minilm
+from .model_report import whole_model
 from .reproduce_meanfield import meanfield
 from .theory.maps import reproduce_maps
 from .variants import L2, MultiHead, Sinkhorn, Softmax
@@ -324,8 +328,8 @@ def rank_histograms(out_dir: str, quick: bool = False, seed: int = 0,
     return summary, files
 
 
-#: The default parts of `reproduce`, in order (`"maps"`, `"meanfield"` and `"depth"` run only
-#: when named).
+#: The default parts of `reproduce`, in order (`"maps"`, `"meanfield"`, `"depth"` and `"model"`
+#: run only when named).
 PARTS = ("regimes", "ranks", "clustering", "clustering_gap")
 
 
@@ -343,7 +347,7 @@ def reproduce(out_dir: str = "gaussflow-reproduce", quick: bool = False, log: Ca
         Called with progress lines.
     parts : tuple[str, ...]
         The parts to run, in order: any of `"regimes"`, `"ranks"`, `"clustering"`,
-        `"clustering_gap"`, `"maps"`, `"meanfield"` (default `PARTS`).
+        `"clustering_gap"`, `"maps"`, `"meanfield"`, `"depth"`, `"model"` (default `PARTS`).
     progress : bool
         One bar over the whole run with the elapsed and the estimated remaining time
         (`gaussflow.progress.WorkBar`, parts sized by `gaussflow.progress.REPRODUCE_SECONDS`);
@@ -365,7 +369,7 @@ def reproduce(out_dir: str = "gaussflow-reproduce", quick: bool = False, log: Ca
     summary = {"quick": bool(quick), "files": [], "seconds": {}}
     steps = {"regimes": regimes, "ranks": rank_histograms, "clustering": clustering,
              "clustering_gap": clustering_gap, "maps": reproduce_maps, "meanfield": meanfield,
-             "depth": depth_minilm}
+             "depth": depth_minilm, "model": whole_model}
     bad = [p for p in parts if p not in steps]
     if bad:
         raise ValueError(f"parts: unknown part {bad[0]!r}; choose from {sorted(steps)}")

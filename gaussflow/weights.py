@@ -54,7 +54,17 @@ class AttentionLayer:
     info: dict[str, Any] = dc_field(default_factory=dict)
 
 
-def _checkpoint_file(path) -> tuple[str, str]:
+def checkpoint_file(path: str | os.PathLike) -> tuple[str, str]:
+    """`(file, folder)` of a checkpoint given as a `.safetensors` file or a folder holding
+    `model.safetensors` (the folder is where `config.json` is looked for).
+
+    Raises
+    ------
+    TypeError
+        If `path` is not a file or folder name.
+    FileNotFoundError
+        If the file (or `model.safetensors` in the folder) does not exist.
+    """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a file or folder name, got {type(path).__name__}")
     path = os.fspath(path)
@@ -70,7 +80,16 @@ def _checkpoint_file(path) -> tuple[str, str]:
     return path, os.path.dirname(os.path.abspath(path))
 
 
-def _read(file):
+def read_tensors(file: str) -> dict[str, np.ndarray]:
+    """Every tensor of a safetensors file, by key (NumPy arrays).
+
+    Raises
+    ------
+    ImportError
+        Without the safetensors package.
+    ValueError
+        If the file is not a readable safetensors file.
+    """
     try:
         from safetensors.numpy import load_file
     except ImportError:  # pragma: no cover - depends on the environment
@@ -126,8 +145,8 @@ def read_attention(path: str | os.PathLike, layer: int = 0, heads: int | None = 
 
     if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or layer < 0:
         raise ValueError(f"layer must be a non-negative integer, got {layer!r}")
-    file, folder = _checkpoint_file(path)
-    tensors = _read(file)
+    file, folder = checkpoint_file(path)
+    tensors = read_tensors(file)
     prefix = next((p for p in PREFIXES if any(k.startswith(p + "encoder.layer.") for k in tensors)),
                   None)
     if prefix is None:
@@ -225,12 +244,18 @@ def load_attention(path: str | os.PathLike, layer: int = 0, heads: int | None = 
 
 
 def write_random_bert(path: str | os.PathLike, d: int = 8, heads: int = 2, layers: int = 1,
-                      seed: int = 0, scale: float = 0.5, prefix: str = "bert.") -> str:
-    r"""Write a small random BERT-like attention checkpoint for examples and tests.
+                      seed: int = 0, scale: float = 0.5, prefix: str = "bert.",
+                      full: bool = False, width: int | None = None) -> str:
+    r"""Write a small random BERT-like checkpoint for examples and tests.
 
     Weights are Gaussian with standard deviation $\mathrm{scale} / \sqrt{d}$, biases
     $0.1\,\mathrm{scale}$; the query, key and value matrices are $d \times d$ (so `heads` should
-    divide `d`).
+    divide `d`). With `full=True` every layer also gets its feed-forward block
+    (`intermediate.dense`, $m \times d$, and `output.dense`, $d \times m$, standard deviation
+    $\mathrm{scale}/\sqrt{d}$ and $\mathrm{scale}/\sqrt{m}$) and its two layer norms
+    (`attention.output.LayerNorm`, `output.LayerNorm`: weight $1 + 0.1 G$, bias $0.1 G$, $G$
+    standard normal), and `config.json` gets `intermediate_size`, `layer_norm_eps` ($10^{-12}$)
+    and `hidden_act` (`"gelu"`).
 
     Parameters
     ----------
@@ -248,6 +273,10 @@ def write_random_bert(path: str | os.PathLike, d: int = 8, heads: int = 2, layer
         Scale of the weights (see above).
     prefix : str
         Prefix of every key (`"bert."`, or `""` for a bare encoder).
+    full : bool
+        Also write the feed-forward blocks and the layer norms (a whole encoder).
+    width : int, optional
+        The feed-forward width $m$ (`full=True` only; default $4d$, BERT's ratio).
 
     Returns
     -------
@@ -265,10 +294,24 @@ def write_random_bert(path: str | os.PathLike, d: int = 8, heads: int = 2, layer
             t[prefix + _SELF.format(n=n, name=nm, kind="bias")] = 0.1 * scale * rng.normal(size=d)
         t[prefix + _OUT.format(n=n, kind="weight")] = scale * rng.normal(size=(d, d)) / math.sqrt(d)
         t[prefix + _OUT.format(n=n, kind="bias")] = 0.1 * scale * rng.normal(size=d)
+        if full:
+            m = 4 * d if width is None else int(width)
+            L = f"encoder.layer.{n}."
+            t[prefix + L + "intermediate.dense.weight"] = scale * rng.normal(size=(m, d)) / math.sqrt(d)
+            t[prefix + L + "intermediate.dense.bias"] = 0.1 * scale * rng.normal(size=m)
+            t[prefix + L + "output.dense.weight"] = scale * rng.normal(size=(d, m)) / math.sqrt(m)
+            t[prefix + L + "output.dense.bias"] = 0.1 * scale * rng.normal(size=d)
+            for ln in ("attention.output.LayerNorm", "output.LayerNorm"):
+                t[prefix + L + ln + ".weight"] = 1 + 0.1 * rng.normal(size=d)
+                t[prefix + L + ln + ".bias"] = 0.1 * rng.normal(size=d)
     t = {k: v.astype(np.float32) for k, v in t.items()}
     file = os.path.join(path, "model.safetensors")
     save_file(t, file)
     with open(os.path.join(path, "config.json"), "w") as fh:
-        json.dump({"model_type": "bert", "hidden_size": d, "num_attention_heads": heads,
-                   "num_hidden_layers": layers}, fh, indent=2)
+        cfg = {"model_type": "bert", "hidden_size": d, "num_attention_heads": heads,
+               "num_hidden_layers": layers}
+        if full:
+            cfg.update(intermediate_size=4 * d if width is None else int(width),
+                       layer_norm_eps=1e-12, hidden_act="gelu")
+        json.dump(cfg, fh, indent=2)
     return file

@@ -15,7 +15,8 @@ EXTRA = {"rank_histograms.py": ["--draws", "2", "--dims", "3"]}
 
 
 @pytest.mark.parametrize("script", ["regimes_2d.py", "rank_histograms.py", "clustering.py",
-                                    "bert_layer.py", "depth_minilm.py"])
+                                    "bert_layer.py", "depth_minilm.py",
+                                    "whole_model.py"])
 def test_example_quick_writes_figures(script, tmp_path):
     out = tmp_path / "figs"
     ns = runpy.run_path(os.path.join(EXAMPLES, script), run_name="example")

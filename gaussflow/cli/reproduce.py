@@ -27,9 +27,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true",
                    help="small grids and fewer draws (about 3 min on 2 cores)")
     p.add_argument("--only", choices=["regimes", "ranks", "clustering", "clustering_gap", "maps",
-                                      "meanfield", "depth"],
-                   action="append", help="run only this part (repeatable; 'maps', 'meanfield' "
-                   "and 'depth' run only when named)")
+                                      "meanfield", "depth", "model"],
+                   action="append", help="run only this part (repeatable; 'maps', 'meanfield', "
+                   "'depth' and 'model' run only when named)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines (errors and --json only)")
     p.set_defaults(func=cmd)
