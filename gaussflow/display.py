@@ -22,12 +22,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .theory.metrics import effective_rank
+
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from matplotlib.figure import Figure
 
-    from .batch import SweepResult
-    from .integrate import Trajectory
-    from .validation_report import ValidationReport
+# The results are passed in and read by attribute (duck typing), so this module imports none of
+# the modules whose classes call it: `Trajectory`, `ValidationReport`, `SweepResult` stand for
+# `gaussflow.integrate.Trajectory`, `gaussflow.validation_report.ValidationReport` and
+# `gaussflow.batch.SweepResult`.
+Trajectory = ValidationReport = SweepResult = Any
 
 #: Largest $d$ whose mean and covariance are shown entry by entry.
 MATRIX_MAX_D = 4
@@ -123,8 +129,6 @@ def _state_covs(traj: Trajectory, idx: np.ndarray) -> tuple[np.ndarray, np.ndarr
 def state_rows(mean: np.ndarray, cov: np.ndarray, prefix: str = "final ") -> list[tuple[str, str]]:
     r"""Table rows summarising one Gaussian state: the entries for $d \le$ `MATRIX_MAX_D`, else
     $|\alpha|$, $\operatorname{tr}\Sigma$, the effective rank and the largest eigenvalues."""
-    from .theory import effective_rank
-
     d = mean.shape[-1]
     if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(cov))):
         return [(prefix + "state", "non-finite (the solve stopped: see status)")]
@@ -235,26 +239,25 @@ def validation_rows(report: ValidationReport) -> list[tuple[str, str]]:
     return rows
 
 
-def validation_figure(report: ValidationReport) -> Figure:
-    """The error-against-$N$ figure of `gaussflow.plots.validation_errors`, drawn small on a
-    figure made without `pyplot`."""
-    from . import plots
-
+def validation_figure(report: ValidationReport, draw: Callable[..., Any]) -> Figure:
+    """The error-against-$N$ figure drawn small, on a figure made without `pyplot`, by `draw`
+    (`gaussflow.plots.validation_errors`, passed in by the caller: this module does not import
+    the plotting module, which imports the result types)."""
     fig = new_figure(constrained=False)  # validation_errors calls tight_layout
     fig.set_size_inches(FIGSIZE[0], FIGSIZE[1] + 0.4)
-    plots.validation_errors(report, ax=fig.add_subplot())
+    draw(report, ax=fig.add_subplot())
     return fig
 
 
-def validation_png(report: ValidationReport) -> bytes:
+def validation_png(report: ValidationReport, draw: Callable[..., Any]) -> bytes:
     """The report's small figure (`validation_figure`) as PNG bytes."""
-    return png_bytes(validation_figure(report))
+    return png_bytes(validation_figure(report, draw))
 
 
-def validation_html(report: ValidationReport) -> str:
+def validation_html(report: ValidationReport, draw: Callable[..., Any]) -> str:
     """The report's table (`validation_rows`) and its small figure, as HTML."""
     table = html_table(validation_rows(report), f"Validation of {report.field_name}")
-    return side_by_side(table, validation_png(report), "error against N")
+    return side_by_side(table, validation_png(report, draw), "error against N")
 
 
 # ----------------------------------------------------------------------------- sweeps

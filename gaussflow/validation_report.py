@@ -124,14 +124,16 @@ class ValidationReport:
         """A table (verdict, errors and slopes per quantity, reasons) and the small error-against-$N$
         figure (`gaussflow.display`)."""
         from .display import validation_html
+        from .plots import validation_errors
 
-        return validation_html(self)
+        return validation_html(self, validation_errors)
 
     def _repr_png_(self) -> bytes:
         """The small error-against-$N$ figure of `_repr_html_` as PNG bytes."""
         from .display import validation_png
+        from .plots import validation_errors
 
-        return validation_png(self)
+        return validation_png(self, validation_errors)
 
     def __str__(self) -> str:
         kind = "exact" if self.exact else "approximate"

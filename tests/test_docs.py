@@ -168,7 +168,7 @@ def test_study_report_opens_in_headless_chromium(tmp_path):
                   2.0, ts=np.linspace(0, 2, 11))
     figs = [tmp_path / "eigenvalues_case.png", tmp_path / "validate-softmax.png"]
     figs[0].write_bytes(tr._repr_png_())
-    figs[1].write_bytes(display.validation_png(_validation_report()))
+    figs[1].write_bytes(_validation_report()._repr_png_())
     report.write_report(tmp_path / "report.html", "browser check", {"status": tr.status}, figs)
     results = docs_screenshots.open_pages(str(tmp_path), None, {"report": "report.html"})
     images = results["report"]["images"]

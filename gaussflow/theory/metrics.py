@@ -19,15 +19,13 @@ r"""Anisotropy measures of covariances and trajectories.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from .._checks import as_array, as_scalar
 
-if TYPE_CHECKING:
-    from ..integrate import Trajectory
 
 
 def _covs(covs, name="covs"):
@@ -164,13 +162,14 @@ def spectrum_summary(cov: ArrayLike, top: int = 5) -> dict[str, float | int | li
             "effective_rank": float(effective_rank(c)), "min": float(w[0]), "max": float(w[-1]), "top": w[::-1][:int(top)].tolist()}
 
 
-def anisotropy(traj: Trajectory, direction: ArrayLike | None = None) -> dict[str, np.ndarray]:
+def anisotropy(traj: Any, direction: ArrayLike | None = None) -> dict[str, np.ndarray]:
     """Anisotropy measures along a trajectory: dict of arrays over `traj.ts`.
 
     Parameters
     ----------
     traj : Trajectory
-        A solved trajectory (anything with `ts` and `covs`).
+        A solved `gf.Trajectory` (anything with `ts` and `covs`: this module imports nothing
+        above it).
     direction : ArrayLike, optional
         A direction $u$ of shape `(d,)` for the `alignment` entry.
 
