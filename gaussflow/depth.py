@@ -239,7 +239,8 @@ class DepthRun:
     the layer ends at the integers); `metrics`: arrays over `ts` (NaN past a failed run);
     `status`: of the closure and of the particles; `seconds`: wall times (the first run of a
     process includes compilation); `score_std`: per layer, the largest `score_spread` over its
-    heads, on the closure's Gaussian as the layer starts.
+    heads, on the closure's Gaussian as the layer starts; `blowup_depth`: the closure's
+    blow-up time $t^*$ (a depth) when its status is `"blowup"`, else `None`.
     """
 
     label: str
@@ -249,6 +250,7 @@ class DepthRun:
     status: dict[str, str]
     seconds: dict[str, float]
     score_std: np.ndarray = dc_field(default_factory=lambda: np.zeros(0))
+    blowup_depth: float | None = None
 
     def at_layers(self, name: str) -> np.ndarray:
         r"""The metric `name` at depths $0, 1, \dots, L$ (input, then after each layer)."""
@@ -297,6 +299,7 @@ class DepthReport:
         """JSON-ready summary: info, dropped parts, per cloud the metrics at the layer ends."""
         return {"info": self.info, "dropped": {str(k): v for k, v in self.dropped.items()},
                 "runs": [{"label": r.label, "scale": r.scale, "status": r.status,
+                          "blowup_depth": r.blowup_depth,
                           "seconds": r.seconds, "max_cov_error": r.max_error(),
                           "score_std": r.score_std.tolist(),
                           "layers": {k: r.at_layers(k).tolist() for k in r.metrics}}
@@ -462,9 +465,12 @@ def attention_through_depth(path: str | os.PathLike,
                              metrics=_metrics(all_ts, mc, Sc, xs, seed),
                              score_std=np.asarray(spread),
                              status={"closure": clo.status, "particles": part.status},
-                             seconds={"closure": t_clo, "particles": t_part}))
+                             seconds={"closure": t_clo, "particles": t_part},
+                             blowup_depth=None if clo.blowup_time is None
+                             else float(clo.blowup_time)))
         if log is not None:
-            log(f"  {label}: closure {clo.status} ({t_clo:.1f} s), {n_tokens} tokens "
+            at = "" if clo.blowup_time is None else f" at depth {float(clo.blowup_time):.4g}"
+            log(f"  {label}: closure {clo.status}{at} ({t_clo:.1f} s), {n_tokens} tokens "
                 f"{part.status} ({t_part:.1f} s); max covariance error {runs[-1].max_error():.3g}")
     info = {"file": file, "d": d, "heads": first.info["heads"], "layers": n_layers,
             "n_tokens": n_tokens, "with_bias": bool(with_bias), "rtol": rtol, "atol": atol,

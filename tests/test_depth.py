@@ -30,6 +30,7 @@ def test_runs_end_to_end_with_per_layer_metrics(report):
     assert report.info["d"] == 8 and report.info["layers"] == LAYERS
     for r in report.runs:
         assert r.status == {"closure": "completed", "particles": "completed"}
+        assert r.blowup_depth is None
         np.testing.assert_allclose(r.ts, np.arange(LAYERS * STEPS + 1) / STEPS)
         for name, v in r.metrics.items():
             assert len(v) == len(r.ts) and np.all(np.isfinite(v)), name
@@ -58,6 +59,23 @@ def test_closure_and_tokens_agree_at_small_scale_and_part_at_large(report):
     assert large.max_error() > 0.1
     assert large.metrics["cov_error"][-1] > 1e3 * small.metrics["cov_error"][-1]
     assert report.agreeing(0.05) == ["s=0.1"]
+
+
+def test_closure_blowup_depth_is_reported(ckpt):
+    # s = 10 on the test checkpoint: the closure blows up within the first layer (measured at
+    # depth 0.072 from 16 tokens' moments) while the tokens complete; the depth is kept
+    lines = []
+    rep = attention_through_depth(ckpt, scales=(10.0,), n_tokens=N, steps_per_layer=STEPS,
+                                  log=lines.append)
+    (r,) = rep.runs
+    assert r.status == {"closure": "blowup", "particles": "completed"}
+    assert 0 < r.blowup_depth < LAYERS
+    assert f"blowup at depth {r.blowup_depth:.4g}" in lines[0]
+    # metrics exist up to the blow-up and are NaN after it
+    before, after = r.ts <= r.blowup_depth, r.ts > r.blowup_depth
+    assert np.all(np.isfinite(r.metrics["cov_error"][before]))
+    assert after.any() and np.all(np.isnan(r.metrics["cov_error"][after]))
+    assert json.loads(json.dumps(rep.to_dict()))["runs"][0]["blowup_depth"] == r.blowup_depth
 
 
 def test_bad_input_is_reported_before_work(ckpt, tmp_path):
