@@ -1,6 +1,6 @@
 import pickle, numpy as np, gaussflow as gf
 from gaussflow.theory.maps import draw_weights, save_times
-m = pickle.load(open("runs/map_l2_I_32.pkl", "rb"))
+m = pickle.load(open("docs/runs/map_l2_I_32.pkl", "rb"))
 for key, labs in m.labels.items():
     for i, l in enumerate(labs):
         if l == "blowup":
@@ -16,4 +16,4 @@ print("eig A+A^T", np.linalg.eigvalsh(A + A.T))
 for key, labs in m.labels.items():
     if key[1] == d:
         print(key, labs[idx], m.status[key][idx])
-np.savez("runs/l2_blowup_draw.npz", Q=Q, K=K, c=p, d=d, idx=idx)
+np.savez("docs/runs/l2_blowup_draw.npz", Q=Q, K=K, c=p, d=d, idx=idx)

@@ -1,5 +1,5 @@
 import numpy as np, gaussflow as gf
-z = np.load("runs/l2_blowup_draw.npz"); Q, K, c, d = z["Q"], z["K"], float(z["c"]), int(z["d"])
+z = np.load("docs/runs/l2_blowup_draw.npz"); Q, K, c, d = z["Q"], z["K"], float(z["c"]), int(z["d"])
 print("eig K^-1 Q", np.linalg.eigvals(np.linalg.solve(K, Q)))
 f = gf.L2(Q, K, np.eye(d), c=c)
 g0 = gf.Gaussian(np.zeros(d), np.eye(d))

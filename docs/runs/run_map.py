@@ -9,7 +9,7 @@ t = time.time()
 cf = sys.argv[4] if len(sys.argv) > 4 else "auto"
 m = regime_map(variant, value, params, (2, 3, 4, 5), n, seed=0, sweep_options={"closed_form": cf})
 print(f"{m.name}: {m.seconds:.1f} s", flush=True)
-with open(f"runs/map_{variant}_{value}_{n}" + ("" if cf == "auto" else "_" + cf) + ".pkl", "wb") as fh:
+with open(f"docs/runs/map_{variant}_{value}_{n}" + ("" if cf == "auto" else "_" + cf) + ".pkl", "wb") as fh:
     pickle.dump(m, fh)
 tot = Counter(l for labs in m.labels.values() for l in labs)
 print("totals", dict(tot))

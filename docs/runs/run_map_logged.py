@@ -33,10 +33,10 @@ for d in dims:
               f"steps max {int(np.max(res.num_steps))} median {int(np.median(res.num_steps))} "
               f"top5 {sorted(((int(s), i, str(st)) for i, (s, st) in enumerate(zip(res.num_steps, res.status))), reverse=True)[:5]}",
               flush=True)
-        with open(f"runs/map_{variant}_{value}_{n}.partial.pkl", "wb") as fh:
+        with open(f"docs/runs/map_{variant}_{value}_{n}.partial.pkl", "wb") as fh:
             pickle.dump(out, fh)
 out.seconds = time.perf_counter() - start
 print(f"{out.name}: {out.seconds:.1f} s", flush=True)
-with open(f"runs/map_{variant}_{value}_{n}.pkl", "wb") as fh:
+with open(f"docs/runs/map_{variant}_{value}_{n}.pkl", "wb") as fh:
     pickle.dump(out, fh)
 print("totals", dict(Counter(l for labs in out.labels.values() for l in labs)))

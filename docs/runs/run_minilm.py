@@ -11,7 +11,7 @@ if which == "embeddings":
 else:
     rep = attention_through_depth(minilm_folder(), scales=tuple(float(s) for s in which.split(",")), embeddings=False, **kw)
 print(f"total {time.time() - t:.1f} s", flush=True)
-with open(f"runs/minilm_{which}.pkl", "wb") as fh:
+with open(f"docs/runs/minilm_{which}.pkl", "wb") as fh:
     pickle.dump(rep, fh)
 for r in rep.runs:
     print(r.label, r.status, r.seconds, "blowup_depth", getattr(r, "blowup_depth", None))

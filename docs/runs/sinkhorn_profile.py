@@ -1,6 +1,6 @@
 import pickle, time, numpy as np, gaussflow as gf
 from gaussflow.theory.maps import draw_weights, save_times
-ml2 = pickle.load(open("runs/map_l2_I_32.pkl", "rb"))
+ml2 = pickle.load(open("docs/runs/map_l2_I_32.pkl", "rb"))
 for d, i, p in [(4, 30, 1.0), (4, 1, 1.0), (5, 28, 1.0)]:
     w = draw_weights(d, 32, 0, 1.0)
     f = gf.Sinkhorn(w["Q"][i], w["K"][i], np.eye(d), beta=p, eps=1.0)
