@@ -108,3 +108,13 @@ def test_rank_sweep_quick_figures():
     assert side["I"]["closed_form"]["err"] <= 1e-13 * 1e2  # round-off of the evaluation
     assert side["I"]["integrate"]["err"] <= 1e-8
     assert "forced integration" in out
+
+
+def test_cli_bench_help_names_every_benchmark(capsys):
+    from gaussflow.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in benchmarks.NAMES:
+        assert name in text, name

@@ -19,7 +19,8 @@ def add(sub: argparse._SubParsersAction) -> None:
                        description="Run the benchmarks of the benchmarks/ package of a gaussflow "
                        "checkout; each prints its ratio against a baseline measured in the same "
                        "process. Names: rank_sweep, rhs_codegen, many_flows, particle_step, "
-                       "closure_vs_particles, cli_cold (default all).",
+                       "closure_vs_particles, cli_cold, sinkhorn_speed, layout, scaling "
+                       "(default all).",
                        **fmt("gaussflow bench --quick rhs_codegen particle_step"))
     p.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default all)")
     p.add_argument("--quick", action="store_true", help="small sizes (seconds)")
