@@ -22,7 +22,8 @@ stopping time `t_stop` with `status`:
   satisfy the latter (there $\tau (t - t_0)^{-1}$ stays near $1 / \log f$), but one that sets
   in late and fast can (rate $1/\tau > 10^3 / (t - t_0)$: in the regime maps one weight draw,
   growing at rate 1.5 from $t \approx 950$ under L2, is reported `"blowup"` for L2 and
-  Sinkhorn, whose closures provably cannot blow up there; README, "Regime maps").
+  Sinkhorn, whose closures provably cannot blow up there; README, "Regime maps";
+  `gaussflow.theory.classify` reads the saved path and calls such a run `growth`).
   `blowup_time` is $t_{\mathrm{stop}} + \tau$, accurate to $O(1/f)$ relative.
 - `"escaped"`: exponential (not finite-time) growth past `ESCAPE_FACTOR * blowup_threshold`
   (`1e9` by default): $\operatorname{tr}\Sigma$ grew that much without the blow-up signature,

@@ -303,3 +303,21 @@ def test_affine_attention_contracting_w_no_overflow():
     tr = gf.solve(f, g0, 20.0)
     assert tr.status == "completed"
     assert np.trace(tr.covs[-1]) < 1e-6 * np.trace(np.asarray(g0.cov))
+
+
+def test_late_exponential_growth_is_growth_not_blowup():
+    """The L2 draw the regime map labelled `blowup` (c = 0.1, d = 3, `V = I`; L2 cannot blow up
+    in finite time): tr Sigma stays flat until t ~ 890, then grows at a rate levelling off near 1.5.
+    The solver's blow-up test fires (tau = 0.67 < 1e-3 t, as if the growth began at t0);
+    `classify` compares tau with the time since the growth began and says `growth`, rate 1.49.
+    A finite-time blow-up (softmax) stays `blowup` (`test_blowup_time_and_direction`)."""
+    Q = np.array([[-1.25821075, 0.46132759, -0.36349103], [1.53398185, -0.67423764, 0.92618183],
+                  [0.18853803, -2.3246775, -0.20706579]])
+    K = np.array([[3.31719323, -1.31626814, 1.47429523], [-1.8210127, 3.1076652, -0.69796642],
+                  [0.90986774, 1.78487425, 0.49988236]])
+    tr = gf.solve(gf.L2(Q, K, np.eye(3), c=0.1), gf.Gaussian(np.zeros(3), np.eye(3)), 5000.0,
+                  ts=np.linspace(0, 5000, 101))
+    assert tr.status == "blowup"  # the solver's own test fires: the case the rule exists for
+    reg = T.classify(tr)
+    assert reg.kind == "growth" and "late exponential growth" in reg.reason
+    assert 1.4 < reg.rate < 1.6  # d log tr Sigma / dt at the stop (measured 1.489 -> 1.497)

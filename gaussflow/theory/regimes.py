@@ -31,6 +31,8 @@ THRESHOLDS = {
     "settling": 0.75,       # change ratio [t/2, t] vs [t/4, t/2] below this: settling (1/t gives 1/2)
     "settled": 1e-7,        # change over [t/2, t] below this: converged whatever the ratio
     "blowup_share": 1e-4,   # at blow-up, p_i above this counts in the rank of Sigma / tr Sigma
+    "growth_start": 10.0,   # tr Sigma / tr Sigma0 at or below this: the growth has not started
+    "late_growth": 1e-3,    # solver's tau / (t_stop - growth start) above this: exponential growth
 }
 
 
@@ -66,6 +68,22 @@ class Regime:
         return ", ".join(parts)
 
 
+def _late_growth(ts, covs, t_stop, blowup_time, th):
+    r"""The rate $1/\tau$ of a `blowup` that is a late exponential growth (rule 1 of
+    `classify`), or `None`."""
+    if blowup_time is None or len(ts) < 2:
+        return None
+    tau, tr0 = float(blowup_time) - float(t_stop), float(np.trace(covs[0]))
+    if not tr0 > 0:
+        return None
+    f = np.trace(covs, axis1=-2, axis2=-1) / tr0
+    before = np.nonzero((f <= th["growth_start"]) & (ts < t_stop))[0]
+    if tau <= 0 or len(before) == 0:
+        return None
+    span = float(t_stop) - float(ts[before[-1]])
+    return 1.0 / tau if span > 0 and tau > th["late_growth"] * span else None
+
+
 def _at(ts, covs, t):
     """Saved time and covariance nearest to time `t`."""
     i = int(np.argmin(np.abs(ts - t)))
@@ -93,6 +111,13 @@ def classify(traj: Trajectory, thresholds: Mapping[str, float] | None = None) ->
        $\Sigma / \operatorname{tr}\Sigma$ projected on the directions with
        $p_i >$ `blowup_share` (the solver stops once $\operatorname{tr}\Sigma$ grew $10^8$-fold,
        the default `blowup_threshold`, so bounded directions keep a share $\sim 10^{-8}$).
+       Except a *late exponential growth*: the solver's test $\tau < 10^{-3} (t - t_0)$
+       ($\tau = f / f'$, $f = \operatorname{tr}\Sigma / \operatorname{tr}\Sigma_0$) assumes the
+       growth began at $t_0$. With $t_g$ the last saved time where $f \le$ `growth_start`, a
+       finite-time blow-up has $\tau \ll t_\mathrm{stop} - t_g$ ($f \sim 1/(t^* - t)$: their
+       ratio is about $1/f$), while a growth $f \propto e^{r t}$ has $\tau = 1/r$ against
+       $t_\mathrm{stop} - t_g \ge \log(10^7)/r$; so $\tau / (t_\mathrm{stop} - t_g) >$
+       `late_growth` gives `growth`, with rate $1/\tau$ (the reason says so).
     2. `status == "escaped"` (the solver stopped an exponential growth of
        $\operatorname{tr}\Sigma$ far past the blow-up threshold): `growth`, rate = slope of
        $\log \operatorname{tr}\Sigma$ over the last half of the saved path. Any other status
@@ -162,8 +187,14 @@ def classify(traj: Trajectory, thresholds: Mapping[str, float] | None = None) ->
     p_end = normalised_spectrum(S_end)
     if status == "blowup":
         rank = int(np.sum(p_end > th["blowup_share"]))
-        return Regime("blowup", rank=rank, limit=_top(S_end, max(rank, 1), normalise=True),
-                      blowup_time=traj.blowup_time, reason="solver detected finite-time blow-up")
+        limit = _top(S_end, max(rank, 1), normalise=True)
+        late = _late_growth(ts, covs, traj.t_stop, traj.blowup_time, th)
+        if late is not None:
+            return Regime("growth", rank=rank, limit=limit, rate=late,
+                          reason="late exponential growth: the solver's blow-up test fired, but "
+                                 "tau is not small against the time since the growth began")
+        return Regime("blowup", rank=rank, limit=limit, blowup_time=traj.blowup_time,
+                      reason="solver detected finite-time blow-up")
     if status == "escaped" and len(ts) >= 3:
         t_h, S_half = _at(ts, covs, ts[0] + (ts[-1] - ts[0]) / 2)
         tre, trh = np.trace(S_end), np.trace(S_half)
