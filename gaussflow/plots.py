@@ -259,6 +259,17 @@ def save(fig: Figure, path_stem: str) -> str:
     return png
 
 
+def particle_count_axes(ax: Axes, ns: Sequence[int]) -> None:
+    """Log-log axes over particle counts: one labelled tick per $N$ in `ns`, no minor labels,
+    the x label "number of particles N"."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(ns)
+    ax.set_xticklabels([str(int(n)) for n in ns])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("number of particles N")
+
+
 def validation_errors(report: Any, ax: Axes | None = None) -> Figure:
     """Closure-vs-particle error against the number of particles (log-log), for a
     `gaussflow.validation.ValidationReport`: every seed (dots), the root mean square over seeds
@@ -289,12 +300,7 @@ def validation_errors(report: Any, ax: Axes | None = None) -> Figure:
         ref = st.rms[0] * np.sqrt(ns[0] / ns)
         ax.plot(ns, ref, "--", color=col, lw=1, alpha=0.7)
     ax.plot([], [], "--", color="0.4", lw=1, label=r"$N^{-1/2}$ reference")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xticks(ns)
-    ax.set_xticklabels([str(int(n)) for n in ns])
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("number of particles N")
+    particle_count_axes(ax, ns)
     ax.set_ylabel("relative error (max over time)")
     ax.set_title(f"{report.field_name}: closure vs particles ({report.verdict})", fontsize=10)
     ax.legend(fontsize=7)

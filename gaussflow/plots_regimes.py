@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 from matplotlib.lines import Line2D
-from matplotlib.ticker import NullFormatter
 import numpy as np
 
-from .plots import disk_coordinates, disk_frame, disk_marker_handles, figure_axes
+from .plots import (disk_coordinates, disk_frame, disk_marker_handles, figure_axes,
+                    particle_count_axes)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -292,12 +292,7 @@ def gap_against_n(summary: dict, title: str | None = None) -> Figure:
             for j in range(G.shape[1]):
                 ax.plot(ns, G[:, j], "o", color=col, ms=3, alpha=0.6)
             ax.plot(ns, G.mean(axis=1), "-", color=col, lw=1.5, label=labels.get(method, method))
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xticks(ns)
-        ax.set_xticklabels([str(int(n)) for n in ns])
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("number of particles N")
+        particle_count_axes(ax, ns)
         ax.set_ylabel("max |normalised spectrum closure - particles|")
         ax.set_title(case, fontsize=10)
         ax.legend(fontsize=7)
