@@ -31,11 +31,12 @@ import numpy as np
 from . import particles
 from .blocks import Model
 from .gaussian import Gaussian
-from .network import forward_halves
-from .propagate import step_halves
+from .layernorm import layer_norm
+from .network import attention_forward, forward_halves, layer_forward, mlp_forward
+from .propagate import attention_step, layer_norm_step, mlp_step, step_halves
 
 __all__ = ["empirical", "relative_errors", "matched_twin", "noise_scan", "noise_table",
-           "SCAN_METRICS"]
+           "sub_block_split", "split_table", "SCAN_METRICS", "SPLIT_STAGES"]
 
 #: Per stage of `noise_scan`: closure errors, matched floors, unmatched floors, own error.
 SCAN_METRICS = ("cov_err", "cov_floor", "cov_own", "cov_free", "mean_err", "mean_floor")
@@ -183,4 +184,115 @@ def noise_table(scans: dict[str, dict[str, np.ndarray]]) -> str:
                             f"{s['cov_floor'][i, k]:.3f} | {s['cov_own'][i, k]:.3f} | "
                             f"{s['cov_free'][i, k]:.3f} | {s['mean_err'][i, k]:.1e} | "
                             f"{s['mean_floor'][i, k]:.1e} |")
+    return "\n".join(rows)
+
+
+#: The sub-blocks of a post-norm layer, in order, as `sub_block_split` measures them.
+SPLIT_STAGES = ("attention sum x + Attn x", "LN1", "MLP sum h + MLP h", "LN2")
+
+
+def _stage_maps(block):
+    """Per stage of `SPLIT_STAGES`: (tokens -> tokens, Gaussian -> closure Gaussian(s))."""
+    ln = [lambda X, w=w: layer_norm(X, getattr(block, f"ln{w}_gamma"), getattr(block, f"ln{w}_beta"),
+                                    block.eps) for w in (1, 2)]
+    return [
+        (lambda X: X + attention_forward(block, X), lambda g, o: attention_step(block, g)),
+        (ln[0], lambda g, o: layer_norm_step(g, block, 1, o)[0]),
+        (lambda X: X + mlp_forward(block, X), lambda g, o: mlp_step(block, g)),
+        (ln[1], lambda g, o: layer_norm_step(g, block, 2, o)[0]),
+    ]
+
+
+def sub_block_split(model: Model, g0: Gaussian, ns: tuple, layer: int = 0, seed: int = 0,
+                    layer_norm: int | str = 2) -> dict[str, np.ndarray]:
+    r"""Each sub-block's own error: the closure of one sub-block started from the tokens' own
+    moments at its input, against the tokens after it (post-norm layer `layer`).
+
+    For each $N$: a cloud `X` of $N$ draws from `g0` goes through the layers before `layer`
+    and then through the stages `SPLIT_STAGES` of `layer` (`gaussflow.network`); at each stage
+    the closure map (`gaussflow.propagate`: `attention_step`, `layer_norm_step`, `mlp_step`)
+    is applied to the Gaussian with the cloud's empirical mean and covariance at the stage's
+    input, and compared with the cloud's moments at its output. The floor: a `matched_twin` of
+    the stage's input cloud (an independent cloud from `g0` pushed to the same stage, then moved
+    onto the input's moments) through the same stage. At the layer norms the exact map
+    (`order="exact"`) is measured too: an error of the exact map above the floor comes from the
+    cloud not being Gaussian at the layer norm's input, not from the map's approximation.
+
+    Parameters
+    ----------
+    model : Model
+        A post-norm model (`gf.load_model`).
+    g0 : Gaussian
+        The law of the input tokens.
+    ns : tuple of int
+        Token counts (each larger than $d$).
+    layer : int
+        The layer split (0-based).
+    seed : int
+        Seed of the clouds.
+    layer_norm : int or str
+        The closure's layer-norm map (as in `gf.propagate`).
+
+    Returns
+    -------
+    dict of str to np.ndarray
+        `"n"`, `"stages"` and, shape `(len(ns), 4)`: `cov_err`, `cov_floor`, `cov_own`,
+        `mean_err`, `mean_floor`, `cov_err_exact` and `mean_err_exact` (NaN but at the layer
+        norms).
+
+    Raises
+    ------
+    ValueError
+        For a pre-norm model, `layer` outside the model, or an $N \le d$.
+    """
+    if model.placement != "post":
+        raise ValueError("sub_block_split measures post-norm layers; got a pre-norm model")
+    if not 0 <= layer < len(model):
+        raise ValueError(f"layer must be in 0..{len(model) - 1}, got {layer!r}")
+    if any(int(n) <= model.d for n in ns):
+        raise ValueError(f"every N must exceed d = {model.d}, got {ns}")
+    keys = ("cov_err", "cov_floor", "cov_own", "mean_err", "mean_floor", "cov_err_exact",
+            "mean_err_exact")
+    out = {k: np.full((len(ns), len(SPLIT_STAGES)), np.nan) for k in keys}
+    stages = _stage_maps(model.blocks[layer])
+    for i, n in enumerate(ns):
+        X = particles.sample(g0, int(n), seed=seed + 2 * i)
+        Y = particles.sample(g0, int(n), seed=seed + 2 * i + 1)
+        for b in model.blocks[:layer]:
+            X, Y = layer_forward(b, X, "post"), layer_forward(b, Y, "post")
+        for k, (net, closure) in enumerate(stages):
+            m_in, S_in = empirical(X)
+            twin = matched_twin(X, Y)
+            X_out, twin_out = net(X), net(twin)
+            x = empirical(X_out)
+            g_in = Gaussian(m_in, S_in)
+            g = closure(g_in, layer_norm)
+            out["mean_err"][i, k], out["cov_err"][i, k] = relative_errors(g.mean, g.cov, *x)
+            mf, cf = relative_errors(*empirical(twin_out), *x)
+            out["mean_floor"][i, k], out["cov_floor"][i, k] = mf / np.sqrt(2), cf / np.sqrt(2)
+            out["cov_own"][i, k] = np.sqrt(max(out["cov_err"][i, k] ** 2
+                                               - out["cov_floor"][i, k] ** 2, 0.0))
+            if k in (1, 3):
+                ge = closure(g_in, "exact")
+                out["mean_err_exact"][i, k], out["cov_err_exact"][i, k] = relative_errors(
+                    ge.mean, ge.cov, *x)
+            X, Y = X_out, net(Y)
+    return {"n": np.asarray(ns, dtype=int), "stages": list(SPLIT_STAGES), "layer_norm": layer_norm,
+            **out}
+
+
+def split_table(splits: dict[str, dict[str, np.ndarray]]) -> str:
+    """Markdown table of `sub_block_split` results by initial cloud name."""
+    orders = {str(s.get("layer_norm", 2)) for s in splits.values()}
+    rows = [f"| initial cloud | N | stage | cov err (LN order {', '.join(sorted(orders))}) | "
+            "cov err, exact LN | cov floor | own sqrt(err² - floor²) | mean err | mean floor |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for name, s in splits.items():
+        for k, stage in enumerate(s["stages"]):
+            for i, n in enumerate(s["n"]):
+                ex = s["cov_err_exact"][i, k]
+                rows.append(f"| {name} | {n} | {stage} | {s['cov_err'][i, k]:.3f} | "
+                            + ("–" if np.isnan(ex) else f"{ex:.3f}")
+                            + f" | {s['cov_floor'][i, k]:.3f} | {s['cov_own'][i, k]:.3f} | "
+                            f"{s['mean_err'][i, k]:.1e} | {s['mean_floor'][i, k]:.1e} |")
     return "\n".join(rows)

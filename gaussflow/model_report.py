@@ -43,7 +43,8 @@ from . import particles, theory
 from .blocks import Model, load_model
 from .depth import embedding_gaussian, mean_cosine, minilm_folder
 from .gaussian import Gaussian
-from .model_noise import empirical, matched_twin, noise_scan, noise_table, relative_errors
+from .model_noise import (empirical, matched_twin, noise_scan, noise_table, relative_errors,
+                          split_table, sub_block_split)
 from .network import forward
 from .particles.convergence import wasserstein2
 from .propagate import propagate
@@ -57,9 +58,10 @@ N_TOP = 3
 #: scan (`gaussflow.model_noise.noise_scan`, from these scales and the embeddings): token counts
 #: and layers.
 FULL = {"n_tokens": 1024, "scales": (0.05, 0.2, 1.0), "n_w2": 512,
-        "scan_ns": (512, 1024, 2048, 4096), "scan_scales": (0.2,), "scan_layers": 2}
+        "scan_ns": (512, 1024, 2048, 4096), "scan_scales": (0.2,), "scan_layers": 2,
+        "split_ns": (1024, 4096)}
 QUICK = {"n_tokens": 256, "scales": (0.1, 1.0), "n_w2": 256,
-         "scan_ns": (64, 256), "scan_scales": (1.0,), "scan_layers": 2}
+         "scan_ns": (64, 256), "scan_scales": (1.0,), "scan_layers": 2, "split_ns": (256,)}
 METRICS = ("spread", "mean_err", "cov_err", "mean_floor", "cov_floor", "rank_tokens", "rank_closure", "top_tokens", "top_closure",
            "cos_tokens", "cos_closure", "w2", "w2_floor")
 
@@ -254,7 +256,9 @@ def whole_model(out_dir: str | os.PathLike, quick: bool = False, seed: int = 0,
                 checkpoint: str | os.PathLike | None = None, placement: str = "post",
                 log: Callable[[str], Any] = print) -> tuple[dict[str, Any], list[str]]:
     """The whole-model reproduction: figure `model_minilm.png` / `.pdf`, table `model_minilm.md`,
-    sampling-floor scan `model_minilm_noise.md`, summary `model_minilm.json` in `out_dir`.
+    sampling-floor scan `model_minilm_noise.md`, the first layer split into its sub-blocks
+    `model_minilm_split.md` (`gaussflow.model_noise.sub_block_split`), summary
+    `model_minilm.json` in `out_dir`.
 
     Parameters
     ----------
@@ -314,9 +318,19 @@ def whole_model(out_dir: str | os.PathLike, quick: bool = False, seed: int = 0,
             f"[{time.perf_counter() - t:.1f} s]")
     with open(stem + "_noise.md", "w") as fh:
         fh.write(noise_table(scans) + "\n")
+    splits = {}
+    for name, law in laws.items():
+        t = time.perf_counter()
+        splits[name] = sub_block_split(model, law, settings["split_ns"], 0, seed)
+        log(f"  sub-block split {name}: N = {settings['split_ns']} "
+            f"[{time.perf_counter() - t:.1f} s]")
+    with open(stem + "_split.md", "w") as fh:
+        fh.write(split_table(splits) + "\n")
     summary = rep.to_dict()
     summary["noise"] = {k: {m: np.asarray(v).tolist() for m, v in s.items()}
                         for k, s in scans.items()}
+    summary["split"] = {k: {m: np.asarray(v).tolist() for m, v in s.items()}
+                        for k, s in splits.items()}
     with open(stem + ".json", "w") as fh:
         json.dump(summary, fh, indent=1, default=float)
     return summary, [png]

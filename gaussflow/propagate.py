@@ -21,10 +21,11 @@ $\operatorname{Cov}(x, F(u)) = C\, G^\top$ for jointly Gaussian $x, u$).
   $E F = W_2 E s(h) + b_2$, $G = W_2 \operatorname{diag}(E s'(h)) W_1$, and
   $\operatorname{Cov} s(h)$ from Mehler's formula (`activation_moments`). Exact moments of the
   step at a Gaussian input; the output is not Gaussian (moment projection).
-- **Layer norm**: `gf.layer_norm_gaussian` (moment matched, second-order delta method; accurate
-  for large $d$ while the feature variance concentrates, `variance_spread` small; where the
-  second-order covariance is not positive semi-definite, which happens only when it does not,
-  the leading order is used). For pre-norm, $C = \operatorname{Cov}(x, \mathrm{LN}\,x)$
+- **Layer norm**: `gf.layer_norm_gaussian`, chosen by `layer_norm`: `"exact"` (the default: the
+  exact moments of $\mathrm{LN}(x)$ at a Gaussian input, one-dimensional integrals) or a
+  delta-method order `0 .. 4` (accurate for large $d$ while the feature variance concentrates,
+  `variance_spread` small; where the covariance of order $\ge 2$ is not positive semi-definite,
+  which happens only when it does not, the leading order is used). For pre-norm, $C = \operatorname{Cov}(x, \mathrm{LN}\,x)$
   is taken at leading order, $\Sigma P D_\gamma f_0$ ($P$ the centring projection,
   $f_0 = (v_0 + \epsilon)^{-1/2}$): an $O(1/d)$ approximation.
 
@@ -44,12 +45,13 @@ from .blocks import Block, Model
 from .field import Field
 from .gaussian import Gaussian
 from .layernorm import layer_norm_gaussian, taylor_coefficients
+from .symbolic.layernorm import MAX_ORDER as LN_MAX_ORDER
 from .network import activation
 from .quadrature import gauss_hermite
 from .variants import Softmax
 
 __all__ = ["BertAttention", "attention_affine", "activation_moments", "residual_moments",
-           "attention_step", "mlp_step", "variance_spread", "step_halves", "layer_step", "propagate",
+           "attention_step", "mlp_step", "layer_norm_step", "variance_spread", "step_halves", "layer_step", "propagate",
            "MODES"]
 
 #: `propagate` modes: `"discrete"` (one residual step per sub-block, as the network computes)
@@ -210,19 +212,32 @@ def variance_spread(g: Gaussian) -> float:
     return float(np.sqrt(max(2 * np.sum(S * S) + 4 * a @ S @ a, 0.0)) / d / v0) if v0 > 0 else 0.0
 
 
-def _ln(g, block, which):
+def layer_norm_step(g: Gaussian, block: Block, which: int, layer_norm: int | str = "exact"
+                    ) -> tuple[Gaussian, np.ndarray]:
+    r"""`(Gaussian of LN(x), gamma)` for $x \sim$ `g` and the block's layer norm `which`
+    (1 or 2), by `gf.layer_norm_gaussian` with `order=layer_norm`; a delta-method order whose
+    covariance is not positive semi-definite ($V$ does not concentrate) falls back to order 0."""
     gamma, beta = (block.ln1_gamma, block.ln1_beta) if which == 1 else (block.ln2_gamma,
                                                                          block.ln2_beta)
     try:
-        return layer_norm_gaussian(g, gamma, beta, eps=block.eps, order=2), gamma
-    except ValueError:  # the second-order covariance is not PSD: V does not concentrate
+        return layer_norm_gaussian(g, gamma, beta, eps=block.eps, order=layer_norm), gamma
+    except ValueError:  # the corrected covariance is not PSD: V does not concentrate
+        if layer_norm == "exact":
+            raise
         return layer_norm_gaussian(g, gamma, beta, eps=block.eps, order=0), gamma
 
 
-def _pre_norm(g, block, which):
+def _check_layer_norm(layer_norm):
+    if layer_norm != "exact" and (isinstance(layer_norm, bool) or not isinstance(layer_norm, int)
+                                  or not 0 <= layer_norm <= LN_MAX_ORDER):
+        raise ValueError(f"layer_norm must be a delta-method order 0..{LN_MAX_ORDER} or 'exact', "
+                         f"got {layer_norm!r}")
+
+
+def _pre_norm(g, block, which, layer_norm="exact"):
     r"""`(g_u, C)`: the Gaussian of $u = \mathrm{LN}(x)$ and $\operatorname{Cov}(x, u)$ at
     leading order."""
-    gu, gamma = _ln(g, block, which)
+    gu, gamma = layer_norm_step(g, block, which, layer_norm)
     d = g.dim
     P = np.eye(d) - 1.0 / d
     a, S = np.asarray(g.mean), np.asarray(g.cov)
@@ -260,28 +275,30 @@ def mlp_step(block: Block, g: Gaussian, C: np.ndarray | None = None,
 
 
 def step_halves(block: Block, g: Gaussian, placement: str = "post", terms: int = 40,
-                trace: list | None = None) -> tuple[Gaussian, Gaussian]:
+                trace: list | None = None, layer_norm: int | str = "exact"
+                ) -> tuple[Gaussian, Gaussian]:
     r"""One encoder layer on a Gaussian (discrete mode), with its midpoint: `(h, out)`.
 
     `h` is the Gaussian after the attention sub-block (post-norm: after $\mathrm{LN}_1$), `out`
     after the whole layer, as `gaussflow.network.forward_halves` on tokens. Appends to `trace`
-    the `variance_spread` of the inputs of the two layer norms (post-norm).
+    the `variance_spread` of the inputs of the two layer norms (post-norm); `layer_norm` as in
+    `propagate`.
     """
     if placement == "post":
         u = attention_step(block, g)
-        h, _ = _ln(u, block, 1)
+        h, _ = layer_norm_step(u, block, 1, layer_norm)
         z = mlp_step(block, h, terms=terms)
         if trace is not None:
             trace.append((variance_spread(u), variance_spread(z)))
-        return h, _ln(z, block, 2)[0]
-    gu, C = _pre_norm(g, block, 1)
+        return h, layer_norm_step(z, block, 2, layer_norm)[0]
+    gu, C = _pre_norm(g, block, 1, layer_norm)
     h = attention_step(block, g, C, gu)
-    gu, C = _pre_norm(h, block, 2)
+    gu, C = _pre_norm(h, block, 2, layer_norm)
     return h, mlp_step(block, h, C, gu, terms=terms)
 
 
 def layer_step(block: Block, g: Gaussian, placement: str = "post", mode: str = "discrete",
-               terms: int = 40, trace: list | None = None) -> Gaussian:
+               terms: int = 40, trace: list | None = None, layer_norm: int | str = "exact") -> Gaussian:
     r"""One encoder layer on a Gaussian (see `propagate`); appends to `trace` the
     `variance_spread` of the inputs of its two layer norms (discrete post-norm)."""
     if mode == "continuous":
@@ -292,14 +309,14 @@ def layer_step(block: Block, g: Gaussian, placement: str = "post", mode: str = "
             raise ValueError("mode='continuous' supports placement='post' only (a pre-norm "
                              "branch F(LN x) is not a velocity field of x); use mode='discrete'")
         h = solve(BertAttention(block), g, 1.0).final
-        h, _ = _ln(h, block, 1)
+        h, _ = layer_norm_step(h, block, 1, layer_norm)
         h = solve(MLP(block.W1, block.b1, block.W2, block.b2, block.activation), h, 1.0).final
-        return _ln(h, block, 2)[0]
-    return step_halves(block, g, placement, terms, trace)[1]
+        return layer_norm_step(h, block, 2, layer_norm)[0]
+    return step_halves(block, g, placement, terms, trace, layer_norm)[1]
 
 
 def propagate(model: Model, g0: Gaussian, mode: str = "discrete", terms: int = 40,
-              trace: list | None = None) -> list[Gaussian]:
+              trace: list | None = None, layer_norm: int | str = "exact") -> list[Gaussian]:
     r"""Carry a Gaussian through every layer of `model`: the Gaussian after each layer.
 
     Parameters
@@ -317,6 +334,11 @@ def propagate(model: Model, g0: Gaussian, mode: str = "discrete", terms: int = 4
     trace : list, optional
         Receives per layer `(spread LN1, spread LN2)`, the `variance_spread` of the Gaussians
         entering its layer norms (discrete post-norm only).
+    layer_norm : int or str
+        The layer-norm map (`gf.layer_norm_gaussian`'s `order`): `"exact"` (default: exact
+        moments at a Gaussian input; one eigendecomposition and a quadrature per layer norm,
+        about 2.5 s at d = 384) or a delta-method order `0 .. 4` (faster, accurate while the
+        feature variance concentrates).
 
     Returns
     -------
@@ -328,7 +350,8 @@ def propagate(model: Model, g0: Gaussian, mode: str = "discrete", terms: int = 4
     TypeError
         If `model` is not a `Model` or `g0` not a `gf.Gaussian`.
     ValueError
-        For a `g0` of another dimension, an unknown `mode`, or `"continuous"` with pre-norm.
+        For a `g0` of another dimension, an unknown `mode` or `layer_norm`, or `"continuous"`
+        with pre-norm.
     FloatingPointError
         If the moments stop being finite.
     """
@@ -344,7 +367,8 @@ def propagate(model: Model, g0: Gaussian, mode: str = "discrete", terms: int = 4
     if mode == "continuous" and model.placement != "post":
         raise ValueError("mode='continuous' supports placement='post' only; use mode='discrete'")
     positive_int("terms", terms)
+    _check_layer_norm(layer_norm)
     out = [g0]
     for b in model.blocks:
-        out.append(layer_step(b, out[-1], model.placement, mode, terms, trace))
+        out.append(layer_step(b, out[-1], model.placement, mode, terms, trace, layer_norm))
     return out

@@ -9,7 +9,7 @@ import pytest
 
 import gaussflow as gf
 from gaussflow.blocks import load_block
-from gaussflow.model_noise import empirical, matched_twin, noise_scan
+from gaussflow.model_noise import empirical, matched_twin, noise_scan, sub_block_split
 from gaussflow.model_report import compare_model
 from gaussflow.network import activation, attention_forward, forward
 from gaussflow.propagate import BertAttention, activation_moments, attention_affine, mlp_step
@@ -181,3 +181,22 @@ def test_sampling_floor_is_finite_n_noise(ckpt):
     assert np.all((0.12 < ratio) & (ratio < 0.45)), ratio
     assert np.all(scan["cov_free"] > 1.5 * scan["cov_floor"]), scan
     assert np.all(scan["cov_err"] > 0.8 * scan["cov_floor"]), scan
+
+
+def test_sub_block_split_locates_the_layer_norm_error(ckpt):
+    """Layer 0 split into its sub-blocks (N = 2048, d = 16): the attention sum is at its
+    sampling floor (exact in the mean-field limit); at the layer norms the exact map is within
+    1.5 floors while the delta method of order 2 is worse than the exact map (d = 16 is too small
+    for it); a pre-norm model is refused."""
+    m = gf.load_model(ckpt)
+    g0 = gf.Gaussian(0.3 * np.ones(16), np.eye(16))
+    s = sub_block_split(m, g0, (2048,), layer=0, layer_norm=2)
+    err, floor, exact = s["cov_err"][0], s["cov_floor"][0], s["cov_err_exact"][0]
+    print({k: np.round(s[k][0], 4) for k in ("cov_err", "cov_floor", "cov_err_exact")})
+    assert err[0] < 1.5 * floor[0] + 1e-4
+    assert np.all(exact[[1, 3]] < 1.5 * floor[[1, 3]]) and np.isnan(exact[[0, 2]]).all()
+    assert np.all(err[[1, 3]] > exact[[1, 3]])
+    with pytest.raises(ValueError, match="post-norm"):
+        sub_block_split(m.with_placement("pre"), g0, (2048,))
+    with pytest.raises(ValueError, match="layer_norm"):
+        gf.propagate(m, g0, layer_norm=7)
