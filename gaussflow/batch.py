@@ -52,6 +52,7 @@ from . import closed_form as _cf_mod
 from ._checks import check_batched_covs, check_times, positive_int
 from .field import Field, StaticKey
 from .gaussian import Gaussian
+from . import lsoda
 from .passes import SCALARS, run_schedule, schedule
 from .integrate import (TIME_SCALES, Trajectory, check_solver_options, integrate_closure,
                         status_of, trajectory_of)
@@ -306,7 +307,8 @@ def sweep(fields: Field | Sequence[Field], g0s: Gaussian | Sequence[Gaussian], t
           tail_chunk_size: int | None = None, method: str | None = None,
           slots: int | None = None,
           stiff_solver: diffrax.AbstractSolver | str | None = "kvaerno5",
-          stiff_steps: int | None = None, closed_form: str = "auto") -> SweepResult:
+          stiff_steps: int | None = None, closed_form: str = "auto",
+          last_resort: str | None = "lsoda") -> SweepResult:
     """Integrate the Gaussian closures of a batch of fields and/or initial states.
 
     Parameters
@@ -346,6 +348,11 @@ def sweep(fields: Field | Sequence[Field], g0s: Gaussian | Sequence[Gaussian], t
         `first_pass_steps < max_steps`; then results are those of one pass with `max_steps`: a
         member's steps do not depend on its budget). Each member's result is that of its last
         pass; `SweepResult.solvers` names the solver of that pass.
+    last_resort : str or None
+        `"lsoda"` (default): members that still end `"max_steps"` after those passes are run
+        once more, one by one, by SciPy's LSODA (`gaussflow.lsoda`: Adams/BDF switching by
+        stiffness, `max_steps` steps, the same events and save times; `solvers[i] == "lsoda"`);
+        `None`: not (they keep the status `"max_steps"`).
     tail_chunk_size : int, optional
         Vmap only: chunk size of the rerun members (default `chunk_size // 4`).
     closed_form : str
@@ -383,6 +390,8 @@ def sweep(fields: Field | Sequence[Field], g0s: Gaussian | Sequence[Gaussian], t
     first = positive_int("first_pass_steps", first_pass_steps, allow_none=True)
     tail_chunk_size = positive_int("tail_chunk_size", tail_chunk_size, allow_none=True)
     stiff_steps = positive_int("stiff_steps", stiff_steps, allow_none=True)
+    if last_resort not in (None, "lsoda"):
+        raise ValueError(f"last_resort must be 'lsoda' or None, got {last_resort!r}")
     passes = [int(max_steps)] if first is None or first >= max_steps else [first, int(max_steps)]
     solver = resolve_solver(solver)
     if ts_arr is None:
@@ -419,7 +428,7 @@ def sweep(fields: Field | Sequence[Field], g0s: Gaussian | Sequence[Gaussian], t
             field, field_batched, means0, covs0, state_batched, B, d, ts_arr,
             (t0, t1, thr), solver, stiff, (rtol, atol, int(max_steps), first, stiff_steps,
                                            time_scale), chunk_size, slots, devices[0],
-            progress)
+            progress, last_resort)
         return result(raw, compile_s, run_s, 1, chunk, solvers, "queue")
     if chunk_size is None:
         chunk_size = 1024
@@ -474,7 +483,10 @@ def sweep(fields: Field | Sequence[Field], g0s: Gaussian | Sequence[Gaussian], t
         return run(members, c, steps, solver)
 
     passes_ = schedule(solver, stiff, passes[0], stiff_steps, int(max_steps))
-    raw, solvers, compile_s, run_s = run_schedule(passes_, B, run_pass)
+    fallback = None if last_resort is None else (lsoda.NAME, lambda members: lsoda.lsoda_members(
+        field, field_batched, means0, covs0, state_batched, members, (t0, t1, thr), ts_arr, rtol,
+        atol, int(max_steps)))
+    raw, solvers, compile_s, run_s = run_schedule(passes_, B, run_pass, fallback)
     return result(raw, compile_s, run_s, ndev, chunk, solvers, "vmap")
 
 

@@ -9,6 +9,7 @@ work queue (`gaussflow.queue`) and the vmapped path of `gaussflow.sweep`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+import time
 from typing import Any
 
 import diffrax
@@ -54,8 +55,9 @@ def schedule(solver: diffrax.AbstractSolver, stiff: diffrax.AbstractSolver | Non
 
 
 def run_schedule(schedule: Sequence[tuple[diffrax.AbstractSolver, int]], B: int,
-                 run_pass: Callable[..., tuple[dict[str, np.ndarray], float, float]]
-                 ) -> tuple[dict[str, np.ndarray], np.ndarray, float, float]:
+                 run_pass: Callable[..., tuple[dict[str, np.ndarray], float, float]],
+                 last_resort: tuple[str, Callable[[np.ndarray], dict[str, np.ndarray]]]
+                 | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, float, float]:
     """Run the passes of `schedule`.
 
     Parameters
@@ -67,6 +69,10 @@ def run_schedule(schedule: Sequence[tuple[diffrax.AbstractSolver, int]], B: int,
     run_pass : callable
         `run_pass(members, solver, steps, first)` runs the members with indices `members` and
         returns `(raw, compile s, run s)`; `first` is `True` on the first pass.
+    last_resort : (str, callable), optional
+        `(name, run)`: the members still `"max_steps"` after the passes are run again by
+        `run(members)` (raw outputs of those members; its time counts as run time), e.g.
+        SciPy's LSODA (`gaussflow.lsoda`); their solver name is `name`.
 
     Returns
     -------
@@ -88,6 +94,14 @@ def run_schedule(schedule: Sequence[tuple[diffrax.AbstractSolver, int]], B: int,
                 raw[key][members] = got[key]
             solvers[members] = solver_name(solver)
         members = members[used_up(got)]
+    if last_resort is not None and members.size and raw is not None:
+        name, run = last_resort
+        start = time.perf_counter()
+        got = run(members)
+        run_s += time.perf_counter() - start
+        for key in raw:
+            raw[key][members] = got[key]
+        solvers[members] = name
     return raw, solvers, compile_s, run_s
 
 

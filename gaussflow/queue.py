@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import lsoda
 from .passes import pow2_at_most, run_schedule, schedule
 from .field import StaticKey, cov_from_flow
 from .stepping import FiniteErrorPID, first_step, growth_flags, trace_total
@@ -482,14 +483,16 @@ def sweep_queue(field: Any, field_batched: bool, means0: np.ndarray, covs0: np.n
                 state_batched: bool, B: int, d: int, ts_arr: np.ndarray,
                 times: tuple[float, float, float], solver: diffrax.AbstractSolver,
                 stiff: diffrax.AbstractSolver | None, opts: tuple, chunk_size: int | None,
-                slots: int | None, device: Any, progress: bool = False
+                slots: int | None, device: Any, progress: bool = False,
+                last_resort: str | None = "lsoda"
                 ) -> tuple[dict[str, np.ndarray], float, float, int, np.ndarray]:
     """`gf.sweep`'s queue path (one device): the passes of `gaussflow.passes`, each
     through `run`.
 
     `times` is `(t0, t1, blowup threshold)`, `opts` is
     `(rtol, atol, max_steps, first_pass_steps, stiff_steps, time_scale)`; the other arguments
-    are `gaussflow.sweep`'s after checking and batching. Returns
+    are `gaussflow.sweep`'s after checking and batching (`last_resort`: `"lsoda"` runs the
+    members still `"max_steps"` after the passes by `gaussflow.lsoda`). Returns
     `(raw, compile seconds, run seconds, chunk size, solver names)`, which `gaussflow.sweep`
     turns into its result.
     """
@@ -522,5 +525,7 @@ def sweep_queue(field: Any, field_batched: bool, means0: np.ndarray, covs0: np.n
                        members=members, progress=progress)
 
         passes = schedule(solver, stiff, budget, stiff_steps, max_steps)
-        raw, solvers, compile_s, run_s = run_schedule(passes, B, run_pass)
+        fallback = None if last_resort is None else (lsoda.NAME, lambda m: lsoda.lsoda_members(
+            field, field_batched, means0, covs0, True, m, times, ts_arr, rtol, atol, max_steps))
+        raw, solvers, compile_s, run_s = run_schedule(passes, B, run_pass, fallback)
     return raw, compile_s, run_s, chunk, solvers

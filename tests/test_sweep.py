@@ -317,3 +317,52 @@ def test_pass_schedule_reruns_only_members_out_of_steps():
                      ([1], "Tsit5", 1000, False)]
     assert list(solvers) == ["tsit5", "tsit5", "kvaerno5"] and (c, r) == (3.0, 6.0)
     assert (raw["result"] == ok).all() and list(raw["t_stop"]) == [0, 1, 2]
+
+
+def _stiff_member():
+    """Member 759 of benchmark 9's d = 3 problem: one eigenvalue of Sigma collapses while another
+    grows (restoring rate ~ 1e7): Tsit5 crawls (> 4096 steps), LSODA needs about 700."""
+    from benchmarks.many_flows import problem
+
+    Q, K, V, m0, S0 = problem(1000, 3)
+    i = 759
+    return gf.Softmax(Q[i], K[i], V[i], beta=1 / np.sqrt(3)), gf.Gaussian(m0[i], S0[i])
+
+
+def test_members_left_at_max_steps_finish_with_lsoda():
+    """With a budget the explicit pass cannot meet, the stiff member is finished by the LSODA pass
+    (its solver says so; here it escapes, tr Sigma grown 1e9-fold, at t = 0.477) and its saves
+    agree with SciPy's Radau on the covariance form (an independent code path) to 1e-5; an easy
+    member keeps Tsit5; `last_resort=None` leaves the stiff one at `max_steps`."""
+    from scipy.integrate import solve_ivp
+
+    f, g = _stiff_member()
+    easy = gf.Softmax(0.3 * np.eye(3), 0.3 * np.eye(3), -np.diag([1.0, 0.5, 0.8])), gf.Gaussian.standard(3)
+    ts = np.linspace(0, 0.4, 5)
+    opts = dict(rtol=1e-8, atol=1e-10, max_steps=1024, stiff_solver=None)
+    res = gf.sweep([f, easy[0]], [g, easy[1]], 0.5, ts, **opts)
+    assert list(res.solvers) == ["lsoda", "tsit5"], res.solvers
+    assert list(res.status) == ["escaped", "completed"], res.status
+    tr = res.member(0)
+    assert 0.45 < tr.t_stop < 0.5 and tr.num_steps < 1024
+    Q, K, V = (np.asarray(f.params[k]) for k in ("Q", "K", "V"))
+    A, beta, d = K.T @ Q, 1 / np.sqrt(3), 3
+
+    def rhs(t, y):
+        m, S = y[:d], y[d:].reshape(d, d)
+        J = beta * V @ S @ A
+        return np.concatenate([V @ m + J @ m, (J @ S + S @ J.T).ravel()])
+
+    ref = solve_ivp(rhs, (0, 0.4), np.concatenate([np.asarray(g.mean), np.asarray(g.cov).ravel()]),
+                    method="Radau", t_eval=ts, rtol=1e-10, atol=1e-12)
+    covs = ref.y[d:].T.reshape(-1, d, d)
+    scale = np.abs(covs).max(axis=(1, 2))[:, None, None]
+    assert np.max(np.abs(tr.covs[:5] - covs) / scale) < 1e-5
+    assert np.max(np.abs(tr.means[:5] - ref.y[:d].T)) < 1e-5 * np.abs(ref.y[:d]).max()
+    vm = gf.sweep([f, easy[0]], [g, easy[1]], 0.5, ts, method="vmap", **opts)
+    assert list(vm.solvers) == ["lsoda", "tsit5"] and vm.status[0] == "escaped"
+    np.testing.assert_allclose(vm.covs[0], res.covs[0], rtol=1e-12)
+    none = gf.sweep([f], [g], 0.5, ts, last_resort=None, **opts)
+    assert none.status[0] == "max_steps" and none.solvers[0] == "tsit5"
+    with pytest.raises(ValueError, match="last_resort"):
+        gf.sweep([f], [g], 0.5, ts, last_resort="radau", **opts)
