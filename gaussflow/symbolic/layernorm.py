@@ -1,5 +1,6 @@
-r"""Layer norm as a map between layers: the moments of $\mathrm{LN}(X)$, $X \sim \mathcal N(\alpha,
-\Sigma)$, derived by the concentration of the feature variance and a delta-method expansion.
+r"""Layer norm as a map between layers: the moments of $\mathrm{LN}(X)$ for
+$X \sim \mathcal N(\alpha, \Sigma)$, derived by the concentration of the feature variance and a
+delta-method expansion.
 
 $$\mathrm{LN}(x) = \gamma \circ P x\, f(V) + \beta_{ln}, \qquad V = \tfrac1d |P x|^2, \qquad
 f(v) = (v + \epsilon)^{-1/2}, \qquad P = I - \tfrac1d \mathbf 1 \mathbf 1^\top.$$

@@ -55,7 +55,7 @@ class Quad:
 
 @dataclass(frozen=True)
 class Free:
-    """The free copy of $z$: `"col"` ($z$) or `"row"` ($z^\top$)."""
+    r"""The free copy of $z$: `"col"` ($z$) or `"row"` ($z^\top$)."""
 
     side: str
 
