@@ -37,7 +37,6 @@ processes.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field as dc_field, replace
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -47,15 +46,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import cache, queue
+from . import cache, lsoda, queue
 from . import closed_form as _cf_mod
 from ._checks import check_batched_covs, check_times, positive_int
 from .field import Field, StaticKey
 from .gaussian import Gaussian
-from . import lsoda
-from .passes import SCALARS, run_schedule, schedule
-from .integrate import (TIME_SCALES, Trajectory, check_solver_options, integrate_closure,
-                        status_of, trajectory_of)
+from .passes import pow2_at_most, run_schedule, schedule
+from .integrate import TIME_SCALES, check_solver_options, integrate_closure
+from .sweep_result import SweepResult, result_from_raw
 from .stepping import resolve_solver
 
 if TYPE_CHECKING:
@@ -126,76 +124,6 @@ def clear_cache() -> None:
     """Forget the compiled sweeps (the next call compiles again)."""
     _COMPILED.clear()
     queue.clear_cache()
-
-
-# ----------------------------------------------------------------------------------- result
-@dataclass(frozen=True)
-class SweepResult:
-    """Batched trajectories of a `sweep` over `B` members.
-
-    `ts` (n,) the requested save times; `means` (B, n, d), `covs` (B, n, d, d): the saved
-    states, NaN where `mask` (B, n) is False (save times at or after a member's stop, or
-    non-finite values). `final_means` (B, d), `final_covs` (B, d, d): the state at `t_stop`
-    (B,). `status` (B,) strings as in `gaussflow.integrate.STATUSES`; `blowup_time` (B,)
-    NaN unless the member blew up; `num_steps` (B,). `solvers` (B,) the name of the diffrax
-    solver that finished each member (`"tsit5"`, or `"kvaerno5"` for members rerun as
-    stiff, or `"closed_form"` for members evaluated in closed form, with `num_steps` 0);
-    `method` `"queue"` or `"vmap"`, `"closed_form"` when every member was evaluated,
-    `"queue+closed_form"` / `"vmap+closed_form"` for a mix. `member(i)` is the
-    `gaussflow.Trajectory` that `gf.solve(..., solver=solvers[i])` returns for member
-    `i` (for a `"closed_form"` member: `gf.solve(...)`, which evaluates it too).
-    `compile_seconds` / `run_seconds`: time spent compiling (0 when every chunk shape was
-    already compiled) and integrating (including host transfers).
-    """
-
-    ts: np.ndarray
-    means: np.ndarray
-    covs: np.ndarray
-    mask: np.ndarray
-    final_means: np.ndarray
-    final_covs: np.ndarray
-    status: np.ndarray
-    t_stop: np.ndarray
-    blowup_time: np.ndarray
-    num_steps: np.ndarray
-    compile_seconds: float
-    run_seconds: float
-    n_devices: int
-    chunk_size: int
-    field_name: str = ""
-    t0: float = 0.0
-    raw: dict = dc_field(default_factory=dict, repr=False)
-    solvers: np.ndarray | None = None
-    method: str = "vmap"
-
-    def __len__(self) -> int:
-        return len(self.status)
-
-    def member(self, i: int) -> Trajectory:
-        """Member `i` as a `gaussflow.Trajectory` (the same as `gf.solve` gives)."""
-        out = {k: v[i] for k, v in self.raw.items()}
-        class _Named:  # trajectory_of only reads the field's name
-            name = self.field_name
-        cf = self.solvers is not None and self.solvers[i] == "closed_form"
-        return replace(trajectory_of(out, self.ts, _Named, self.t0),
-                       method="closed_form" if cf else "integrate")
-
-    def counts(self) -> dict[str, int]:
-        """`{status: number of members}`."""
-        names, n = np.unique(self.status, return_counts=True)
-        return {str(k): int(v) for k, v in zip(names, n)}
-
-    def __repr__(self) -> str:
-        st = ", ".join(f"{k}: {v}" for k, v in self.counts().items())
-        return (f"SweepResult({self.field_name}, B={len(self)}, d={self.final_means.shape[-1]}, "
-                f"{st}; compile {self.compile_seconds:.3g} s, run {self.run_seconds:.3g} s, "
-                f"devices={self.n_devices})")
-
-    def _repr_html_(self) -> str:
-        """A table: members, status counts, solvers, stop times, timing (`gaussflow.display`)."""
-        from .display import sweep_html
-
-        return sweep_html(self)
 
 
 # -------------------------------------------------------------------------------- arguments
@@ -414,17 +342,17 @@ def sweep(fields: Field | Sequence[Field], g0s: Gaussian | Sequence[Gaussian], t
                                                  state_batched, B, ts_arr, t0, t1, thr)
         if sp.rest.size == 0:
             raw, solvers = _cf_mod.merge(sp, None, None)
-            return _result(raw, ts_arr, t0, name, 0.0, sp.seconds, 1, B, solvers, "closed_form")
+            return result_from_raw(raw, ts_arr, t0, name, 0.0, sp.seconds, 1, B, solvers, "closed_form")
         B = len(sp.rest)
 
     def result(raw, compile_s, run_s, ndev, chunk, solvers, method):
         if sp is not None and sp.cf.size:
             raw, solvers = _cf_mod.merge(sp, raw, solvers)
             run_s, method = run_s + sp.seconds, method + "+closed_form"
-        return _result(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk, solvers, method)
+        return result_from_raw(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk, solvers, method)
     if method == "queue":
 
-        raw, compile_s, run_s, chunk, solvers = queue.sweep_queue(
+        raw, compile_s, run_s, chunk, solvers = _sweep_queue(
             field, field_batched, means0, covs0, state_batched, B, d, ts_arr,
             (t0, t1, thr), solver, stiff, (rtol, atol, int(max_steps), first, stiff_steps,
                                            time_scale), chunk_size, slots, devices[0],
@@ -490,31 +418,53 @@ def sweep(fields: Field | Sequence[Field], g0s: Gaussian | Sequence[Gaussian], t
     return result(raw, compile_s, run_s, ndev, chunk, solvers, "vmap")
 
 
-def _result(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk, solvers,
-            method) -> SweepResult:
-    """Per-member statuses and masks, with the rules of `gaussflow.integrate.trajectory_of`."""
-    B, n = raw["t_stop"].shape[0], len(ts_arr)
-    status = np.array([status_of({k: raw[k][i] for k in SCALARS}) for i in range(B)],
-                      dtype=object)
-    t_stop = raw["t_stop"].astype(float)
-    saved_t = raw["ts"][:, :n]
-    means, covs = raw["means"][:, :n], raw["covs"][:, :n]
-    mask = (saved_t <= t_stop[:, None]) & np.isfinite(saved_t)
-    mask &= np.all(np.isfinite(means.reshape(B, n, -1)), axis=2)
-    mask &= np.all(np.isfinite(covs.reshape(B, n, -1)), axis=2)
-    fm, fc = raw["mean_end"], raw["cov_end"]
-    final_ok = np.all(np.isfinite(fm.reshape(B, -1)), 1) & np.all(np.isfinite(fc.reshape(B, -1)), 1)
-    # A completed member must have every requested save time and a finite end state.
-    bad = (status == "completed") & (~final_ok | ~mask.all(axis=1))
-    status[bad] = "nonfinite"
-    blow = status == "blowup"
-    blowup_time = np.where(blow, t_stop + raw["tau"], np.nan)
-    means = np.where(mask[:, :, None], means, np.nan)
-    covs = np.where(mask[:, :, None, None], covs, np.nan)
-    return SweepResult(ts=np.asarray(ts_arr), means=means, covs=covs, mask=mask,
-                       final_means=np.where(final_ok[:, None], fm, np.nan),
-                       final_covs=np.where(final_ok[:, None, None], fc, np.nan),
-                       status=status.astype(str), t_stop=t_stop, blowup_time=blowup_time,
-                       num_steps=raw["num_steps"].astype(int), compile_seconds=compile_s,
-                       run_seconds=run_s, n_devices=ndev, chunk_size=chunk, field_name=name,
-                       t0=t0, raw=raw, solvers=solvers.astype(str), method=method)
+def _sweep_queue(field: Any, field_batched: bool, means0: np.ndarray, covs0: np.ndarray,
+                state_batched: bool, B: int, d: int, ts_arr: np.ndarray,
+                times: tuple[float, float, float], solver: diffrax.AbstractSolver,
+                stiff: diffrax.AbstractSolver | None, opts: tuple, chunk_size: int | None,
+                slots: int | None, device: Any, progress: bool = False,
+                last_resort: str | None = "lsoda"
+                ) -> tuple[dict[str, np.ndarray], float, float, int, np.ndarray]:
+    """`gf.sweep`'s queue path (one device): the passes of `gaussflow.passes`, each
+    through `run`.
+
+    `times` is `(t0, t1, blowup threshold)`, `opts` is
+    `(rtol, atol, max_steps, first_pass_steps, stiff_steps, time_scale)`; the other arguments
+    are `gaussflow.sweep`'s after checking and batching (`last_resort`: `"lsoda"` runs the
+    members still `"max_steps"` after the passes by `gaussflow.lsoda`). Returns
+    `(raw, compile seconds, run seconds, chunk size, solver names)`, which `gaussflow.sweep`
+    turns into its result.
+    """
+    t0, t1, thr = times
+    rtol, atol, max_steps, first, stiff_steps, time_scale = opts
+    budget = max_steps if first is None else min(first, max_steps)
+    n_ts = len(ts_arr)
+    if chunk_size is None:  # saved states of a chunk under about 256 MB
+        chunk_size = max(1, 2**25 // (n_ts * (1 + d + d * d)))
+    chunk = min(int(chunk_size), B)
+    if not state_batched:
+        means0 = np.broadcast_to(means0, (B,) + means0.shape)
+        covs0 = np.broadcast_to(covs0, (B,) + covs0.shape)
+    field_dyn, field_static = eqx.partition(field, eqx.is_array)
+    log = time_scale == "log"
+    to_s = (lambda t: np.log1p(t - t0)) if log else (lambda t: t)
+    s1 = float(to_s(t1))
+    floor = s1
+    for _ in range(100):  # diffrax's end-time clipping threshold: 100 ULPs below s1
+        floor = float(np.nextafter(floor, -np.inf))
+    targs = dict(t0=t0, t1=t1, s0=float(to_s(t0)), s1=s1, floor=floor, thr=thr,
+                 ts_s=to_s(np.asarray(ts_arr, float)), ts_t=np.asarray(ts_arr, float))
+    with jax.default_device(device):
+        nslots = min(128 if slots is None else int(slots), chunk)
+
+        def run_pass(members, solver, steps, first_pass):
+            eng = queue.Engine(StaticKey(field_static), field_batched, solver, rtol, atol, steps, time_scale)
+            c = chunk if first_pass else pow2_at_most(len(members), chunk)
+            return queue.run(eng, field_dyn, means0, covs0, targs, chunk=c, slots=min(nslots, c),
+                       members=members, progress=progress)
+
+        passes = schedule(solver, stiff, budget, stiff_steps, max_steps)
+        fallback = None if last_resort is None else (lsoda.NAME, lambda m: lsoda.lsoda_members(
+            field, field_batched, means0, covs0, True, m, times, ts_arr, rtol, atol, max_steps))
+        raw, solvers, compile_s, run_s = run_schedule(passes, B, run_pass, fallback)
+    return raw, compile_s, run_s, chunk, solvers
