@@ -83,8 +83,9 @@ class SweepResult:
         return sweep_html(self)
 
 
-def result_from_raw(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk, solvers,
-            method) -> SweepResult:
+def result_from_raw(raw: dict[str, np.ndarray], ts_arr: np.ndarray, t0: float, name: str,
+                    compile_s: float, run_s: float, ndev: int, chunk: int, solvers: np.ndarray,
+                    method: str) -> SweepResult:
     """The `SweepResult` of the stacked raw outputs of every member (`raw`, keys of
     `gaussflow.integrate.integrate_closure`): per-member statuses and masks, with the rules of
     `gaussflow.integrate.trajectory_of`."""

@@ -359,10 +359,44 @@ def test_members_left_at_max_steps_finish_with_lsoda():
     scale = np.abs(covs).max(axis=(1, 2))[:, None, None]
     assert np.max(np.abs(tr.covs[:5] - covs) / scale) < 1e-5
     assert np.max(np.abs(tr.means[:5] - ref.y[:d].T)) < 1e-5 * np.abs(ref.y[:d]).max()
-    vm = gf.sweep([f, easy[0]], [g, easy[1]], 0.5, ts, method="vmap", **opts)
-    assert list(vm.solvers) == ["lsoda", "tsit5"] and vm.status[0] == "escaped"
-    np.testing.assert_allclose(vm.covs[0], res.covs[0], rtol=1e-12)
-    none = gf.sweep([f], [g], 0.5, ts, last_resort=None, **opts)
+    none = gf.sweep([f, easy[0]], [g, easy[1]], 0.5, ts, last_resort=None, **opts)
     assert none.status[0] == "max_steps" and none.solvers[0] == "tsit5"
     with pytest.raises(ValueError, match="last_resort"):
         gf.sweep([f], [g], 0.5, ts, last_resort="radau", **opts)
+
+
+def test_last_resort_pass_takes_only_the_members_left_at_max_steps():
+    """`run_schedule` (both sweep paths): after the diffrax passes, exactly the members still at
+    `max_steps` go to the last-resort runner, its outputs replace theirs and their solver is its
+    name (fake passes: no compilation)."""
+    import diffrax
+
+    from gaussflow.passes import SCALARS, run_schedule
+
+    max_code = int(diffrax.RESULTS.max_steps_reached._value)
+
+    def raw(n, code, value):
+        out = {k: np.zeros(n, bool) for k in SCALARS}
+        out.update(result=np.full(n, code), finite_ahead=np.ones(n, bool),
+                   t_stop=np.full(n, value, float))
+        return out
+
+    def run_pass(members, solver, steps, first):  # members 1 and 3 never finish
+        out = raw(len(members), 0, 1.0)
+        out["result"][np.isin(members, [1, 3])] = max_code
+        return out, 0.0, 0.0
+
+    seen = []
+
+    def last(members):
+        seen.append(list(members))
+        return raw(len(members), 0, 2.0)
+
+    tsit5 = diffrax.Tsit5()
+    got, solvers, _, _ = run_schedule([(tsit5, 8), (diffrax.Kvaerno5(), 8)], 5, run_pass,
+                                      ("lsoda", last))
+    assert seen == [[1, 3]]
+    assert list(solvers) == ["tsit5", "lsoda", "tsit5", "lsoda", "tsit5"]
+    np.testing.assert_array_equal(got["t_stop"], [1, 2, 1, 2, 1])
+    _, solvers, _, _ = run_schedule([(tsit5, 8)], 5, run_pass)
+    assert list(solvers) == ["tsit5"] * 5
