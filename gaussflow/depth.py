@@ -330,28 +330,28 @@ def _on_grid(ts, src_ts, *arrays):
 
 
 def _metrics(ts, mc, Sc, xs, seed):
-    """Metrics over `ts` from closure moments `mc`, `Sc` and particles `xs` (NaN: not reached)."""
+    """Metrics over `ts` from closure moments `mc`, `Sc` and particles `xs`: each side's own where
+    it is finite (tokens go on past a closure blow-up), comparisons where both are; else NaN."""
     n, n_tokens = len(ts), xs.shape[1]
     mp, Sp = (np.asarray(a) for a in particles.empirical_moments(xs))
-    good = np.all(np.isfinite(Sc.reshape(n, -1)), 1) & np.all(np.isfinite(Sp.reshape(n, -1)), 1)
+    okc, okp = (np.all(np.isfinite(S.reshape(n, -1)), 1) for S in (Sc, Sp))
     out = {k: np.full(n, np.nan) for k in ("cov_error", "mean_error", "rank_closure",
                                            "rank_particles", "alignment", "cos_closure",
                                            "cos_particles", "trace_closure", "trace_particles")}
     out["top_closure"] = np.full((n, N_TOP), np.nan)
     out["top_particles"] = np.full((n, N_TOP), np.nan)
-    for j in np.flatnonzero(good):
-        sp = Sp[j]
-        out["cov_error"][j] = np.linalg.norm(Sc[j] - sp) / np.linalg.norm(sp)
-        out["mean_error"][j] = np.linalg.norm(mc[j] - mp[j]) / np.sqrt(np.trace(sp))
-        out["trace_closure"][j], out["trace_particles"][j] = np.trace(Sc[j]), np.trace(sp)
-        for who, S in (("closure", Sc[j]), ("particles", sp)):
-            out[f"rank_{who}"][j] = theory.effective_rank(S)
-            out[f"top_{who}"][j] = theory.normalised_spectrum(S)[:N_TOP]
-        out["alignment"][j] = theory.alignment(Sc[j], np.linalg.eigh(sp)[1][:, -1])
-        out["cos_particles"][j] = mean_cosine(xs[j])
-        # the closure's tokens: n_tokens draws of N(alpha_t, Sigma_t), one seed for every depth
-        out["cos_closure"][j] = mean_cosine(particles.sample(Gaussian(mc[j], Sc[j]), n_tokens,
-                                                             seed=seed + 1))
+    for who, Sw, mw, ok in (("closure", Sc, mc, okc), ("particles", Sp, mp, okp)):
+        for j in np.flatnonzero(ok):
+            out[f"trace_{who}"][j] = np.trace(Sw[j])
+            out[f"rank_{who}"][j] = theory.effective_rank(Sw[j])
+            out[f"top_{who}"][j] = theory.normalised_spectrum(Sw[j])[:N_TOP]
+            # the closure's tokens: n_tokens draws of N(alpha_t, Sigma_t), one seed for every depth
+            out[f"cos_{who}"][j] = mean_cosine(xs[j] if who == "particles" else particles.sample(
+                Gaussian(mw[j], Sw[j]), n_tokens, seed=seed + 1))
+    for j in np.flatnonzero(okc & okp):
+        out["cov_error"][j] = np.linalg.norm(Sc[j] - Sp[j]) / np.linalg.norm(Sp[j])
+        out["mean_error"][j] = np.linalg.norm(mc[j] - mp[j]) / np.sqrt(np.trace(Sp[j]))
+        out["alignment"][j] = theory.alignment(Sc[j], np.linalg.eigh(Sp[j])[1][:, -1])
     return out
 
 

@@ -12,7 +12,7 @@ from sympy import Identity, ImmutableMatrix, Inverse, MatrixSymbol
 
 import gaussflow as gf
 from gaussflow.codegen import compile_source, generate_function
-from gaussflow.symbolic.special import SqrtPSD
+from gaussflow.symbolic.special import SinkhornFactor, SqrtPSD
 from gaussflow.symbolic import symbols as S
 
 DIMS = {S.d: 3, S.k: 2, S.k_v: 4}
@@ -23,12 +23,21 @@ def _matmuls(src: str) -> int:
 
 
 def _numeric(expr, values):
-    """SymPy's evaluation of ``expr`` at explicit matrices (SqrtPSD by scipy's sqrtm)."""
+    """SymPy's evaluation of ``expr`` at explicit matrices (SqrtPSD by scipy's sqrtm,
+    SinkhornFactor by its literal formula)."""
     e = expr.xreplace(values).subs(DIMS)
     e = e.replace(lambda z: isinstance(z, SqrtPSD),
                   lambda z: ImmutableMatrix(np.real(scipy.linalg.sqrtm(
                       np.array(sp.Matrix(z.arg.doit()).evalf(), dtype=float)))))
+    e = e.replace(lambda z: isinstance(z, SinkhornFactor), lambda z: ImmutableMatrix(_factor(
+        np.array(sp.Matrix(z.arg.doit()).evalf(), dtype=float))))
     return np.array(sp.Matrix(e.doit()).evalf(), dtype=float)
+
+
+def _factor(H):
+    """SinkhornFactor by its literal formula (I + (I + 4 H^T H)^{1/2})^{-1} (scipy's sqrtm)."""
+    n = H.shape[1]
+    return np.linalg.inv(np.eye(n) + np.real(scipy.linalg.sqrtm(np.eye(n) + 4 * H.T @ H)))
 
 
 def _values(rng, params):

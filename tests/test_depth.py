@@ -71,10 +71,14 @@ def test_closure_blowup_depth_is_reported(ckpt):
     assert r.status == {"closure": "blowup", "particles": "completed"}
     assert 0 < r.blowup_depth < LAYERS
     assert f"blowup at depth {r.blowup_depth:.4g}" in lines[0]
-    # metrics exist up to the blow-up and are NaN after it
+    # comparisons and closure metrics exist up to the blow-up and are NaN after it; the tokens'
+    # own metrics go on to the end
     before, after = r.ts <= r.blowup_depth, r.ts > r.blowup_depth
     assert np.all(np.isfinite(r.metrics["cov_error"][before]))
-    assert after.any() and np.all(np.isnan(r.metrics["cov_error"][after]))
+    for name in ("cov_error", "alignment", "rank_closure", "cos_closure", "trace_closure"):
+        assert after.any() and np.all(np.isnan(r.metrics[name][after])), name
+    for name in ("rank_particles", "cos_particles", "trace_particles", "top_particles"):
+        assert np.all(np.isfinite(r.metrics[name])), name
     assert json.loads(json.dumps(rep.to_dict()))["runs"][0]["blowup_depth"] == r.blowup_depth
 
 

@@ -3,7 +3,8 @@
 `RUNTIME` is everything generated code may name besides its own arguments and temporaries: the
 modules `jnp` (`jax.numpy`), `jsp` (`jax.scipy.special`), `jax`, and one implementation per
 `_jax_name` of the symbolic nodes in `gaussflow.symbolic.special` (`_sqrtm_psd`:
-`gaussflow.linalg.sqrtm_psd`; `_scalar`: the entry of a `(1, 1)` matrix; `_logistic_gauss`:
+`gaussflow.linalg.sqrtm_psd`; `_sinkhorn_factor`: `gaussflow.linalg.sinkhorn_factor`; `_scalar`:
+the entry of a `(1, 1)` matrix; `_logistic_gauss`:
 `gaussflow.quadrature.logistic_gauss`; `_gauss_expect`: `gaussflow.quadrature.gauss_expect`;
 `_mm`: `matmul_by_size`, the product of the source printed with `products="by_size"`).
 The printer refuses arguments named like any of them.
@@ -19,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.special as jsp
 
-from ..linalg import sqrtm_psd
+from ..linalg import sinkhorn_factor, sqrtm_psd
 from ..quadrature import gauss_expect, logistic_gauss
 
 
@@ -70,6 +71,7 @@ RUNTIME = {
     "jax": jax,
     "_mm": matmul_by_size,
     "_sqrtm_psd": sqrtm_psd,
+    "_sinkhorn_factor": sinkhorn_factor,
     "_scalar": scalar_entry,
     "_logistic_gauss": logistic_gauss,
     "_gauss_expect": gauss_expect,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy import Inverse, MatMul, MatPow, MatrixExpr, MatrixSymbol, Transpose
 
-from ..symbolic.special import SqrtPSD
+from ..symbolic.special import SinkhornFactor, SqrtPSD
 
 #: Size assumed for a symbolic dimension when choosing the order of a matrix product.
 DIM_GUESS = 64
@@ -93,7 +93,7 @@ class ProductRules:
         cached per factor."""
         if isinstance(f, Transpose):
             return f.arg
-        if f in self.symmetric.values() or isinstance(f, SqrtPSD):
+        if f in self.symmetric.values() or isinstance(f, (SqrtPSD, SinkhornFactor)):
             return f
         if isinstance(f, MatrixSymbol):
             return Transpose(f)

@@ -27,6 +27,7 @@ from .._checks import as_array, as_scalar, check_times
 from ..gaussian import Gaussian
 from ..field import Field
 from ..stepping import resolve_solver
+from .factored import factored_scores
 from .kernels import Context, Scores, is_attention, kernel_spec
 from .sinkhorn import prefix_sinkhorn, sinkhorn_potentials, uniform_or
 from .sampling import check_count, empirical_moments
@@ -50,6 +51,10 @@ def particle_velocity(field: Any, X: jax.Array, positions: jax.Array | None = No
         out = [particle_velocity(p, X, positions, ctx, log_a, t) for p in parts]
         return functools.reduce(jnp.add, out)
     if is_attention(field):
+        fs = factored_scores(field, X)  # gf.Softmax with narrow factors: O(N^2 k), not O(N^2 d)
+        if fs is not None:
+            out = type(field).normalisation.particle_velocity(fs, ctx, positions, log_a)
+            return out @ fs.out.T
         sc = Scores(kernel_spec(type(field)), field, X, t)
         return type(field).normalisation.particle_velocity(sc, ctx, positions, log_a)
     if is_local(field):

@@ -16,7 +16,7 @@ from sympy import MatrixSymbol
 from . import symbols as S
 from .calculus import affine_closure, moment_match_mixture, simplify_matrix
 from .derivation import Derivation, Program, Step
-from .special import SqrtPSD
+from .special import SinkhornFactor, SqrtPSD
 
 #: Symbols of the masked derivation: prefix moments and the mixture weight $p$.
 ALPHA_LT = MatrixSymbol("alpha_lt", S.d, 1)
@@ -47,11 +47,11 @@ def freeze_constants(expr: sp.Basic, x: MatrixSymbol) -> tuple:
     tuple
         `(frozen, back, symmetric)`: `frozen` has the placeholders `Z_k`; `back` maps them to
         the nodes they stand for (`frozen.xreplace(back) == expr`); `symmetric` lists the
-        placeholders of square roots (symmetric matrices).
+        placeholders of square roots and Sinkhorn factors (symmetric matrices).
     """
     nodes = []
     for node in sp.preorder_traversal(expr):
-        opaque = isinstance(node, (SqrtPSD, sp.Inverse)) or (
+        opaque = isinstance(node, (SqrtPSD, SinkhornFactor, sp.Inverse)) or (
             isinstance(node, sp.MatPow) and node.exp.is_negative)
         if opaque and not node.has(x) and node not in nodes:
             nodes.append(node)
@@ -59,7 +59,7 @@ def freeze_constants(expr: sp.Basic, x: MatrixSymbol) -> tuple:
     for k, node in enumerate(nodes):
         z = MatrixSymbol(f"Z_{k}", *node.shape)
         back[z], fwd[node] = node, z
-        if isinstance(node, SqrtPSD):
+        if isinstance(node, (SqrtPSD, SinkhornFactor)):
             symmetric.append(z)
     return expr.xreplace(fwd), back, tuple(symmetric)
 

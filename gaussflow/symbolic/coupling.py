@@ -20,7 +20,7 @@ import sympy as sp
 from sympy import Identity, Inverse, MatrixExpr, MatrixSymbol
 
 from .calculus import jacobian, quadratic_coefficients, simplify_matrix
-from .special import SqrtPSD
+from .special import SinkhornFactor, SqrtPSD
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,11 @@ class SelfCoupling:
     Sigma: MatrixExpr
 
     def realise(self, expr: sp.Basic) -> sp.Basic:
-        r"""Substitute `M` and `R` $= \Sigma^{1/2}$ by symmetric PSD square roots."""
+        r"""Substitute $(I + M)^{-1}$ by `SinkhornFactor`$(H)$ (computed from the singular values
+        of $H$, not from $H^\top H$), any other `M` and `R` $= \Sigma^{1/2}$ by symmetric PSD
+        square roots."""
+        d = self.M.shape[0]
+        expr = expr.xreplace({Inverse(Identity(d) + self.M): SinkhornFactor(self.H)})
         expr = expr.xreplace({self.M: self.M_value})
         expr = expr.xreplace({sp.MatPow(self.R, 2): self.Sigma})
         return expr.xreplace({self.R: SqrtPSD(self.Sigma)})

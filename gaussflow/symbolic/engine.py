@@ -264,7 +264,11 @@ def derive_sinkhorn(name: str, log_kernel: MatrixExpr, value: MatrixExpr | None 
              "Whiten with $R = \\Sigma^{1/2}$ (symmetric PSD root): $C = R D R$, "
              "$D (I - D^\\top D)^{-1} = H$. In the singular basis of $H$ each singular value "
              "solves $\\delta/(1 - \\delta^2) = s$, so $\\delta = 2s/(1 + \\sqrt{1 + 4 s^2})$; no "
-             "inverse of $G$ is needed (singular kernels included):",
+             "inverse of $G$ is needed (singular kernels included). The code evaluates "
+             "$(I + M)^{-1}$ from the singular values $s$ of $H$ (one eigendecomposition of "
+             "$\\left[\\begin{smallmatrix} 0 & H \\\\ H^\\top & 0 \\end{smallmatrix}\\right]$), "
+             "never forming $I + 4 H^\\top H$, whose rounding swamps the small $s$ when "
+             "$\\Sigma$ is large and ill-conditioned:",
              (("R", sc.realise(R)), ("H", sc.H), ("M", sc.M_value), ("D", sc.D),
               ("C", sc.cross_cov))),
         Step("Gaussian conditioning",

@@ -8,6 +8,8 @@ module is symbolic only: it imports nothing numeric.
 
 - `SqrtPSD`: the principal square root $X^{1/2}$ of a symmetric positive semi-definite matrix
   (symmetric itself: $(X^{1/2})^\top = X^{1/2}$).
+- `SinkhornFactor`: $(I + (I + 4 H^\top H)^{1/2})^{-1}$ (symmetric), the factor of the Gaussian
+  Schrödinger system's solution, evaluated from the singular values of $H$.
 - `Scalar`: the entry of a `(1, 1)` matrix expression, as a scalar.
 - `LogisticGauss`: $E[\sigma^{(k)}(\mu + s\xi)]$, $\xi \sim \mathcal N(0, 1)$, by $n$-point
   Gauss–Hermite. Its derivatives are again of this form: $\partial_\mu$ maps $k \to k + 1$ and,
@@ -49,6 +51,37 @@ class SqrtPSD(MatrixExpr):
 
     def _latex(self, printer):
         return r"\left(%s\right)^{1/2}" % printer._print(self.arg)
+
+
+class SinkhornFactor(MatrixExpr):
+    r"""$\big(I + (I + 4 H^\top H)^{1/2}\big)^{-1} = \sum_i v_i v_i^\top / (1 + \sqrt{1 + 4 s_i^2})$
+    for $H = \sum_i s_i u_i v_i^\top$ (symmetric; printed `_sinkhorn_factor(H)`:
+    `gaussflow.linalg.sinkhorn_factor`, one `eigh` of
+    $\left[\begin{smallmatrix} 0 & H \\ H^\top & 0 \end{smallmatrix}\right]$, so $H^\top H$ is
+    never formed)."""
+
+    _jax_name = "_sinkhorn_factor"
+
+    def __new__(cls, arg: MatrixExpr) -> SinkhornFactor:
+        arg = sp.sympify(arg)
+        return super().__new__(cls, arg)
+
+    @property
+    def arg(self) -> MatrixExpr:
+        """The matrix $H$."""
+        return self.args[0]
+
+    @property
+    def shape(self) -> tuple:
+        """`(n, n)` for $H$ of shape `(m, n)`."""
+        return (self.arg.shape[1], self.arg.shape[1])
+
+    def _eval_transpose(self):
+        return self
+
+    def _latex(self, printer):
+        return (r"\left(\mathbb{I} + \left(\mathbb{I} + 4 \left(%s\right)^{T} \left(%s\right)"
+                r"\right)^{1/2}\right)^{-1}" % (printer._print(self.arg), printer._print(self.arg)))
 
 
 class Scalar(sp.Function):
@@ -148,5 +181,5 @@ class GaussianExpectationJacobian(GaussianExpectation):
         return None
 
 
-__all__ = ["SqrtPSD", "Scalar", "LogisticGauss", "GaussianExpectation",
+__all__ = ["SqrtPSD", "SinkhornFactor", "Scalar", "LogisticGauss", "GaussianExpectation",
            "GaussianExpectationJacobian"]
