@@ -80,8 +80,9 @@ def sinkhorn_factor(H: ArrayLike) -> jax.Array:
 
     With $H = \sum_i s_i u_i v_i^\top$ (SVD, $v_i$ completed to a basis with $s_i = 0$),
     $F = \sum_i g(s_i) v_i v_i^\top$ with $g(s) = 1 / (1 + \sqrt{1 + 4s^2})$. As $g$ is even,
-    $g(J)$ for the symmetric $J = \left(\begin{smallmatrix} 0 & H \\ H^\top & 0
-    \end{smallmatrix}\right)$ (eigenvalues $\pm s_i$, eigenvectors $(u_i, \pm v_i)/\sqrt 2$) is
+    $g(J)$ for the symmetric
+    $J = \left(\begin{smallmatrix} 0 & H \\ H^\top & 0 \end{smallmatrix}\right)$
+    (eigenvalues $\pm s_i$, eigenvectors $(u_i, \pm v_i)/\sqrt 2$) is
     block diagonal with lower right block $F$; that is what is computed, by one `eigh`. Its
     eigenvalues carry an absolute error $O(\epsilon \|H\|)$; forming $I + 4 H^\top H$ (the
     literal formula) gives $O(\epsilon \|H\|^2)$ instead, which swamps the $1$ in the directions

@@ -15,7 +15,7 @@ reference code's figures) and a clustering figure.
   solve + `gaussflow.theory.classify` otherwise. Every run is counted: runs that do not converge
   are reported under their regime (`collapse` = rank 0, `undetermined`, ...).
 - `maps` (only when asked for: `parts=(..., "maps")`, `--only maps`) —
-  `gaussflow.theory.maps.reproduce_maps`: regime maps (fraction of random weight draws in each
+  `gaussflow.reproduce_maps.reproduce_maps`: regime maps (fraction of random weight draws in each
   regime against the scale and $d$) and blow-up times against the closed form.
 - `meanfield` (only when asked for: `parts=(..., "meanfield")`, `--only meanfield`) —
   `gaussflow.reproduce_meanfield.meanfield`: the mean-field limit from compactly supported data,
@@ -55,7 +55,7 @@ from .reproduce_clustering import clustering, clustering_gap, clustering_schedul
 from .depth_plot import depth_minilm
 from .model_report import whole_model
 from .reproduce_meanfield import meanfield
-from .theory.maps import reproduce_maps
+from .reproduce_maps import reproduce_maps
 from .variants import L2, MultiHead, Sinkhorn, Softmax
 
 if TYPE_CHECKING:

@@ -51,7 +51,7 @@ class FactoredScores:
         return (self.keys,)
 
     def logits(self, qd: tuple[jax.Array, ...], kd: tuple[jax.Array, ...]) -> jax.Array:
-        """Log-weights $q_i^\\top \\kappa_j$ of the query block against the key block."""
+        r"""Log-weights $q_i^\top \kappa_j$ of the query block against the key block."""
         return qd[0] @ kd[0].T
 
 
