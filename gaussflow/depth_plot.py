@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .depth import DepthReport, attention_through_depth, minilm_folder
+from .depth import DepthReport, attention_through_depth
+from .minilm import minilm_folder
 from .weights import write_random_bert
 
 

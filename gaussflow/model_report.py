@@ -25,7 +25,7 @@ layers (`gaussflow.propagate.propagate`), so the gap between the two is the clos
   accurate, only while it is small).
 
 `whole_model` is the reproduction (`gaussflow reproduce --only model`,
-`examples/whole_model.py`): MiniLM (`gaussflow.depth.minilm_folder`) from $N(0, s^2 I)$ clouds and
+`examples/whole_model.py`): MiniLM (`gaussflow.minilm.minilm_folder`) from $N(0, s^2 I)$ clouds and
 from the Gaussian of its input embeddings, or with `quick=True` a random small checkpoint.
 """
 
@@ -41,7 +41,8 @@ import numpy as np
 
 from . import particles, theory
 from .blocks import Model, load_model
-from .depth import embedding_gaussian, mean_cosine, minilm_folder
+from .depth import mean_cosine
+from .minilm import embedding_gaussian, minilm_folder
 from .gaussian import Gaussian
 from .model_noise import (empirical, matched_twin, noise_scan, noise_table, relative_errors,
                           split_table, sub_block_split)

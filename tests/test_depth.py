@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from gaussflow import depth
-from gaussflow.depth import attention_through_depth, embedding_gaussian, mean_cosine, minilm_folder
+from gaussflow.depth import attention_through_depth, mean_cosine
+from gaussflow.minilm import embedding_gaussian, minilm_folder
 from gaussflow.weights import write_random_bert
 
 LAYERS, STEPS, N = 3, 2, 256  # the quick settings of examples/depth_minilm.py (shared compilation)

@@ -1,12 +1,13 @@
 """The closure part of attention_through_depth alone (same tokens' moments): blow-up depths."""
 import time, numpy as np
 from gaussflow import particles, theory
-from gaussflow.depth import embedding_gaussian, minilm_folder, read_attention_layers, score_spread, _file
+from gaussflow.depth import read_attention_layers, score_spread
+from gaussflow.minilm import checkpoint_file, embedding_gaussian, minilm_folder
 from gaussflow.gaussian import Gaussian
 from gaussflow.integrate import solve
 from gaussflow.variants import Layers
 from gaussflow.weights import read_attention
-file = _file(minilm_folder())
+file = checkpoint_file(minilm_folder())
 recs = [read_attention(file, layer=i) for i in read_attention_layers(file)]
 d = recs[0].info["d"]
 schedule = Layers([(r.field, 1.0) for r in recs])

@@ -4,7 +4,8 @@ evaluation and the adaptive step sizes in layer 0 (Tsit5, rtol 1e-6, atol 1e-9 a
 import sys, time
 import diffrax, jax, jax.numpy as jnp, numpy as np
 from gaussflow import particles
-from gaussflow.depth import embedding_gaussian, minilm_folder, score_spread
+from gaussflow.depth import score_spread
+from gaussflow.minilm import embedding_gaussian, minilm_folder
 from gaussflow.gaussian import Gaussian
 from gaussflow.weights import read_attention
 

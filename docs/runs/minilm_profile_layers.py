@@ -4,7 +4,8 @@ tokens' score spread at the start of each layer. Usage: python ... N MAX_STEPS_P
 import sys, time
 import diffrax, jax.numpy as jnp, numpy as np
 from gaussflow import particles
-from gaussflow.depth import embedding_gaussian, minilm_folder, read_attention_layers, score_spread
+from gaussflow.depth import read_attention_layers, score_spread
+from gaussflow.minilm import embedding_gaussian, minilm_folder
 from gaussflow.gaussian import Gaussian
 from gaussflow.weights import read_attention
 

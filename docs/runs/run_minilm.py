@@ -1,6 +1,7 @@
 """MiniLM through depth, one cloud per call, each DepthReport pickled (partial results survive)."""
 import pickle, sys, time
-from gaussflow.depth import attention_through_depth, minilm_folder
+from gaussflow.depth import attention_through_depth
+from gaussflow.minilm import minilm_folder
 from gaussflow.depth_plot import FULL
 
 which = sys.argv[1]  # "embeddings" or a scale
