@@ -202,8 +202,7 @@ class Derivation:
 
     def latex(self) -> str:
         """The final ODEs as a LaTeX `aligned` block."""
-        rows = [f"{lhs} &= {rhs}" for lhs, rhs in self.equations()]
-        return "\\begin{aligned}\n" + " \\\\\n".join(rows) + "\n\\end{aligned}"
+        return aligned(self.equations())
 
     def text(self) -> str:
         """Plain-text summary (what `gaussflow derive NAME` prints)."""
@@ -278,6 +277,12 @@ class Derivation:
         return f"Derivation({self.name!r}, {kind}, params={[p.name for p in self.params]})"
 
 
+def aligned(equations: Sequence[tuple[str, str]]) -> str:
+    """`(label, LaTeX)` pairs as a LaTeX `aligned` block, one `label &= rhs` row each."""
+    rows = [f"{lhs} &= {rhs}" for lhs, rhs in equations]
+    return "\\begin{aligned}\n" + " \\\\\n".join(rows) + "\n\\end{aligned}"
+
+
 def render_steps(steps: Sequence[Step]) -> list[str]:
     """Markdown lines of numbered steps (title, sentence, displayed equations)."""
     out = []
@@ -339,8 +344,7 @@ class MapDerivation:
 
     def latex(self) -> str:
         """The results as a LaTeX `aligned` block."""
-        rows = [f"{lhs} &= {rhs}" for lhs, rhs in self.equations()]
-        return "\\begin{aligned}\n" + " \\\\\n".join(rows) + "\n\\end{aligned}"
+        return aligned(self.equations())
 
     def text(self) -> str:
         """Plain-text summary (what `gaussflow derive NAME` prints)."""

@@ -26,34 +26,37 @@ import sympy as sp
 from sympy import MatrixExpr
 
 
-class SqrtPSD(MatrixExpr):
+class _SymmetricOf(MatrixExpr):
+    """A symmetric matrix function of one matrix argument (the node's only argument)."""
+
+    def __new__(cls, arg: MatrixExpr) -> MatrixExpr:
+        return super().__new__(cls, sp.sympify(arg))
+
+    @property
+    def arg(self) -> MatrixExpr:
+        """The argument."""
+        return self.args[0]
+
+    def _eval_transpose(self):
+        return self
+
+
+class SqrtPSD(_SymmetricOf):
     """Principal square root of a symmetric positive semi-definite matrix (printed
     `_sqrtm_psd(X)`, an `eigh`: `gaussflow.linalg.sqrtm_psd`)."""
 
     _jax_name = "_sqrtm_psd"
-
-    def __new__(cls, arg: MatrixExpr) -> SqrtPSD:
-        arg = sp.sympify(arg)
-        return super().__new__(cls, arg)
-
-    @property
-    def arg(self) -> MatrixExpr:
-        """The matrix $X$ whose square root this is."""
-        return self.args[0]
 
     @property
     def shape(self) -> tuple:
         """The shape of $X$."""
         return self.arg.shape
 
-    def _eval_transpose(self):
-        return self
-
     def _latex(self, printer):
         return r"\left(%s\right)^{1/2}" % printer._print(self.arg)
 
 
-class SinkhornFactor(MatrixExpr):
+class SinkhornFactor(_SymmetricOf):
     r"""$\big(I + (I + 4 H^\top H)^{1/2}\big)^{-1} = \sum_i v_i v_i^\top / (1 + \sqrt{1 + 4 s_i^2})$
     for $H = \sum_i s_i u_i v_i^\top$ (symmetric; printed `_sinkhorn_factor(H)`:
     `gaussflow.linalg.sinkhorn_factor`, one `eigh` of
@@ -62,22 +65,10 @@ class SinkhornFactor(MatrixExpr):
 
     _jax_name = "_sinkhorn_factor"
 
-    def __new__(cls, arg: MatrixExpr) -> SinkhornFactor:
-        arg = sp.sympify(arg)
-        return super().__new__(cls, arg)
-
-    @property
-    def arg(self) -> MatrixExpr:
-        """The matrix $H$."""
-        return self.args[0]
-
     @property
     def shape(self) -> tuple:
         """`(n, n)` for $H$ of shape `(m, n)`."""
         return (self.arg.shape[1], self.arg.shape[1])
-
-    def _eval_transpose(self):
-        return self
 
     def _latex(self, printer):
         return (r"\left(\mathbb{I} + \left(\mathbb{I} + 4 \left(%s\right)^{T} \left(%s\right)"
