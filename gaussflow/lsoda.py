@@ -9,8 +9,8 @@ $\Sigma$ collapsing while another grows, linearised restoring rates ~ 1e7) take 
 steps, where Kvaerno5 stalls after 16,384.
 
 The loop is gaussflow's: one `LSODA.step` at a time on the flow-map state $(\alpha, \Phi)$,
-$\Sigma = \Phi \Sigma_0 \Phi^\top$ (the right-hand side the diffrax solvers use, compiled once
-per field structure), the save times read from each step's dense output, and after each step the
+$\Sigma = \Phi \Sigma_0 \Phi^\top$ (the right-hand side the diffrax solvers use and its Jacobian
+by `jax.jacfwd`, compiled once per field structure), the save times read from each step's dense output, and after each step the
 same events as `gf.solve`'s (`gaussflow.stepping.growth_flags`: blow-up, escape; a non-finite
 state; the field's domain), with the same budget of `max_steps` steps. Its raw outputs have the
 keys of `gaussflow.integrate.integrate_closure`, so the sweep reads them as it reads diffrax's.
@@ -61,7 +61,17 @@ def _compiled(static: StaticKey):
         blowup, escaped, tau = growth_flags(J, S, scale, thr, t, t0)
         return ~finite, blowup, escaped, ~field._domain_ok(t, mean, S), tau
 
-    return rhs, flags
+    @jax.jit
+    def jac(field_dyn, t, y, cov0):
+        d = cov0.shape[0]
+
+        def flat(y):
+            dm, dPhi = rhs(field_dyn, t, y[:d], y[d:].reshape(d, d), cov0)
+            return jnp.concatenate([dm.ravel(), dPhi.ravel()])
+
+        return jax.jacfwd(flat)(y)
+
+    return rhs, flags, jac
 
 
 def lsoda_member(static: StaticKey, field_dyn: Any, mean0: np.ndarray, cov0: np.ndarray,
@@ -95,7 +105,7 @@ def lsoda_member(static: StaticKey, field_dyn: Any, mean0: np.ndarray, cov0: np.
         `mean_end`, `cov_end`, `result` (diffrax's code: successful, event, or max steps — an
         LSODA failure is reported as max steps), `num_steps` and the event flags.
     """
-    rhs, flags = _compiled(static)
+    rhs, flags, jac = _compiled(static)
     mean0 = np.asarray(mean0, dtype=np.float64)
     cov0 = jnp.asarray(cov0, dtype=jnp.float64)
     d, n = mean0.shape[0], len(ts)
@@ -106,6 +116,9 @@ def lsoda_member(static: StaticKey, field_dyn: Any, mean0: np.ndarray, cov0: np.
     def fun(t, y):
         dm, dPhi = rhs(field_dyn, t, *split(y), cov0)
         return np.concatenate([np.asarray(dm).ravel(), np.asarray(dPhi).ravel()])
+
+    def jacobian(t, y):
+        return np.asarray(jac(field_dyn, t, jnp.asarray(y), cov0))
 
     def flags_at(t, y):
         return [np.asarray(v) for v in flags(field_dyn, t, *split(y), cov0, t0, threshold)]
@@ -122,7 +135,7 @@ def lsoda_member(static: StaticKey, field_dyn: Any, mean0: np.ndarray, cov0: np.
     while k < n and ts[k] <= t0:
         save(k, y0)
         k += 1
-    solver = LSODA(fun, t0, y0, t1, rtol=rtol, atol=atol)
+    solver = LSODA(fun, t0, y0, t1, rtol=rtol, atol=atol, jac=jacobian)
     steps, result, fl = 0, _SUCCESS, flags_at(t0, y0)
     event = False
     while solver.status == "running":
