@@ -48,6 +48,7 @@ import numpy as np
 
 from . import cache, lsoda, queue
 from . import closed_form as _cf_mod
+from . import closed_form_sweep as cf_sweep
 from ._checks import check_batched_covs, check_times, positive_int
 from .field import Field, StaticKey
 from .gaussian import Gaussian
@@ -338,16 +339,16 @@ def sweep(fields: Field | Sequence[Field], g0s: Gaussian | Sequence[Gaussian], t
     cache.ensure_enabled()  # the persistent compilation cache, once per process
     sp = None
     if _cf_mod.check_mode(closed_form) != "never":
-        sp, field, means0, covs0 = _cf_mod.split(closed_form, field, field_batched, means0, covs0,
+        sp, field, means0, covs0 = cf_sweep.split(closed_form, field, field_batched, means0, covs0,
                                                  state_batched, B, ts_arr, t0, t1, thr)
         if sp.rest.size == 0:
-            raw, solvers = _cf_mod.merge(sp, None, None)
+            raw, solvers = cf_sweep.merge(sp, None, None)
             return result_from_raw(raw, ts_arr, t0, name, 0.0, sp.seconds, 1, B, solvers, "closed_form")
         B = len(sp.rest)
 
     def result(raw, compile_s, run_s, ndev, chunk, solvers, method):
         if sp is not None and sp.cf.size:
-            raw, solvers = _cf_mod.merge(sp, raw, solvers)
+            raw, solvers = cf_sweep.merge(sp, raw, solvers)
             run_s, method = run_s + sp.seconds, method + "+closed_form"
         return result_from_raw(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk, solvers, method)
     if method == "queue":

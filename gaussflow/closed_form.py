@@ -60,7 +60,6 @@ member blow-up whose $T^*$ lies within about $10^{-3} (t - t_0)$ past $t_1$).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -151,7 +150,7 @@ def _chunked(fn, field, batched, rows, *arrays):
     outs = []
     for s in range(0, n, size):
         take = np.minimum(np.arange(s, s + size), n - 1)
-        f = _subset(field, batched, rows[take])
+        f = subset(field, batched, rows[take])
         res = fn(f, batched, *(jnp.asarray(np.asarray(a)[take]) for a in arrays))
         outs.append([np.asarray(x)[:min(size, n - s)] for x in
                      (res if isinstance(res, tuple) else (res,))])
@@ -277,7 +276,8 @@ def plan(field: Field, field_batched: bool, means0: ArrayLike, covs0: ArrayLike,
                 structure=structure, v=v, mean_zero=mean_zero)
 
 
-def _subset(field, batched, idx):
+def subset(field: Field, batched: bool, idx: ArrayLike) -> Field:
+    """The members `idx` of a batched field (the field itself when not batched)."""
     if not batched:
         return field
     dyn, static = eqx.partition(field, eqx.is_array)
@@ -292,7 +292,7 @@ class _Members:
                  state_batched: bool, t0: float):
         n = len(idx)
         self.n, self.t0 = n, float(t0)
-        self.field = _subset(p.field, p.batched, idx)
+        self.field = subset(p.field, p.batched, idx)
         self.batched = p.batched
         means = np.asarray(means0)[idx] if state_batched else np.broadcast_to(means0, (n,) + np.shape(means0))
         covs = np.asarray(covs0)[idx] if state_batched else np.broadcast_to(covs0, (n,) + np.shape(covs0))
@@ -445,70 +445,3 @@ def evaluate(p: Plan, idx: ArrayLike, means0: ArrayLike, covs0: ArrayLike,
             "mean_end": m_end[:, 0], "cov_end": c_end[:, 0], "result": result,
             "num_steps": np.zeros(n, np.int32), "event_nonfinite": false, "event_blowup": blow,
             "event_domain": false, "event_escape": false, "finite_ahead": ~false}
-
-
-@dataclass(frozen=True)
-class Split:
-    """The members of a sweep evaluated in closed form (`cf`, raw outputs `raw`) and the
-    others (`rest`, to integrate); `seconds` spent checking and evaluating."""
-
-    B: int
-    cf: np.ndarray
-    rest: np.ndarray
-    raw: dict | None
-    seconds: float
-
-
-def split(mode: str, field: Field, field_batched: bool, means0: ArrayLike, covs0: ArrayLike,
-          state_batched: bool, B: int, ts: ArrayLike, t0: float, t1: float,
-          thr: float) -> tuple[Split, Field, ArrayLike, ArrayLike]:
-    """Evaluate the eligible members of a sweep; `(Split, field, means0, covs0)` with the field
-    and states restricted to the members left to integrate.
-
-    Parameters
-    ----------
-    mode : str
-        `"auto"` or `"always"` (then a `ValueError` names the first member that is not
-        eligible and why).
-    field, field_batched, means0, covs0, state_batched, B, ts, t0, t1, thr
-        As in `plan` and `evaluate`.
-
-    Returns
-    -------
-    tuple
-        `(Split, field, means0, covs0)`.
-    """
-    start = time.perf_counter()
-    p = plan(field, field_batched, means0, covs0, state_batched, B, t0, t1)
-    if mode == "always" and not p.eligible.all():
-        i = int(np.argmin(p.eligible))
-        raise ValueError(f"closed_form='always': member {i}: {p.reasons[i]}; pass "
-                         "closed_form='auto' to integrate the members without a closed form")
-    cf, rest = np.flatnonzero(p.eligible), np.flatnonzero(~p.eligible)
-    raw = evaluate(p, cf, means0, covs0, state_batched, ts, t0, t1, thr) if cf.size else None
-    sp = Split(B, cf, rest, raw, time.perf_counter() - start)
-    if cf.size and rest.size:
-        field = _subset(field, field_batched, rest)
-        if state_batched:
-            means0, covs0 = np.asarray(means0)[rest], np.asarray(covs0)[rest]
-    return sp, field, means0, covs0
-
-
-def merge(sp: Split, raw_rest: dict | None,
-          solvers_rest: ArrayLike | None) -> tuple[dict, np.ndarray]:
-    """`(raw, solvers)` of all `sp.B` members: the closed-form ones (solver
-    `"closed_form"`) and the integrated ones, in member order."""
-    solvers = np.full(sp.B, "closed_form", dtype=object)
-    if raw_rest is None:
-        return sp.raw, solvers
-    solvers[sp.rest] = np.asarray(solvers_rest, dtype=object)
-    out = {}
-    for k, a in raw_rest.items():
-        a, b = np.asarray(a), np.asarray(sp.raw[k])
-        if a.ndim > 1 and b.shape[1] < a.shape[1]:  # saved-time axis: pad as not reached
-            pad = [(0, 0), (0, a.shape[1] - b.shape[1])] + [(0, 0)] * (a.ndim - 2)
-            b = np.pad(b, pad, constant_values=np.inf)
-        full = np.empty((sp.B,) + a.shape[1:], dtype=np.result_type(a, b))
-        full[sp.rest], full[sp.cf] = a, b
-        out[k] = full
-    return out, solvers
