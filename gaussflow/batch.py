@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import cache, lsoda, queue
+from . import cache, lsoda, numpy_engine, queue
 from . import closed_form as _cf_mod
 from . import closed_form_sweep as cf_sweep
 from ._checks import check_batched_covs, check_times, positive_int
@@ -235,9 +235,9 @@ def sweep(fields: Field | Sequence[Field], g0s: Gaussian | Sequence[Gaussian], t
           time_scale: str = "linear", first_pass_steps: int | None = None,
           tail_chunk_size: int | None = None, method: str | None = None,
           slots: int | None = None,
-          stiff_solver: diffrax.AbstractSolver | str | None = "kvaerno5",
+          stiff_solver: diffrax.AbstractSolver | str | None = "auto",
           stiff_steps: int | None = None, closed_form: str = "auto",
-          last_resort: str | None = "lsoda") -> SweepResult:
+          last_resort: str | None = "lsoda", engine: str = "auto") -> SweepResult:
     """Integrate the Gaussian closures of a batch of fields and/or initial states.
 
     Parameters
@@ -266,12 +266,21 @@ def sweep(fields: Field | Sequence[Field], g0s: Gaussian | Sequence[Gaussian], t
         The devices to use (default all `jax.devices()`).
     progress : bool
         A tqdm bar over chunks (nothing is printed otherwise).
+    engine : {"auto", "numpy", "jax"}
+        Queue method only: who takes the explicit (Tsit5) steps. `"numpy"`: the NumPy engine
+        (`gaussflow.numpy_engine`: every running member's step in whole-stack NumPy operations,
+        no compilation; the fast choice on a CPU); `"jax"`: the compiled work queue of
+        `gaussflow.queue`; `"auto"` (default): NumPy where it applies (a CPU, Tsit5, a field
+        with a NumPy form, one Gaussian per member), else JAX.
     first_pass_steps, stiff_solver, stiff_steps
         Passes for the members that run out of steps (`gaussflow.passes`). Every member first
-        runs with `solver` and `first_pass_steps` steps (default `max_steps`). Those that use
-        them up (status `"max_steps"`) run again from the start with `stiff_solver` (default
-        `"kvaerno5"`, implicit: stiff members need an implicit solver, not a bigger explicit
-        budget; `None` to skip, skipped too when `solver` is that solver) and `stiff_steps`
+        runs with `solver` and `first_pass_steps` steps (default `max_steps`; with the NumPy
+        engine `min(max_steps, 1024)`). Those that use them up (status `"max_steps"`) run again
+        from the start with `stiff_solver` (`"auto"`, the default: `"lsoda"` with the NumPy
+        engine, else `"kvaerno5"`; `"lsoda"`: SciPy's LSODA as below; a diffrax solver or its
+        name: implicit ones such as Kvaerno5 on the JAX work queue; stiff members need an
+        implicit solver, not a bigger explicit budget; `None` to skip, skipped too when
+        `solver` is that solver) and `stiff_steps`
         steps (default `max_steps`); those that use these up as well (not stiff, just many
         steps) run again with `solver` and `max_steps` (only when
         `first_pass_steps < max_steps`; then results are those of one pass with `max_steps`: a
@@ -333,9 +342,15 @@ def sweep(fields: Field | Sequence[Field], g0s: Gaussian | Sequence[Gaussian], t
         method = "queue" if ndev == 1 else "vmap"
     if method not in ("queue", "vmap"):
         raise ValueError(f"method must be 'queue' or 'vmap', got {method!r}")
-    stiff = None if stiff_solver is None else resolve_solver(stiff_solver)
-    if stiff is not None and type(stiff) is type(solver):
+    use_numpy = numpy_engine.choose(engine, field, field_batched, solver, np.ndim(covs0),
+                                    state_batched, method, devices[0])
+    if stiff_solver == "auto":
+        stiff_solver = "lsoda" if use_numpy else "kvaerno5"
+    stiff = stiff_solver if stiff_solver in (None, "lsoda") else resolve_solver(stiff_solver)
+    if isinstance(stiff, diffrax.AbstractSolver) and type(stiff) is type(solver):
         stiff = None
+    if use_numpy and first is None:
+        first = min(int(max_steps), numpy_engine.FIRST_PASS_STEPS)
     cache.ensure_enabled()  # the persistent compilation cache, once per process
     sp = None
     if _cf_mod.check_mode(closed_form) != "never":
@@ -357,7 +372,7 @@ def sweep(fields: Field | Sequence[Field], g0s: Gaussian | Sequence[Gaussian], t
             field, field_batched, means0, covs0, state_batched, B, d, ts_arr,
             (t0, t1, thr), solver, stiff, (rtol, atol, int(max_steps), first, stiff_steps,
                                            time_scale), chunk_size, slots, devices[0],
-            progress, last_resort)
+            progress, last_resort, use_numpy)
         return result(raw, compile_s, run_s, 1, chunk, solvers, "queue")
     if chunk_size is None:
         chunk_size = 1024
@@ -412,19 +427,28 @@ def sweep(fields: Field | Sequence[Field], g0s: Gaussian | Sequence[Gaussian], t
         return run(members, c, steps, solver)
 
     passes_ = schedule(solver, stiff, passes[0], stiff_steps, int(max_steps))
-    fallback = None if last_resort is None else (lsoda.NAME, lambda members: lsoda.lsoda_members(
-        field, field_batched, means0, covs0, state_batched, members, (t0, t1, thr), ts_arr, rtol,
-        atol, int(max_steps)))
-    raw, solvers, compile_s, run_s = run_schedule(passes_, B, run_pass, fallback)
+
+    def run_lsoda(members, steps=int(max_steps)):
+        return lsoda.lsoda_members(field, field_batched, means0, covs0, state_batched, members,
+                                   (t0, t1, thr), ts_arr, rtol, atol, steps)
+
+    def run_pass_or_lsoda(members, solver, steps, first_pass):
+        if solver == lsoda.NAME:
+            start = time.perf_counter()
+            return run_lsoda(members, steps), 0.0, time.perf_counter() - start
+        return run_pass(members, solver, steps, first_pass)
+
+    fallback = None if last_resort is None or stiff == lsoda.NAME else (lsoda.NAME, run_lsoda)
+    raw, solvers, compile_s, run_s = run_schedule(passes_, B, run_pass_or_lsoda, fallback)
     return result(raw, compile_s, run_s, ndev, chunk, solvers, "vmap")
 
 
 def _sweep_queue(field: Any, field_batched: bool, means0: np.ndarray, covs0: np.ndarray,
                 state_batched: bool, B: int, d: int, ts_arr: np.ndarray,
                 times: tuple[float, float, float], solver: diffrax.AbstractSolver,
-                stiff: diffrax.AbstractSolver | None, opts: tuple, chunk_size: int | None,
+                stiff: diffrax.AbstractSolver | str | None, opts: tuple, chunk_size: int | None,
                 slots: int | None, device: Any, progress: bool = False,
-                last_resort: str | None = "lsoda"
+                last_resort: str | None = "lsoda", use_numpy: bool = False
                 ) -> tuple[dict[str, np.ndarray], float, float, int, np.ndarray]:
     """`gf.sweep`'s queue path (one device): the passes of `gaussflow.passes`, each
     through `run`.
@@ -458,14 +482,26 @@ def _sweep_queue(field: Any, field_batched: bool, means0: np.ndarray, covs0: np.
     with jax.default_device(device):
         nslots = min(128 if slots is None else int(slots), chunk)
 
+        sf = numpy_engine.stacked_field(field, field_batched) if use_numpy else None
+
+        def run_lsoda(m, steps=max_steps):
+            return lsoda.lsoda_members(field, field_batched, means0, covs0, True, m, times, ts_arr,
+                                       rtol, atol, steps)
+
         def run_pass(members, solver, steps, first_pass):
+            if solver == lsoda.NAME:
+                start = time.perf_counter()
+                return run_lsoda(members, steps), 0.0, time.perf_counter() - start
+            if sf is not None and isinstance(solver, diffrax.Tsit5):
+                raw, run_s = numpy_engine.run(sf, means0, covs0, members, times, ts_arr, rtol,
+                                              atol, steps, time_scale)
+                return raw, 0.0, run_s
             eng = queue.Engine(StaticKey(field_static), field_batched, solver, rtol, atol, steps, time_scale)
             c = chunk if first_pass else pow2_at_most(len(members), chunk)
             return queue.run(eng, field_dyn, means0, covs0, targs, chunk=c, slots=min(nslots, c),
                        members=members, progress=progress)
 
         passes = schedule(solver, stiff, budget, stiff_steps, max_steps)
-        fallback = None if last_resort is None else (lsoda.NAME, lambda m: lsoda.lsoda_members(
-            field, field_batched, means0, covs0, True, m, times, ts_arr, rtol, atol, max_steps))
+        fallback = None if last_resort is None or stiff == lsoda.NAME else (lsoda.NAME, run_lsoda)
         raw, solvers, compile_s, run_s = run_schedule(passes, B, run_pass, fallback)
     return raw, compile_s, run_s, chunk, solvers

@@ -26,16 +26,21 @@ from typing import Any, ClassVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from numpy.typing import ArrayLike
 
 from ._checks import as_array, as_scalar
 from .codegen import compile_source, generate_function
+from .codegen.compile import NUMPY_RUNTIME, RUNTIME, names_used
 from .symbolic.derivation import Derivation
 from .gaussian import Gaussian
 
 
 def cov_from_flow(Phi: jax.Array, cov0: jax.Array) -> jax.Array:
     r"""$\Sigma = \Phi \Sigma_0 \Phi^\top$ (symmetrised; leading axes are blocks or save times)."""
+    if isinstance(Phi, np.ndarray) and isinstance(cov0, np.ndarray):  # NumPy engine: stacks
+        S = Phi @ cov0 @ Phi.mT
+        return (S + S.mT) / 2
     S = jnp.einsum("...ij,...jk,...lk->...il", Phi, cov0, Phi)
     return (S + jnp.swapaxes(S, -1, -2)) / 2
 
@@ -142,18 +147,34 @@ def realise(derivation: Derivation) -> Derivation:
     if derivation.functions:
         return derivation
     runtime = dict(derivation.runtime)
-    header = f"# gaussflow generated code: {derivation.name} closure. Vectors are (n, 1) columns.\n"
-
-    def source(products):
-        return "\n".join([header] + [
-            generate_function(p.name, p.args, list(p.outputs), doc=p.doc, symmetric=p.symmetric,
-                              constants=p.constants, state=p.state, products=products)
-            for p in derivation.programs])
-
-    src = source("matmul")
+    src = program_source(derivation, "matmul")
     return dataclasses.replace(derivation, jax_source=src,
-                               functions=compile_source(source("by_size"), runtime),
+                               functions=compile_source(program_source(derivation, "by_size"),
+                                                        runtime),
                                matmul_functions=compile_source(src, runtime))
+
+
+def program_source(derivation: Derivation, products: str) -> str:
+    """The source of a derivation's programs, products printed in style `products`
+    (`gaussflow.codegen.printer.PRODUCT_STYLES`)."""
+    header = f"# gaussflow generated code: {derivation.name} closure. Vectors are (n, 1) columns.\n"
+    return "\n".join([header] + [
+        generate_function(p.name, p.args, list(p.outputs), doc=p.doc, symmetric=p.symmetric,
+                          constants=p.constants, state=p.state, products=products)
+        for p in derivation.programs])
+
+
+@functools.cache
+def stacked_numpy_functions(cls: type) -> dict | None:
+    """The generated programs of a `DerivedField` class printed for stacks of members
+    (`products="stacked"`) and compiled against NumPy (`NUMPY_RUNTIME`), once per class and
+    process; `None` when the source names a JAX-only runtime helper (e.g. a PSD square root)."""
+    derivation = cls.derivation()
+    src = program_source(derivation, "stacked")
+    helpers = (set(RUNTIME) | set(derivation.runtime)) - set(NUMPY_RUNTIME)
+    if names_used(src) & helpers:
+        return None
+    return compile_source(src, runtime=NUMPY_RUNTIME)
 
 
 class DerivedField(Field):
@@ -180,6 +201,10 @@ class DerivedField(Field):
     def _args(self):
         vals = self._param_values()
         return [vals[p.name] for p in self.derivation().params]
+
+    def _has_domain_check(self) -> bool:
+        """Whether `_domain_ok` can be `False` (the NumPy engine runs fields without one)."""
+        return type(self)._domain_ok is not Field._domain_ok
 
     def _closure_is_generated(self) -> bool:
         """Whether `_closure` is exactly the generated `closure` (then the generated `flow_rhs`

@@ -29,6 +29,7 @@ import numpy as np
 from scipy.integrate import LSODA
 
 from .field import StaticKey, cov_from_flow
+from .numpy_engine import StackedField, stacked_field
 from .stepping import growth_flags
 
 __all__ = ["NAME", "lsoda_member", "lsoda_members"]
@@ -74,7 +75,28 @@ def _compiled(static: StaticKey):
     return rhs, flags, jac
 
 
-def lsoda_member(static: StaticKey, field_dyn: Any, mean0: np.ndarray, cov0: np.ndarray,
+def _numpy_functions(sf: StackedField):
+    """`(rhs, flags, None)` of a one-member `StackedField`, with the signatures of `_compiled`'s
+    (the field argument unused)."""
+
+    def rhs(_, t, mean, Phi, cov0):
+        dm, dPhi = sf.flow_rhs(np.full((1, 1, 1), t), mean[None, :, None], Phi[None], cov0[None])
+        return dm[0, :, 0], dPhi[0]
+
+    def flags(_, t, mean, Phi, cov0, t0, thr):
+        with np.errstate(all="ignore"):
+            S = cov_from_flow(Phi[None], cov0[None])
+            dm, J = sf.closure(np.full((1, 1, 1), t), mean[None, :, None], S)
+            finite = (np.all(np.isfinite(mean)) & np.all(np.isfinite(Phi))
+                      & np.all(np.isfinite(dm)) & np.all(np.isfinite(J)))
+            scale = np.maximum(np.trace(cov0), 1e-300)
+            blowup, escaped, tau = growth_flags(J, S, scale, thr, t, t0, lead=1)
+        return ~finite, blowup[0], escaped[0], False, tau[0]
+
+    return rhs, flags, None
+
+
+def lsoda_member(static: StaticKey | StackedField, field_dyn: Any, mean0: np.ndarray, cov0: np.ndarray,
                  t0: float, t1: float, ts: np.ndarray, rtol: float, atol: float, max_steps: int,
                  threshold: float) -> dict[str, np.ndarray]:
     r"""One member integrated by LSODA (module docstring): the raw outputs of
@@ -84,7 +106,9 @@ def lsoda_member(static: StaticKey, field_dyn: Any, mean0: np.ndarray, cov0: np.
     ----------
     static, field_dyn
         The member's field, split by `eqx.partition(field, eqx.is_array)` (`static` wrapped in
-        `StaticKey`).
+        `StaticKey`); or its NumPy form (`gaussflow.numpy_engine.StackedField` of one member,
+        `field_dyn` unused), evaluated without compilation, the Jacobian by LSODA's finite
+        differences.
     mean0, cov0 : np.ndarray
         The initial state, `(d,)` and `(d, d)`.
     t0, t1 : float
@@ -105,20 +129,27 @@ def lsoda_member(static: StaticKey, field_dyn: Any, mean0: np.ndarray, cov0: np.
         `mean_end`, `cov_end`, `result` (diffrax's code: successful, event, or max steps — an
         LSODA failure is reported as max steps), `num_steps` and the event flags.
     """
-    rhs, flags, jac = _compiled(static)
     mean0 = np.asarray(mean0, dtype=np.float64)
-    cov0 = jnp.asarray(cov0, dtype=jnp.float64)
     d, n = mean0.shape[0], len(ts)
+    if isinstance(static, StackedField):  # NumPy: one-member stacks, no compilation
+        rhs, flags, _ = _numpy_functions(static)
+        jacobian, cov0 = None, np.asarray(cov0, dtype=np.float64)  # LSODA's finite differences
 
-    def split(y):
-        return jnp.asarray(y[:d]), jnp.asarray(y[d:].reshape(d, d))
+        def split(y):
+            return y[:d].copy(), y[d:].reshape(d, d)
+    else:
+        rhs, flags, jac = _compiled(static)
+        cov0 = jnp.asarray(cov0, dtype=jnp.float64)
+
+        def split(y):
+            return jnp.asarray(y[:d]), jnp.asarray(y[d:].reshape(d, d))
+
+        def jacobian(t, y):
+            return np.asarray(jac(field_dyn, t, jnp.asarray(y), cov0))
 
     def fun(t, y):
         dm, dPhi = rhs(field_dyn, t, *split(y), cov0)
         return np.concatenate([np.asarray(dm).ravel(), np.asarray(dPhi).ravel()])
-
-    def jacobian(t, y):
-        return np.asarray(jac(field_dyn, t, jnp.asarray(y), cov0))
 
     def flags_at(t, y):
         return [np.asarray(v) for v in flags(field_dyn, t, *split(y), cov0, t0, threshold)]
@@ -177,16 +208,22 @@ def lsoda_members(field: Any, field_batched: bool, means0: np.ndarray, covs0: np
                   ts: np.ndarray, rtol: float, atol: float, max_steps: int
                   ) -> dict[str, np.ndarray]:
     """`lsoda_member` for the sweep members with indices `members`, stacked like a diffrax pass's
-    raw outputs. `times` is `(t0, t1, blowup threshold)`; `field` is the (batched when
+    raw outputs (with the field's NumPy form when it has one,
+    `gaussflow.numpy_engine.stacked_field`). `times` is `(t0, t1, blowup threshold)`; `field` is the (batched when
     `field_batched`) field, `means0`/`covs0` the (batched when `state_batched`) initial states."""
     t0, t1, thr = times
     field_dyn, field_static = eqx.partition(field, eqx.is_array)
     static = StaticKey(field_static)
+    sf = stacked_field(field, field_batched) if np.ndim(covs0) == 2 + state_batched else None
     ts = np.asarray(ts, dtype=np.float64)
     outs = []
     for i in members:
-        fd = jax.tree_util.tree_map(lambda x: x[i], field_dyn) if field_batched else field_dyn
+        if sf is not None:
+            st, fd = sf.take(np.array([i])), None
+        else:
+            st = static
+            fd = jax.tree_util.tree_map(lambda x: x[i], field_dyn) if field_batched else field_dyn
         m0, c0 = (means0[i], covs0[i]) if state_batched else (means0, covs0)
-        outs.append(lsoda_member(static, fd, np.asarray(m0), np.asarray(c0), float(t0),
+        outs.append(lsoda_member(st, fd, np.asarray(m0), np.asarray(c0), float(t0),
                                  float(t1), ts, rtol, atol, max_steps, float(thr)))
     return {key: np.stack([o[key] for o in outs]) for key in outs[0]}

@@ -22,7 +22,8 @@ SCALARS = ("event_nonfinite", "event_blowup", "event_domain", "event_escape", "r
            "finite_ahead")
 
 
-def schedule(solver: diffrax.AbstractSolver, stiff: diffrax.AbstractSolver | None, budget: int,
+def schedule(solver: diffrax.AbstractSolver, stiff: diffrax.AbstractSolver | str | None,
+             budget: int,
              stiff_steps: int | None,
              max_steps: int) -> list[tuple[diffrax.AbstractSolver, int]]:
     """`[(solver, step budget), ...]`: the first pass runs every member, each later pass the
@@ -32,8 +33,9 @@ def schedule(solver: diffrax.AbstractSolver, stiff: diffrax.AbstractSolver | Non
     ----------
     solver : diffrax.AbstractSolver
         The solver of the first pass, and of the last when `budget < max_steps`.
-    stiff : diffrax.AbstractSolver or None
-        The stiff (implicit) solver of the second pass; `None`: no such pass.
+    stiff : diffrax.AbstractSolver, str or None
+        The stiff (implicit) solver of the second pass (`"lsoda"`: SciPy's LSODA,
+        `gaussflow.lsoda`); `None`: no such pass.
     budget : int
         The step budget of the first pass.
     stiff_steps : int or None
@@ -105,9 +107,10 @@ def run_schedule(schedule: Sequence[tuple[diffrax.AbstractSolver, int]], B: int,
     return raw, solvers, compile_s, run_s
 
 
-def solver_name(solver: diffrax.AbstractSolver) -> str:
-    """`"tsit5"`, `"kvaerno5"`, ...: the lower-cased class name."""
-    return type(solver).__name__.lower()
+def solver_name(solver: diffrax.AbstractSolver | str) -> str:
+    """`"tsit5"`, `"kvaerno5"`, ...: the lower-cased class name (a pass named by a string, such
+    as `"lsoda"`, keeps its name)."""
+    return solver if isinstance(solver, str) else type(solver).__name__.lower()
 
 
 def used_up(raw: Mapping[str, Any]) -> np.ndarray:

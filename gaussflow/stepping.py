@@ -11,6 +11,7 @@ from typing import Any
 import diffrax
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 #: The solvers `resolve_solver` knows by name.
 SOLVERS = {
@@ -34,23 +35,37 @@ ESCAPE_FACTOR = 10.0
 FIRST_STEP = 1e-2
 
 
-def trace_total(S: jax.Array) -> jax.Array:
-    """The sum of the traces of `S` `(..., d, d)` (one Gaussian, or all position blocks)."""
-    return jnp.trace(S, axis1=-2, axis2=-1).sum()
+def _xp(*arrays: Any) -> Any:
+    """NumPy for NumPy arrays (the sweep's NumPy engine), else `jax.numpy`."""
+    return np if all(isinstance(a, np.ndarray) for a in arrays) else jnp
+
+
+def _per_member(x: Any, lead: int) -> Any:
+    """Sum of `x` over every axis after the first `lead` (the member axes)."""
+    return x.reshape(x.shape[:lead] + (-1,)).sum(-1)
+
+
+def trace_total(S: jax.Array, lead: int = 0) -> jax.Array:
+    """The sum of the traces of `S` `(..., d, d)` (one Gaussian, or all position blocks); with
+    `lead` leading member axes, one sum per member."""
+    return _per_member(_xp(S).trace(S, axis1=-2, axis2=-1), lead)
 
 
 def growth_flags(J: jax.Array, S: jax.Array, scale: jax.Array, threshold: jax.Array,
-                 t: jax.Array, t0: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+                 t: jax.Array, t0: jax.Array, lead: int = 0
+                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     r"""`(blowup, escaped, tau)` of a state with covariance `S` and closure matrix `J`.
 
     With $f = \operatorname{tr}\Sigma / s$ ($s$ = `scale` $= \operatorname{tr}\Sigma_0$),
     $f' = 2 \operatorname{tr}(J \Sigma) / s$ and $\tau = f / f'$:
     blow-up when $f >$ `threshold`, $f' > 0$ and $\tau <$ `BLOWUP_TAU_RATIO` $(t - t_0)$;
-    escape when $f >$ `ESCAPE_FACTOR * threshold` otherwise.
+    escape when $f >$ `ESCAPE_FACTOR * threshold` otherwise. JAX or NumPy arrays; with `lead`
+    leading member axes (NumPy stacks), one result per member.
     """
-    f = trace_total(S) / scale
-    fp = 2.0 * jnp.sum(J * jnp.swapaxes(S, -1, -2)) / scale
-    tau = f / jnp.where(fp > 0, fp, jnp.inf)
+    xp = _xp(J, S)
+    f = trace_total(S, lead) / scale
+    fp = 2.0 * _per_member(J * xp.swapaxes(S, -1, -2), lead) / scale
+    tau = f / xp.where(fp > 0, fp, xp.inf)
     blowup = (f > threshold) & (fp > 0) & (tau < BLOWUP_TAU_RATIO * (t - t0))
     escaped = ~blowup & (f > ESCAPE_FACTOR * threshold)
     return blowup, escaped, tau
@@ -93,7 +108,7 @@ class FiniteErrorPID(diffrax.PIDController):
 
 
 def first_step(dm: jax.Array, J: jax.Array, mean: jax.Array, S: jax.Array,
-               span: jax.Array) -> jax.Array:
+               span: jax.Array, lead: int = 0) -> jax.Array:
     r"""The first step from the problem's own time scale: `min(span, FIRST_STEP / rate)`.
 
     $$\mathrm{rate} = \frac{|d \operatorname{tr}\Sigma/dt|}{\operatorname{tr}\Sigma} + \|J\|_F
@@ -102,16 +117,20 @@ def first_step(dm: jax.Array, J: jax.Array, mean: jax.Array, S: jax.Array,
     rate, so equal blocks start like one Gaussian). Every term is an inverse time of the closure
     at $t_0$, so a huge score scale ($\beta$) gives a proportionally small first step, not one
     that lands past a blow-up. `span` if the rate is 0 or not finite (a non-finite right-hand
-    side is reported by the event, not here).
+    side is reported by the event, not here). JAX or NumPy arrays; with `lead` leading member
+    axes (NumPy stacks of `(d, 1)` means), one step per member.
     """
-    d = S.shape[-1]
-    dm, J, mean, S = dm.reshape(-1, d), J.reshape(-1, d, d), mean.reshape(-1, d), S.reshape(-1, d, d)
-    trS = jnp.trace(S, axis1=-2, axis2=-1)
-    growth = jnp.abs(2.0 * jnp.sum(J * jnp.swapaxes(S, -1, -2), axis=(-2, -1)))
-    growth = growth / jnp.maximum(trS, 1e-300)
-    drift = jnp.linalg.norm(dm, axis=-1) / (jnp.linalg.norm(mean, axis=-1)
-                                            + jnp.sqrt(jnp.maximum(trS, 0.0)) + 1e-300)
-    rate = jnp.max(growth + jnp.sqrt(jnp.sum(J * J, axis=(-2, -1))) + drift)
-    ok = jnp.isfinite(rate) & (rate > 0)
-    dt0 = jnp.minimum(span, FIRST_STEP / jnp.where(ok, rate, 1.0))
-    return jax.lax.stop_gradient(jnp.where(ok, dt0, span))
+    xp = _xp(dm, J, mean, S)
+    d, lead_shape = S.shape[-1], S.shape[:lead]
+    dm, mean = dm.reshape(lead_shape + (-1, d)), mean.reshape(lead_shape + (-1, d))
+    J, S = J.reshape(lead_shape + (-1, d, d)), S.reshape(lead_shape + (-1, d, d))
+    trS = xp.trace(S, axis1=-2, axis2=-1)
+    growth = xp.abs(2.0 * xp.sum(J * xp.swapaxes(S, -1, -2), axis=(-2, -1)))
+    growth = growth / xp.maximum(trS, 1e-300)
+    drift = xp.linalg.norm(dm, axis=-1) / (xp.linalg.norm(mean, axis=-1)
+                                           + xp.sqrt(xp.maximum(trS, 0.0)) + 1e-300)
+    rate = xp.max(growth + xp.sqrt(xp.sum(J * J, axis=(-2, -1))) + drift, axis=-1)
+    ok = xp.isfinite(rate) & (rate > 0)
+    dt0 = xp.minimum(span, FIRST_STEP / xp.where(ok, rate, 1.0))
+    dt0 = xp.where(ok, dt0, span)
+    return dt0 if xp is np else jax.lax.stop_gradient(dt0)

@@ -1,4 +1,6 @@
 """gf.sweep: batched integration equals per-flow gf.solve; sharding; one compilation per shape.
+The sweeps here run the JAX work queue (`engine="jax"`) or the vmapped path; the NumPy engine
+is tested in test_numpy_engine.py.
 
 These softmax flows have W_O V = I, which the closed-form fast path would evaluate; the tests
 here exercise the integrators, so every sweep and solve passes ``closed_form="never"`` (the fast
@@ -19,6 +21,7 @@ from gaussflow.batch import cache_info
 
 
 def _sweep(*args, **kw):
+    kw.setdefault("engine", "jax")  # the JAX work queue (the NumPy engine: test_numpy_engine.py)
     return gf.sweep(*args, closed_form="never", **kw)
 
 

@@ -339,6 +339,9 @@ class Attention(DerivedField):
         JS = J @ cov
         return dm, JS + JS.T
 
+    def _has_domain_check(self) -> bool:
+        return "integrability" in self.derivation().functions
+
     def _domain_ok(self, t, mean, cov):
         if "integrability" not in self.derivation().functions:
             return jnp.asarray(True)

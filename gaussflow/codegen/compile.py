@@ -19,6 +19,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import jax.scipy.special as jsp
+import numpy as np
+import scipy.special
 
 from ..linalg import sinkhorn_factor, sqrtm_psd
 from ..quadrature import gauss_expect, logistic_gauss
@@ -78,7 +80,37 @@ RUNTIME = {
 }
 
 
-def compile_source(source: str, extra: dict[str, Any] | None = None) -> dict[str, Callable]:
+def stacked_scalar_entry(M: np.ndarray) -> np.ndarray:
+    """The entries `M[..., 0, 0]` of a stack of `(1, 1)` matrices, kept as `(..., 1, 1)` (the node
+    `Scalar` in source printed with `products="stacked"`)."""
+    return M[..., :1, :1]
+
+
+#: The namespace of source printed with `products="stacked"` and run on NumPy stacks of members
+#: (`gaussflow.numpy_engine`): `jnp` is NumPy itself and `jsp` SciPy's special functions (the
+#: names generated code uses have the same meaning there), `_scalar` keeps unit axes. The other
+#: runtime helpers (square roots, Sinkhorn factors, quadratures) are JAX-only: source that names
+#: them has no NumPy form (`uses_only`).
+NUMPY_RUNTIME = {
+    "jnp": np,
+    "jsp": scipy.special,
+    "_scalar": stacked_scalar_entry,
+}
+
+
+def names_used(source: str) -> set[str]:
+    """Every global or attribute name the code of `source` refers to (its functions included)."""
+    names: set[str] = set()
+    todo = [compile(source, "<gaussflow-generated>", "exec")]
+    while todo:
+        code = todo.pop()
+        names.update(code.co_names)
+        todo += [c for c in code.co_consts if hasattr(c, "co_names")]
+    return names
+
+
+def compile_source(source: str, extra: dict[str, Any] | None = None,
+                   runtime: dict[str, Any] | None = None) -> dict[str, Callable]:
     """Execute generated source in a fresh namespace; return the functions it defines.
 
     Parameters
@@ -88,6 +120,8 @@ def compile_source(source: str, extra: dict[str, Any] | None = None) -> dict[str
     extra : dict, optional
         Further names for the namespace (runtime helpers, such as numerical rules, that a
         caller's own nodes print calls to).
+    runtime : dict, optional
+        The base namespace: `RUNTIME` (default, JAX) or `NUMPY_RUNTIME`.
 
     Returns
     -------
@@ -95,12 +129,14 @@ def compile_source(source: str, extra: dict[str, Any] | None = None) -> dict[str
         Each function name the source defines, mapped to the function (the runtime `RUNTIME`
         and `extra` are left out).
     """
-    namespace = dict(RUNTIME)
+    base = RUNTIME if runtime is None else runtime
+    namespace = dict(base)
     namespace.update(extra or {})
     code = compile(source, "<gaussflow-generated>", "exec")
     exec(code, namespace)  # noqa: S102 - our own generated text, never read from disk
-    skip = set(RUNTIME) | set(extra or {})
+    skip = set(base) | set(extra or {})
     return {k: v for k, v in namespace.items() if callable(v) and k not in skip}
 
 
-__all__ = ["RUNTIME", "compile_source", "scalar_entry"]
+__all__ = ["NUMPY_RUNTIME", "RUNTIME", "compile_source", "names_used", "scalar_entry",
+           "stacked_scalar_entry"]

@@ -34,8 +34,10 @@ from .compile import RUNTIME
 from .products import ProductRules
 
 _TEMPORARY = re.compile(r"_t\d+\Z")
-#: How products print: `A @ B`, or `_mm(A, B)` (layout by inner dimension at run time).
-PRODUCT_STYLES = ("matmul", "by_size")
+#: How products print: `A @ B`, `_mm(A, B)` (layout by inner dimension at run time), or
+#: `"stacked"`: `A @ B` on stacks of matrices (leading member axes; transposes `.mT`, traces and
+#: determinants kept as `(..., 1, 1)`), the source of `gaussflow.numpy_engine`.
+PRODUCT_STYLES = ("matmul", "by_size", "stacked")
 
 
 def _check_name(name: str, what) -> str:
@@ -72,10 +74,12 @@ class JaxMatrixPrinter(ProductRules, CodePrinter):
     state : MatrixSymbol, optional
         A flow-map symbol `Phi` that each adjacent weight multiplies first
         (`gaussflow.codegen.products.ProductRules._with_state`).
-    products : {"matmul", "by_size"}
+    products : {"matmul", "by_size", "stacked"}
         `"matmul"` prints a product as `A @ B` (readable; the documented source); `"by_size"`
         as `_mm(A, B)`, laid out by its inner dimension at run time
-        (`gaussflow.codegen.compile.matmul_by_size`).
+        (`gaussflow.codegen.compile.matmul_by_size`); `"stacked"` as `A @ B` for arrays with
+        leading member axes (`(..., n, m)`: transposes print `.mT`, a trace or determinant
+        keeps two unit axes so it broadcasts like a scalar of its member).
     """
 
     printmethod = None  # nodes do not print themselves: every rule is a method of the printer
@@ -89,6 +93,8 @@ class JaxMatrixPrinter(ProductRules, CodePrinter):
         if products not in PRODUCT_STYLES:
             raise ValueError(f"products must be one of {PRODUCT_STYLES}, got {products!r}")
         self.product_style = products
+        self.stacked = products == "stacked"
+        self.tsuffix = ".mT" if self.stacked else ".T"
         self.dims = dims
         self.constants = frozenset(constants)
         self.state = state
@@ -266,7 +272,7 @@ class JaxMatrixPrinter(ProductRules, CodePrinter):
 
     # -- matrix nodes ------------------------------------------------------------------------
     def _print_Transpose(self, e) -> str:
-        return f"{self.print(e.arg)}.T"
+        return f"{self.print(e.arg)}{self.tsuffix}"
 
     def _print_Inverse(self, e) -> str:
         """$B^{-1}$ on its own: `solve(B, I)` (inside a product, `_chain` solves instead)."""
@@ -298,15 +304,22 @@ class JaxMatrixPrinter(ProductRules, CodePrinter):
         return "(" + " * ".join(self.print(a) for a in e.args) + ")"
 
     def _print_Trace(self, e) -> str:
+        if self.stacked:
+            return f"jnp.trace({self.print(e.arg)}, axis1=-2, axis2=-1)[..., None, None]"
         return f"jnp.trace({self.print(e.arg)})"
 
     def _print_Determinant(self, e) -> str:
+        if self.stacked:
+            return f"jnp.linalg.det({self.print(e.arg)})[..., None, None]"
         return f"jnp.linalg.det({self.print(e.arg)})"
 
     def _print_MatrixElement(self, e) -> str:
         if not (e.i.is_Integer and e.j.is_Integer):
             raise ValueError(f"codegen cannot print the element {e}: symbolic index")
-        return f"{self.print(e.parent)}[{int(e.i)}, {int(e.j)}]"
+        i, j = int(e.i), int(e.j)
+        if self.stacked:
+            return f"{self.print(e.parent)}[..., {i}:{i + 1}, {j}:{j + 1}]"
+        return f"{self.print(e.parent)}[{i}, {j}]"
 
     # -- scalar nodes ------------------------------------------------------------------------
     def _print_Add(self, e) -> str:
@@ -405,8 +418,9 @@ def generate_function(name: str, args: Sequence[sp.Symbol | MatrixSymbol],
     state : MatrixSymbol, optional
         A flow-map symbol `Phi` that each adjacent weight multiplies first (for round-off, see
         `gaussflow.codegen.products.ProductRules._with_state`).
-    products : {"matmul", "by_size"}
-        How products print (see `JaxMatrixPrinter`); both texts compute the same values.
+    products : {"matmul", "by_size", "stacked"}
+        How products print (see `JaxMatrixPrinter`); the texts compute the same values
+        (`"stacked"` for stacks of members).
 
     Returns
     -------

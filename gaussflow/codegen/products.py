@@ -124,7 +124,7 @@ class ProductRules:
         if name is not None:
             return name
         name = self.products.get(self._tkey(fs))
-        return None if name is None else f"{name}.T"
+        return None if name is None else f"{name}{self.tsuffix}"
 
     def _matmul(self, e: MatMul) -> str:
         scalars, fs = self._factors(e)
@@ -179,11 +179,12 @@ class ProductRules:
         elif s - i == 1 and is_inverse(fs[i]):
             text = f"jnp.linalg.solve({self.print(fs[i].args[0])}, {self._chain(fs, s, j, split)})"
         elif j - s == 1 and is_inverse(fs[j - 1]):
-            text = (f"jnp.linalg.solve({self.print(fs[j - 1].args[0])}.T, "
-                    f"{self._chain(fs, i, s, split)}.T).T")
+            t = self.tsuffix
+            text = (f"jnp.linalg.solve({self.print(fs[j - 1].args[0])}{t}, "
+                    f"{self._chain(fs, i, s, split)}{t}){t}")
         else:
             a, b = self._chain(fs, i, s, split), self._chain(fs, s, j, split)
-            text = f"({a} @ {b})" if self.product_style == "matmul" else f"_mm({a}, {b})"
+            text = f"_mm({a}, {b})" if self.product_style == "by_size" else f"({a} @ {b})"
         if self.chains.get(self._pair(fs[i:j]), 0) > 1:
             name = self._bind(text)
             self.products[self._key(fs[i:j])] = name
