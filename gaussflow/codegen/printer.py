@@ -443,8 +443,9 @@ def generate_function(name: str, args: Sequence[sp.Symbol | MatrixSymbol],
     for a in args:
         if isinstance(a, MatrixSymbol):
             for axis, n in enumerate(a.shape):
-                for s in sp.sympify(n).free_symbols:
-                    dims.setdefault(s, f"{a.name}.shape[{axis}]")
+                for s in sp.sympify(n).free_symbols:  # stacked: axes from the end
+                    ax = axis - 2 if products == "stacked" else axis
+                    dims.setdefault(s, f"{a.name}.shape[{ax}]")
     printer = JaxMatrixPrinter(dims, symmetric, constants, state, products)
     for out in outputs:
         printer.count(out)
