@@ -75,13 +75,29 @@ def _compiled(static: StaticKey):
     return rhs, flags, jac
 
 
+#: Relative step of the central differences of the NumPy Jacobian (about the cube root of the
+#: float64 epsilon; the Jacobian only steers LSODA's Newton iterations, not its accuracy).
+FD_STEP = 6e-6
+
+
 def _numpy_functions(sf: StackedField):
-    """`(rhs, flags, None)` of a one-member `StackedField`, with the signatures of `_compiled`'s
-    (the field argument unused)."""
+    """`(rhs, flags, jac)` of a one-member `StackedField`, with the signatures of `_compiled`'s
+    (the field argument unused); `jac` by central differences, every column in one stacked
+    evaluation (the `2 n` perturbed states as one stack of members)."""
 
     def rhs(_, t, mean, Phi, cov0):
         dm, dPhi = sf.flow_rhs(np.full((1, 1, 1), t), mean[None, :, None], Phi[None], cov0[None])
         return dm[0, :, 0], dPhi[0]
+
+    def jac(_, t, y, cov0):
+        d, n = cov0.shape[0], y.shape[0]
+        h = FD_STEP * np.maximum(np.abs(y), 1.0)
+        ys = np.concatenate([y[None] + np.diag(h), y[None] - np.diag(h)])  # (2 n, n)
+        with np.errstate(all="ignore"):
+            dm, dPhi = sf.flow_rhs(np.full((2 * n, 1, 1), t), ys[:, :d, None],
+                                   ys[:, d:].reshape(2 * n, d, d), cov0[None])
+        f = np.concatenate([dm[:, :, 0], dPhi.reshape(2 * n, -1)], axis=1)
+        return ((f[:n] - f[n:]) / (2 * h[:, None])).T
 
     def flags(_, t, mean, Phi, cov0, t0, thr):
         with np.errstate(all="ignore"):
@@ -93,7 +109,7 @@ def _numpy_functions(sf: StackedField):
             blowup, escaped, tau = growth_flags(J, S, scale, thr, t, t0, lead=1)
         return ~finite, blowup[0], escaped[0], False, tau[0]
 
-    return rhs, flags, None
+    return rhs, flags, jac
 
 
 def lsoda_member(static: StaticKey | StackedField, field_dyn: Any, mean0: np.ndarray, cov0: np.ndarray,
@@ -107,8 +123,8 @@ def lsoda_member(static: StaticKey | StackedField, field_dyn: Any, mean0: np.nda
     static, field_dyn
         The member's field, split by `eqx.partition(field, eqx.is_array)` (`static` wrapped in
         `StaticKey`); or its NumPy form (`gaussflow.numpy_engine.StackedField` of one member,
-        `field_dyn` unused), evaluated without compilation, the Jacobian by LSODA's finite
-        differences.
+        `field_dyn` unused), evaluated without compilation, the Jacobian by central differences
+        in one stacked evaluation.
     mean0, cov0 : np.ndarray
         The initial state, `(d,)` and `(d, d)`.
     t0, t1 : float
@@ -132,11 +148,14 @@ def lsoda_member(static: StaticKey | StackedField, field_dyn: Any, mean0: np.nda
     mean0 = np.asarray(mean0, dtype=np.float64)
     d, n = mean0.shape[0], len(ts)
     if isinstance(static, StackedField):  # NumPy: one-member stacks, no compilation
-        rhs, flags, _ = _numpy_functions(static)
-        jacobian, cov0 = None, np.asarray(cov0, dtype=np.float64)  # LSODA's finite differences
+        rhs, flags, jac = _numpy_functions(static)
+        cov0 = np.asarray(cov0, dtype=np.float64)
 
         def split(y):
             return y[:d].copy(), y[d:].reshape(d, d)
+
+        def jacobian(t, y):
+            return jac(None, t, np.asarray(y, dtype=np.float64), cov0)
     else:
         rhs, flags, jac = _compiled(static)
         cov0 = jnp.asarray(cov0, dtype=jnp.float64)
