@@ -9,7 +9,8 @@ measures both layouts side by side in one process:
   ``Derivation.functions`` (layout by size) and ``Derivation.matmul_functions`` (every product
   ``@``), each inside one jitted ``lax.fori_loop`` of 20 Euler-like updates; ns per member and
   evaluation, median of 5 interleaved repeats, d = 2 .. 16;
-- **sweep**: ``gf.sweep`` of the random softmax flows of benchmark 3 (``t1 = 0.5``), with the
+- **sweep**: ``gf.sweep(engine="jax")`` (the compiled work queue, whose right-hand side this
+  layout is for) of the random softmax flows of benchmark 3 (``t1 = 0.5``), with the
   layout by size and with ``UNROLL_MAX = 0`` (every product ``@``), compiled run time (second
   call) and us per member-step; the largest relative difference of the final covariances over
   the members both complete, and the number of members with equal statuses.
@@ -82,7 +83,7 @@ def _sweep(d, n, unroll_max):
     queue.clear_cache()
     jax.clear_caches()
     try:
-        opts = dict(max_steps=MAX_STEPS, first_pass_steps=FIRST, stiff_solver=None)
+        opts = dict(engine="jax", max_steps=MAX_STEPS, first_pass_steps=FIRST, stiff_solver=None)
         gf.sweep(fields, g0s, T1, ts, **opts)  # compile
         start = time.perf_counter()
         res = gf.sweep(fields, g0s, T1, ts, **opts)

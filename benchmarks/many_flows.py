@@ -1,4 +1,4 @@
-"""Benchmark 3: many softmax flows (d = 5 and d = 8): the work-queue ``gf.sweep``, the vmapped
+"""Benchmark 3: many softmax flows (d = 5 and d = 8): ``gf.sweep`` on its engines, the vmapped
 ``gf.sweep`` and a ``scipy.integrate.solve_ivp`` loop, side by side in one process.
 
 Random weights ``Q, K, V`` (entries N(0, 1/d)), ``beta = 1/sqrt(d)``, random initial states
@@ -6,10 +6,15 @@ Random weights ``Q, K, V`` (entries N(0, 1/d)), ``beta = 1/sqrt(d)``, random ini
 1e-10. Step counts are heavy-tailed (most members need about ten steps; at d = 5 one member of
 2,000 needs 30,000: one eigenvalue of Sigma grows to ~1e7 while another collapses).
 
-- **queue** (``method="queue"``, the default): a pool of slots refilled as members finish,
-  survivors moved to smaller pools; ``first_pass_steps = FIRST`` explicit (Tsit5) steps, then the
-  members that used them up rerun with Kvaerno5 (``stiff_steps = FIRST``), then those that used
-  these up too with Tsit5 and ``MAX_STEPS``. Also without the implicit pass
+- **numpy** (the default: ``method="queue"``, ``engine="auto"``, which picks the NumPy engine
+  on a CPU): every running member's Tsit5 step in whole-stack NumPy operations, no compilation;
+  its default schedule: 1,024 explicit steps, then the members that used them up run by LSODA
+  (NumPy right-hand side and Jacobian). Timed first in the process, so its "incl. compile"
+  figure holds the one-time costs (the softmax derivation and its generated programs).
+- **jax queue** (``engine="jax"``): the compiled work queue, a pool of slots refilled as members
+  finish, survivors moved to smaller pools; ``first_pass_steps = FIRST`` explicit (Tsit5) steps,
+  then the members that used them up rerun with Kvaerno5 (``stiff_steps = FIRST``), then those
+  that used these up too with Tsit5 and ``MAX_STEPS``. Also without the implicit pass
   (``stiff_solver=None``), to show what it costs.
 - **vmap** (``method="vmap"``, the previous default): chunks under ``jax.vmap``; a chunk runs as
   many steps as its slowest member, so a two-pass schedule: a budget of ``VMAP_FIRST`` steps in
@@ -38,7 +43,8 @@ import gaussflow as gf
 
 from . import print_table
 
-TITLE = "2,000 softmax flows at d = 5 and d = 8: queue gf.sweep vs vmapped gf.sweep vs solve_ivp"
+TITLE = ("2,000 softmax flows at d = 5 and d = 8: gf.sweep (NumPy engine, JAX queue, vmapped) "
+         "vs solve_ivp")
 TARGET = ">= 200x"
 T1 = 0.5
 #: Step budgets: explicit first pass and implicit rerun (``FIRST``), last explicit pass
@@ -83,20 +89,50 @@ def _timed(fn):
     return out, time.perf_counter() - start
 
 
-def run_d(d, n, n_base):
+def flops_per_step(d):
+    """Floating-point operations of one Tsit5 step of one member, counted from the generated
+    stacked programs: 6 new right-hand sides (``flow_rhs``) and one event check (``closure``
+    and ``Sigma = Phi Sigma0 Phi^T``), every product counted as a ``d x d`` by ``d x d`` one
+    (``2 d^3``; the matrix-vector products make this a slight overcount)."""
+    from gaussflow.field import program_source
+
+    src = program_source(gf.Softmax.derivation(), "stacked")
+    count = {name: body.count(" @ ") for name, body in (
+        (chunk.split("(")[0], chunk) for chunk in src.split("def ")[1:])}
+    return (6 * count["flow_rhs"] + count["closure"] + 2) * 2 * d ** 3
+
+
+def matmul_rates(d, n=2000):
+    """GFLOP/s of NumPy's stacked product of ``n`` ``d x d`` pairs and of one 1000 x 1000
+    product: the machine's rates for this work and at large sizes."""
+    import timeit
+
+    rng = np.random.default_rng(0)
+    A, B = rng.normal(size=(n, d, d)), rng.normal(size=(n, d, d))
+    small = min(timeit.repeat(lambda: A @ B, number=20, repeat=5)) / 20
+    X = rng.normal(size=(1000, 1000))
+    big = min(timeit.repeat(lambda: X @ X, number=3, repeat=3)) / 3
+    return 2 * d ** 3 * n / small / 1e9, 2e9 / big / 1e9
+
+
+def run_d(d, n, n_base, quick=False):
     Q, K, V, m0, S0 = problem(n, d)
     ts = np.linspace(0, T1, 11)
     beta = 1 / np.sqrt(d)
     fields = jax.vmap(lambda q, k, v: gf.Softmax(q, k, v, beta=beta))(Q, K, V)
     g0s = jax.vmap(gf.Gaussian)(m0, S0)
     configs = {
-        "queue": dict(max_steps=MAX_STEPS, first_pass_steps=FIRST, stiff_steps=FIRST),
-        "queue, no implicit pass (compiled above)": dict(max_steps=MAX_STEPS, first_pass_steps=FIRST,
-                                        stiff_solver=None),
+        "numpy": dict(max_steps=MAX_STEPS),
+        "jax queue": dict(engine="jax", max_steps=MAX_STEPS, first_pass_steps=FIRST,
+                          stiff_steps=FIRST),
+        "jax queue, no implicit pass (compiled above)": dict(
+            engine="jax", max_steps=MAX_STEPS, first_pass_steps=FIRST, stiff_solver=None),
         "vmap (two passes)": dict(method="vmap", chunk_size=VMAP_CHUNK, max_steps=MAX_STEPS,
                                   first_pass_steps=VMAP_FIRST, tail_chunk_size=VMAP_TAIL,
                                   stiff_solver=None),
     }
+    if quick:  # the test suite's time: the default engine only
+        configs = {"numpy": configs["numpy"]}
     results = {}
     for name, opts in configs.items():
         res, t_first = _timed(lambda: gf.sweep(fields, g0s, T1, ts, **opts))
@@ -119,12 +155,17 @@ def run_d(d, n, n_base):
             "compile s": res.compile_seconds, "s compiled": t_warm,
             "ratio incl. compile": t_base / t_first, "ratio compiled": t_base / t_warm,
             "us per member-step": 1e6 * run_s / steps.sum(),
+            "GFLOP/s": flops_per_step(d) * steps.sum() / run_s / 1e9,
             "statuses": ", ".join(f"{s}: {c}" for s, c in res.counts().items()),
             "finished by": ", ".join(f"{s}: {c}" for s, c in solvers.items()),
             "steps median/p99/max": "/".join(f"{v:.0f}" for v in (
                 np.median(steps), np.percentile(steps, 99), steps.max())),
             "max rel diff vs scipy": max(errs[k]) if errs[k] else float("nan"),
         })
+    small, big = matmul_rates(d)
+    print(f"d = {d}: NumPy matmul rate {small:.3g} GFLOP/s on 2,000 stacked {d} x {d} products, "
+          f"{big:.3g} GFLOP/s on 1000 x 1000; a Tsit5 step of one member: about "
+          f"{flops_per_step(d)} flops")
     rows.append({"d": d, "flows": n, "method": "scipy" if n_base == n else
                  f"scipy (measured {n_base}, x{n / n_base:.0f})",
                  "s incl. compile": t_base, "s compiled": t_base})
@@ -136,16 +177,16 @@ def run(quick=False):
     n_base = 4 if quick else n  # every member: the step counts are heavy-tailed
     rows, out = [], {}
     for d in (8,) if quick else (5, 8):  # quick: one dimension (the test suite's time)
-        r, t_base = run_d(d, n, n_base)
+        r, t_base = run_d(d, n, n_base, quick)
         rows += r
         out[f"d{d}"] = {x["method"]: {k: v for k, v in x.items() if k != "method"} for x in r}
         out[f"d{d}"]["scipy_s_extrapolated"] = t_base
     print_table(rows, list(rows[0]))
-    q = [r for r in rows if r["method"] == "queue"]
+    q = [r for r in rows if r["method"] == "numpy"]
     ratio = min(r["ratio incl. compile"] for r in q)
-    print(f"\nqueue vs solve_ivp loop: end to end (incl. compilation) "
+    print(f"\ndefault sweep (NumPy engine) vs solve_ivp loop: end to end (incl. compilation) "
           + ", ".join(f"d = {r['d']}: {r['ratio incl. compile']:.3g}x" for r in q)
           + "; compiled " + ", ".join(f"d = {r['d']}: {r['ratio compiled']:.3g}x" for r in q)
           + f" (devices: 1; the CPU may be shared: compare ratios measured together)")
-    return {"ratio": ratio, "ratio_of": "solve_ivp loop / queue sweep, incl. compilation, "
-            "worst d", "results": out, "rows": rows}
+    return {"ratio": ratio, "ratio_of": "solve_ivp loop / default sweep (NumPy engine), incl. "
+            "compilation, worst d", "results": out, "rows": rows}

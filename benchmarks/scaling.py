@@ -1,8 +1,10 @@
-"""Benchmark 9: how the work-queue ``gf.sweep`` scales with the number of members and with d.
+"""Benchmark 9: how ``gf.sweep`` scales with the number of members and with d.
 
 The random softmax flows of benchmark 3 (``Q, K, V`` entries N(0, 1/d), ``beta = 1/sqrt(d)``,
-``t1 = 0.5``, 11 save times, rtol 1e-8, atol 1e-10; Tsit5 with ``first_pass_steps = 4096`` and a
-last explicit pass of up to 65,536 steps, no implicit pass): 1,000 / 10,000 / 100,000 members at
+``t1 = 0.5``, 11 save times, rtol 1e-8, atol 1e-10; the default sweep: the NumPy engine's Tsit5
+with 1,024 steps, then LSODA for the members that use them up, ``max_steps = 65,536``; with
+``ENGINE = "jax"`` the JAX work queue, ``first_pass_steps = 4096``, no implicit pass, a last
+explicit pass of up to 65,536 steps): 1,000 / 10,000 / 100,000 members at
 d = 5, and 1,000 members at d = 3, 4, 6, 8, 12, 16. Each row: the first call (with compilation),
 the second (compiled), us per member-step (run seconds over the sum of ``num_steps``), the step
 counts and the statuses. The "ratio" is the per-member-step cost at 1,000 members over that at
@@ -21,7 +23,9 @@ import gaussflow as gf
 from . import print_table
 from .many_flows import FIRST, MAX_STEPS, T1, problem
 
-TITLE = "work-queue gf.sweep: scaling with members (1k, 10k, 100k at d = 5) and d (3..16)"
+TITLE = "gf.sweep: scaling with members (1k, 10k, 100k at d = 5) and d (3..16)"
+#: The engine measured: "auto" (the NumPy engine here) or "jax" (the compiled work queue).
+ENGINE = "auto"
 TARGET = "cost per member-step flat or falling with the number of members (reported)"
 
 
@@ -31,8 +35,9 @@ def _row(d, n, chunk=None):
     fields = jax.vmap(lambda q, k, v: gf.Softmax(q, k, v, beta=beta))(Q, K, V)
     g0s = jax.vmap(gf.Gaussian)(m0, S0)
     ts = np.linspace(0, T1, 11)
-    opts = dict(max_steps=MAX_STEPS, first_pass_steps=FIRST, stiff_solver=None,
-                chunk_size=chunk)
+    opts = dict(max_steps=MAX_STEPS, chunk_size=chunk)
+    if ENGINE == "jax":
+        opts.update(engine="jax", first_pass_steps=FIRST, stiff_solver=None)
     start = time.perf_counter()
     first = gf.sweep(fields, g0s, T1, ts, **opts)
     t_first = time.perf_counter() - start
@@ -45,7 +50,9 @@ def _row(d, n, chunk=None):
             "us per member": 1e6 * t_warm / n,
             "steps median/p99/max": "/".join(f"{v:.0f}" for v in (
                 np.median(steps), np.percentile(steps, 99), steps.max())),
-            "statuses": ", ".join(f"{s}: {c}" for s, c in res.counts().items())}
+            "statuses": ", ".join(f"{s}: {c}" for s, c in res.counts().items()),
+            "finished by": ", ".join(f"{s}: {c}" for s, c in zip(
+                *np.unique(res.solvers, return_counts=True)))}
 
 
 def run(quick=False):
