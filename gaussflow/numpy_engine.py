@@ -109,13 +109,18 @@ class StackedField:
             return self
         return StackedField(self.functions, [p[idx] for p in self.params], True)
 
-    def flow_rhs(self, t, mean, Phi, cov0):
-        """`(dm, dPhi)`: means `(M, d, 1)`, flow maps `(M, d, d)`."""
-        return self.functions["flow_rhs"](t, mean, Phi, cov0, *self.params)
+    def flow_rhs(self, t: np.ndarray, mean: np.ndarray, Phi: np.ndarray,
+                 cov0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`(dm, dPhi)`: means `(M, d, 1)`, flow maps `(M, d, d)`, times `(M, 1, 1)`."""
+        dm, dPhi = self.functions["flow_rhs"](t, mean, Phi, cov0, *self.params)
+        return np.broadcast_to(dm, mean.shape), np.broadcast_to(dPhi, Phi.shape)
 
-    def closure(self, t, mean, S):
-        """`(dm, J)` at means `(M, d, 1)` and covariances `(M, d, d)`."""
-        return self.functions["closure"](t, mean, S, *self.params)
+    def closure(self, t: np.ndarray, mean: np.ndarray,
+                S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`(dm, J)` at means `(M, d, 1)` and covariances `(M, d, d)` (outputs that do not depend
+        on the state, such as an affine field's `J = W`, broadcast to every member)."""
+        dm, J = self.functions["closure"](t, mean, S, *self.params)
+        return np.broadcast_to(dm, mean.shape), np.broadcast_to(J, S.shape)
 
 
 def stacked_field(field: Any, field_batched: bool) -> StackedField | None:

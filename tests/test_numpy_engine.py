@@ -160,6 +160,13 @@ def test_numpy_engine_is_the_default_on_cpu_and_shares_a_field():
     for i in range(3):
         ref = _solve(f, gs[i], 1.0, np.linspace(0, 1, 3))
         assert np.abs(res.member(i).covs - ref.covs).max() <= 1e-10 * np.abs(ref.covs).max()
+    # an affine field's closure J = W does not depend on the state: broadcast to every member
+    aff = gf.Affine(np.array([[-1.0, 0.5], [0.0, -0.3]]), np.array([0.2, -0.1]))
+    res = _sweep(aff, gs, 1.0, np.linspace(0, 1, 3), engine="numpy")
+    for i in range(3):
+        ref = _solve(aff, gs[i], 1.0, np.linspace(0, 1, 3))
+        assert np.abs(res.member(i).covs - ref.covs).max() <= 1e-10 * np.abs(ref.covs).max()
+        assert np.abs(res.member(i).means - ref.means).max() <= 1e-10
     sk = gf.Sinkhorn(0.5 * np.eye(2), -0.5 * np.eye(2), np.eye(2))
     assert numpy_engine.stacked_field(sk, False) is None
     assert not numpy_engine.choose("auto", sk, False, diffrax.Tsit5(), 3, True, "queue",

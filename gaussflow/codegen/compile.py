@@ -14,6 +14,7 @@ Source is produced in-process from the package's own expressions and never read 
 
 from __future__ import annotations
 
+import ast
 from typing import Any, Callable
 
 import jax
@@ -99,13 +100,13 @@ NUMPY_RUNTIME = {
 
 
 def names_used(source: str) -> set[str]:
-    """Every global or attribute name the code of `source` refers to (its functions included)."""
+    """Every name and attribute name the text of `source` refers to (parsed, not run)."""
     names: set[str] = set()
-    todo = [compile(source, "<gaussflow-generated>", "exec")]
-    while todo:
-        code = todo.pop()
-        names.update(code.co_names)
-        todo += [c for c in code.co_consts if hasattr(c, "co_names")]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            names.add(node.attr)
     return names
 
 
