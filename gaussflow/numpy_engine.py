@@ -73,9 +73,14 @@ def dense_weights() -> np.ndarray:
     residual is checked to be at rounding level.
     """
     theta = np.linspace(0.0, 1.0, 12)
-    interp = diffrax.Tsit5.interpolation_cls(
-        t0=0.0, t1=1.0, y0=jnp.zeros(_STAGES), y1=jnp.zeros(_STAGES), k=jnp.eye(_STAGES))
-    vals = np.stack([np.asarray(interp.evaluate(th)) for th in theta])  # (points, stages)
+
+    @jax.jit  # one small compilation instead of eager operations (each compiled on first use)
+    def weights(th):
+        interp = diffrax.Tsit5.interpolation_cls(
+            t0=0.0, t1=1.0, y0=jnp.zeros(_STAGES), y1=jnp.zeros(_STAGES), k=jnp.eye(_STAGES))
+        return jax.vmap(interp.evaluate)(th)
+
+    vals = np.asarray(weights(jnp.asarray(theta)))  # (points, stages)
     powers = theta[:, None] ** np.arange(5)
     W, *_ = np.linalg.lstsq(powers, vals, rcond=None)
     if np.abs(powers @ W - vals).max() > 1e-13:  # an interpolant of another form
