@@ -493,8 +493,10 @@ def _sweep_queue(field: Any, field_batched: bool, means0: np.ndarray, covs0: np.
                 start = time.perf_counter()
                 return run_lsoda(members, steps), 0.0, time.perf_counter() - start
             if sf is not None and isinstance(solver, diffrax.Tsit5):
+                # a member found stiff leaves the first pass at once when a stiff pass follows
                 raw, run_s = numpy_engine.run(sf, means0, covs0, members, times, ts_arr, rtol,
-                                              atol, steps, time_scale)
+                                              atol, steps, time_scale,
+                                              stiff_exit=first_pass and stiff is not None)
                 return raw, 0.0, run_s
             eng = queue.Engine(StaticKey(field_static), field_batched, solver, rtol, atol, steps, time_scale)
             c = chunk if first_pass else pow2_at_most(len(members), chunk)

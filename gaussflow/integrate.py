@@ -212,20 +212,22 @@ def integrate_closure(field: Field, mean0: jax.Array, cov0: jax.Array, t0: jax.A
 def status_of(out: Mapping[str, Any]) -> str:
     """The status (one of `STATUSES`) of one run from its raw outputs (`integrate_closure`):
     the event flags first, then diffrax's result code."""
-    if bool(out["event_nonfinite"]):
-        return "nonfinite"
-    if bool(out["event_blowup"]):
-        return "blowup"
-    if bool(out["event_domain"]):
-        return "not_integrable"
-    if bool(out.get("event_escape", False)):
-        return "escaped"
-    res = int(out["result"])
-    if res == diffrax.RESULTS.max_steps_reached._value:
-        return "max_steps" if bool(out["finite_ahead"]) else "nonfinite"
-    if res not in (diffrax.RESULTS.successful._value, diffrax.RESULTS.event_occurred._value):
-        return "nonfinite"
-    return "completed"
+    return str(statuses_of(out)[()])
+
+
+def statuses_of(out: Mapping[str, Any]) -> np.ndarray:
+    """`status_of` for raw outputs with any leading shape (a sweep's members): an array of the
+    status strings, by the same rules."""
+    res = np.asarray(out["result"])
+    flag = lambda key: np.asarray(out.get(key, False), dtype=bool)  # noqa: E731
+    max_steps = res == diffrax.RESULTS.max_steps_reached._value
+    failed = ~np.isin(res, (diffrax.RESULTS.successful._value,
+                            diffrax.RESULTS.event_occurred._value))
+    conditions = [flag("event_nonfinite"), flag("event_blowup"), flag("event_domain"),
+                  flag("event_escape"), max_steps & flag("finite_ahead"), failed]
+    names = ["nonfinite", "blowup", "not_integrable", "escaped", "max_steps", "nonfinite"]
+    return np.select([np.broadcast_to(c, res.shape) for c in conditions], names,
+                     default="completed")
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,12 @@ __all__ = ["NAME", "StackedField", "dense_weights", "run", "stacked_field"]
 #: The solver name of members finished by this engine (its method is diffrax's Tsit5).
 NAME = "tsit5"
 
+#: Hairer's stiffness test (see `run`): threshold on h |lambda|, hits to call a member stiff,
+#: accepted steps without a hit that reset the count.
+STIFF_RHO, STIFF_HITS, STIFF_CALM = 3.25, 15, 6
+
 _OK = int(diffrax.RESULTS.successful._value)
+_STIFF = -1  # inside the loop only: found stiff (reported as max steps)
 _EVENT = int(diffrax.RESULTS.event_occurred._value)
 _MAX_STEPS = int(diffrax.RESULTS.max_steps_reached._value)
 
@@ -118,14 +123,19 @@ class StackedField:
                  cov0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`(dm, dPhi)`: means `(M, d, 1)`, flow maps `(M, d, d)`, times `(M, 1, 1)`."""
         dm, dPhi = self.functions["flow_rhs"](t, mean, Phi, cov0, *self.params)
-        return np.broadcast_to(dm, mean.shape), np.broadcast_to(dPhi, Phi.shape)
+        return _full(dm, mean.shape), _full(dPhi, Phi.shape)
 
     def closure(self, t: np.ndarray, mean: np.ndarray,
                 S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`(dm, J)` at means `(M, d, 1)` and covariances `(M, d, d)` (outputs that do not depend
         on the state, such as an affine field's `J = W`, broadcast to every member)."""
         dm, J = self.functions["closure"](t, mean, S, *self.params)
-        return np.broadcast_to(dm, mean.shape), np.broadcast_to(J, S.shape)
+        return _full(dm, mean.shape), _full(J, S.shape)
+
+
+def _full(x: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """`x` broadcast to `shape` (a view; `x` itself when it has that shape already)."""
+    return x if getattr(x, "shape", None) == shape else np.broadcast_to(x, shape)
 
 
 def stacked_field(field: Any, field_batched: bool) -> StackedField | None:
@@ -156,11 +166,21 @@ def stacked_field(field: Any, field_batched: bool) -> StackedField | None:
 
 def run(sf: StackedField, means0: np.ndarray, covs0: np.ndarray, members: np.ndarray,
         times: tuple[float, float, float], ts: np.ndarray, rtol: float, atol: float,
-        max_steps: int, time_scale: str = "linear") -> tuple[dict[str, np.ndarray], float]:
+        max_steps: int, time_scale: str = "linear",
+        stiff_exit: bool = False) -> tuple[dict[str, np.ndarray], float]:
     """Integrate the sweep members `members` (indices into `means0` `(B, d)`, `covs0`
     `(B, d, d)` and a batched `sf`) with Tsit5. `times` is `(t0, t1, blow-up threshold)`;
     the other arguments are `gaussflow.sweep`'s. Returns `(raw, run seconds)`: `raw` has the keys
-    of `gaussflow.integrate.integrate_closure`, one row per member."""
+    of `gaussflow.integrate.integrate_closure`, one row per member.
+
+    `stiff_exit`: a member found stiff stops there with the result "max steps" (the sweep's
+    stiff pass then reruns it) instead of spending its budget. The test is Hairer's for
+    Dormand–Prince pairs (Hairer & Wanner, *Solving ODEs II*, IV.2), which applies to Tsit5 as its
+    last two stages are also evaluated at `t + h`: $\rho = |f(y_1) - f(y_6)| / |y_1 - y_6|$
+    estimates the dominant eigenvalue, and an accepted step with $h \rho >$ `STIFF_RHO` (the
+    stability boundary, where the step size is held by stability instead of accuracy) is a hit;
+    `STIFF_HITS` hits make the member stiff, `STIFF_CALM` accepted steps without one reset the
+    count. A step size held by accuracy has $h \rho \approx$ rtol$^{1/5}$, far below."""
     start = time.perf_counter()
     t0, t1, thr = (float(x) for x in times)
     log = time_scale == "log"
@@ -182,12 +202,15 @@ def run(sf: StackedField, means0: np.ndarray, covs0: np.ndarray, members: np.nda
     safety, fmin, fmax, expo = _control()
     size = d * (d + 1)
 
-    def vf(s, Y, f, cov0):
-        """dY/ds of stacked states `Y = [Phi | mean]` `(M, d, d + 1)`."""
+    def vf(s, Y, f, cov0, out=None):
+        """dY/ds of stacked states `Y = [Phi | mean]` `(M, d, d + 1)` (written into `out`)."""
         t = to_t(s)[:, None, None]
         dm, dPhi = f.flow_rhs(t, Y[..., d:], Y[..., :d], cov0)
-        out = np.concatenate([dPhi, dm], axis=-1)
-        return out * np.exp(s)[:, None, None] if log else out
+        out = np.empty(Y.shape) if out is None else out
+        out[..., :d], out[..., d:] = dPhi, dm
+        if log:
+            out *= np.exp(s)[:, None, None]
+        return out
 
     def flags(t, Y, f, cov0, sc):
         S = cov_from_flow(Y[..., :d], cov0)
@@ -213,6 +236,7 @@ def run(sf: StackedField, means0: np.ndarray, covs0: np.ndarray, members: np.nda
         nsteps = np.zeros(N, np.int64)
         save = np.zeros(N, np.int64)
         result = np.full(N, _OK, np.int32)
+        hits, calm = np.zeros(N, np.int64), np.zeros(N, np.int64)
         f, cov0, sc = field, c0, scale
         k1 = vf(sp, Y, f, cov0)
         K = np.empty((_STAGES,) + Y.shape)
@@ -221,15 +245,24 @@ def run(sf: StackedField, means0: np.ndarray, covs0: np.ndarray, members: np.nda
             hb = h[:, None, None]
             K[0] = k1
             K2 = K.reshape(_STAGES, -1)  # stage combinations as one product each
-            for i, a in enumerate(_A):
-                Ys = Y + hb * (a @ K2[:i + 1]).reshape(Y.shape)
+            for i, a in enumerate(_A):  # in place: large temporaries cost page faults
+                Ys = (a @ K2[:i + 1]).reshape(Y.shape)
+                Ys *= hb
+                Ys += Y
                 tc = sn if _C[i] == 1.0 else sp + _C[i] * h
-                K[i + 1] = vf(tc, Ys, f, cov0)
-            err_y = hb * (_B_ERR @ K2).reshape(Y.shape)
+                vf(tc, Ys, f, cov0, out=K[i + 1])
+                if i == len(_A) - 2:
+                    Y6 = Ys  # the second-to-last stage's state: also at t + h
+            err_y = (_B_ERR @ K2).reshape(Y.shape)
+            err_y *= hb
             bad = ~(np.isfinite(Ys).all((1, 2)) & np.isfinite(err_y).all((1, 2)))
-            y1 = np.where(bad[:, None, None], Y, Ys)
-            ratio = err_y / (atol + rtol * np.maximum(np.abs(Y), np.abs(y1)))
-            err = np.sqrt(np.square(ratio).sum((1, 2)) / size)
+            y1 = np.where(bad[:, None, None], Y, Ys) if bad.any() else Ys
+            scale_y = np.abs(Y)
+            np.maximum(scale_y, np.abs(y1), out=scale_y)
+            scale_y *= rtol
+            scale_y += atol
+            err_y /= scale_y
+            err = np.sqrt(np.einsum("mij,mij->m", err_y, err_y) / size)
             err = np.where(bad | np.isnan(err), np.inf, err)
             keep = err < 1
             factor = np.clip(safety * (1.0 / err) ** expo, np.where(keep, 1.0, fmin),
@@ -254,9 +287,21 @@ def run(sf: StackedField, means0: np.ndarray, covs0: np.ndarray, members: np.nda
                 out["means"][p, jw] = yv[..., d]
                 out["Phis"][p, jw] = yv[..., :d]
                 save[w] += 1
-            kb = keep[:, None, None]
-            Y = np.where(kb, y1, Y)
-            k1 = np.where(kb, K[-1], k1)
+            if stiff_exit:  # Hairer's test: h |lambda| ~ h |f(y1) - f(y6)| / |y1 - y6|
+                dk, dy = K[-1] - K[-2], y1 - Y6
+                num = np.sqrt(np.einsum("mij,mij->m", dk, dk))
+                den = np.sqrt(np.einsum("mij,mij->m", dy, dy))
+                hit = h * num > STIFF_RHO * den
+                hits = np.where(keep & hit, hits + 1, hits)
+                calm = np.where(keep & ~hit, calm + 1, calm)
+                hits, calm = np.where(calm >= STIFF_CALM, 0, hits), np.where(calm >= STIFF_CALM,
+                                                                              0, calm)
+                result = np.where((hits >= STIFF_HITS) & (result == _OK), _STIFF, result)
+            if keep.all():
+                Y, k1 = y1, K[-1].copy()
+            else:
+                kb = keep[:, None, None]
+                Y, k1 = np.where(kb, y1, Y), np.where(kb, K[-1], k1)
             sp, sn = sp_new, sn_new
             nsteps += 1
             nonfinite, blowup, escaped, _ = flags(to_t(sp), Y, f, cov0, sc)
@@ -264,12 +309,13 @@ def run(sf: StackedField, means0: np.ndarray, covs0: np.ndarray, members: np.nda
             done = ~((sp < s1) & (result == _OK)) | (nsteps >= max_steps)
             if done.any():
                 w, p = np.where(done)[0], pos[done]
-                res = np.where(result[w] == _OK, _MAX_STEPS, result[w])
+                res = np.where((result[w] == _OK) | (result[w] == _STIFF), _MAX_STEPS, result[w])
                 out["result"][p] = np.where(sp[w] < s1, res, result[w])
                 out["s_stop"][p], out["Y_end"][p], out["num_steps"][p] = sp[w], Y[w], nsteps[w]
                 live = ~done
                 pos, Y, sp, sn, k1 = pos[live], Y[live], sp[live], sn[live], k1[live]
                 nsteps, save, result = nsteps[live], save[live], result[live]
+                hits, calm = hits[live], calm[live]
                 f, cov0, sc = f.take(np.where(live)[0]), cov0[live], sc[live]
                 K = np.empty((_STAGES,) + Y.shape)
         raw = _finalize(out, field, c0, scale, (s0, s1, t1), to_t, vf, flags, log, d)

@@ -15,9 +15,9 @@ from typing import Any
 import diffrax
 import numpy as np
 
-from .integrate import status_of
+from .integrate import statuses_of
 
-#: The raw outputs `status_of` (`gaussflow.integrate`) reads.
+#: The raw outputs `statuses_of` (`gaussflow.integrate`) reads.
 SCALARS = ("event_nonfinite", "event_blowup", "event_domain", "event_escape", "result",
            "finite_ahead")
 
@@ -115,8 +115,7 @@ def solver_name(solver: diffrax.AbstractSolver | str) -> str:
 
 def used_up(raw: Mapping[str, Any]) -> np.ndarray:
     """Indices of the members whose status is `"max_steps"`."""
-    status = [status_of({k: raw[k][i] for k in SCALARS}) for i in range(len(raw["t_stop"]))]
-    return np.flatnonzero(np.array(status) == "max_steps")
+    return np.flatnonzero(statuses_of({k: raw[k] for k in SCALARS}) == "max_steps")
 
 
 def pow2_at_most(n: int, cap: int) -> int:

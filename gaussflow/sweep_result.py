@@ -6,7 +6,7 @@ from dataclasses import dataclass, field as dc_field, replace
 
 import numpy as np
 
-from .integrate import Trajectory, status_of, trajectory_of
+from .integrate import Trajectory, statuses_of, trajectory_of
 from .passes import SCALARS
 
 __all__ = ["SweepResult", "result_from_raw"]
@@ -90,8 +90,7 @@ def result_from_raw(raw: dict[str, np.ndarray], ts_arr: np.ndarray, t0: float, n
     `gaussflow.integrate.integrate_closure`): per-member statuses and masks, with the rules of
     `gaussflow.integrate.trajectory_of`."""
     B, n = raw["t_stop"].shape[0], len(ts_arr)
-    status = np.array([status_of({k: raw[k][i] for k in SCALARS}) for i in range(B)],
-                      dtype=object)
+    status = statuses_of({k: raw[k] for k in SCALARS}).astype(object)
     t_stop = raw["t_stop"].astype(float)
     saved_t = raw["ts"][:, :n]
     means, covs = raw["means"][:, :n], raw["covs"][:, :n]
