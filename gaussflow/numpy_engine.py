@@ -42,6 +42,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.optimize
 
 from .field import DerivedField, cov_from_flow, stacked_numpy_functions
 from .stepping import FiniteErrorPID, first_step, growth_flags, trace_total
@@ -51,9 +52,11 @@ __all__ = ["NAME", "StackedField", "dense_weights", "run", "stacked_field"]
 #: The solver name of members finished by this engine (its method is diffrax's Tsit5).
 NAME = "tsit5"
 
-#: Hairer's stiffness test (see `run`): threshold on h |lambda|, hits to call a member stiff,
-#: accepted steps without a hit that reset the count.
-STIFF_RHO, STIFF_HITS, STIFF_CALM = 3.25, 15, 6
+#: Hairer's stiffness test (see `run`): hits to call a member stiff, accepted steps without a
+#: hit that reset the count, and the threshold on h |lambda| as a fraction of Tsit5's stability
+#: boundary on the negative real axis (`stability_boundary`; in a stiff stretch the controller
+#: holds h |lambda| at 0.4-0.8 of it, an accuracy-limited step near rtol^(1/5)).
+STIFF_HITS, STIFF_CALM, STIFF_FRACTION = 15, 6, 0.5
 
 _OK = int(diffrax.RESULTS.successful._value)
 _STIFF = -1  # inside the loop only: found stiff (reported as max steps)
@@ -91,6 +94,24 @@ def dense_weights() -> np.ndarray:
     if np.abs(powers @ W - vals).max() > 1e-13:  # an interpolant of another form
         raise RuntimeError("diffrax's Tsit5 dense output is not a degree-4 polynomial in theta")
     return W.T.copy()
+
+
+@functools.cache
+def stability_boundary() -> float:
+    r"""Where Tsit5's stability region ends on the negative real axis: the least $x > 0$ with
+    $|R(-x)| = 1$, $R(z) = 1 + z\, b^\top (I - z A)^{-1} \mathbf 1$ from diffrax's tableau
+    (about 3.5)."""
+    A = np.zeros((_STAGES, _STAGES))
+    for i, a in enumerate(_A):
+        A[i + 1, :len(a)] = a
+    b = np.asarray(_TABLEAU.b_sol, float)
+
+    def excess(x):
+        return abs(1 - x * b @ np.linalg.solve(np.eye(_STAGES) + x * A, np.ones(_STAGES))) - 1
+
+    grid = np.linspace(0.1, 10.0, 100)
+    k = int(np.argmax([excess(x) > 0 for x in grid]))
+    return float(scipy.optimize.brentq(excess, grid[k - 1], grid[k]))
 
 
 @functools.cache
@@ -177,10 +198,11 @@ def run(sf: StackedField, means0: np.ndarray, covs0: np.ndarray, members: np.nda
     stiff pass then reruns it) instead of spending its budget. The test is Hairer's for
     Dormand–Prince pairs (Hairer & Wanner, *Solving ODEs II*, IV.2), which applies to Tsit5 as its
     last two stages are also evaluated at `t + h`: $\rho = |f(y_1) - f(y_6)| / |y_1 - y_6|$
-    estimates the dominant eigenvalue, and an accepted step with $h \rho >$ `STIFF_RHO` (the
-    stability boundary, where the step size is held by stability instead of accuracy) is a hit;
-    `STIFF_HITS` hits make the member stiff, `STIFF_CALM` accepted steps without one reset the
-    count. A step size held by accuracy has $h \rho \approx$ rtol$^{1/5}$, far below."""
+    estimates the dominant eigenvalue, and an accepted step with $h \rho$ above `STIFF_FRACTION`
+    of the stability boundary (`stability_boundary`: there the step size is held by stability,
+    not accuracy) is a hit; `STIFF_HITS` hits make the member stiff, `STIFF_CALM` accepted steps
+    without one reset the count. A step size held by accuracy has $h \rho$ near
+    rtol$^{1/5}$, far below."""
     start = time.perf_counter()
     t0, t1, thr = (float(x) for x in times)
     log = time_scale == "log"
@@ -200,6 +222,7 @@ def run(sf: StackedField, means0: np.ndarray, covs0: np.ndarray, members: np.nda
     scale = np.maximum(trace_total(c0, 1), 1e-300)
     W = dense_weights()
     safety, fmin, fmax, expo = _control()
+    rho_stiff = STIFF_FRACTION * stability_boundary()
     size = d * (d + 1)
 
     def vf(s, Y, f, cov0, out=None):
@@ -291,7 +314,7 @@ def run(sf: StackedField, means0: np.ndarray, covs0: np.ndarray, members: np.nda
                 dk, dy = K[-1] - K[-2], y1 - Y6
                 num = np.sqrt(np.einsum("mij,mij->m", dk, dk))
                 den = np.sqrt(np.einsum("mij,mij->m", dy, dy))
-                hit = h * num > STIFF_RHO * den
+                hit = h * num > rho_stiff * den
                 hits = np.where(keep & hit, hits + 1, hits)
                 calm = np.where(keep & ~hit, calm + 1, calm)
                 hits, calm = np.where(calm >= STIFF_CALM, 0, hits), np.where(calm >= STIFF_CALM,
