@@ -6,17 +6,19 @@ non-finite / not-integrable stops): a member that blows up early stops there whi
 carry on, and it cannot change their values. Conventions ($\beta$, $A = K^T Q$, ...) are
 those of the fields themselves. Two methods:
 
-- `"queue"` (default on one device): the refilling work queue of `gaussflow.queue`, a
-  pool of slots each taking diffrax steps (solver `step`, `PIDController`) for one member
-  and loading the next pending member when it finishes; slow members move to smaller pools.
-  No member waits for another.
+- `"queue"` (default on one device; `gaussflow.sweep_queue`): every member steps on its own,
+  none waits for another, on one of two engines: the NumPy engine (`gaussflow.numpy_engine`:
+  Tsit5 steps of every running member in whole-stack NumPy operations, no compilation; the
+  default on a CPU where it applies) or the refilling work queue of `gaussflow.queue` (a pool
+  of slots each taking diffrax steps for one member and loading the next pending member when
+  it finishes; slow members move to smaller pools).
 - `"vmap"` (default on several devices): `gaussflow.integrate.integrate_closure`
   (`diffrax.diffeqsolve`) under `jax.vmap` in chunks, each chunk split over all
   `jax.devices()` with `jax.shard_map` on a one-dimensional mesh (every device runs its own
   while-loop); a chunk runs as many steps as its slowest member.
 
-Members that run out of steps are run again (`gaussflow.passes`): with an implicit solver
-(stiff members), then with the full budget.
+Members that run out of steps are run again (`gaussflow.passes`): with a stiff solver (LSODA
+or an implicit diffrax solver), then with the full budget.
 
 **Batching.** `fields` is one field (shared by every member), a sequence of fields of the
 same class and shapes (stacked), or a *batched field*: a field whose array leaves carry a
@@ -52,8 +54,9 @@ from . import closed_form_sweep as cf_sweep
 from ._checks import check_batched_covs, check_times, positive_int
 from .field import Field, StaticKey
 from .gaussian import Gaussian
-from .passes import pow2_at_most, run_schedule, schedule
+from .passes import run_schedule, schedule
 from .integrate import TIME_SCALES, check_solver_options, integrate_closure
+from .sweep_queue import sweep_queue
 from .sweep_result import SweepResult, result_from_raw
 from .stepping import resolve_solver
 
@@ -256,16 +259,18 @@ def sweep(fields: Field | Sequence[Field], g0s: Gaussian | Sequence[Gaussian], t
         devices: chunks under `jax.vmap`, sharded over the devices with `jax.shard_map`; the
         queue does not shard yet and runs on the first device).
     chunk_size : int, optional
-        Members placed on the device together (bounds memory). Default: queue, as many as keep
-        the saved states under about 256 MB; vmap, 1024 (a vmapped chunk runs as many steps as
-        its slowest member; rounded up to a multiple of the number of devices).
+        Members placed on the device (NumPy engine: stepped) together (bounds memory).
+        Default: queue, as many as keep the saved states under about 256 MB; vmap, 1024 (a
+        vmapped chunk runs as many steps as its slowest member; rounded up to a multiple of the
+        number of devices).
     slots : int, optional
         Queue only: the first pool's size (default `min(128, chunk_size)`; later pools
         `slots // 16`, ..., 1 hold the slow members once the queue is drained).
     devices : sequence of jax.Device, optional
         The devices to use (default all `jax.devices()`).
     progress : bool
-        A tqdm bar over chunks (nothing is printed otherwise).
+        A tqdm bar over chunks (NumPy engine: over finished members; nothing is printed
+        otherwise).
     engine : {"auto", "numpy", "jax"}
         Queue method only: who takes the explicit (Tsit5) steps. `"numpy"`: the NumPy engine
         (`gaussflow.numpy_engine`: every running member's step in whole-stack NumPy operations,
@@ -368,7 +373,7 @@ def sweep(fields: Field | Sequence[Field], g0s: Gaussian | Sequence[Gaussian], t
         return result_from_raw(raw, ts_arr, t0, name, compile_s, run_s, ndev, chunk, solvers, method)
     if method == "queue":
 
-        raw, compile_s, run_s, chunk, solvers = _sweep_queue(
+        raw, compile_s, run_s, chunk, solvers = sweep_queue(
             field, field_batched, means0, covs0, state_batched, B, d, ts_arr,
             (t0, t1, thr), solver, stiff, (rtol, atol, int(max_steps), first, stiff_steps,
                                            time_scale), chunk_size, slots, devices[0],
@@ -441,69 +446,3 @@ def sweep(fields: Field | Sequence[Field], g0s: Gaussian | Sequence[Gaussian], t
     fallback = None if last_resort is None or stiff == lsoda.NAME else (lsoda.NAME, run_lsoda)
     raw, solvers, compile_s, run_s = run_schedule(passes_, B, run_pass_or_lsoda, fallback)
     return result(raw, compile_s, run_s, ndev, chunk, solvers, "vmap")
-
-
-def _sweep_queue(field: Any, field_batched: bool, means0: np.ndarray, covs0: np.ndarray,
-                state_batched: bool, B: int, d: int, ts_arr: np.ndarray,
-                times: tuple[float, float, float], solver: diffrax.AbstractSolver,
-                stiff: diffrax.AbstractSolver | str | None, opts: tuple, chunk_size: int | None,
-                slots: int | None, device: Any, progress: bool = False,
-                last_resort: str | None = "lsoda", use_numpy: bool = False
-                ) -> tuple[dict[str, np.ndarray], float, float, int, np.ndarray]:
-    """`gf.sweep`'s queue path (one device): the passes of `gaussflow.passes`, each
-    through `run`.
-
-    `times` is `(t0, t1, blowup threshold)`, `opts` is
-    `(rtol, atol, max_steps, first_pass_steps, stiff_steps, time_scale)`; the other arguments
-    are `gaussflow.sweep`'s after checking and batching (`last_resort`: `"lsoda"` runs the
-    members still `"max_steps"` after the passes by `gaussflow.lsoda`). Returns
-    `(raw, compile seconds, run seconds, chunk size, solver names)`, which `gaussflow.sweep`
-    turns into its result.
-    """
-    t0, t1, thr = times
-    rtol, atol, max_steps, first, stiff_steps, time_scale = opts
-    budget = max_steps if first is None else min(first, max_steps)
-    n_ts = len(ts_arr)
-    if chunk_size is None:  # saved states of a chunk under about 256 MB
-        chunk_size = max(1, 2**25 // (n_ts * (1 + d + d * d)))
-    chunk = min(int(chunk_size), B)
-    if not state_batched:
-        means0 = np.broadcast_to(means0, (B,) + means0.shape)
-        covs0 = np.broadcast_to(covs0, (B,) + covs0.shape)
-    field_dyn, field_static = eqx.partition(field, eqx.is_array)
-    log = time_scale == "log"
-    to_s = (lambda t: np.log1p(t - t0)) if log else (lambda t: t)
-    s1 = float(to_s(t1))
-    floor = s1
-    for _ in range(100):  # diffrax's end-time clipping threshold: 100 ULPs below s1
-        floor = float(np.nextafter(floor, -np.inf))
-    targs = dict(t0=t0, t1=t1, s0=float(to_s(t0)), s1=s1, floor=floor, thr=thr,
-                 ts_s=to_s(np.asarray(ts_arr, float)), ts_t=np.asarray(ts_arr, float))
-    with jax.default_device(device):
-        nslots = min(128 if slots is None else int(slots), chunk)
-
-        sf = numpy_engine.stacked_field(field, field_batched) if use_numpy else None
-
-        def run_lsoda(m, steps=max_steps):
-            return lsoda.lsoda_members(field, field_batched, means0, covs0, True, m, times, ts_arr,
-                                       rtol, atol, steps)
-
-        def run_pass(members, solver, steps, first_pass):
-            if solver == lsoda.NAME:
-                start = time.perf_counter()
-                return run_lsoda(members, steps), 0.0, time.perf_counter() - start
-            if sf is not None and isinstance(solver, diffrax.Tsit5):
-                # a member found stiff leaves the first pass at once when a stiff pass follows
-                raw, run_s = numpy_engine.run(sf, means0, covs0, members, times, ts_arr, rtol,
-                                              atol, steps, time_scale,
-                                              stiff_exit=first_pass and stiff is not None)
-                return raw, 0.0, run_s
-            eng = queue.Engine(StaticKey(field_static), field_batched, solver, rtol, atol, steps, time_scale)
-            c = chunk if first_pass else pow2_at_most(len(members), chunk)
-            return queue.run(eng, field_dyn, means0, covs0, targs, chunk=c, slots=min(nslots, c),
-                       members=members, progress=progress)
-
-        passes = schedule(solver, stiff, budget, stiff_steps, max_steps)
-        fallback = None if last_resort is None or stiff == lsoda.NAME else (lsoda.NAME, run_lsoda)
-        raw, solvers, compile_s, run_s = run_schedule(passes, B, run_pass, fallback)
-    return raw, compile_s, run_s, chunk, solvers

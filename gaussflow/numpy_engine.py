@@ -42,7 +42,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.optimize
 
 from .field import DerivedField, cov_from_flow, stacked_numpy_functions
 from .stepping import FiniteErrorPID, first_step, growth_flags, trace_total
@@ -52,14 +51,7 @@ __all__ = ["NAME", "StackedField", "dense_weights", "run", "stacked_field"]
 #: The solver name of members finished by this engine (its method is diffrax's Tsit5).
 NAME = "tsit5"
 
-#: Hairer's stiffness test (see `run`): hits to call a member stiff, accepted steps without a
-#: hit that reset the count, and the threshold on h |lambda| as a fraction of Tsit5's stability
-#: boundary on the negative real axis (`stability_boundary`; in a stiff stretch the controller
-#: holds h |lambda| at 0.4-0.8 of it, an accuracy-limited step near rtol^(1/5)).
-STIFF_HITS, STIFF_CALM, STIFF_FRACTION = 15, 6, 0.5
-
 _OK = int(diffrax.RESULTS.successful._value)
-_STIFF = -1  # inside the loop only: found stiff (reported as max steps)
 _EVENT = int(diffrax.RESULTS.event_occurred._value)
 _MAX_STEPS = int(diffrax.RESULTS.max_steps_reached._value)
 
@@ -94,24 +86,6 @@ def dense_weights() -> np.ndarray:
     if np.abs(powers @ W - vals).max() > 1e-13:  # an interpolant of another form
         raise RuntimeError("diffrax's Tsit5 dense output is not a degree-4 polynomial in theta")
     return W.T.copy()
-
-
-@functools.cache
-def stability_boundary() -> float:
-    r"""Where Tsit5's stability region ends on the negative real axis: the least $x > 0$ with
-    $|R(-x)| = 1$, $R(z) = 1 + z\, b^\top (I - z A)^{-1} \mathbf 1$ from diffrax's tableau
-    (about 3.5)."""
-    A = np.zeros((_STAGES, _STAGES))
-    for i, a in enumerate(_A):
-        A[i + 1, :len(a)] = a
-    b = np.asarray(_TABLEAU.b_sol, float)
-
-    def excess(x):
-        return abs(1 - x * b @ np.linalg.solve(np.eye(_STAGES) + x * A, np.ones(_STAGES))) - 1
-
-    grid = np.linspace(0.1, 10.0, 100)
-    k = int(np.argmax([excess(x) > 0 for x in grid]))
-    return float(scipy.optimize.brentq(excess, grid[k - 1], grid[k]))
 
 
 @functools.cache
@@ -187,23 +161,35 @@ def stacked_field(field: Any, field_batched: bool) -> StackedField | None:
 
 def run(sf: StackedField, means0: np.ndarray, covs0: np.ndarray, members: np.ndarray,
         times: tuple[float, float, float], ts: np.ndarray, rtol: float, atol: float,
-        max_steps: int, time_scale: str = "linear",
-        stiff_exit: bool = False) -> tuple[dict[str, np.ndarray], float]:
+        max_steps: int, time_scale: str = "linear", chunk: int | None = None,
+        progress: bool = False) -> tuple[dict[str, np.ndarray], float]:
     """Integrate the sweep members `members` (indices into `means0` `(B, d)`, `covs0`
-    `(B, d, d)` and a batched `sf`) with Tsit5. `times` is `(t0, t1, blow-up threshold)`;
-    the other arguments are `gaussflow.sweep`'s. Returns `(raw, run seconds)`: `raw` has the keys
-    of `gaussflow.integrate.integrate_closure`, one row per member.
-
-    `stiff_exit`: a member found stiff stops there with the result "max steps" (the sweep's
-    stiff pass then reruns it) instead of spending its budget. The test is Hairer's for
-    Dormand–Prince pairs (Hairer & Wanner, *Solving ODEs II*, IV.2), which applies to Tsit5 as its
-    last two stages are also evaluated at `t + h`: $\rho = |f(y_1) - f(y_6)| / |y_1 - y_6|$
-    estimates the dominant eigenvalue, and an accepted step with $h \rho$ above `STIFF_FRACTION`
-    of the stability boundary (`stability_boundary`: there the step size is held by stability,
-    not accuracy) is a hit; `STIFF_HITS` hits make the member stiff, `STIFF_CALM` accepted steps
-    without one reset the count. A step size held by accuracy has $h \rho$ near
-    rtol$^{1/5}$, far below."""
+    `(B, d, d)` and a batched `sf`) with Tsit5, `chunk` members at a time (default all; bounds
+    the memory of the stacks and saved states). `times` is `(t0, t1, blow-up threshold)`;
+    the other arguments are `gaussflow.sweep`'s (`progress`: a tqdm bar of finished members).
+    Returns `(raw, run seconds)`: `raw` has the keys of
+    `gaussflow.integrate.integrate_closure`, one row per member."""
     start = time.perf_counter()
+    members = np.asarray(members)
+    chunk = len(members) if chunk is None else max(1, int(chunk))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(members), desc="sweep (NumPy Tsit5)", unit="member")
+    try:
+        raws = [_run_chunk(sf, means0, covs0, members[i:i + chunk], times, ts, rtol, atol,
+                           max_steps, time_scale, bar)
+                for i in range(0, len(members), chunk)]
+    finally:
+        if bar is not None:
+            bar.close()
+    raw = {k: np.concatenate([r[k] for r in raws]) for k in raws[0]}
+    return raw, time.perf_counter() - start
+
+
+def _run_chunk(sf, means0, covs0, members, times, ts, rtol, atol, max_steps, time_scale, bar):
+    """`run` for one chunk of members (the loop of the module docstring)."""
     t0, t1, thr = (float(x) for x in times)
     log = time_scale == "log"
     to_s = (lambda t: np.log1p(t - t0)) if log else (lambda t: t)
@@ -214,7 +200,6 @@ def run(sf: StackedField, means0: np.ndarray, covs0: np.ndarray, members: np.nda
         floor = float(np.nextafter(floor, -np.inf))
     ts_t = np.asarray(ts, float)
     ts_s = to_s(ts_t)
-    members = np.asarray(members)
     N, d, n_ts = len(members), covs0.shape[-1], len(ts_t)
     field = sf.take(members)
     m0 = np.asarray(means0, float)[members][..., None]
@@ -222,7 +207,6 @@ def run(sf: StackedField, means0: np.ndarray, covs0: np.ndarray, members: np.nda
     scale = np.maximum(trace_total(c0, 1), 1e-300)
     W = dense_weights()
     safety, fmin, fmax, expo = _control()
-    rho_stiff = STIFF_FRACTION * stability_boundary()
     size = d * (d + 1)
 
     def vf(s, Y, f, cov0, out=None):
@@ -259,7 +243,6 @@ def run(sf: StackedField, means0: np.ndarray, covs0: np.ndarray, members: np.nda
         nsteps = np.zeros(N, np.int64)
         save = np.zeros(N, np.int64)
         result = np.full(N, _OK, np.int32)
-        hits, calm = np.zeros(N, np.int64), np.zeros(N, np.int64)
         f, cov0, sc = field, c0, scale
         k1 = vf(sp, Y, f, cov0)
         K = np.empty((_STAGES,) + Y.shape)
@@ -274,8 +257,6 @@ def run(sf: StackedField, means0: np.ndarray, covs0: np.ndarray, members: np.nda
                 Ys += Y
                 tc = sn if _C[i] == 1.0 else sp + _C[i] * h
                 vf(tc, Ys, f, cov0, out=K[i + 1])
-                if i == len(_A) - 2:
-                    Y6 = Ys  # the second-to-last stage's state: also at t + h
             err_y = (_B_ERR @ K2).reshape(Y.shape)
             err_y *= hb
             bad = ~(np.isfinite(Ys).all((1, 2)) & np.isfinite(err_y).all((1, 2)))
@@ -310,16 +291,6 @@ def run(sf: StackedField, means0: np.ndarray, covs0: np.ndarray, members: np.nda
                 out["means"][p, jw] = yv[..., d]
                 out["Phis"][p, jw] = yv[..., :d]
                 save[w] += 1
-            if stiff_exit:  # Hairer's test: h |lambda| ~ h |f(y1) - f(y6)| / |y1 - y6|
-                dk, dy = K[-1] - K[-2], y1 - Y6
-                num = np.sqrt(np.einsum("mij,mij->m", dk, dk))
-                den = np.sqrt(np.einsum("mij,mij->m", dy, dy))
-                hit = h * num > rho_stiff * den
-                hits = np.where(keep & hit, hits + 1, hits)
-                calm = np.where(keep & ~hit, calm + 1, calm)
-                hits, calm = np.where(calm >= STIFF_CALM, 0, hits), np.where(calm >= STIFF_CALM,
-                                                                              0, calm)
-                result = np.where((hits >= STIFF_HITS) & (result == _OK), _STIFF, result)
             if keep.all():
                 Y, k1 = y1, K[-1].copy()
             else:
@@ -332,17 +303,17 @@ def run(sf: StackedField, means0: np.ndarray, covs0: np.ndarray, members: np.nda
             done = ~((sp < s1) & (result == _OK)) | (nsteps >= max_steps)
             if done.any():
                 w, p = np.where(done)[0], pos[done]
-                res = np.where((result[w] == _OK) | (result[w] == _STIFF), _MAX_STEPS, result[w])
+                if bar is not None:
+                    bar.update(len(w))
+                res = np.where(result[w] == _OK, _MAX_STEPS, result[w])
                 out["result"][p] = np.where(sp[w] < s1, res, result[w])
                 out["s_stop"][p], out["Y_end"][p], out["num_steps"][p] = sp[w], Y[w], nsteps[w]
                 live = ~done
                 pos, Y, sp, sn, k1 = pos[live], Y[live], sp[live], sn[live], k1[live]
                 nsteps, save, result = nsteps[live], save[live], result[live]
-                hits, calm = hits[live], calm[live]
                 f, cov0, sc = f.take(np.where(live)[0]), cov0[live], sc[live]
                 K = np.empty((_STAGES,) + Y.shape)
-        raw = _finalize(out, field, c0, scale, (s0, s1, t1), to_t, vf, flags, log, d)
-    return raw, time.perf_counter() - start
+        return _finalize(out, field, c0, scale, (s0, s1, t1), to_t, vf, flags, log, d)
 
 
 def _finalize(out, field, c0, scale, span, to_t, vf, flags, log, d):

@@ -173,21 +173,19 @@ def test_numpy_engine_is_the_default_on_cpu_and_shares_a_field():
                                    jax.devices()[0])
 
 
-def test_stiffness_test_sends_only_stiff_members_on():
-    """Hairer's test in the explicit pass: the stiff member of the mix (V = -3000 I) leaves, once
-    its transient is over (about 300 of its 1000 steps), with the result "max steps" (for the
-    stiff pass), while the member that
-    needs ~450 steps for a fast rotation (accuracy-limited, not stiff) and the others complete;
-    without `stiff_exit` the stiff member spends its whole budget."""
+
+def test_numpy_engine_chunks_and_order_do_not_change_results(mixed_numpy, capsys):
+    """The mix in another order, in chunks of one member, with a progress bar of finished
+    members: every member's status, solver, steps and saved covariances as in one stack."""
     fields, g0 = _mix()
-    batched = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *fields)
-    sf = numpy_engine.stacked_field(batched, True)
-    m0 = np.broadcast_to(np.asarray(g0.mean), (4, 2))
-    c0 = np.broadcast_to(np.asarray(g0.cov), (4, 2, 2))
-    args = (sf, m0, c0, np.arange(4), (0.0, T1_MIX, 1e8), TS_MIX, 1e-8, 1e-10, FIRST_MIX)
-    raw, _ = numpy_engine.run(*args, stiff_exit=True)
-    assert list(gf.integrate.statuses_of(raw)) == ["completed", "blowup", "completed",
-                                                  "max_steps"]
-    assert raw["num_steps"][2] > 300 and raw["num_steps"][3] < 0.4 * FIRST_MIX
-    raw, _ = numpy_engine.run(*args)
-    assert raw["num_steps"][3] == FIRST_MIX
+    order = [3, 2, 0, 1]
+    again = _sweep([fields[i] for i in order], g0, T1_MIX, TS_MIX, max_steps=MAX_MIX,
+                   first_pass_steps=FIRST_MIX, engine="numpy", chunk_size=1, progress=True)
+    assert "sweep (NumPy Tsit5)" in capsys.readouterr().err
+    res = mixed_numpy
+    for j, i in enumerate(order):
+        assert again.status[j] == res.status[i] and again.solvers[j] == res.solvers[i]
+        assert again.num_steps[j] == res.num_steps[i]
+        np.testing.assert_array_equal(again.mask[j], res.mask[i])
+        m = res.mask[i]
+        np.testing.assert_allclose(again.covs[j][m], res.covs[i][m], rtol=1e-13, atol=1e-15)
