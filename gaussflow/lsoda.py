@@ -1,19 +1,22 @@
-r"""The last pass of a sweep: members that used up every diffrax budget, integrated by SciPy's
-LSODA.
+r"""The stiff pass of a sweep: members integrated by SciPy's LSODA.
 
-A sweep runs each member with an explicit solver (Tsit5), reruns the members that used up its
-budget with an implicit one (diffrax's Kvaerno5), and, when requested, reruns those that still end
-`"max_steps"` here. LSODA (`scipy.integrate.LSODA`, ODEPACK) switches between Adams and BDF
-methods by stiffness and orders 1–12; the stiff members this pass exists for (one eigenvalue of
-$\Sigma$ collapsing while another grows, linearised restoring rates ~ 1e7) take it about 2,000
-steps, where Kvaerno5 stalls after 16,384.
+A sweep runs each member with an explicit solver (Tsit5); the members that use up its budget
+run here — as the stiff pass of the NumPy engine, or as the last pass after the JAX queue's
+implicit one (diffrax's Kvaerno5). LSODA (`scipy.integrate.LSODA`, ODEPACK) switches between
+Adams and BDF methods by stiffness and orders 1–12; the stiff members this pass exists for (one
+eigenvalue of $\Sigma$ collapsing while another grows, linearised restoring rates ~ 1e7) take it
+about 1,000–3,000 steps, where Kvaerno5 stalls after 16,384.
 
 The loop is gaussflow's: one `LSODA.step` at a time on the flow-map state $(\alpha, \Phi)$,
-$\Sigma = \Phi \Sigma_0 \Phi^\top$ (the right-hand side the diffrax solvers use and its Jacobian
-by `jax.jacfwd`, compiled once per field structure), the save times read from each step's dense output, and after each step the
-same events as `gf.solve`'s (`gaussflow.stepping.growth_flags`: blow-up, escape; a non-finite
-state; the field's domain), with the same budget of `max_steps` steps. Its raw outputs have the
-keys of `gaussflow.integrate.integrate_closure`, so the sweep reads them as it reads diffrax's.
+$\Sigma = \Phi \Sigma_0 \Phi^\top$, the save times read from each step's dense output, and
+after each step the same events as `gf.solve`'s (`gaussflow.stepping.growth_flags`: blow-up,
+escape; a non-finite state; the field's domain), with the same budget of `max_steps` steps. The
+right-hand side is the one the diffrax solvers use: for a field with a NumPy form
+(`gaussflow.numpy_engine.stacked_field`) the stacked NumPy programs, with a central-difference
+Jacobian in one stacked call, and the members advanced in rounds of one step each so that their
+events are tested in one stacked call per round; otherwise the JAX functions and `jax.jacfwd`,
+compiled once per field structure, one member after another. Its raw outputs have the keys of
+`gaussflow.integrate.integrate_closure`, so the sweep reads them as it reads diffrax's.
 """
 
 from __future__ import annotations
@@ -100,16 +103,88 @@ def _numpy_functions(sf: StackedField):
         return ((f[:n] - f[n:]) / (2 * h[:, None])).T
 
     def flags(_, t, mean, Phi, cov0, t0, thr):
-        with np.errstate(all="ignore"):
-            S = cov_from_flow(Phi[None], cov0[None])
-            dm, J = sf.closure(np.full((1, 1, 1), t), mean[None, :, None], S)
-            finite = (np.all(np.isfinite(mean)) & np.all(np.isfinite(Phi))
-                      & np.all(np.isfinite(dm)) & np.all(np.isfinite(J)))
-            scale = np.maximum(np.trace(cov0), 1e-300)
-            blowup, escaped, tau = growth_flags(J, S, scale, thr, t, t0, lead=1)
-        return ~finite, blowup[0], escaped[0], False, tau[0]
+        out = stacked_flags(sf, np.array([t]), mean[None], Phi[None], cov0[None], t0, thr)
+        return tuple(v[0] for v in out)
 
     return rhs, flags, jac
+
+
+def stacked_flags(sf: StackedField, t: np.ndarray, means: np.ndarray, Phis: np.ndarray,
+                  cov0s: np.ndarray, t0: float, thr: float) -> tuple[np.ndarray, ...]:
+    """`(nonfinite, blowup, escaped, outside domain, tau)` of a stack of members (NumPy form
+    `sf` of those members, times `t` `(M,)`, means `(M, d)`, flow maps and initial covariances
+    `(M, d, d)`): `gaussflow.stepping.growth_flags` and the finiteness of the state and the
+    closure, as `gf.solve` tests them after each step (no domain check on this form)."""
+    with np.errstate(all="ignore"):
+        S = cov_from_flow(Phis, cov0s)
+        dm, J = sf.closure(t[:, None, None], means[:, :, None], S)
+        finite = (np.isfinite(means).all(1) & np.isfinite(Phis).all((1, 2))
+                  & np.isfinite(dm).all((1, 2)) & np.isfinite(J).all((1, 2)))
+        scale = np.maximum(np.trace(cov0s, axis1=-2, axis2=-1), 1e-300)
+        blowup, escaped, tau = growth_flags(J, S, scale, thr, t, t0, lead=1)
+    return ~finite, blowup, escaped, np.zeros_like(finite), tau
+
+
+class _Run:
+    """One member's LSODA integration, advanced one step at a time: saves from each step's
+    dense output, the step budget, and the raw outputs at the end (`raw`)."""
+
+    def __init__(self, fun, jacobian, split, cov_of, mean0, t0, t1, ts, rtol, atol, max_steps):
+        d, n = mean0.shape[0], len(ts)
+        self.split, self.cov_of, self.ts, self.max_steps = split, cov_of, ts, max_steps
+        self.out_ts, self.means = np.full(n, np.inf), np.full((n, d), np.nan)
+        self.covs = np.full((n, d, d), np.nan)
+        y0 = np.concatenate([mean0, np.eye(d).ravel()])
+        self.k = 0
+        while self.k < n and ts[self.k] <= t0:
+            self._save(y0)
+        self.solver = LSODA(fun, t0, y0, t1, rtol=rtol, atol=atol, jac=jacobian)
+        self.steps, self.result, self.event = 0, _SUCCESS, False
+
+    def _save(self, y):
+        k = self.k
+        m, Phi = self.split(y)
+        self.out_ts[k], self.means[k], self.covs[k] = self.ts[k], np.asarray(m), self.cov_of(Phi)
+        self.k += 1
+
+    @property
+    def running(self) -> bool:
+        return self.solver.status == "running" and not self.event and self.result == _SUCCESS
+
+    def advance(self) -> bool:
+        """One LSODA step and its saves; `False` (result: max steps) when the budget is spent or
+        LSODA fails."""
+        if self.steps >= self.max_steps:
+            self.result = _MAX_STEPS
+            return False
+        self.solver.step()
+        self.steps += 1
+        if self.solver.status == "failed":
+            self.result = _MAX_STEPS
+            return False
+        dense, n = None, len(self.ts)
+        while self.k < n and self.ts[self.k] <= self.solver.t:
+            dense = self.solver.dense_output() if dense is None else dense
+            self._save(dense(self.ts[self.k]))
+        return True
+
+    def raw(self, fl) -> dict[str, np.ndarray]:
+        """The raw outputs, with `fl` the flags of the last state."""
+        nonfinite, blowup, escaped, outside = (bool(v) for v in fl[:4])
+        event = self.event
+        m_end, Phi_end = self.split(self.solver.y)
+        return {
+            "ts": self.out_ts, "means": self.means, "covs": self.covs,
+            "t_stop": np.float64(self.solver.t), "tau": np.float64(float(fl[4])),
+            "mean_end": np.asarray(m_end), "cov_end": self.cov_of(Phi_end),
+            "result": np.int32(_EVENT if event else self.result),
+            "num_steps": np.int64(self.steps), "finite_ahead": np.bool_(not nonfinite),
+            "event_nonfinite": np.bool_(event and nonfinite),
+            "event_blowup": np.bool_(event and not nonfinite and blowup),
+            "event_domain": np.bool_(event and not nonfinite and not blowup and outside),
+            "event_escape": np.bool_(event and not nonfinite and not blowup and not outside
+                                     and escaped),
+        }
 
 
 def lsoda_member(static: StaticKey | StackedField, field_dyn: Any, mean0: np.ndarray, cov0: np.ndarray,
@@ -146,7 +221,7 @@ def lsoda_member(static: StaticKey | StackedField, field_dyn: Any, mean0: np.nda
         LSODA failure is reported as max steps), `num_steps` and the event flags.
     """
     mean0 = np.asarray(mean0, dtype=np.float64)
-    d, n = mean0.shape[0], len(ts)
+    d = mean0.shape[0]
     if isinstance(static, StackedField):  # NumPy: one-member stacks, no compilation
         rhs, flags, jac = _numpy_functions(static)
         cov0 = np.asarray(cov0, dtype=np.float64)
@@ -173,53 +248,13 @@ def lsoda_member(static: StaticKey | StackedField, field_dyn: Any, mean0: np.nda
     def flags_at(t, y):
         return [np.asarray(v) for v in flags(field_dyn, t, *split(y), cov0, t0, threshold)]
 
-    out_ts, means = np.full(n, np.inf), np.full((n, d), np.nan)
-    covs = np.full((n, d, d), np.nan)
-
-    def save(k, y):
-        m, Phi = split(y)
-        out_ts[k], means[k], covs[k] = ts[k], np.asarray(m), np.asarray(cov_from_flow(Phi, cov0))
-
-    y0 = np.concatenate([mean0, np.eye(d).ravel()])
-    k = 0
-    while k < n and ts[k] <= t0:
-        save(k, y0)
-        k += 1
-    solver = LSODA(fun, t0, y0, t1, rtol=rtol, atol=atol, jac=jacobian)
-    steps, result, fl = 0, _SUCCESS, flags_at(t0, y0)
-    event = False
-    while solver.status == "running":
-        if steps >= max_steps:
-            result = _MAX_STEPS
-            break
-        solver.step()
-        steps += 1
-        if solver.status == "failed":
-            result = _MAX_STEPS
-            break
-        dense = solver.dense_output()
-        while k < n and ts[k] <= solver.t:
-            save(k, dense(ts[k]))
-            k += 1
-        fl = flags_at(solver.t, solver.y)
-        if any(bool(v) for v in fl[:4]):
-            event, result = True, _EVENT
-            break
-    y_end = solver.y
-    nonfinite, blowup, escaped, outside = (bool(v) for v in fl[:4])
-    tau = float(fl[4])
-    m_end, Phi_end = split(y_end)
-    return {
-        "ts": out_ts, "means": means, "covs": covs, "t_stop": np.float64(solver.t),
-        "tau": np.float64(tau), "mean_end": np.asarray(m_end),
-        "cov_end": np.asarray(cov_from_flow(Phi_end, cov0)), "result": np.int32(result),
-        "num_steps": np.int64(steps), "finite_ahead": np.bool_(not nonfinite),
-        "event_nonfinite": np.bool_(event and nonfinite),
-        "event_blowup": np.bool_(event and not nonfinite and blowup),
-        "event_domain": np.bool_(event and not nonfinite and not blowup and outside),
-        "event_escape": np.bool_(event and not nonfinite and not blowup and not outside
-                                 and escaped),
-    }
+    run = _Run(fun, jacobian, split, lambda Phi: np.asarray(cov_from_flow(Phi, cov0)), mean0,
+               t0, t1, ts, rtol, atol, max_steps)
+    fl = flags_at(t0, run.solver.y)
+    while run.running and run.advance():
+        fl = flags_at(run.solver.t, run.solver.y)
+        run.event = any(bool(v) for v in fl[:4])
+    return run.raw(fl)
 
 
 def lsoda_members(field: Any, field_batched: bool, means0: np.ndarray, covs0: np.ndarray,
@@ -235,14 +270,65 @@ def lsoda_members(field: Any, field_batched: bool, means0: np.ndarray, covs0: np
     static = StaticKey(field_static)
     sf = stacked_field(field, field_batched) if np.ndim(covs0) == 2 + state_batched else None
     ts = np.asarray(ts, dtype=np.float64)
+    if sf is not None:
+        return _stacked_members(sf, means0, covs0, state_batched, np.asarray(members),
+                                (float(t0), float(t1), float(thr)), ts, rtol, atol, max_steps)
     outs = []
     for i in members:
-        if sf is not None:
-            st, fd = sf.take(np.array([i])), None
-        else:
-            st = static
-            fd = jax.tree_util.tree_map(lambda x: x[i], field_dyn) if field_batched else field_dyn
+        fd = jax.tree_util.tree_map(lambda x: x[i], field_dyn) if field_batched else field_dyn
         m0, c0 = (means0[i], covs0[i]) if state_batched else (means0, covs0)
-        outs.append(lsoda_member(st, fd, np.asarray(m0), np.asarray(c0), float(t0),
+        outs.append(lsoda_member(static, fd, np.asarray(m0), np.asarray(c0), float(t0),
                                  float(t1), ts, rtol, atol, max_steps, float(thr)))
+    return {key: np.stack([o[key] for o in outs]) for key in outs[0]}
+
+
+def _stacked_members(sf, means0, covs0, state_batched, members, times, ts, rtol, atol, max_steps):
+    """`lsoda_members` on the NumPy form: every member's LSODA advanced in rounds of one step
+    each, the events of all of them tested in one stacked evaluation per round (each member's
+    steps and decisions are those of `lsoda_member`)."""
+    t0, t1, thr = times
+    runs = []
+    for i in members:
+        one = sf.take(np.array([i]))
+        rhs, _, jac = _numpy_functions(one)
+        m0, c0 = (means0[i], covs0[i]) if state_batched else (means0, covs0)
+        m0, c0 = np.asarray(m0, dtype=np.float64), np.asarray(c0, dtype=np.float64)
+        d = m0.shape[0]
+
+        def fun(t, y, rhs=rhs, c0=c0, d=d):
+            dm, dPhi = rhs(None, t, y[:d].copy(), y[d:].reshape(d, d), c0)
+            return np.concatenate([dm.ravel(), dPhi.ravel()])
+
+        def jacobian(t, y, jac=jac, c0=c0):
+            return jac(None, t, np.asarray(y, dtype=np.float64), c0)
+
+        def split(y, d=d):
+            return y[:d].copy(), y[d:].reshape(d, d)
+
+        runs.append(_Run(fun, jacobian, split, lambda Phi, c0=c0: cov_from_flow(Phi, c0), m0,
+                         t0, t1, ts, rtol, atol, max_steps))
+    d = runs[0].split(runs[0].solver.y)[0].shape[0]
+    cov0s = np.stack([np.asarray(covs0[i] if state_batched else covs0) for i in members])
+
+    def flags_of(idx):
+        ys = np.stack([runs[j].solver.y for j in idx])
+        t = np.array([runs[j].solver.t for j in idx])
+        return stacked_flags(sf.take(members[idx]), t, ys[:, :d], ys[:, d:].reshape(-1, d, d),
+                             cov0s[idx], t0, thr)
+
+    fls = [None] * len(runs)
+    idx = np.arange(len(runs))
+    first = flags_of(idx)
+    for j in idx:
+        fls[j] = [v[j] for v in first]
+    active = [j for j in idx if runs[j].running]
+    while active:
+        stepped = np.array([j for j in active if runs[j].advance()], dtype=int)
+        if stepped.size:
+            got = flags_of(stepped)
+            for r, j in enumerate(stepped):
+                fls[j] = [v[r] for v in got]
+                runs[j].event = any(bool(v[r]) for v in got[:4])
+        active = [j for j in stepped if runs[j].running]
+    outs = [runs[j].raw(fls[j]) for j in idx]
     return {key: np.stack([o[key] for o in outs]) for key in outs[0]}

@@ -189,3 +189,24 @@ def test_numpy_engine_chunks_and_order_do_not_change_results(mixed_numpy, capsys
         np.testing.assert_array_equal(again.mask[j], res.mask[i])
         m = res.mask[i]
         np.testing.assert_allclose(again.covs[j][m], res.covs[i][m], rtol=1e-13, atol=1e-15)
+
+
+def test_lsoda_rounds_equal_one_member_at_a_time():
+    """The LSODA pass on the NumPy form advances its members in rounds, their events tested in
+    one stacked call: each member's steps, stop, status and saves equal those of `lsoda_member`
+    run alone (one blow-up, one completion, one stiff member)."""
+    from gaussflow import lsoda
+
+    fields, g0 = _mix()
+    pick = [1, 0, 3]
+    batched = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *[fields[i] for i in pick])
+    m0, c0 = np.asarray(g0.mean), np.asarray(g0.cov)
+    got = lsoda.lsoda_members(batched, True, m0, c0, False, np.arange(3), (0.0, T1_MIX, 1e8),
+                              TS_MIX, 1e-8, 1e-10, MAX_MIX)
+    sf = numpy_engine.stacked_field(batched, True)
+    for j in range(3):
+        one = lsoda.lsoda_member(sf.take(np.array([j])), None, m0, c0, 0.0, T1_MIX, TS_MIX,
+                                 1e-8, 1e-10, MAX_MIX, 1e8)
+        for key in one:
+            np.testing.assert_array_equal(got[key][j], one[key], err_msg=key)
+    assert list(gf.integrate.statuses_of(got)) == ["blowup", "completed", "completed"]
