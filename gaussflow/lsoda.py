@@ -32,7 +32,7 @@ import numpy as np
 from scipy.integrate import LSODA
 
 from .field import StaticKey, cov_from_flow
-from .numpy_engine import StackedField, stacked_field
+from .numpy_engine import StackedField, StackedSum, stacked_field
 from .stepping import growth_flags
 
 __all__ = ["NAME", "lsoda_member", "lsoda_members"]
@@ -83,7 +83,7 @@ def _compiled(static: StaticKey):
 FD_STEP = 6e-6
 
 
-def _numpy_functions(sf: StackedField):
+def _numpy_functions(sf: StackedField | StackedSum):
     """`(rhs, flags, jac)` of a one-member `StackedField`, with the signatures of `_compiled`'s
     (the field argument unused); `jac` by central differences, every column in one stacked
     evaluation (the `2 n` perturbed states as one stack of members)."""
@@ -109,7 +109,7 @@ def _numpy_functions(sf: StackedField):
     return rhs, flags, jac
 
 
-def stacked_flags(sf: StackedField, t: np.ndarray, means: np.ndarray, Phis: np.ndarray,
+def stacked_flags(sf: StackedField | StackedSum, t: np.ndarray, means: np.ndarray, Phis: np.ndarray,
                   cov0s: np.ndarray, t0: float, thr: float) -> tuple[np.ndarray, ...]:
     """`(nonfinite, blowup, escaped, outside domain, tau)` of a stack of members (NumPy form
     `sf` of those members, times `t` `(M,)`, means `(M, d)`, flow maps and initial covariances
@@ -187,7 +187,7 @@ class _Run:
         }
 
 
-def lsoda_member(static: StaticKey | StackedField, field_dyn: Any, mean0: np.ndarray, cov0: np.ndarray,
+def lsoda_member(static: StaticKey | StackedField | StackedSum, field_dyn: Any, mean0: np.ndarray, cov0: np.ndarray,
                  t0: float, t1: float, ts: np.ndarray, rtol: float, atol: float, max_steps: int,
                  threshold: float) -> dict[str, np.ndarray]:
     r"""One member integrated by LSODA (module docstring): the raw outputs of
@@ -222,7 +222,7 @@ def lsoda_member(static: StaticKey | StackedField, field_dyn: Any, mean0: np.nda
     """
     mean0 = np.asarray(mean0, dtype=np.float64)
     d = mean0.shape[0]
-    if isinstance(static, StackedField):  # NumPy: one-member stacks, no compilation
+    if isinstance(static, (StackedField, StackedSum)):  # NumPy: one-member stacks
         rhs, flags, jac = _numpy_functions(static)
         cov0 = np.asarray(cov0, dtype=np.float64)
 
@@ -295,10 +295,8 @@ def _stacked_members(sf, means0, covs0, state_batched, members, times, ts, rtol,
         m0, c0 = np.asarray(m0, dtype=np.float64), np.asarray(c0, dtype=np.float64)
         d = m0.shape[0]
 
-        def fun(t, y, f=one.functions["flow_rhs"], params=one.params, c0s=c0[None], d=d):
-            # the generated program on a one-member stack, no wrappers: LSODA calls it ~1.6
-            # times per step
-            dm, dPhi = f(t, y[:d].reshape(1, d, 1), y[d:].reshape(1, d, d), c0s, *params)
+        def fun(t, y, f=one.flow_rhs, c0s=c0[None], d=d):
+            dm, dPhi = f(t, y[:d].reshape(1, d, 1), y[d:].reshape(1, d, d), c0s)
             return np.concatenate([dm.reshape(-1), dPhi.reshape(-1)])
 
         def jacobian(t, y, jac=jac, c0=c0):

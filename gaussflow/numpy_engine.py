@@ -45,8 +45,9 @@ import numpy as np
 
 from .field import DerivedField, cov_from_flow, stacked_numpy_functions
 from .stepping import FiniteErrorPID, first_step, growth_flags, trace_total
+from .variants.superposition import Sum
 
-__all__ = ["NAME", "StackedField", "dense_weights", "run", "stacked_field"]
+__all__ = ["NAME", "StackedField", "StackedSum", "dense_weights", "run", "stacked_field"]
 
 #: The solver name of members finished by this engine (its method is diffrax's Tsit5).
 NAME = "tsit5"
@@ -128,14 +129,43 @@ class StackedField:
         return _full(dm, mean.shape), _full(J, S.shape)
 
 
+class StackedSum:
+    """The NumPy form of a sum of fields (`gaussflow.variants.superposition.Sum`, e.g.
+    `gf.MultiHead`): its parts' `StackedField`s, whose right-hand sides and closures add (as the
+    JAX `Sum` adds its parts')."""
+
+    def __init__(self, parts: list[StackedField]):
+        self.parts = parts
+
+    def take(self, idx: np.ndarray) -> "StackedSum":
+        """The members `idx`."""
+        return StackedSum([p.take(idx) for p in self.parts])
+
+    def flow_rhs(self, t: np.ndarray, mean: np.ndarray, Phi: np.ndarray,
+                 cov0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The parts' `(dm, dPhi)` summed."""
+        outs = [p.flow_rhs(t, mean, Phi, cov0) for p in self.parts]
+        return sum(o[0] for o in outs), sum(o[1] for o in outs)
+
+    def closure(self, t: np.ndarray, mean: np.ndarray,
+                S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The parts' `(dm, J)` summed."""
+        outs = [p.closure(t, mean, S) for p in self.parts]
+        return sum(o[0] for o in outs), sum(o[1] for o in outs)
+
+
 def _full(x: Any, shape: tuple[int, ...]) -> np.ndarray:
     """`x` broadcast to `shape` (a view; `x` itself when it has that shape already)."""
     return x if getattr(x, "shape", None) == shape else np.broadcast_to(x, shape)
 
 
-def stacked_field(field: Any, field_batched: bool) -> StackedField | None:
+def stacked_field(field: Any, field_batched: bool) -> StackedField | StackedSum | None:
     """The NumPy form of `field` (batched: array leaves with a leading member axis), or `None`
-    when it has none (see the module docstring)."""
+    when it has none (see the module docstring); a sum of fields has one when each part has."""
+    if isinstance(field, Sum) and type(field)._flow_rhs is Sum._flow_rhs \
+            and type(field)._closure is Sum._closure:
+        parts = [stacked_field(p, field_batched) for p in field.parts]
+        return None if any(p is None for p in parts) else StackedSum(parts)
     cls = type(field)
     if (not isinstance(field, DerivedField) or getattr(field, "time_dependent", False)
             or not field._closure_is_generated()

@@ -210,3 +210,19 @@ def test_lsoda_rounds_equal_one_member_at_a_time():
         for key in one:
             np.testing.assert_array_equal(got[key][j], one[key], err_msg=key)
     assert list(gf.integrate.statuses_of(got)) == ["blowup", "completed", "completed"]
+
+
+def test_multihead_runs_on_the_numpy_engine():
+    """A sum of heads (gf.MultiHead) has a NumPy form, the sum of its heads': a sweep over three
+    initial states equals gf.solve member by member (1e-10), on the NumPy engine."""
+    h = [gf.Softmax(0.3 * np.eye(3), -0.2 * np.eye(3), np.eye(3), beta=0.5),
+         gf.Softmax(np.diag([0.2, 0.4, 0.6]), 0.1 * np.eye(3), -np.eye(3), beta=0.5)]
+    mh = gf.MultiHead(h)
+    assert isinstance(numpy_engine.stacked_field(mh, False), numpy_engine.StackedSum)
+    gs = [gf.Gaussian(np.array([0.1 * i, 0.0, -0.1]), (1 + i) * np.eye(3)) for i in range(3)]
+    ts = np.linspace(0, 1, 3)
+    res = _sweep(mh, gs, 1.0, ts, engine="numpy")
+    for i in range(3):
+        ref = _solve(mh, gs[i], 1.0, ts)
+        assert res.status[i] == ref.status
+        assert np.abs(res.member(i).covs - ref.covs).max() <= 1e-10 * np.abs(ref.covs).max()
