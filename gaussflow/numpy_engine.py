@@ -26,9 +26,13 @@ per-member dictionary is the one `gaussflow.integrate.status_of` reads.
 
 **Fields.** A `gaussflow.field.DerivedField` whose closure is its generated one, printed a third
 time for stacks of members (`gaussflow.field.stacked_numpy_functions`: products `A @ B` with
-leading member axes, transposes `.mT`); `stacked_field` returns `None` for anything else (a field
-with a domain check, a JAX-only helper such as a PSD square root, layers, position blocks), which
-the sweep then runs with the JAX work queue.
+leading member axes, transposes `.mT`), or a sum of such fields (`StackedSum`);
+`stacked_field` returns `None` for anything else (a field with a domain check, a JAX-only helper
+such as a PSD square root, layers, position blocks), which the sweep then runs with the JAX work
+queue.
+
+**Compilation.** None on the hot path; once per process, one small jitted evaluation of diffrax's
+interpolation reads the dense-output weights (`dense_weights`).
 """
 
 from __future__ import annotations
