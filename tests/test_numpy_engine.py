@@ -129,24 +129,28 @@ def test_numpy_engine_equals_solve_member_by_member(mixed_numpy):
 
 
 def test_numpy_engine_equals_jax_queue_both_time_scales():
-    """Six members (collapses and blow-ups), linear and log time: the NumPy engine and the JAX
-    work queue give the same statuses, save masks, step counts of completed members, blow-up
-    times (1e-8) and saved covariances (1e-10 relative)."""
+    """Six members (collapses and blow-ups): the NumPy engine and the JAX work queue give the
+    same statuses, save masks, step counts of completed members, blow-up times (1e-8) and saved
+    covariances (1e-10 relative); stepping in log time solves the same ODE (statuses and masks
+    equal, covariances to the tolerance level, 1e-6)."""
     fields, states = _problem()
-    for scale in ("linear", "log"):
-        a = _sweep(fields, states, T1, TS, engine="numpy", time_scale=scale)
-        b = _sweep(fields, states, T1, TS, engine="jax", time_scale=scale, chunk_size=4)
-        assert list(a.status) == list(b.status)
-        assert sorted(a.counts()) == ["blowup", "completed"]
-        np.testing.assert_array_equal(a.mask, b.mask)
-        for i in range(len(fields)):
-            m = a.mask[i]
-            scale_i = np.abs(b.covs[i][m]).max()
-            assert np.abs(a.covs[i][m] - b.covs[i][m]).max() <= 1e-10 * scale_i
-            if a.status[i] == "blowup":
-                assert abs(a.blowup_time[i] - b.blowup_time[i]) <= 1e-8 * b.blowup_time[i]
-            else:
-                assert a.num_steps[i] == b.num_steps[i]
+    a = _sweep(fields, states, T1, TS, engine="numpy")
+    b = _sweep(fields, states, T1, TS, engine="jax", chunk_size=4)  # test_sweep's compilation
+    log = _sweep(fields, states, T1, TS, engine="numpy", time_scale="log")
+    assert list(a.status) == list(b.status) == list(log.status)
+    assert sorted(a.counts()) == ["blowup", "completed"]
+    np.testing.assert_array_equal(a.mask, b.mask)
+    np.testing.assert_array_equal(a.mask, log.mask)
+    for i in range(len(fields)):
+        m = a.mask[i]
+        scale_i = np.abs(b.covs[i][m]).max()
+        assert np.abs(a.covs[i][m] - b.covs[i][m]).max() <= 1e-10 * scale_i
+        assert np.abs(log.covs[i][m] - a.covs[i][m]).max() <= 1e-6 * scale_i
+        if a.status[i] == "blowup":
+            assert abs(a.blowup_time[i] - b.blowup_time[i]) <= 1e-8 * b.blowup_time[i]
+            assert abs(log.blowup_time[i] - a.blowup_time[i]) <= 1e-5 * a.blowup_time[i]
+        else:
+            assert a.num_steps[i] == b.num_steps[i]
 
 
 def test_numpy_engine_is_the_default_on_cpu_and_shares_a_field():
