@@ -437,12 +437,7 @@ def sweep(fields: Field | Sequence[Field], g0s: Gaussian | Sequence[Gaussian], t
         return lsoda.lsoda_members(field, field_batched, means0, covs0, state_batched, members,
                                    (t0, t1, thr), ts_arr, rtol, atol, steps)
 
-    def run_pass_or_lsoda(members, solver, steps, first_pass):
-        if solver == lsoda.NAME:
-            start = time.perf_counter()
-            return run_lsoda(members, steps), 0.0, time.perf_counter() - start
-        return run_pass(members, solver, steps, first_pass)
-
-    fallback = None if last_resort is None or stiff == lsoda.NAME else (lsoda.NAME, run_lsoda)
-    raw, solvers, compile_s, run_s = run_schedule(passes_, B, run_pass_or_lsoda, fallback)
+    fallback = None if last_resort is None else (lsoda.NAME, run_lsoda)
+    raw, solvers, compile_s, run_s = run_schedule(passes_, B, run_pass, fallback,
+                                                  {lsoda.NAME: run_lsoda})
     return result(raw, compile_s, run_s, ndev, chunk, solvers, "vmap")

@@ -259,16 +259,19 @@ def lsoda_member(static: StaticKey | StackedField | StackedSum, field_dyn: Any, 
 
 def lsoda_members(field: Any, field_batched: bool, means0: np.ndarray, covs0: np.ndarray,
                   state_batched: bool, members: np.ndarray, times: tuple[float, float, float],
-                  ts: np.ndarray, rtol: float, atol: float, max_steps: int
-                  ) -> dict[str, np.ndarray]:
+                  ts: np.ndarray, rtol: float, atol: float, max_steps: int,
+                  stacked: StackedField | StackedSum | None = None) -> dict[str, np.ndarray]:
     """`lsoda_member` for the sweep members with indices `members`, stacked like a diffrax pass's
-    raw outputs (with the field's NumPy form when it has one,
-    `gaussflow.numpy_engine.stacked_field`). `times` is `(t0, t1, blowup threshold)`; `field` is the (batched when
-    `field_batched`) field, `means0`/`covs0` the (batched when `state_batched`) initial states."""
+    raw outputs (with the field's NumPy form when it has one: `stacked` when the caller has it,
+    else `gaussflow.numpy_engine.stacked_field`). `times` is `(t0, t1, blowup threshold)`;
+    `field` is the (batched when `field_batched`) field, `means0`/`covs0` the (batched when
+    `state_batched`) initial states."""
     t0, t1, thr = times
     field_dyn, field_static = eqx.partition(field, eqx.is_array)
     static = StaticKey(field_static)
-    sf = stacked_field(field, field_batched) if np.ndim(covs0) == 2 + state_batched else None
+    sf = stacked
+    if sf is None and np.ndim(covs0) == 2 + state_batched:
+        sf = stacked_field(field, field_batched)
     ts = np.asarray(ts, dtype=np.float64)
     if sf is not None:
         return _stacked_members(sf, means0, covs0, state_batched, np.asarray(members),

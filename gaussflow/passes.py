@@ -59,6 +59,8 @@ def schedule(solver: diffrax.AbstractSolver, stiff: diffrax.AbstractSolver | str
 def run_schedule(schedule: Sequence[tuple[diffrax.AbstractSolver, int]], B: int,
                  run_pass: Callable[..., tuple[dict[str, np.ndarray], float, float]],
                  last_resort: tuple[str, Callable[[np.ndarray], dict[str, np.ndarray]]]
+                 | None = None,
+                 runners: Mapping[str, Callable[[np.ndarray, int], dict[str, np.ndarray]]]
                  | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, float, float]:
     """Run the passes of `schedule`.
 
@@ -74,7 +76,12 @@ def run_schedule(schedule: Sequence[tuple[diffrax.AbstractSolver, int]], B: int,
     last_resort : (str, callable), optional
         `(name, run)`: the members still `"max_steps"` after the passes are run again by
         `run(members)` (raw outputs of those members; its time counts as run time), e.g.
-        SciPy's LSODA (`gaussflow.lsoda`); their solver name is `name`.
+        SciPy's LSODA (`gaussflow.lsoda`); their solver name is `name`. Skipped when a pass of
+        the schedule was that solver already.
+    runners : mapping of str to callable, optional
+        The runners of the passes named by a string (e.g. `"lsoda"` as the stiff pass):
+        `runners[name](members, steps)` returns their raw outputs (its time counts as run time);
+        `run_pass` runs the others.
 
     Returns
     -------
@@ -87,7 +94,11 @@ def run_schedule(schedule: Sequence[tuple[diffrax.AbstractSolver, int]], B: int,
     for k, (solver, steps) in enumerate(schedule):
         if k and not members.size:
             break
-        got, c, r = run_pass(members, solver, steps, k == 0)
+        if isinstance(solver, str):
+            start = time.perf_counter()
+            got, c, r = runners[solver](members, steps), 0.0, time.perf_counter() - start
+        else:
+            got, c, r = run_pass(members, solver, steps, k == 0)
         compile_s, run_s = compile_s + c, run_s + r
         if raw is None:
             raw, solvers = got, np.full(B, solver_name(solver), dtype=object)
@@ -96,7 +107,8 @@ def run_schedule(schedule: Sequence[tuple[diffrax.AbstractSolver, int]], B: int,
                 raw[key][members] = got[key]
             solvers[members] = solver_name(solver)
         members = members[used_up(got)]
-    if last_resort is not None and members.size and raw is not None:
+    ran = {solver for solver, _ in schedule if isinstance(solver, str)}
+    if last_resort is not None and last_resort[0] not in ran and members.size and raw is not None:
         name, run = last_resort
         start = time.perf_counter()
         got = run(members)

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import diffrax
@@ -62,12 +61,9 @@ def sweep_queue(field: Any, field_batched: bool, means0: np.ndarray, covs0: np.n
 
         def run_lsoda(m, steps=max_steps):
             return lsoda.lsoda_members(field, field_batched, means0, covs0, True, m, times, ts_arr,
-                                       rtol, atol, steps)
+                                       rtol, atol, steps, stacked=sf)
 
         def run_pass(members, solver, steps, first_pass):
-            if solver == lsoda.NAME:
-                start = time.perf_counter()
-                return run_lsoda(members, steps), 0.0, time.perf_counter() - start
             if sf is not None and isinstance(solver, diffrax.Tsit5):
                 raw, run_s = numpy_engine.run(sf, means0, covs0, members, times, ts_arr, rtol,
                                               atol, steps, time_scale, chunk=chunk,
@@ -79,6 +75,7 @@ def sweep_queue(field: Any, field_batched: bool, means0: np.ndarray, covs0: np.n
                        members=members, progress=progress)
 
         passes = schedule(solver, stiff, budget, stiff_steps, max_steps)
-        fallback = None if last_resort is None or stiff == lsoda.NAME else (lsoda.NAME, run_lsoda)
-        raw, solvers, compile_s, run_s = run_schedule(passes, B, run_pass, fallback)
+        fallback = None if last_resort is None else (lsoda.NAME, run_lsoda)
+        raw, solvers, compile_s, run_s = run_schedule(passes, B, run_pass, fallback,
+                                                      {lsoda.NAME: run_lsoda})
     return raw, compile_s, run_s, chunk, solvers
