@@ -32,7 +32,7 @@ import numpy as np
 from scipy.integrate import LSODA
 
 from .field import StaticKey, cov_from_flow
-from .numpy_engine import StackedField, StackedSum, stacked_field
+from .numpy_engine import StackedField, StackedSum, stacked_field, stacked_flags
 from .stepping import growth_flags
 
 __all__ = ["NAME", "lsoda_member", "lsoda_members"]
@@ -103,26 +103,19 @@ def _numpy_functions(sf: StackedField | StackedSum):
         return ((f[:n] - f[n:]) / (2 * h[:, None])).T
 
     def flags(_, t, mean, Phi, cov0, t0, thr):
-        out = stacked_flags(sf, np.array([t]), mean[None], Phi[None], cov0[None], t0, thr)
+        out = _flags5(sf, np.array([t]), mean[None], Phi[None], cov0[None], t0, thr)
         return tuple(v[0] for v in out)
 
     return rhs, flags, jac
 
 
-def stacked_flags(sf: StackedField | StackedSum, t: np.ndarray, means: np.ndarray, Phis: np.ndarray,
-                  cov0s: np.ndarray, t0: float, thr: float) -> tuple[np.ndarray, ...]:
-    """`(nonfinite, blowup, escaped, outside domain, tau)` of a stack of members (NumPy form
-    `sf` of those members, times `t` `(M,)`, means `(M, d)`, flow maps and initial covariances
-    `(M, d, d)`): `gaussflow.stepping.growth_flags` and the finiteness of the state and the
-    closure, as `gf.solve` tests them after each step (no domain check on this form)."""
-    with np.errstate(all="ignore"):
-        S = cov_from_flow(Phis, cov0s)
-        dm, J = sf.closure(t[:, None, None], means[:, :, None], S)
-        finite = (np.isfinite(means).all(1) & np.isfinite(Phis).all((1, 2))
-                  & np.isfinite(dm).all((1, 2)) & np.isfinite(J).all((1, 2)))
-        scale = np.maximum(np.trace(cov0s, axis1=-2, axis2=-1), 1e-300)
-        blowup, escaped, tau = growth_flags(J, S, scale, thr, t, t0, lead=1)
-    return ~finite, blowup, escaped, np.zeros_like(finite), tau
+def _flags5(sf, t, means, Phis, cov0s, t0, thr):
+    """`numpy_engine.stacked_flags` of means `(M, d)` with the domain flag (`False`) added: the
+    5-tuple of `_compiled`'s `flags`."""
+    scale = np.maximum(np.trace(cov0s, axis1=-2, axis2=-1), 1e-300)
+    nonfinite, blowup, escaped, tau = stacked_flags(sf, t, means[:, :, None], Phis, cov0s,
+                                                    scale, t0, thr)
+    return nonfinite, blowup, escaped, np.zeros_like(nonfinite), tau
 
 
 class _Run:
@@ -316,7 +309,7 @@ def _stacked_members(sf, means0, covs0, state_batched, members, times, ts, rtol,
     def flags_of(idx):
         ys = np.stack([runs[j].solver.y for j in idx])
         t = np.array([runs[j].solver.t for j in idx])
-        return stacked_flags(sf.take(members[idx]), t, ys[:, :d], ys[:, d:].reshape(-1, d, d),
+        return _flags5(sf.take(members[idx]), t, ys[:, :d], ys[:, d:].reshape(-1, d, d),
                              cov0s[idx], t0, thr)
 
     fls = [None] * len(runs)

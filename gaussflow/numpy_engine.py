@@ -48,10 +48,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from .field import DerivedField, cov_from_flow, stacked_numpy_functions
-from .stepping import FiniteErrorPID, first_step, growth_flags, trace_total
+from .stepping import FiniteErrorPID, end_clip_floor, first_step, growth_flags, trace_total
 from .variants.superposition import Sum
 
-__all__ = ["NAME", "StackedField", "StackedSum", "dense_weights", "run", "stacked_field"]
+__all__ = ["NAME", "StackedField", "StackedSum", "dense_weights", "run", "stacked_field",
+           "stacked_flags"]
 
 #: The solver name of members finished by this engine (its method is diffrax's Tsit5).
 NAME = "tsit5"
@@ -193,6 +194,22 @@ def stacked_field(field: Any, field_batched: bool) -> StackedField | StackedSum 
     return StackedField(fns, params, field_batched)
 
 
+def stacked_flags(sf: StackedField | StackedSum, t: np.ndarray, means: np.ndarray,
+                  Phis: np.ndarray, cov0s: np.ndarray, scale: np.ndarray, t0: float,
+                  thr: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`(nonfinite, blowup, escaped, tau)` of a stack of members after a step (`sf` their NumPy
+    form, times `t` `(M,)`, means `(M, d, 1)`, flow maps and initial covariances `(M, d, d)`,
+    `scale` their initial traces): `gaussflow.stepping.growth_flags` and the finiteness of the
+    state and of the closure, as `gf.solve` tests them (no domain check on this form)."""
+    with np.errstate(all="ignore"):
+        S = cov_from_flow(Phis, cov0s)
+        dm, J = sf.closure(t[:, None, None], means, S)
+        finite = (np.isfinite(means).all((1, 2)) & np.isfinite(Phis).all((1, 2))
+                  & np.isfinite(dm).all((1, 2)) & np.isfinite(J).all((1, 2)))
+        blowup, escaped, tau = growth_flags(J, S, scale, thr, t, t0, lead=1)
+    return ~finite, blowup, escaped, tau
+
+
 def run(sf: StackedField, means0: np.ndarray, covs0: np.ndarray, members: np.ndarray,
         times: tuple[float, float, float], ts: np.ndarray, rtol: float, atol: float,
         max_steps: int, time_scale: str = "linear", chunk: int | None = None,
@@ -229,9 +246,7 @@ def _run_chunk(sf, means0, covs0, members, times, ts, rtol, atol, max_steps, tim
     to_s = (lambda t: np.log1p(t - t0)) if log else (lambda t: t)
     to_t = (lambda s: t0 + np.expm1(s)) if log else (lambda s: s)
     s0, s1 = float(to_s(t0)), float(to_s(t1))
-    floor = s1
-    for _ in range(100):  # diffrax's end-time clipping threshold: 100 ULPs below s1
-        floor = float(np.nextafter(floor, -np.inf))
+    floor = end_clip_floor(s1)  # diffrax's end-time clipping threshold
     ts_t = np.asarray(ts, float)
     ts_s = to_s(ts_t)
     N, d, n_ts = len(members), covs0.shape[-1], len(ts_t)
@@ -254,12 +269,7 @@ def _run_chunk(sf, means0, covs0, members, times, ts, rtol, atol, max_steps, tim
         return out
 
     def flags(t, Y, f, cov0, sc):
-        S = cov_from_flow(Y[..., :d], cov0)
-        dm, J = f.closure(t[:, None, None], Y[..., d:], S)
-        finite = (np.isfinite(Y).all((1, 2)) & np.isfinite(dm).all((1, 2))
-                  & np.isfinite(J).all((1, 2)))
-        blowup, escaped, tau = growth_flags(J, S, sc, thr, t, t0, lead=1)
-        return ~finite, blowup, escaped, tau
+        return stacked_flags(f, t, Y[..., d:], Y[..., :d], cov0, sc, t0, thr)
 
     # outputs, indexed by position in `members`
     out = {"ts": np.full((N, n_ts), np.inf), "means": np.full((N, n_ts, d), np.inf),

@@ -71,6 +71,15 @@ def growth_flags(J: jax.Array, S: jax.Array, scale: jax.Array, threshold: jax.Ar
     return blowup, escaped, tau
 
 
+def end_clip_floor(s1: float) -> float:
+    """diffrax's end-time clipping threshold, 100 ULPs below `s1`: a next step ending above it
+    is clipped to end at `s1` (the work queue and the NumPy engine take diffrax's decision)."""
+    floor = float(s1)
+    for _ in range(100):
+        floor = float(np.nextafter(floor, -np.inf))
+    return floor
+
+
 def resolve_solver(solver: diffrax.AbstractSolver | str | None) -> diffrax.AbstractSolver:
     """A diffrax solver from `None` (Tsit5), a name in `SOLVERS` or a solver instance.
 

@@ -14,6 +14,7 @@ import numpy as np
 from . import lsoda, numpy_engine, queue
 from .field import StaticKey
 from .passes import pow2_at_most, run_schedule, schedule
+from .stepping import end_clip_floor
 
 __all__ = ["sweep_queue"]
 
@@ -49,9 +50,7 @@ def sweep_queue(field: Any, field_batched: bool, means0: np.ndarray, covs0: np.n
     log = time_scale == "log"
     to_s = (lambda t: np.log1p(t - t0)) if log else (lambda t: t)
     s1 = float(to_s(t1))
-    floor = s1
-    for _ in range(100):  # diffrax's end-time clipping threshold: 100 ULPs below s1
-        floor = float(np.nextafter(floor, -np.inf))
+    floor = end_clip_floor(s1)  # diffrax's end-time clipping threshold
     targs = dict(t0=t0, t1=t1, s0=float(to_s(t0)), s1=s1, floor=floor, thr=thr,
                  ts_s=to_s(np.asarray(ts_arr, float)), ts_t=np.asarray(ts_arr, float))
     with jax.default_device(device):
